@@ -1,0 +1,341 @@
+//! Hidden helper commands: the other processes of multi-process tests and
+//! benchmarks. Each prints one line per milestone on stdout (so a test can
+//! wait for "ready" or "holding") and exits non-zero on any failure.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use quiver::shm::pingpong::FutexPair;
+use quiver::shm::wait;
+use quiver::{CreateOptions, ObjectId, OpenConfig, Store, WaitStrategy};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DebugCommand {
+    /// Create, fill and seal `count` sequential objects.
+    Put {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1)]
+        ns: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 1024)]
+        size: u64,
+        /// How long each create may wait for space.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Wait for `count` sequential objects, check their bytes, delete them if asked.
+    Get {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1)]
+        ns: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Get `count` sequential objects and hold the views until killed.
+    Hold {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1)]
+        ns: u64,
+        #[arg(long)]
+        count: u64,
+    },
+    /// Create `count` objects without sealing them, then wait to be killed.
+    CreateUnsealed {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1)]
+        ns: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 4096)]
+        size: u64,
+    },
+    /// Random creates, seals, gets, releases and deletes on a small ID space,
+    /// forever: a victim for SIGKILL at random instants.
+    Hammer {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1)]
+        ns: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Answer each ping object with a pong object (for the wake benchmark).
+    Pong {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        rounds: u64,
+        /// Pin to this CPU.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Spin this many microseconds before parking (0: park at once).
+        #[arg(long, default_value_t = 0)]
+        spin_us: u64,
+    },
+    /// Answer a raw futex ping-pong on a shared file (the wake baseline).
+    FutexPong {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        rounds: u64,
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+}
+
+pub(crate) fn run(command: DebugCommand) -> Result<()> {
+    match command {
+        DebugCommand::Put {
+            store,
+            ns,
+            count,
+            size,
+            timeout_ms,
+        } => put(&store, ns, count, size, timeout_ms),
+        DebugCommand::Get {
+            store,
+            ns,
+            count,
+            timeout_ms,
+            delete,
+        } => get(&store, ns, count, timeout_ms, delete),
+        DebugCommand::Hold { store, ns, count } => hold(&store, ns, count),
+        DebugCommand::CreateUnsealed {
+            store,
+            ns,
+            count,
+            size,
+        } => create_unsealed(&store, ns, count, size),
+        DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
+        DebugCommand::Pong {
+            store,
+            rounds,
+            cpu,
+            spin_us,
+        } => pong(&store, rounds, cpu, spin_us),
+        DebugCommand::FutexPong { file, rounds, cpu } => futex_pong(&file, rounds, cpu),
+    }
+}
+
+/// The byte at position `j` of sequential object `i` in namespace `ns`.
+pub(crate) fn pattern(ns: u64, i: u64, j: usize) -> u8 {
+    (ns.wrapping_mul(131) ^ i.wrapping_mul(31) ^ (j as u64).wrapping_mul(7)) as u8
+}
+
+fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn put(store: &str, ns: u64, count: u64, size: u64, timeout_ms: u64) -> Result<()> {
+    let store = Store::open(store)?;
+    let options = CreateOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        pinned: false,
+    };
+    for i in 0..count {
+        let mut builder = store.create_object_with(
+            ObjectId::sequential(ns, 0, i),
+            size,
+            &i.to_le_bytes(),
+            options,
+        )?;
+        for (j, byte) in builder.data_mut().iter_mut().enumerate() {
+            *byte = pattern(ns, i, j);
+        }
+        builder.seal()?;
+    }
+    say(&format!("put {count}"))
+}
+
+fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Result<()> {
+    let store = Store::open(store)?;
+    for i in 0..count {
+        let id = ObjectId::sequential(ns, 0, i);
+        let view = store
+            .get(id, Duration::from_millis(timeout_ms))?
+            .with_context(|| format!("object {id} was not sealed within {timeout_ms} ms"))?;
+        if view.metadata() != i.to_le_bytes() {
+            bail!("object {id}: wrong metadata");
+        }
+        if let Some(j) = view
+            .data()
+            .iter()
+            .enumerate()
+            .position(|(j, &b)| b != pattern(ns, i, j))
+        {
+            bail!("object {id}: wrong byte at {j}");
+        }
+        drop(view);
+        if delete {
+            store.delete(id)?;
+        }
+    }
+    say(&format!("got {count}"))
+}
+
+fn hold(store: &str, ns: u64, count: u64) -> Result<()> {
+    let store = Store::open(store)?;
+    let mut views = Vec::new();
+    for i in 0..count {
+        let id = ObjectId::sequential(ns, 0, i);
+        views.push(
+            store
+                .get(id, Duration::from_secs(10))?
+                .with_context(|| format!("object {id} missing"))?,
+        );
+    }
+    say("holding")?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn create_unsealed(store: &str, ns: u64, count: u64, size: u64) -> Result<()> {
+    let store = Store::open(store)?;
+    let mut builders = Vec::new();
+    for i in 0..count {
+        builders.push(store.create_object(ObjectId::sequential(ns, 0, i), size, &[])?);
+    }
+    say("created")?;
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so runs can be repeated.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn hammer(store: &str, ns: u64, seed: u64) -> Result<()> {
+    let store = Store::open(store)?;
+    let mut rng = Rng::new(seed);
+    let mut views = Vec::new();
+    say("hammering")?;
+    loop {
+        let id = ObjectId::sequential(ns, 0, rng.below(64));
+        match rng.below(4) {
+            0 => {
+                let size = 64 + rng.below(16 << 10);
+                match store.create_object(id, size, b"h") {
+                    Ok(mut b) => {
+                        b.data_mut().fill(id.as_bytes()[16]);
+                        if rng.below(8) != 0 {
+                            b.seal()?;
+                        }
+                    }
+                    Err(
+                        quiver::StoreError::AlreadyExists(_) | quiver::StoreError::StoreFull { .. },
+                    ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            1 => {
+                if let Some(v) = store.get(id, Duration::ZERO)? {
+                    if v.data().iter().any(|&b| b != id.as_bytes()[16]) {
+                        bail!("object {id} has bytes that were never written to it");
+                    }
+                    views.push(v);
+                }
+            }
+            2 => {
+                if !views.is_empty() {
+                    views.swap_remove(rng.below(views.len() as u64) as usize);
+                }
+            }
+            _ => match store.delete(id) {
+                Ok(())
+                | Err(quiver::StoreError::NotFound(_) | quiver::StoreError::NotSealed(_)) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+}
+
+fn pin_to(cpu: Option<usize>) -> Result<()> {
+    if let Some(cpu) = cpu {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).context("pin to a CPU")?;
+    }
+    Ok(())
+}
+
+/// The ping and pong IDs of the wake benchmark's round `i`.
+pub(crate) fn ping_id(i: u64) -> ObjectId {
+    ObjectId::sequential(0xB0, 0, i)
+}
+pub(crate) fn pong_id(i: u64) -> ObjectId {
+    ObjectId::sequential(0xB1, 0, i)
+}
+
+fn pong(store: &str, rounds: u64, cpu: Option<usize>, spin_us: u64) -> Result<()> {
+    pin_to(cpu)?;
+    let strategy = if spin_us == 0 {
+        WaitStrategy::Park
+    } else {
+        WaitStrategy::SpinThenPark {
+            budget: Duration::from_micros(spin_us),
+        }
+    };
+    let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
+    say("ready")?;
+    for i in 0..rounds {
+        let ping = store
+            .get(ping_id(i), Duration::from_secs(30))?
+            .context("no ping within 30 s")?;
+        drop(ping);
+        store.delete(ping_id(i))?;
+        store.create_object(pong_id(i), 8, &[])?.seal()?;
+    }
+    Ok(())
+}
+
+fn futex_pong(file: &std::path::Path, rounds: u64, cpu: Option<usize>) -> Result<()> {
+    pin_to(cpu)?;
+    let pair = FutexPair::open(file)?;
+    let (ping, pong) = (pair.word(0), pair.word(1));
+    say("ready")?;
+    for i in 0..rounds {
+        let want = (i + 1) as u32;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Acquire pairs with the pinger's Release store of the ping word.
+        while ping.load(Ordering::Acquire) != want {
+            if Instant::now() > deadline {
+                bail!("no ping within 30 s");
+            }
+            wait::wait(ping, want - 1, Some(Duration::from_millis(100)));
+        }
+        pong.store(want, Ordering::Release);
+        wait::wake_all(pong);
+    }
+    Ok(())
+}

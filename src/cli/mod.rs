@@ -1,0 +1,66 @@
+//! The `quiver` command line: user commands (`stat`) and the hidden helper
+//! commands (`debug …`) that tests and benchmarks run as separate processes.
+
+mod debug;
+mod stat;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use quiver::{OpenConfig, Store};
+
+/// quiver: a shared-memory producer/consumer runtime for single-host,
+/// multi-process online learning.
+#[derive(Parser, Debug)]
+#[command(name = "quiver", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a store's state: capacity, usage, clients and objects.
+    Stat(stat::StatArgs),
+    /// Helper processes for tests and benchmarks.
+    #[command(hide = true, subcommand)]
+    Debug(debug::DebugCommand),
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Stat(args) => stat::run(args),
+        Command::Debug(command) => debug::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quiver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Which store a command works on: a name in /dev/shm, or a path.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct StoreArg {
+    /// The store's name (its file is /dev/shm/quiver-NAME).
+    #[arg(required_unless_present = "path", conflicts_with = "path")]
+    name: Option<String>,
+    /// The store's file, anywhere (instead of a name).
+    #[arg(long)]
+    path: Option<std::path::PathBuf>,
+}
+
+impl StoreArg {
+    pub(crate) fn open(&self) -> anyhow::Result<Store> {
+        let config = match &self.path {
+            Some(path) => OpenConfig::at_path(path),
+            // clap requires the name when no path is given.
+            None => OpenConfig::new(self.name.as_deref().unwrap_or_default()),
+        };
+        Ok(Store::open_with(config)?)
+    }
+}

@@ -1,0 +1,96 @@
+//! `quiver stat`: a store's state as a table, or as one JSON object.
+
+use anyhow::Result;
+
+use super::StoreArg;
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also list every object.
+    #[arg(long)]
+    objects: bool,
+}
+
+pub(crate) fn run(args: StatArgs) -> Result<()> {
+    let store = args.store.open()?;
+    // Our own handle is a client too; report the others.
+    let mut stats = store.stats()?;
+    stats.clients = stats.clients.saturating_sub(1);
+    let objects = if args.objects {
+        Some(store.list()?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut value = serde_json::json!({
+            "path": store.path().display().to_string(),
+            "stats": stats,
+        });
+        if let Some(objects) = &objects {
+            value["objects"] = serde_json::to_value(objects)?;
+        }
+        println!("{value}");
+        return Ok(());
+    }
+    println!("store {}", store.path().display());
+    let pct = |n: u64| {
+        if stats.capacity == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / stats.capacity as f64
+        }
+    };
+    let rows = [
+        ("capacity", format!("{} bytes", stats.capacity)),
+        (
+            "used",
+            format!("{} bytes ({:.1}%)", stats.used, pct(stats.used)),
+        ),
+        (
+            "payload",
+            format!("{} bytes ({:.1}%)", stats.payload, pct(stats.payload)),
+        ),
+        (
+            "largest free block",
+            format!("{} bytes", stats.largest_free),
+        ),
+        (
+            "objects",
+            format!("{} of {}", stats.objects, stats.max_objects),
+        ),
+        ("evictions", stats.evictions.to_string()),
+        ("clients", stats.clients.to_string()),
+        ("dead clients recovered", stats.dead_clients.to_string()),
+        ("repairs", stats.repairs.to_string()),
+        ("corrupt entries dropped", stats.dropped_corrupt.to_string()),
+        ("file size", format!("{} bytes", stats.file_size)),
+    ];
+    for (name, value) in rows {
+        println!("  {name:<24} {value}");
+    }
+    if let Some(objects) = objects {
+        println!();
+        println!(
+            "  {:<50} {:>12} {:>8} {:<9} {:>4} {:>6} {:>10}",
+            "id", "data", "meta", "state", "refs", "pinned", "age"
+        );
+        for o in objects {
+            println!(
+                "  {:<50} {:>12} {:>8} {:<9} {:>4} {:>6} {:>9.1}s",
+                o.id.to_string(),
+                o.data_size,
+                o.metadata_size,
+                format!("{:?}", o.state).to_lowercase(),
+                o.references,
+                if o.pinned { "yes" } else { "no" },
+                o.age.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! quiver: a shared-memory producer/consumer runtime for single-host,
+//! multi-process online learning.
+//!
+//! A producer writes objects (later: Arrow record batches) into an
+//! mmap-backed store in shared memory, keyed by deterministic IDs; consumer
+//! processes wait for them with timeouts and read them in place. There is no
+//! daemon: every process maps the same file.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use quiver::{ObjectId, Store, StoreConfig};
+//!
+//! # fn main() -> Result<(), quiver::StoreError> {
+//! let store = Store::create(StoreConfig::new("example").capacity(64 << 20))?;
+//! let id = ObjectId::sequential(1, 0, 0);
+//! let mut builder = store.create_object(id, 5, b"meta")?;
+//! builder.data_mut().copy_from_slice(b"hello");
+//! builder.seal()?;
+//!
+//! // In any process: Store::open("example")?
+//! let view = store.get(id, Duration::from_secs(1))?.expect("sealed above");
+//! assert_eq!(view.data(), b"hello");
+//! drop(view);
+//! store.delete(id)?;
+//! Store::remove("example")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The layers, each a module (see ARCHITECTURE.md): [`shm`] (the mapped
+//! file, lock, futex, liveness) and [`store`] (objects and their lifecycle).
+
+pub mod error;
+pub mod shm;
+pub mod store;
+
+pub use error::{Result, StoreError};
+pub use shm::wait::WaitStrategy;
+pub use store::{
+    CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store,
+    StoreConfig, StoreStats,
+};

@@ -1,0 +1,7 @@
+//! The `quiver` command line. See `quiver --help`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

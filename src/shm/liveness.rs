@@ -1,0 +1,67 @@
+//! Client liveness that the OS clears when a process dies.
+//!
+//! Each client holds an open-file-description (OFD) write lock on one byte
+//! of the store file, at `LIVENESS_BASE + slot`, far beyond the file's
+//! end (locks may cover bytes past EOF, and they do not touch the mapping).
+//! The kernel drops the lock when the last descriptor of that open file
+//! closes, which death by any signal does. A pid can be reused; a lock
+//! cannot outlive its process.
+//!
+//! OFD locks conflict between different opens of the file even inside one
+//! process, so two handles in one process are two distinct clients.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use super::Region;
+
+const LIVENESS_BASE: i64 = 1 << 40;
+
+fn slot_lock(kind: i32, slot: u32) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a
+    // valid value; the fields that matter are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = LIVENESS_BASE + slot as i64;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required by OFD locks
+    fl
+}
+
+fn fcntl_lock(region: &Region, cmd: i32, fl: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the region's lifetime and `fl` is a
+    // valid, initialised flock that outlives the call.
+    let rc = unsafe { libc::fcntl(region.file().as_raw_fd(), cmd, fl as *mut libc::flock) };
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Tries to take the liveness lock of `slot` for this region's open file.
+/// `Ok(false)` means another live client holds it.
+pub(crate) fn try_claim(region: &Region, slot: u32) -> io::Result<bool> {
+    let mut fl = slot_lock(libc::F_WRLCK, slot);
+    match fcntl_lock(region, libc::F_OFD_SETLK, &mut fl) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives up the liveness lock of `slot`.
+pub(crate) fn release(region: &Region, slot: u32) -> io::Result<()> {
+    let mut fl = slot_lock(libc::F_UNLCK, slot);
+    fcntl_lock(region, libc::F_OFD_SETLK, &mut fl)
+}
+
+/// Whether some other open of the file holds the liveness lock of `slot`.
+/// Must not be asked about a slot this region itself holds: a lock never
+/// conflicts with its own holder, so the answer would be "dead".
+pub(crate) fn is_held_by_other(region: &Region, slot: u32) -> io::Result<bool> {
+    let mut fl = slot_lock(libc::F_WRLCK, slot);
+    fcntl_lock(region, libc::F_OFD_GETLK, &mut fl)?;
+    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+}

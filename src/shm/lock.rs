@@ -1,0 +1,126 @@
+//! The robust, process-shared mutex that guards the store's metadata.
+//!
+//! It is a glibc `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED` and
+//! `PTHREAD_MUTEX_ROBUST`, placed in the file. When a process dies while
+//! holding it, the kernel marks it, and the next process to lock it gets
+//! `EOWNERDEAD`: [`LockGuard::owner_died`] tells the caller to repair the
+//! metadata (the object table is the truth; everything derived is rebuilt)
+//! before the guard marks the mutex consistent again.
+
+use std::time::Duration;
+
+use super::Region;
+use crate::error::{Result, StoreError};
+
+/// Bytes reserved for the mutex in the file. `pthread_mutex_t` is 40 bytes
+/// on x86-64 and aarch64 glibc; the check below keeps that honest.
+pub(crate) const MUTEX_BYTES: u64 = 64;
+const _: () = assert!(size_of::<libc::pthread_mutex_t>() as u64 <= MUTEX_BYTES);
+
+/// Initialises a robust process-shared mutex at `offset` in a fresh region.
+pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
+    let ptr = mutex_ptr(region, offset)?;
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is a local attribute object initialised by
+    // pthread_mutexattr_init before any other use, and destroyed after;
+    // `ptr` points at MUTEX_BYTES bytes in the mapping (checked), which no
+    // other process uses yet because the header is not published.
+    let rc = unsafe {
+        let mut rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
+        if rc == 0 {
+            rc =
+                libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+        }
+        if rc == 0 {
+            rc = libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+        }
+        if rc == 0 {
+            rc = libc::pthread_mutex_init(ptr, attr.as_ptr());
+        }
+        libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+        rc
+    };
+    if rc != 0 {
+        return Err(StoreError::io(
+            "initialise the store lock",
+            std::io::Error::from_raw_os_error(rc),
+        ));
+    }
+    Ok(())
+}
+
+fn mutex_ptr(region: &Region, offset: u64) -> Result<*mut libc::pthread_mutex_t> {
+    let align = align_of::<libc::pthread_mutex_t>() as u64;
+    Ok(region.raw_ptr(offset, MUTEX_BYTES, align)?.cast())
+}
+
+/// A held lock. Unlocks on drop.
+pub(crate) struct LockGuard {
+    mutex: *mut libc::pthread_mutex_t,
+    owner_died: bool,
+}
+
+impl LockGuard {
+    /// Whether the previous holder died while holding the lock, so the
+    /// state it guards may be half-changed and must be repaired.
+    pub(crate) fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+/// Locks the mutex at `offset`, waiting at most `timeout`.
+pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<LockGuard> {
+    let mutex = mutex_ptr(region, offset)?;
+    // SAFETY: `mutex` points at the initialised process-shared mutex inside
+    // the mapping, which outlives the guard because the guard is dropped
+    // before the region (callers hold the region for the guard's lifetime).
+    let mut rc = unsafe { libc::pthread_mutex_trylock(mutex) };
+    if rc == libc::EBUSY {
+        let deadline = realtime_deadline(timeout);
+        // SAFETY: as above; `deadline` is a valid timespec on the stack.
+        rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
+    }
+    match rc {
+        0 => Ok(LockGuard {
+            mutex,
+            owner_died: false,
+        }),
+        libc::EOWNERDEAD => Ok(LockGuard {
+            mutex,
+            owner_died: true,
+        }),
+        libc::ETIMEDOUT => Err(StoreError::LockTimeout(timeout)),
+        libc::ENOTRECOVERABLE => Err(StoreError::corrupted("the store lock is not recoverable")),
+        other => Err(StoreError::io(
+            "lock the store",
+            std::io::Error::from_raw_os_error(other),
+        )),
+    }
+}
+
+fn realtime_deadline(timeout: Duration) -> libc::timespec {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let total_ns = (now.tv_nsec as u128) + timeout.subsec_nanos() as u128;
+    let secs = (now.tv_sec as i128)
+        .saturating_add(timeout.as_secs().min(i64::MAX as u64 / 2) as i128)
+        .saturating_add((total_ns / 1_000_000_000) as i128);
+    libc::timespec {
+        tv_sec: secs.min(i64::MAX as i128) as libc::time_t,
+        tv_nsec: (total_ns % 1_000_000_000) as _,
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // SAFETY: the guard owns the lock on this mutex (it was returned by a
+        // successful lock). After EOWNERDEAD the caller has repaired the state
+        // by the time the guard drops, so marking the mutex consistent before
+        // unlocking is right; without it the mutex would become unusable.
+        unsafe {
+            if self.owner_died {
+                libc::pthread_mutex_consistent(self.mutex);
+            }
+            libc::pthread_mutex_unlock(self.mutex);
+        }
+    }
+}

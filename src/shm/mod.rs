@@ -1,0 +1,78 @@
+//! The mapped file: the only module that talks to the operating system about
+//! shared memory.
+//!
+//! It owns four things, each in its own file:
+//!
+//! - [`region`]: creating (with the whole size reserved and pre-faulted) and
+//!   opening the file, and bounds-checked access to what is inside it;
+//! - [`lock`]: the robust, process-shared mutex that guards metadata, which
+//!   reports when its previous holder died so the caller can repair;
+//! - [`wait`]: futex waits with timeouts on words in the file, and the
+//!   spin-then-park strategy;
+//! - [`liveness`]: per-client locks that the OS releases when a process dies.
+//!
+//! Everything above this module works with offsets and the plain types made
+//! by [`shared_struct!`], never with pointers.
+
+pub(crate) mod liveness;
+pub(crate) mod lock;
+pub mod pingpong;
+pub(crate) mod region;
+pub mod wait;
+
+pub(crate) use region::Region;
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// A type that may live in the shared file and be read through a shared
+/// reference while other processes change it.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]`, contain only [`SharedField`] types
+/// (atomics and arrays of them), so that every bit pattern is a valid value,
+/// concurrent changes by other processes are not data races, and the type
+/// holds no pointers. Use [`shared_struct!`] rather than implementing this
+/// by hand: it checks all of that at compile time.
+pub unsafe trait Shared: Sized + Sync {}
+
+/// A field type allowed inside a [`Shared`] struct: valid for every bit
+/// pattern and mutated only through atomic operations.
+pub trait SharedField {}
+impl SharedField for AtomicU32 {}
+impl SharedField for AtomicU64 {}
+impl<T: SharedField, const N: usize> SharedField for [T; N] {}
+
+#[doc(hidden)]
+pub const fn assert_shared_field<T: SharedField>() {}
+
+/// Declares a `#[repr(C)]` struct for the shared file and implements
+/// [`Shared`] for it after checking, at compile time, that every field is a
+/// [`SharedField`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! shared_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field: $ty ),*
+        }
+        const _: () = { $( $crate::shm::assert_shared_field::<$ty>(); )* };
+        // SAFETY: the struct is `#[repr(C)]` and the const block above proves
+        // that each field is a `SharedField` (an atomic or an array of them),
+        // which is exactly the contract of `Shared`.
+        unsafe impl $crate::shm::Shared for $name {}
+    };
+}
+
+// SAFETY: an atomic integer is valid for every bit pattern, holds no
+// pointer, and is only changed atomically: the contract of `Shared`.
+unsafe impl Shared for AtomicU64 {}
+// SAFETY: as for AtomicU64.
+unsafe impl Shared for AtomicU32 {}

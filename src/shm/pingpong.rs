@@ -1,0 +1,58 @@
+//! Two futex words in a small shared file: the raw cross-process futex
+//! ping-pong that the wake benchmark compares the store against. Not part
+//! of the store; kept here because only `shm` talks to the OS about shared
+//! memory.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A 64-byte shared file holding two futex words.
+#[doc(hidden)]
+pub struct FutexPair {
+    map: MmapRaw,
+    _file: File,
+}
+
+impl FutexPair {
+    /// Creates the file (which must not exist) and maps it.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_len(64)?;
+        Self::map(file)
+    }
+
+    /// Maps an existing file made by [`FutexPair::create`].
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Self::map(OpenOptions::new().read(true).write(true).open(path)?)
+    }
+
+    fn map(file: File) -> io::Result<Self> {
+        if file.metadata()?.len() < 64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "futex file shorter than 64 bytes",
+            ));
+        }
+        let map = MmapOptions::new().len(64).map_raw(&file)?;
+        Ok(FutexPair { map, _file: file })
+    }
+
+    /// Word 0 (ping) or 1 (pong); any other index is taken modulo 2.
+    pub fn word(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: the mapping is 64 bytes long and page aligned, so both
+        // words at offsets 0 and 4 lie inside it and are aligned; it lives as
+        // long as `self`; an AtomicU32 is valid for any bit pattern and is
+        // only changed atomically by every process that maps the file.
+        unsafe { &*self.map.as_ptr().add((i % 2) * 4).cast::<AtomicU32>() }
+    }
+}

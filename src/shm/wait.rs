@@ -1,0 +1,142 @@
+//! Waiting on words in the shared file: futex waits with timeouts, and the
+//! optional spin-then-park strategy.
+//!
+//! A [`WaitCell`] is a sequence number and a count of waiters. A process
+//! that changes state the others may wait for calls [`WaitCell::notify`]
+//! after the change; a process that waits for a condition calls
+//! [`WaitCell::wait_until`], which re-checks the condition after every wake.
+//! No wake-up is lost: the waiter reads the sequence number before it
+//! checks the condition and sleeps only if the number is unchanged, and the
+//! notifier bumps the number before it looks for waiters (both SeqCst, a
+//! Dekker-style pair), so either the waiter sees the bump or the notifier
+//! sees the waiter. A notify with no waiter costs two atomic operations and
+//! no system call.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::thread::futex;
+
+crate::shared_struct! {
+    /// A futex word with its waiter count, padded to a cache line.
+    pub struct WaitCell {
+        seq: AtomicU32,
+        waiters: AtomicU32,
+        _pad: [AtomicU32; 14],
+    }
+}
+const _: () = assert!(size_of::<WaitCell>() == 64);
+
+/// How a blocked call waits for another process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Park on the futex at once (the default). Costs a wake-up through the
+    /// kernel (about 20 µs across cores on a small VM, about 1 µs on the same
+    /// core) but never burns CPU the other process might need.
+    #[default]
+    Park,
+    /// Spin for at most `budget`, yielding the CPU between checks, then
+    /// park. Cuts wake latency when the other process runs on another core;
+    /// the yields keep a same-core hand-off from stalling for the whole
+    /// budget. Keep the budget small (a few microseconds to tens).
+    SpinThenPark {
+        /// The longest time to spin before parking.
+        budget: Duration,
+    },
+}
+
+impl WaitCell {
+    /// Announces a state change to every waiter. Call after the change is
+    /// visible (for example after unlocking the lock that guarded it).
+    pub fn notify(&self) {
+        // SeqCst pairs with the waiter's `waiters.fetch_add` and `seq.load`
+        // in `wait_until`: of the two stores, one is first in the total
+        // order, and the other side's load then sees it.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            wake_all(&self.seq);
+        }
+    }
+
+    /// Calls `attempt` until it returns `Some`, an error, or the deadline
+    /// passes (`Ok(None)`); between attempts waits for a [`notify`].
+    /// A deadline of `None` waits without limit; a deadline in the past
+    /// makes exactly one attempt.
+    ///
+    /// [`notify`]: WaitCell::notify
+    pub fn wait_until<T, E>(
+        &self,
+        deadline: Option<Instant>,
+        strategy: WaitStrategy,
+        mut attempt: impl FnMut() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        loop {
+            // Read before the attempt: a notify after this load changes it.
+            let seq = self.seq.load(Ordering::SeqCst);
+            if let Some(value) = attempt()? {
+                return Ok(Some(value));
+            }
+            let remaining = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            if let WaitStrategy::SpinThenPark { budget } = strategy {
+                let budget = remaining.map_or(budget, |left| left.min(budget));
+                if spin_while_unchanged(&self.seq, seq, budget) {
+                    continue;
+                }
+            }
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            if self.seq.load(Ordering::SeqCst) == seq {
+                wait(&self.seq, seq, remaining);
+            }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Spins until `word` differs from `seen` (true) or `budget` passes (false).
+fn spin_while_unchanged(word: &AtomicU32, seen: u32, budget: Duration) -> bool {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        // Acquire is enough to observe the change; the caller re-checks the
+        // real condition under the store's lock anyway.
+        if word.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        spins += 1;
+        if spins % 16 == 0 {
+            if start.elapsed() >= budget {
+                return false;
+            }
+            // Give the CPU away: on a shared core the notifier may be the
+            // very process we would otherwise keep from running.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Sleeps while `word == expected`, for at most `timeout` (`None`: no limit).
+/// Returns on a wake, a timeout, a signal or a changed word alike; callers
+/// re-check their condition.
+#[doc(hidden)]
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| futex::Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: t.subsec_nanos() as _,
+    });
+    // Flags::empty(), not PRIVATE: the word is shared between processes.
+    let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+}
+
+/// Wakes every process sleeping on `word`.
+#[doc(hidden)]
+pub fn wake_all(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
+}

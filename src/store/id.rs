@@ -1,0 +1,228 @@
+//! Object IDs: fixed-size, and derivable by any process without asking.
+//!
+//! An [`ObjectId`] is 24 bytes. [`ObjectId::sequential`] packs a namespace,
+//! a partition and an offset into those bytes without hashing, so the map
+//! from `(namespace, partition, offset)` to IDs is injective: two different
+//! triples never give the same ID, whatever the namespaces. A producer and
+//! every consumer compute the ID of the N-th record batch of a partition on
+//! their own, as the Plasma streaming example did with counters.
+//!
+//! Byte layout of a sequential ID (little-endian):
+//!
+//! | bytes  | field                               |
+//! |--------|-------------------------------------|
+//! | 0      | kind: `b'S'`                        |
+//! | 1..4   | zero                                |
+//! | 4..8   | partition (`u32`)                   |
+//! | 8..16  | namespace (`u64`)                   |
+//! | 16..24 | offset (`u64`)                      |
+//!
+//! [`ObjectId::random`] sets kind `b'R'` and fills the rest from the OS's
+//! random source; [`ObjectId::from_bytes`] takes any 24 bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+const KIND_SEQUENTIAL: u8 = b'S';
+const KIND_RANDOM: u8 = b'R';
+
+/// The ID of an object in the store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId([u8; ObjectId::LEN]);
+
+impl ObjectId {
+    /// The size of an ID in bytes.
+    pub const LEN: usize = 24;
+
+    /// An ID from its raw bytes.
+    pub const fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        ObjectId(bytes)
+    }
+
+    /// The raw bytes of the ID.
+    pub const fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+
+    /// The ID of the `offset`-th object of `partition` in `namespace`.
+    /// Distinct arguments always give distinct IDs (see the module docs).
+    pub fn sequential(namespace: u64, partition: u32, offset: u64) -> Self {
+        let mut bytes = [0u8; Self::LEN];
+        bytes[0] = KIND_SEQUENTIAL;
+        bytes[4..8].copy_from_slice(&partition.to_le_bytes());
+        bytes[8..16].copy_from_slice(&namespace.to_le_bytes());
+        bytes[16..24].copy_from_slice(&offset.to_le_bytes());
+        ObjectId(bytes)
+    }
+
+    /// `(namespace, partition, offset)` if this is a sequential ID.
+    pub fn sequential_parts(&self) -> Option<(u64, u32, u64)> {
+        if self.0[0] != KIND_SEQUENTIAL || self.0[1..4] != [0, 0, 0] {
+            return None;
+        }
+        let word = |range: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b[..range.len()].copy_from_slice(&self.0[range]);
+            u64::from_le_bytes(b)
+        };
+        Some((word(8..16), word(4..8) as u32, word(16..24)))
+    }
+
+    /// A random ID (kind `b'R'`, 23 random bytes from the OS).
+    pub fn random() -> Self {
+        let mut bytes = [0u8; Self::LEN];
+        let mut filled = 0;
+        while filled < Self::LEN - 1 {
+            match rustix::rand::getrandom(
+                &mut bytes[1 + filled..],
+                rustix::rand::GetRandomFlags::empty(),
+            ) {
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    // getrandom(2) cannot fail on Linux ≥ 3.17 once the pool is
+                    // initialised; fall back to time and pid rather than panic.
+                    let seed = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                        ^ ((std::process::id() as u64) << 32);
+                    bytes[1..9].copy_from_slice(&seed.to_le_bytes());
+                    break;
+                }
+            }
+        }
+        bytes[0] = KIND_RANDOM;
+        ObjectId(bytes)
+    }
+
+    /// The three little-endian words the shared table stores.
+    pub(crate) fn to_words(self) -> [u64; 3] {
+        let w =
+            |i: usize| u64::from_le_bytes(self.0[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        [w(0), w(1), w(2)]
+    }
+
+    /// The ID whose words are `words`.
+    pub(crate) fn from_words(words: [u64; 3]) -> Self {
+        let mut bytes = [0u8; Self::LEN];
+        for (i, w) in words.iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        ObjectId(bytes)
+    }
+
+    /// A 64-bit hash of the ID for the shared index (a fixed function: every
+    /// process must agree on it). Each word goes through the SplitMix64
+    /// finaliser so that IDs differing only in their offset spread evenly.
+    pub(crate) fn table_hash(&self) -> u64 {
+        let [a, b, c] = self.to_words();
+        mix(c ^ mix(b ^ mix(a)))
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((ns, partition, offset)) = self.sequential_parts() {
+            return write!(f, "seq:{ns}:{partition}:{offset}");
+        }
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+/// The error of parsing an [`ObjectId`] from text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid object id {0:?}: expected 48 hex digits or seq:NAMESPACE:PARTITION:OFFSET")]
+pub struct ParseObjectIdError(String);
+
+impl FromStr for ObjectId {
+    type Err = ParseObjectIdError;
+
+    /// Parses what `Display` prints: `seq:NS:PARTITION:OFFSET` or 48 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseObjectIdError(s.to_string());
+        if let Some(rest) = s.strip_prefix("seq:") {
+            let mut parts = rest.split(':');
+            let (Some(ns), Some(p), Some(o), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(err());
+            };
+            return Ok(ObjectId::sequential(
+                ns.parse().map_err(|_| err())?,
+                p.parse().map_err(|_| err())?,
+                o.parse().map_err(|_| err())?,
+            ));
+        }
+        if s.len() != Self::LEN * 2 || !s.is_ascii() {
+            return Err(err());
+        }
+        let mut bytes = [0u8; Self::LEN];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).map_err(|_| err())?;
+        }
+        Ok(ObjectId(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sequential_round_trips_through_parts_and_text() {
+        let id = ObjectId::sequential(7, 3, 1_000_000);
+        assert_eq!(id.sequential_parts(), Some((7, 3, 1_000_000)));
+        assert_eq!(id.to_string(), "seq:7:3:1000000");
+        assert_eq!(id.to_string().parse::<ObjectId>(), Ok(id));
+        assert_eq!(ObjectId::from_words(id.to_words()), id);
+    }
+
+    #[test]
+    fn random_ids_differ_and_print_as_hex() {
+        let (a, b) = (ObjectId::random(), ObjectId::random());
+        assert_ne!(a, b);
+        assert_eq!(a.sequential_parts(), None);
+        assert_eq!(a.to_string().len(), 48);
+        assert_eq!(a.to_string().parse::<ObjectId>(), Ok(a));
+    }
+
+    #[test]
+    fn bad_text_is_an_error() {
+        for bad in [
+            "",
+            "seq:1:2",
+            "seq:1:2:3:4",
+            "seq:x:2:3",
+            "zz",
+            &"g".repeat(48),
+        ] {
+            assert!(bad.parse::<ObjectId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sequential_is_injective(a in any::<(u64, u32, u64)>(), b in any::<(u64, u32, u64)>()) {
+            let ia = ObjectId::sequential(a.0, a.1, a.2);
+            let ib = ObjectId::sequential(b.0, b.1, b.2);
+            prop_assert_eq!(ia == ib, a == b);
+        }
+    }
+}

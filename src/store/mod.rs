@@ -1,0 +1,808 @@
+//! The object store: Plasma's object lifecycle over one shared file, with no
+//! daemon.
+//!
+//! Every process maps the file and works on it directly. Metadata changes
+//! under one robust lock ([`crate::shm::lock`]); waiting is a futex on a
+//! word in the file; reading is a slice of the mapping.
+//!
+//! - [`id`]: object IDs, including the deterministic sequential ones;
+//! - [`layout`]: every shared struct and where it lies in the file;
+//! - [`alloc`]: the TLSF allocator over the data arena;
+//! - [`table`]: the object table, its index and its LRU list;
+//! - [`recovery`]: repair after a dead lock holder, release of dead clients;
+//! - [`object`]: the builder of a new object and the view of a sealed one;
+//! - this file: [`Store`], which ties them together.
+
+mod alloc;
+mod config;
+mod id;
+mod layout;
+mod object;
+mod recovery;
+mod table;
+
+use std::path::Path;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX, STORE_DIR};
+pub use id::{ObjectId, ParseObjectIdError};
+pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
+pub use object::{ObjectBuilder, ObjectView};
+
+use crate::error::{Result, StoreError};
+use crate::shm::wait::{WaitCell, WaitStrategy};
+use crate::shm::{liveness, lock, Region};
+use layout::{
+    state, Header, Layout, BLOCK_HEADER, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY,
+    SEAL_BUCKETS, WAIT_OFFSET,
+};
+use table::Tables;
+
+/// A handle on a store: one client of it. Cheap to clone (clones share the
+/// client); every view and builder keeps the handle's state alive.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// What one client keeps in its own memory.
+pub(crate) struct Shared {
+    region: Region,
+    /// Validated once at open; never re-read from the file.
+    layout: Layout,
+    client: u32,
+    /// This client's number of live views per entry. Changed only under the
+    /// store's lock; the shared holder bit is set while it is non-zero.
+    local_refs: Box<[AtomicU32]>,
+    wait: WaitStrategy,
+    lock_timeout: Duration,
+}
+
+/// The lifecycle state of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectState {
+    /// Created, being written; not visible to `get`.
+    Creating,
+    /// Immutable and visible.
+    Sealed,
+    /// Deleted while still referenced; freed when the last view is dropped.
+    Deleted,
+}
+
+/// One object, as [`Store::list`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectInfo {
+    /// The object's ID.
+    #[serde(serialize_with = "serialize_display")]
+    pub id: ObjectId,
+    /// Bytes of data.
+    pub data_size: u64,
+    /// Bytes of metadata.
+    pub metadata_size: u64,
+    /// Lifecycle state.
+    pub state: ObjectState,
+    /// Clients holding views of it.
+    pub references: u32,
+    /// Whether eviction skips it.
+    pub pinned: bool,
+    /// Time since it was created.
+    pub age: Duration,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    v: &impl std::fmt::Display,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Store-wide numbers, as [`Store::stats`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Bytes in the data arena.
+    pub capacity: u64,
+    /// Bytes of the arena in allocated blocks (payload, padding and block headers).
+    pub used: u64,
+    /// Bytes of payload (data + metadata) in live objects.
+    pub payload: u64,
+    /// The largest free block (the largest object that fits without eviction).
+    pub largest_free: u64,
+    /// Objects in the store (creating, sealed, or deleted but still referenced).
+    pub objects: u64,
+    /// The most objects the table holds.
+    pub max_objects: u64,
+    /// Objects evicted since the store was created.
+    pub evictions: u64,
+    /// Live clients.
+    pub clients: u32,
+    /// Times the derived state was rebuilt after a lock holder died.
+    pub repairs: u64,
+    /// Dead clients found and recovered.
+    pub dead_clients: u64,
+    /// Entries dropped by a repair because their bytes were invalid.
+    pub dropped_corrupt: u64,
+    /// Size of the whole file.
+    pub file_size: u64,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    // An overflowing deadline means "no limit".
+    Instant::now().checked_add(timeout)
+}
+
+impl Store {
+    /// Creates a new store file and opens it as its first client. Fails with
+    /// [`StoreError::StoreExists`] if the file exists and with
+    /// [`StoreError::NoSpace`] if the file system cannot hold it.
+    pub fn create(config: StoreConfig) -> Result<Store> {
+        let path = config.location.path()?;
+        let layout = Layout::new(config.objects(), config.capacity)?;
+        let region = Region::create(&path, layout.file_size, config.open.prefault)?;
+        let init = || -> Result<()> {
+            let header: &Header = region.get(0)?;
+            header.magic.store(MAGIC, Relaxed);
+            header.version.store(FORMAT_VERSION, Relaxed);
+            layout.write_to(header);
+            header.created_ns.store(now_ns(), Relaxed);
+            header.creator_pid.store(std::process::id(), Relaxed);
+            lock::init(&region, MUTEX_OFFSET)?;
+            let t = Tables::new(&region, &layout)?;
+            // The file is zero-filled: every entry is FREE, the index empty,
+            // every client slot inactive. What remains are the lists.
+            header.lru_head.store(NIL, Relaxed);
+            header.lru_tail.store(NIL, Relaxed);
+            header.free_entry_head.store(NIL, Relaxed);
+            for e in (0..layout.max_objects as u32).rev() {
+                t.push_free_entry(e)?;
+            }
+            t.arena().init()?;
+            // Publish: pairs with the Acquire load in `open_once`. Everything
+            // above is visible to an opener that sees READY.
+            header.ready.store(READY, Release);
+            Ok(())
+        };
+        if let Err(e) = init() {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Self::attach(region, layout, &config.open)
+    }
+
+    /// Opens the store called `name` (in [`STORE_DIR`]).
+    pub fn open(name: &str) -> Result<Store> {
+        Self::open_with(OpenConfig::new(name))
+    }
+
+    /// Opens the store at `path`.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(OpenConfig::at_path(path.as_ref()))
+    }
+
+    /// Opens a store with explicit options. Waits up to the ready timeout
+    /// for a store whose creator has not published it yet.
+    pub fn open_with(config: OpenConfig) -> Result<Store> {
+        let path = config.location.path()?;
+        let deadline = deadline_after(config.ready_timeout);
+        loop {
+            match Self::open_once(&path, &config) {
+                Err(StoreError::NotReady(_)) if deadline.is_some_and(|d| Instant::now() < d) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, config: &OpenConfig) -> Result<Store> {
+        let region = Region::open(path, config.prefault)?;
+        let magic: &std::sync::atomic::AtomicU64 = region
+            .get(0)
+            .map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
+        match magic.load(Relaxed) {
+            MAGIC => {}
+            0 => return Err(StoreError::NotReady(path.to_path_buf())),
+            _ => return Err(StoreError::NotAStore(path.to_path_buf())),
+        }
+        let header: &Header = region.get(0).map_err(|_| StoreError::Truncated {
+            path: path.to_path_buf(),
+            expected: size_of::<Header>() as u64,
+            actual: region.len(),
+        })?;
+        let version = header.version.load(Relaxed);
+        if version != FORMAT_VERSION {
+            return Err(StoreError::VersionMismatch {
+                path: path.to_path_buf(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        // Pairs with the Release store that publishes the file in `create`.
+        if header.ready.load(Acquire) != READY {
+            return Err(StoreError::NotReady(path.to_path_buf()));
+        }
+        let layout = Layout::from_header(header)?;
+        if region.len() < layout.file_size {
+            return Err(StoreError::Truncated {
+                path: path.to_path_buf(),
+                expected: layout.file_size,
+                actual: region.len(),
+            });
+        }
+        Self::attach(region, layout, config)
+    }
+
+    /// Registers this handle as a client: takes a free slot (recovering dead
+    /// clients first) and its liveness lock.
+    fn attach(region: Region, layout: Layout, config: &OpenConfig) -> Result<Store> {
+        let client = {
+            let guard = lock::lock(&region, MUTEX_OFFSET, config.lock_timeout)?;
+            let t = Tables::new(&region, &layout)?;
+            if guard.owner_died() {
+                recovery::repair(&t)?;
+            }
+            sweep_dead_clients(&t, None)?;
+            let mut claimed = None;
+            for (slot, c) in t.clients.iter().enumerate() {
+                if c.active.load(Relaxed) == 0
+                    && liveness::try_claim(&region, slot as u32)
+                        .map_err(|e| StoreError::io("take a client liveness lock", e))?
+                {
+                    c.pid.store(std::process::id(), Relaxed);
+                    c.started_ns.store(now_ns(), Relaxed);
+                    c.active.store(1, Release);
+                    claimed = Some(slot as u32);
+                    break;
+                }
+            }
+            claimed.ok_or(StoreError::TooManyClients(layout::MAX_CLIENTS))?
+        };
+        let local_refs = (0..layout.max_objects).map(|_| AtomicU32::new(0)).collect();
+        let shared = Shared {
+            region,
+            layout,
+            client,
+            local_refs,
+            wait: config.wait,
+            lock_timeout: config.lock_timeout,
+        };
+        Ok(Store {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Removes the store file called `name`. Processes that have it open
+    /// keep their mapping until they close it.
+    pub fn remove(name: &str) -> Result<()> {
+        let path = store_path(name)?;
+        std::fs::remove_file(&path)
+            .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))
+    }
+
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        self.shared.region.path()
+    }
+
+    /// This handle's client slot.
+    pub fn client_id(&self) -> u32 {
+        self.shared.client
+    }
+
+    /// Creates an object of `data_size` bytes with `metadata`, returning a
+    /// builder to fill it. Evicts least recently used objects if needed; fails
+    /// at once with [`StoreError::StoreFull`] if nothing can be freed (see
+    /// [`create_object_with`](Self::create_object_with) to wait), and with
+    /// [`StoreError::AlreadyExists`] if the ID is taken.
+    pub fn create_object(
+        &self,
+        id: ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+    ) -> Result<ObjectBuilder> {
+        self.create_object_with(id, data_size, metadata, CreateOptions::default())
+    }
+
+    /// [`create_object`](Self::create_object) with options: a timeout to wait for space
+    /// and pinning.
+    pub fn create_object_with(
+        &self,
+        id: ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+        options: CreateOptions,
+    ) -> Result<ObjectBuilder> {
+        let s = &*self.shared;
+        let capacity = s.layout.arena_size;
+        let meta_size = u32::try_from(metadata.len()).map_err(|_| StoreError::TooLarge {
+            requested: metadata.len() as u64,
+            capacity,
+        })?;
+        let payload = data_size.checked_add(meta_size as u64);
+        let block_size = payload
+            .and_then(|p| p.checked_add(BLOCK_HEADER + ALIGN - 1))
+            .map(|b| b / ALIGN * ALIGN)
+            .filter(|&b| b <= capacity)
+            .ok_or(StoreError::TooLarge {
+                requested: payload.unwrap_or(u64::MAX),
+                capacity,
+            })?;
+        let hash = id.table_hash();
+        let place = || self.try_place(id, hash, block_size, data_size, meta_size, options.pinned);
+        let mut swept = false;
+        let found =
+            s.cell(SPACE_CELL)?
+                .wait_until(deadline_after(options.timeout), s.wait, || {
+                    if let Some(placed) = place()? {
+                        return Ok(Some(placed));
+                    }
+                    // Dead clients may hold references that keep objects from being
+                    // evicted, or unsealed objects: recover them once, then retry.
+                    if !swept {
+                        swept = true;
+                        if self.recover_dead_clients()? > 0 {
+                            return place();
+                        }
+                    }
+                    Ok(None)
+                })?;
+        match found {
+            Some((e, block)) => {
+                let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
+                let builder = ObjectBuilder::new(
+                    self.shared.clone(),
+                    e,
+                    id,
+                    data_offset,
+                    data_size,
+                    meta_size as u64,
+                );
+                s.region
+                    .write_bytes(data_offset + data_size, meta_size as u64)?
+                    .copy_from_slice(metadata);
+                Ok(builder)
+            }
+            None => {
+                let stats = self.stats()?;
+                Err(StoreError::StoreFull {
+                    requested: block_size,
+                    free: stats.largest_free,
+                    objects: stats.objects,
+                })
+            }
+        }
+    }
+
+    /// Allocates an entry and a block for a new object and records it as
+    /// CREATING by this client; `None` if no space can be found or freed.
+    fn try_place(
+        &self,
+        id: ObjectId,
+        hash: u64,
+        block_size: u64,
+        data_size: u64,
+        meta_size: u32,
+        pinned: bool,
+    ) -> Result<Option<(u32, u64)>> {
+        let client = self.shared.client;
+        self.with_tables(|t| {
+            if t.lookup(&id, hash)?.is_some() {
+                return Err(StoreError::AlreadyExists(id));
+            }
+            let Some((e, block)) = allocate(t, block_size)? else {
+                return Ok(None);
+            };
+            let entry = t.entry(e)?;
+            for (word, value) in entry.id.iter().zip(id.to_words()) {
+                word.store(value, Relaxed);
+            }
+            entry.block.store(block, Relaxed);
+            entry.block_size.store(block_size, Relaxed);
+            entry.data_size.store(data_size, Relaxed);
+            entry.meta_size.store(meta_size, Relaxed);
+            entry
+                .flags
+                .store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
+            entry.owner.store(client, Relaxed);
+            entry.holders[0].store(0, Relaxed);
+            entry.holders[1].store(0, Relaxed);
+            entry.created_ns.store(now_ns(), Relaxed);
+            // The state word last: until it is written, repair treats the
+            // entry and its block as free.
+            entry.state.store(state::CREATING, Release);
+            t.index_insert(hash, e)?;
+            t.header.used.fetch_add(block_size, Relaxed);
+            t.header
+                .payload
+                .fetch_add(data_size + meta_size as u64, Relaxed);
+            t.header.objects.fetch_add(1, Relaxed);
+            Ok(Some((e, block)))
+        })
+    }
+
+    /// Returns a view of the sealed object `id`, waiting up to `timeout` for
+    /// it to be sealed (zero: look once and return). `Ok(None)` means it was
+    /// not sealed in time.
+    pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<Option<ObjectView>> {
+        let hash = id.table_hash();
+        let cell = self.shared.cell(bucket_of(hash))?;
+        cell.wait_until(deadline_after(timeout), self.shared.wait, || {
+            self.try_get(id, hash)
+        })
+    }
+
+    /// Views of all of `ids`, waiting up to `timeout` in all for the ones not
+    /// sealed yet. Each place holds `None` if that object was not sealed in time.
+    pub fn get_many(&self, ids: &[ObjectId], timeout: Duration) -> Result<Vec<Option<ObjectView>>> {
+        let mut views: Vec<Option<ObjectView>> = ids.iter().map(|_| None).collect();
+        let cell = self.shared.cell(ANY_SEAL_CELL)?;
+        cell.wait_until(deadline_after(timeout), self.shared.wait, || {
+            for (id, view) in ids.iter().zip(views.iter_mut()) {
+                if view.is_none() {
+                    *view = self.try_get(*id, id.table_hash())?;
+                }
+            }
+            Ok(views.iter().all(Option::is_some).then_some(()))
+        })?;
+        Ok(views)
+    }
+
+    fn try_get(&self, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
+        let s = &*self.shared;
+        let found = self.with_tables(|t| {
+            let Some(e) = t.lookup(&id, hash)? else {
+                return Ok(None);
+            };
+            let entry = t.entry(e)?;
+            if entry.state.load(Relaxed) != state::SEALED {
+                return Ok(None);
+            }
+            let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
+            let (data_size, meta_size) = (
+                entry.data_size.load(Relaxed),
+                entry.meta_size.load(Relaxed) as u64,
+            );
+            let fits = data_size
+                .checked_add(meta_size + BLOCK_HEADER)
+                .is_some_and(|need| need <= block_size)
+                && block
+                    .checked_add(block_size)
+                    .is_some_and(|end| end <= s.layout.arena_size);
+            if !fits {
+                return Err(StoreError::corrupted(format_args!(
+                    "entry {e} of object {id} overruns its block"
+                )));
+            }
+            if s.local_refs[e as usize].fetch_add(1, Relaxed) == 0 {
+                t.add_holder(e, s.client)?;
+            }
+            Ok(Some((e, block, data_size, meta_size)))
+        })?;
+        Ok(found.map(|(e, block, data_size, meta_size)| {
+            let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
+            ObjectView::new(
+                self.shared.clone(),
+                e,
+                id,
+                data_offset,
+                data_size,
+                meta_size,
+            )
+        }))
+    }
+
+    /// Whether `id` names a sealed object.
+    pub fn contains(&self, id: ObjectId) -> Result<bool> {
+        let hash = id.table_hash();
+        self.with_tables(|t| {
+            Ok(match t.lookup(&id, hash)? {
+                Some(e) => t.entry(e)?.state.load(Relaxed) == state::SEALED,
+                None => false,
+            })
+        })
+    }
+
+    /// Deletes a sealed object: at once if no view of it exists, else when
+    /// the last view is dropped (it disappears from `get` and `contains` now).
+    pub fn delete(&self, id: ObjectId) -> Result<()> {
+        let hash = id.table_hash();
+        self.with_tables(|t| {
+            let e = t.lookup(&id, hash)?.ok_or(StoreError::NotFound(id))?;
+            let entry = t.entry(e)?;
+            if entry.state.load(Relaxed) != state::SEALED {
+                return Err(StoreError::NotSealed(id));
+            }
+            if Tables::holder_count(entry) == 0 {
+                t.free_object(e)
+            } else {
+                t.index_remove(hash, e)?;
+                entry.state.store(state::DELETED, Release);
+                Ok(())
+            }
+        })?;
+        self.shared.notify(SPACE_CELL);
+        Ok(())
+    }
+
+    /// Protects a sealed object from eviction.
+    pub fn pin(&self, id: ObjectId) -> Result<()> {
+        self.set_pinned(id, true)
+    }
+
+    /// Makes a pinned object evictable again.
+    pub fn unpin(&self, id: ObjectId) -> Result<()> {
+        self.set_pinned(id, false)?;
+        self.shared.notify(SPACE_CELL);
+        Ok(())
+    }
+
+    fn set_pinned(&self, id: ObjectId, pinned: bool) -> Result<()> {
+        let hash = id.table_hash();
+        self.with_tables(|t| {
+            let e = t.lookup(&id, hash)?.ok_or(StoreError::NotFound(id))?;
+            let entry = t.entry(e)?;
+            if entry.state.load(Relaxed) != state::SEALED {
+                return Err(StoreError::NotSealed(id));
+            }
+            let was = Tables::is_evictable(entry);
+            if pinned {
+                entry.flags.fetch_or(FLAG_PINNED, Relaxed);
+            } else {
+                entry.flags.fetch_and(!FLAG_PINNED, Relaxed);
+            }
+            match (was, Tables::is_evictable(entry)) {
+                (true, false) => t.lru_remove(e),
+                (false, true) => t.lru_push(e),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// Every object in the store (a scan of the table).
+    pub fn list(&self) -> Result<Vec<ObjectInfo>> {
+        let now = now_ns();
+        self.with_tables(|t| {
+            let mut out = Vec::new();
+            for entry in t.entries {
+                let state = match entry.state.load(Relaxed) {
+                    state::CREATING => ObjectState::Creating,
+                    state::SEALED => ObjectState::Sealed,
+                    state::DELETED => ObjectState::Deleted,
+                    _ => continue,
+                };
+                out.push(ObjectInfo {
+                    id: Tables::id_of(entry),
+                    data_size: entry.data_size.load(Relaxed),
+                    metadata_size: entry.meta_size.load(Relaxed) as u64,
+                    state,
+                    references: Tables::holder_count(entry),
+                    pinned: entry.flags.load(Relaxed) & FLAG_PINNED != 0,
+                    age: Duration::from_nanos(now.saturating_sub(entry.created_ns.load(Relaxed))),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Store-wide numbers.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let layout = self.shared.layout;
+        self.with_tables(|t| {
+            let h = t.header;
+            Ok(StoreStats {
+                capacity: layout.arena_size,
+                used: h.used.load(Relaxed),
+                payload: h.payload.load(Relaxed),
+                largest_free: t.arena().largest_free(),
+                objects: h.objects.load(Relaxed),
+                max_objects: layout.max_objects,
+                evictions: h.evictions.load(Relaxed),
+                clients: t
+                    .clients
+                    .iter()
+                    .filter(|c| c.active.load(Relaxed) != 0)
+                    .count() as u32,
+                repairs: h.repairs.load(Relaxed),
+                dead_clients: h.dead_clients.load(Relaxed),
+                dropped_corrupt: h.dropped_corrupt.load(Relaxed),
+                file_size: layout.file_size,
+            })
+        })
+    }
+
+    /// Finds clients whose process has died, releases their references and
+    /// aborts their unsealed objects. Returns how many were recovered. Runs
+    /// on its own when a store is opened and when `create` finds it full.
+    pub fn recover_dead_clients(&self) -> Result<usize> {
+        let recovered = self.with_tables(|t| sweep_dead_clients(t, Some(self.shared.client)))?;
+        if recovered > 0 {
+            self.shared.notify(SPACE_CELL);
+        }
+        Ok(recovered)
+    }
+
+    /// Runs `f` on the tables under the lock, repairing first if the previous
+    /// holder died.
+    fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
+        self.shared.with_tables(f)
+    }
+}
+
+/// Finds an entry and a block for an object of `block_size` bytes, evicting
+/// least recently used objects until both are found or nothing is left.
+fn allocate(t: &Tables<'_>, block_size: u64) -> Result<Option<(u32, u64)>> {
+    loop {
+        if let Some(e) = t.pop_free_entry()? {
+            if let Some(block) = t.arena().alloc(block_size)? {
+                return Ok(Some((e, block)));
+            }
+            t.push_free_entry(e)?;
+        }
+        let Some(victim) = t.lru_oldest() else {
+            return Ok(None);
+        };
+        t.free_object(victim)?;
+        t.header.evictions.fetch_add(1, Relaxed);
+    }
+}
+
+/// Recovers every client slot that is marked active but whose liveness lock
+/// nobody holds. `me` is skipped: a lock never conflicts with its holder.
+fn sweep_dead_clients(t: &Tables<'_>, me: Option<u32>) -> Result<usize> {
+    let mut recovered = 0;
+    for (slot, c) in t.clients.iter().enumerate() {
+        let slot = slot as u32;
+        if c.active.load(Relaxed) == 0 || Some(slot) == me {
+            continue;
+        }
+        let alive = liveness::is_held_by_other(t.region, slot)
+            .map_err(|e| StoreError::io("probe a client liveness lock", e))?;
+        if !alive {
+            recovery::release_client(t, slot)?;
+            t.header.dead_clients.fetch_add(1, Relaxed);
+            recovered += 1;
+        }
+    }
+    Ok(recovered)
+}
+
+const SPACE_CELL: u64 = 0;
+const ANY_SEAL_CELL: u64 = 1;
+
+fn bucket_of(hash: u64) -> u64 {
+    2 + hash % SEAL_BUCKETS
+}
+
+impl Shared {
+    fn cell(&self, i: u64) -> Result<&WaitCell> {
+        self.region
+            .get(WAIT_OFFSET + i * size_of::<WaitCell>() as u64)
+    }
+
+    fn notify(&self, i: u64) {
+        if let Ok(cell) = self.cell(i) {
+            cell.notify();
+        }
+    }
+
+    fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
+        let guard = lock::lock(&self.region, MUTEX_OFFSET, self.lock_timeout)?;
+        let t = Tables::new(&self.region, &self.layout)?;
+        if guard.owner_died() {
+            recovery::repair(&t)?;
+        }
+        let result = f(&t);
+        drop(guard);
+        result
+    }
+
+    /// Seals an object this client created: called by the builder.
+    pub(crate) fn seal(&self, e: u32, id: ObjectId) -> Result<()> {
+        self.with_tables(|t| {
+            let entry = self.owned_entry(t, e, id)?;
+            entry.owner.store(NIL, Relaxed);
+            // Release: a reader that sees SEALED (under the lock, or through
+            // the index) also sees the payload this process wrote.
+            entry.state.store(state::SEALED, Release);
+            if Tables::is_evictable(entry) {
+                t.lru_push(e)?;
+            }
+            Ok(())
+        })?;
+        self.notify(bucket_of(id.table_hash()));
+        self.notify(ANY_SEAL_CELL);
+        Ok(())
+    }
+
+    /// Aborts an object this client created: called by the builder.
+    pub(crate) fn abort(&self, e: u32, id: ObjectId) -> Result<()> {
+        self.with_tables(|t| {
+            self.owned_entry(t, e, id)?;
+            t.free_object(e)
+        })?;
+        self.notify(SPACE_CELL);
+        Ok(())
+    }
+
+    fn owned_entry<'t>(&self, t: &Tables<'t>, e: u32, id: ObjectId) -> Result<&'t layout::Entry> {
+        let entry = t.entry(e)?;
+        if entry.state.load(Relaxed) != state::CREATING
+            || entry.owner.load(Relaxed) != self.client
+            || Tables::id_of(entry) != id
+        {
+            return Err(StoreError::corrupted(format_args!(
+                "object {id} is no longer being created by this client"
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// Drops one of this client's views of entry `e`: called by the view.
+    ///
+    /// A view that is not this client's last one only decrements the local
+    /// count, without the lock. The last one takes the lock, so that the
+    /// count reaching zero and the shared holder bit being cleared are one
+    /// step for any `get` of the same object (which increments under the lock).
+    pub(crate) fn release(&self, e: u32) -> Result<()> {
+        let count = &self.local_refs[e as usize];
+        let mut n = count.load(Relaxed);
+        while n > 1 {
+            match count.compare_exchange_weak(n, n - 1, Relaxed, Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(now) => n = now,
+            }
+        }
+        self.with_tables(|t| match count.load(Relaxed) {
+            0 => Ok(()),
+            // Only this view is left in this process, so nothing can race us.
+            1 => {
+                count.store(0, Relaxed);
+                t.drop_holder(e, self.client).map(|_| ())
+            }
+            _ => {
+                count.fetch_sub(1, Relaxed);
+                Ok(())
+            }
+        })?;
+        self.notify(SPACE_CELL);
+        Ok(())
+    }
+
+    /// Adds one view of entry `e`, which this client already holds (the view
+    /// being cloned keeps the count at one or more, so no lock is needed).
+    pub(crate) fn add_local_ref(&self, e: u32) {
+        self.local_refs[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Every view and builder holds this `Shared`, so none is left: release
+        // the slot (and, defensively, anything still recorded against it).
+        let _ = self.with_tables(|t| recovery::release_client(t, self.client));
+        let _ = liveness::release(&self.region, self.client);
+        self.notify(SPACE_CELL);
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path())
+            .field("client", &self.shared.client)
+            .finish()
+    }
+}

@@ -1,0 +1,212 @@
+//! The two handles on an object's bytes: [`ObjectBuilder`], which its
+//! creator fills and seals, and [`ObjectView`], a read-only, zero-copy view
+//! of a sealed object that holds a reference until it is dropped.
+//!
+//! Preconditions live in the types: only a builder can write, and sealing
+//! consumes it, so a sealed object cannot be written through quiver's API.
+
+use std::sync::Arc;
+
+use super::{ObjectId, Shared};
+use crate::error::Result;
+
+/// An object being created. Write its data with [`data_mut`], then
+/// [`seal`] it; dropping it unsealed aborts it and frees its memory.
+///
+/// [`data_mut`]: ObjectBuilder::data_mut
+/// [`seal`]: ObjectBuilder::seal
+pub struct ObjectBuilder {
+    shared: Arc<Shared>,
+    entry: u32,
+    id: ObjectId,
+    data_offset: u64,
+    data_size: u64,
+    meta_size: u64,
+    finished: bool,
+}
+
+impl ObjectBuilder {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        entry: u32,
+        id: ObjectId,
+        data_offset: u64,
+        data_size: u64,
+        meta_size: u64,
+    ) -> Self {
+        ObjectBuilder {
+            shared,
+            entry,
+            id,
+            data_offset,
+            data_size,
+            meta_size,
+            finished: false,
+        }
+    }
+
+    /// The object's ID.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The object's data, to fill. It starts 64-byte aligned.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // The range was checked against the arena when the object was
+        // allocated; the region re-checks it against the mapping.
+        self.shared
+            .region()
+            .write_bytes(self.data_offset, self.data_size)
+            .unwrap_or_default()
+    }
+
+    /// The object's data as written so far.
+    pub fn data(&self) -> &[u8] {
+        self.shared
+            .region()
+            .read_bytes(self.data_offset, self.data_size)
+            .unwrap_or_default()
+    }
+
+    /// The metadata given to `create`.
+    pub fn metadata(&self) -> &[u8] {
+        self.shared
+            .region()
+            .read_bytes(self.data_offset + self.data_size, self.meta_size)
+            .unwrap_or_default()
+    }
+
+    /// Makes the object immutable and visible, and wakes every process
+    /// waiting for it in `get`.
+    pub fn seal(mut self) -> Result<()> {
+        self.finished = true;
+        self.shared.seal(self.entry, self.id)
+    }
+
+    /// Gives the object up and frees its memory (what dropping does, with
+    /// the error reported).
+    pub fn abort(mut self) -> Result<()> {
+        self.finished = true;
+        self.shared.abort(self.entry, self.id)
+    }
+}
+
+impl Drop for ObjectBuilder {
+    fn drop(&mut self) {
+        if !self.finished {
+            // A failure here means the store was repaired under us; the
+            // repair already freed or kept the object consistently.
+            let _ = self.shared.abort(self.entry, self.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for ObjectBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBuilder")
+            .field("id", &self.id)
+            .field("data_size", &self.data_size)
+            .finish()
+    }
+}
+
+/// A read-only view of a sealed object, pointing into the shared mapping.
+/// The object stays in memory (it is neither evicted nor freed, even if
+/// deleted) until the last view of it is dropped. Views are `Send + Sync`.
+pub struct ObjectView {
+    shared: Arc<Shared>,
+    entry: u32,
+    id: ObjectId,
+    data_offset: u64,
+    data_size: u64,
+    meta_size: u64,
+}
+
+impl ObjectView {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        entry: u32,
+        id: ObjectId,
+        data_offset: u64,
+        data_size: u64,
+        meta_size: u64,
+    ) -> Self {
+        ObjectView {
+            shared,
+            entry,
+            id,
+            data_offset,
+            data_size,
+            meta_size,
+        }
+    }
+
+    /// The object's ID.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// The object's data, in place in shared memory (64-byte aligned).
+    pub fn data(&self) -> &[u8] {
+        // Checked against the arena in `get`; the region re-checks the mapping.
+        self.shared
+            .region()
+            .read_bytes(self.data_offset, self.data_size)
+            .unwrap_or_default()
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &[u8] {
+        self.shared
+            .region()
+            .read_bytes(self.data_offset + self.data_size, self.meta_size)
+            .unwrap_or_default()
+    }
+
+    /// Bytes of data.
+    pub fn len(&self) -> usize {
+        self.data_size as usize
+    }
+
+    /// Whether the object has no data.
+    pub fn is_empty(&self) -> bool {
+        self.data_size == 0
+    }
+}
+
+impl Clone for ObjectView {
+    fn clone(&self) -> Self {
+        self.shared.add_local_ref(self.entry);
+        ObjectView {
+            shared: self.shared.clone(),
+            entry: self.entry,
+            id: self.id,
+            data_offset: self.data_offset,
+            data_size: self.data_size,
+            meta_size: self.meta_size,
+        }
+    }
+}
+
+impl Drop for ObjectView {
+    fn drop(&mut self) {
+        // If the lock cannot be taken the reference stays recorded until this
+        // client closes or dies, which is the safe direction (never freed early).
+        let _ = self.shared.release(self.entry);
+    }
+}
+
+impl AsRef<[u8]> for ObjectView {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+impl std::fmt::Debug for ObjectView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectView")
+            .field("id", &self.id)
+            .field("len", &self.data_size)
+            .finish()
+    }
+}

@@ -1,0 +1,312 @@
+//! The object table and what is derived from it: the hash index from IDs
+//! to entries, the free-entry list, and the LRU list of evictable objects.
+//!
+//! [`Tables`] is a view of one store's shared structures, valid while the
+//! caller holds the store's lock. Every entry number and link read from the
+//! file is checked before use; a bad one gives `Corrupted`.
+//!
+//! The index is open addressing with linear probing over `2 × max_objects`
+//! slots (load at most 1/2), deleting by backward shift so that no
+//! tombstones pile up: lookups cost the same with a million objects as with
+//! ten. A slot holds the top 32 bits of the ID's hash (which also choose its
+//! home slot) and the entry number plus one; 0 is empty.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use super::alloc::Arena;
+use super::id::ObjectId;
+use super::layout::{
+    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, CLIENTS_OFFSET,
+    FLAG_PINNED, MAX_CLIENTS, NIL,
+};
+use crate::error::{Result, StoreError};
+use crate::shm::Region;
+
+/// The shared structures of one store.
+pub(crate) struct Tables<'a> {
+    pub region: &'a Region,
+    pub layout: &'a Layout,
+    pub header: &'a Header,
+    pub entries: &'a [Entry],
+    pub index: &'a [AtomicU64],
+    pub clients: &'a [ClientSlot],
+    pub alloc: &'a AllocState,
+}
+
+impl<'a> Tables<'a> {
+    pub(crate) fn new(region: &'a Region, layout: &'a Layout) -> Result<Self> {
+        Ok(Tables {
+            region,
+            layout,
+            header: region.get(0)?,
+            entries: region.slice(layout.entries_offset, layout.max_objects)?,
+            index: region.slice(layout.index_offset, layout.index_slots)?,
+            clients: region.slice(CLIENTS_OFFSET, MAX_CLIENTS as u64)?,
+            alloc: region.get(ALLOC_OFFSET)?,
+        })
+    }
+
+    pub(crate) fn arena(&self) -> Arena<'a> {
+        Arena::new(
+            self.region,
+            self.alloc,
+            self.layout.arena_offset,
+            self.layout.arena_size,
+        )
+    }
+
+    pub(crate) fn entry(&self, e: u32) -> Result<&'a Entry> {
+        self.entries
+            .get(e as usize)
+            .ok_or_else(|| StoreError::corrupted(format_args!("entry number {e} out of range")))
+    }
+
+    pub(crate) fn id_of(entry: &Entry) -> ObjectId {
+        ObjectId::from_words([
+            entry.id[0].load(Relaxed),
+            entry.id[1].load(Relaxed),
+            entry.id[2].load(Relaxed),
+        ])
+    }
+
+    /// Whether the entry belongs on the LRU list: sealed, held by nobody, not pinned.
+    pub(crate) fn is_evictable(entry: &Entry) -> bool {
+        entry.state.load(Relaxed) == state::SEALED
+            && entry.flags.load(Relaxed) & FLAG_PINNED == 0
+            && entry.holders.iter().all(|h| h.load(Relaxed) == 0)
+    }
+
+    pub(crate) fn holder_count(entry: &Entry) -> u32 {
+        entry
+            .holders
+            .iter()
+            .map(|h| h.load(Relaxed).count_ones())
+            .sum()
+    }
+
+    // ---- index ----
+
+    fn home(&self, tag: u32) -> usize {
+        ((tag as u64 * self.layout.index_slots) >> 32) as usize
+    }
+
+    fn next_slot(&self, i: usize) -> usize {
+        if i + 1 == self.index.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// The live (creating or sealed) entry with this ID.
+    pub(crate) fn lookup(&self, id: &ObjectId, hash: u64) -> Result<Option<u32>> {
+        let tag = (hash >> 32) as u32;
+        let mut i = self.home(tag);
+        for _ in 0..self.index.len() {
+            let slot = self.index[i].load(Relaxed);
+            if slot == 0 {
+                return Ok(None);
+            }
+            if (slot >> 32) as u32 == tag {
+                let e = (slot as u32).wrapping_sub(1);
+                let entry = self.entry(e)?;
+                let st = entry.state.load(Acquire);
+                if (st == state::CREATING || st == state::SEALED) && Self::id_of(entry) == *id {
+                    return Ok(Some(e));
+                }
+            }
+            i = self.next_slot(i);
+        }
+        Err(StoreError::corrupted("the index has no empty slot"))
+    }
+
+    pub(crate) fn index_insert(&self, hash: u64, e: u32) -> Result<()> {
+        let tag = (hash >> 32) as u32;
+        let mut i = self.home(tag);
+        for _ in 0..self.index.len() {
+            if self.index[i].load(Relaxed) == 0 {
+                self.index[i].store(((tag as u64) << 32) | (e as u64 + 1), Relaxed);
+                return Ok(());
+            }
+            i = self.next_slot(i);
+        }
+        Err(StoreError::corrupted("the index is full"))
+    }
+
+    pub(crate) fn index_remove(&self, hash: u64, e: u32) -> Result<()> {
+        let tag = (hash >> 32) as u32;
+        let wanted = ((tag as u64) << 32) | (e as u64 + 1);
+        let mut hole = self.home(tag);
+        let mut found = false;
+        for _ in 0..self.index.len() {
+            let slot = self.index[hole].load(Relaxed);
+            if slot == 0 {
+                break;
+            }
+            if slot == wanted {
+                found = true;
+                break;
+            }
+            hole = self.next_slot(hole);
+        }
+        if !found {
+            return Err(StoreError::corrupted(format_args!(
+                "entry {e} is missing from the index"
+            )));
+        }
+        // Backward shift: pull later slots of the same probe run into the hole.
+        let n = self.index.len();
+        let mut j = hole;
+        loop {
+            j = self.next_slot(j);
+            let slot = self.index[j].load(Relaxed);
+            if slot == 0 {
+                break;
+            }
+            let home = self.home((slot >> 32) as u32);
+            if (j + n - home) % n >= (j + n - hole) % n {
+                self.index[hole].store(slot, Relaxed);
+                hole = j;
+            }
+        }
+        self.index[hole].store(0, Relaxed);
+        Ok(())
+    }
+
+    // ---- free entries ----
+
+    pub(crate) fn pop_free_entry(&self) -> Result<Option<u32>> {
+        let e = self.header.free_entry_head.load(Relaxed);
+        if e == NIL {
+            return Ok(None);
+        }
+        let entry = self.entry(e)?;
+        if entry.state.load(Relaxed) != state::FREE {
+            return Err(StoreError::corrupted(format_args!(
+                "entry {e} on the free list is in use"
+            )));
+        }
+        self.header
+            .free_entry_head
+            .store(entry.lru_next.load(Relaxed), Relaxed);
+        Ok(Some(e))
+    }
+
+    pub(crate) fn push_free_entry(&self, e: u32) -> Result<()> {
+        self.entry(e)?
+            .lru_next
+            .store(self.header.free_entry_head.load(Relaxed), Relaxed);
+        self.header.free_entry_head.store(e, Relaxed);
+        Ok(())
+    }
+
+    // ---- LRU ----
+
+    /// Appends `e` as the most recently used evictable object.
+    pub(crate) fn lru_push(&self, e: u32) -> Result<()> {
+        let entry = self.entry(e)?;
+        let tail = self.header.lru_tail.load(Relaxed);
+        entry
+            .last_use
+            .store(self.header.lru_clock.fetch_add(1, Relaxed), Relaxed);
+        entry.lru_prev.store(tail, Relaxed);
+        entry.lru_next.store(NIL, Relaxed);
+        if tail == NIL {
+            self.header.lru_head.store(e, Relaxed);
+        } else {
+            self.entry(tail)?.lru_next.store(e, Relaxed);
+        }
+        self.header.lru_tail.store(e, Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn lru_remove(&self, e: u32) -> Result<()> {
+        let entry = self.entry(e)?;
+        let (prev, next) = (entry.lru_prev.load(Relaxed), entry.lru_next.load(Relaxed));
+        if prev == NIL {
+            if self.header.lru_head.load(Relaxed) != e {
+                return Err(StoreError::corrupted(format_args!(
+                    "entry {e} is not on the LRU list"
+                )));
+            }
+            self.header.lru_head.store(next, Relaxed);
+        } else {
+            self.entry(prev)?.lru_next.store(next, Relaxed);
+        }
+        if next == NIL {
+            self.header.lru_tail.store(prev, Relaxed);
+        } else {
+            self.entry(next)?.lru_prev.store(prev, Relaxed);
+        }
+        entry.lru_prev.store(NIL, Relaxed);
+        entry.lru_next.store(NIL, Relaxed);
+        Ok(())
+    }
+
+    /// The least recently used evictable object.
+    pub(crate) fn lru_oldest(&self) -> Option<u32> {
+        Some(self.header.lru_head.load(Relaxed)).filter(|&e| e != NIL)
+    }
+
+    // ---- object changes shared by the store and recovery ----
+
+    /// Frees a non-free entry and its block. The state word flips first: a
+    /// crash after it leaves an entry that repair treats as free, a crash
+    /// before it an object that repair keeps whole.
+    pub(crate) fn free_object(&self, e: u32) -> Result<()> {
+        let entry = self.entry(e)?;
+        let st = entry.state.load(Relaxed);
+        let was_evictable = Self::is_evictable(entry);
+        entry.state.store(state::FREE, Release);
+        if was_evictable {
+            self.lru_remove(e)?;
+        }
+        if st == state::CREATING || st == state::SEALED {
+            self.index_remove(Self::id_of(entry).table_hash(), e)?;
+        }
+        self.arena().free(entry.block.load(Relaxed))?;
+        let payload = entry.data_size.load(Relaxed) + entry.meta_size.load(Relaxed) as u64;
+        self.header
+            .used
+            .fetch_sub(entry.block_size.load(Relaxed), Relaxed);
+        self.header.payload.fetch_sub(payload, Relaxed);
+        self.header.objects.fetch_sub(1, Relaxed);
+        entry.holders[0].store(0, Relaxed);
+        entry.holders[1].store(0, Relaxed);
+        entry.owner.store(NIL, Relaxed);
+        self.push_free_entry(e)
+    }
+
+    /// Removes `client`'s reference to `e`. Frees the object if it was
+    /// deleted and this was the last reference, or puts it on the LRU list if
+    /// it became evictable. Returns whether memory was freed.
+    pub(crate) fn drop_holder(&self, e: u32, client: u32) -> Result<bool> {
+        let entry = self.entry(e)?;
+        let (word, bit) = ((client / 64) as usize, 1u64 << (client % 64));
+        if entry.holders[word].load(Relaxed) & bit == 0 {
+            return Ok(false);
+        }
+        entry.holders[word].fetch_and(!bit, Relaxed);
+        if Self::holder_count(entry) == 0 {
+            if entry.state.load(Relaxed) == state::DELETED {
+                self.free_object(e)?;
+                return Ok(true);
+            }
+            if Self::is_evictable(entry) {
+                self.lru_push(e)?;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Adds `client`'s reference to `e`, taking it off the LRU list.
+    pub(crate) fn add_holder(&self, e: u32, client: u32) -> Result<()> {
+        let entry = self.entry(e)?;
+        if Self::is_evictable(entry) {
+            self.lru_remove(e)?;
+        }
+        entry.holders[(client / 64) as usize].fetch_or(1u64 << (client % 64), Relaxed);
+        Ok(())
+    }
+}

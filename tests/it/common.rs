@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests: unique store names that clean
+//! up after themselves, and child processes of the real `quiver` binary
+//! with a deadline on every wait.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use quiver::{Store, StoreConfig};
+
+/// A unique store name whose file is removed when the guard drops, even
+/// if the test fails.
+pub struct TestStore {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl TestStore {
+    pub fn new(tag: &str) -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "test-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = quiver::store::store_path(&name).unwrap();
+        TestStore { name, path }
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig::new(&self.name).capacity(16 << 20)
+    }
+
+    pub fn create(&self, capacity: u64) -> Store {
+        Store::create(StoreConfig::new(&self.name).capacity(capacity)).unwrap()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A child running the real `quiver` binary; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+pub fn quiver(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn quiver");
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Proc { child, lines }
+}
+
+impl Proc {
+    /// Waits (at most `within`) for a line of output equal to `want`.
+    pub fn expect_line(&mut self, want: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no line {want:?} within {within:?} (status {:?})",
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    /// Waits (at most `within`) for the process to exit.
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.wait(Duration::from_secs(10));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The byte the helper processes write at position `j` of object `i`.
+pub fn pattern(ns: u64, i: u64, j: usize) -> u8 {
+    (ns.wrapping_mul(131) ^ i.wrapping_mul(31) ^ (j as u64).wrapping_mul(7)) as u8
+}
+
+pub const LONG: Duration = Duration::from_secs(60);

@@ -1,0 +1,6 @@
+//! quiver's integration tests: one binary, one module per area.
+
+mod common;
+mod store_api;
+mod store_files;
+mod store_processes;

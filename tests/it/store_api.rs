@@ -1,0 +1,433 @@
+//! The store's API in one process: lifecycle, waiting, deletion, eviction,
+//! pinning, capacity, and a model-based check of the allocator and table.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use quiver::{CreateOptions, ObjectId, ObjectState, Store, StoreConfig, StoreError};
+
+use crate::common::TestStore;
+
+fn put(store: &Store, id: ObjectId, bytes: &[u8]) {
+    let mut b = store.create_object(id, bytes.len() as u64, &[]).unwrap();
+    b.data_mut().copy_from_slice(bytes);
+    b.seal().unwrap();
+}
+
+#[test]
+fn create_seal_get_delete_round_trip() {
+    let t = TestStore::new("roundtrip");
+    let store = t.create(1 << 20);
+    let id = ObjectId::sequential(9, 1, 2);
+    let mut b = store.create_object(id, 100, b"meta!").unwrap();
+    assert_eq!(
+        b.data_mut().as_ptr() as usize % 64,
+        0,
+        "payload is 64-byte aligned"
+    );
+    assert_eq!(b.metadata(), b"meta!");
+    assert!(
+        !store.contains(id).unwrap(),
+        "an unsealed object is not contained"
+    );
+    assert!(
+        store.get(id, Duration::ZERO).unwrap().is_none(),
+        "an unsealed object is not visible"
+    );
+    b.data_mut()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = i as u8);
+    b.seal().unwrap();
+    assert!(store.contains(id).unwrap());
+    let view = store.get(id, Duration::ZERO).unwrap().unwrap();
+    assert_eq!(view.len(), 100);
+    assert!(view.data().iter().enumerate().all(|(i, &x)| x == i as u8));
+    assert_eq!(view.metadata(), b"meta!");
+    let info = store.list().unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(
+        (info[0].id, info[0].state, info[0].references),
+        (id, ObjectState::Sealed, 1)
+    );
+    drop(view);
+    assert_eq!(store.list().unwrap()[0].references, 0);
+    store.delete(id).unwrap();
+    assert!(!store.contains(id).unwrap());
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.objects, stats.used, stats.payload), (0, 0, 0));
+    assert_eq!(
+        stats.largest_free, stats.capacity,
+        "freed blocks merge back into one"
+    );
+}
+
+#[test]
+fn creating_an_existing_id_is_an_error() {
+    let t = TestStore::new("exists");
+    let store = t.create(1 << 20);
+    let id = ObjectId::random();
+    let b = store.create_object(id, 10, &[]).unwrap();
+    assert!(
+        matches!(store.create_object(id, 10, &[]), Err(StoreError::AlreadyExists(x)) if x == id)
+    );
+    b.seal().unwrap();
+    assert!(matches!(
+        store.create_object(id, 10, &[]),
+        Err(StoreError::AlreadyExists(_))
+    ));
+}
+
+#[test]
+fn dropping_an_unsealed_builder_aborts_it() {
+    let t = TestStore::new("abort");
+    let store = t.create(1 << 20);
+    let id = ObjectId::random();
+    drop(store.create_object(id, 1000, &[]).unwrap());
+    assert_eq!(store.stats().unwrap().objects, 0);
+    assert!(store.get(id, Duration::ZERO).unwrap().is_none());
+    // The ID is free again.
+    put(&store, id, b"again");
+    store
+        .create_object(ObjectId::random(), 10, &[])
+        .unwrap()
+        .abort()
+        .unwrap();
+    assert_eq!(store.stats().unwrap().objects, 1);
+}
+
+#[test]
+fn get_waits_for_a_seal_and_times_out_otherwise() {
+    let t = TestStore::new("wait");
+    let store = t.create(1 << 20);
+    let id = ObjectId::random();
+    assert!(store.get(id, Duration::from_millis(20)).unwrap().is_none());
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store
+                .get(id, Duration::from_secs(30))
+                .unwrap()
+                .map(|v| v.data().to_vec())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    put(&store, id, b"woken");
+    assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"woken"[..]));
+}
+
+#[test]
+fn get_many_returns_what_was_sealed_in_time() {
+    let t = TestStore::new("many");
+    let store = t.create(1 << 20);
+    let ids: Vec<_> = (0..4).map(|i| ObjectId::sequential(1, 0, i)).collect();
+    put(&store, ids[0], b"a");
+    put(&store, ids[2], b"c");
+    let views = store.get_many(&ids, Duration::from_millis(10)).unwrap();
+    let got: Vec<_> = views
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.data().to_vec()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![Some(b"a".to_vec()), None, Some(b"c".to_vec()), None]
+    );
+    let waiter = {
+        let (store, ids) = (store.clone(), ids.clone());
+        std::thread::spawn(move || {
+            store
+                .get_many(&ids, Duration::from_secs(30))
+                .unwrap()
+                .iter()
+                .all(Option::is_some)
+        })
+    };
+    put(&store, ids[1], b"b");
+    put(&store, ids[3], b"d");
+    assert!(waiter.join().unwrap());
+}
+
+#[test]
+fn a_deleted_object_lives_until_its_last_view_is_dropped() {
+    let t = TestStore::new("deferred");
+    let store = t.create(1 << 20);
+    let id = ObjectId::random();
+    put(&store, id, &[7u8; 5000]);
+    let view = store.get(id, Duration::ZERO).unwrap().unwrap();
+    let second = view.clone();
+    store.delete(id).unwrap();
+    assert!(!store.contains(id).unwrap());
+    assert!(store.get(id, Duration::ZERO).unwrap().is_none());
+    assert_eq!(store.list().unwrap()[0].state, ObjectState::Deleted);
+    // The ID can be reused while the old bytes are still held.
+    put(&store, id, &[9u8; 10]);
+    assert!(view.data().iter().all(|&b| b == 7));
+    drop(view);
+    assert!(second.data().iter().all(|&b| b == 7));
+    drop(second);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.objects, 1, "only the new object remains");
+    assert_eq!(
+        store.get(id, Duration::ZERO).unwrap().unwrap().data(),
+        &[9u8; 10]
+    );
+}
+
+#[test]
+fn delete_needs_a_sealed_object() {
+    let t = TestStore::new("delete");
+    let store = t.create(1 << 20);
+    let id = ObjectId::random();
+    assert!(matches!(store.delete(id), Err(StoreError::NotFound(_))));
+    let b = store.create_object(id, 1, &[]).unwrap();
+    assert!(matches!(store.delete(id), Err(StoreError::NotSealed(_))));
+    drop(b);
+}
+
+#[test]
+fn eviction_takes_the_least_recently_used_and_spares_pinned_and_held() {
+    let t = TestStore::new("evict");
+    // 16 objects of 64 KiB fill a 1 MiB + a little arena.
+    let store = t.create((1 << 20) + 16 * 64);
+    let size = 64 << 10;
+    let ids: Vec<_> = (0..16).map(|i| ObjectId::sequential(1, 0, i)).collect();
+    for (i, &id) in ids.iter().enumerate() {
+        let options = CreateOptions {
+            pinned: i == 0,
+            ..Default::default()
+        };
+        store
+            .create_object_with(id, size, &[], options)
+            .unwrap()
+            .seal()
+            .unwrap();
+    }
+    let held = store.get(ids[1], Duration::ZERO).unwrap().unwrap();
+    // Touch 2 so that 3 becomes the least recently used evictable object.
+    drop(store.get(ids[2], Duration::ZERO).unwrap().unwrap());
+    put(
+        &store,
+        ObjectId::sequential(2, 0, 0),
+        &vec![1u8; size as usize],
+    );
+    assert!(
+        store.contains(ids[0]).unwrap(),
+        "pinned objects are never evicted"
+    );
+    assert!(
+        store.contains(ids[1]).unwrap(),
+        "held objects are never evicted"
+    );
+    assert!(
+        store.contains(ids[2]).unwrap(),
+        "recently used objects go last"
+    );
+    assert!(
+        !store.contains(ids[3]).unwrap(),
+        "the least recently used object went first"
+    );
+    assert_eq!(store.stats().unwrap().evictions, 1);
+    drop(held);
+}
+
+#[test]
+fn a_full_store_with_nothing_to_evict_waits_then_says_so() {
+    let t = TestStore::new("full");
+    let store = t.create(1 << 20);
+    let pinned = CreateOptions {
+        pinned: true,
+        ..Default::default()
+    };
+    let mut n = 0;
+    loop {
+        match store.create_object_with(ObjectId::sequential(1, 0, n), 100 << 10, &[], pinned) {
+            Ok(b) => b.seal().unwrap(),
+            Err(StoreError::StoreFull { requested, .. }) => {
+                assert!(requested > 100 << 10);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    // With a timeout, a delete by someone else lets the create through.
+    let deleter = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            store.delete(ObjectId::sequential(1, 0, 0)).unwrap();
+        })
+    };
+    let waited = CreateOptions {
+        timeout: Duration::from_secs(30),
+        pinned: true,
+    };
+    store
+        .create_object_with(ObjectId::random(), 100 << 10, &[], waited)
+        .unwrap()
+        .seal()
+        .unwrap();
+    deleter.join().unwrap();
+    // Unpinning makes objects evictable again.
+    store.unpin(ObjectId::sequential(1, 0, 1)).unwrap();
+    put(&store, ObjectId::random(), &vec![0u8; 100 << 10]);
+    assert!(!store.contains(ObjectId::sequential(1, 0, 1)).unwrap());
+    assert!(matches!(
+        store.create_object(ObjectId::random(), 2 << 20, &[]),
+        Err(StoreError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn at_least_95_percent_of_the_capacity_holds_payload_at_64_kib() {
+    let t = TestStore::new("capacity");
+    let store = Store::create(StoreConfig::new(&t.name).capacity(64 << 20)).unwrap();
+    let pinned = CreateOptions {
+        pinned: true,
+        ..Default::default()
+    };
+    let mut i = 0;
+    while let Ok(b) = store.create_object_with(ObjectId::sequential(1, 0, i), 64 << 10, &[], pinned)
+    {
+        b.seal().unwrap();
+        i += 1;
+    }
+    let stats = store.stats().unwrap();
+    let of_arena = stats.payload as f64 / stats.capacity as f64;
+    let of_file = stats.payload as f64 / stats.file_size as f64;
+    assert!(of_arena >= 0.95, "payload is {of_arena:.4} of the arena");
+    assert!(of_file >= 0.95, "payload is {of_file:.4} of the whole file");
+}
+
+#[test]
+fn stats_count_clients() {
+    let t = TestStore::new("clients");
+    let a = t.create(1 << 20);
+    let b = Store::open(&t.name).unwrap();
+    assert_ne!(a.client_id(), b.client_id());
+    assert_eq!(a.stats().unwrap().clients, 2);
+    drop(b);
+    assert_eq!(a.stats().unwrap().clients, 1);
+}
+
+#[test]
+fn views_from_two_clients_are_counted_per_client() {
+    let t = TestStore::new("perclient");
+    let a = t.create(1 << 20);
+    let b = Store::open(&t.name).unwrap();
+    let id = ObjectId::random();
+    put(&a, id, b"shared");
+    let va = a.get(id, Duration::ZERO).unwrap().unwrap();
+    let vb1 = b.get(id, Duration::ZERO).unwrap().unwrap();
+    let vb2 = b.get(id, Duration::ZERO).unwrap().unwrap();
+    assert_eq!(a.list().unwrap()[0].references, 2);
+    drop(vb1);
+    assert_eq!(a.list().unwrap()[0].references, 2);
+    drop(b); // the handle; vb2 keeps the client alive
+    drop(vb2);
+    assert_eq!(a.list().unwrap()[0].references, 1);
+    drop(va);
+    assert_eq!(a.list().unwrap()[0].references, 0);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create { key: u8, size: u32, seal: bool },
+    Get { key: u8 },
+    DropView { pick: u8 },
+    Delete { key: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..24, 0u32..40_000, any::<bool>()).prop_map(|(key, size, seal)| Op::Create {
+            key,
+            size,
+            seal
+        }),
+        (0u8..24).prop_map(|key| Op::Get { key }),
+        any::<u8>().prop_map(|pick| Op::DropView { pick }),
+        (0u8..24).prop_map(|key| Op::Delete { key }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random operations against a model: what the store returns matches the
+    /// model, its counters match, and once everything is released and deleted
+    /// the arena is one free block again.
+    #[test]
+    fn store_matches_a_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let t = TestStore::new("model");
+        let store = Store::create(StoreConfig::new(&t.name).capacity(256 << 10).max_objects(16)).unwrap();
+        let mut model: HashMap<u8, Vec<u8>> = HashMap::new();
+        let mut views = Vec::new();
+        for op in ops {
+            match op {
+                Op::Create { key, size, seal } => {
+                    let id = ObjectId::sequential(3, 0, key as u64);
+                    match store.create_object(id, size as u64, &[key]) {
+                        Ok(mut b) => {
+                            prop_assert!(!model.contains_key(&key));
+                            let bytes: Vec<u8> = (0..size).map(|j| (j as u8) ^ key).collect();
+                            b.data_mut().copy_from_slice(&bytes);
+                            if seal {
+                                b.seal().unwrap();
+                                model.insert(key, bytes);
+                            }
+                        }
+                        Err(StoreError::AlreadyExists(_)) => prop_assert!(model.contains_key(&key)),
+                        Err(StoreError::StoreFull { .. }) => {}
+                        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                    }
+                }
+                Op::Get { key } => {
+                    let id = ObjectId::sequential(3, 0, key as u64);
+                    match store.get(id, Duration::ZERO).unwrap() {
+                        Some(v) => {
+                            prop_assert_eq!(Some(v.data()), model.get(&key).map(Vec::as_slice));
+                            prop_assert_eq!(v.metadata(), &[key]);
+                            views.push((key, v));
+                        }
+                        // Absent: never created, deleted, or evicted.
+                        None => { model.remove(&key); }
+                    }
+                }
+                Op::DropView { pick } => {
+                    if !views.is_empty() {
+                        views.swap_remove(pick as usize % views.len());
+                    }
+                }
+                Op::Delete { key } => {
+                    let id = ObjectId::sequential(3, 0, key as u64);
+                    match store.delete(id) {
+                        Ok(()) => { prop_assert!(model.remove(&key).is_some() || true); }
+                        Err(StoreError::NotFound(_)) => { model.remove(&key); }
+                        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                    }
+                }
+            }
+            // Views stay valid and unchanged whatever happens to their object.
+            for (key, v) in &views {
+                let expected: Vec<u8> = (0..v.len()).map(|j| (j as u8) ^ key).collect();
+                prop_assert_eq!(v.data(), &expected[..]);
+            }
+            let stats = store.stats().unwrap();
+            let listed = store.list().unwrap();
+            prop_assert_eq!(stats.objects, listed.len() as u64);
+            let payload: u64 = listed.iter().map(|o| o.data_size + o.metadata_size).sum();
+            prop_assert_eq!(stats.payload, payload);
+            prop_assert!(stats.used <= stats.capacity);
+        }
+        views.clear();
+        for info in store.list().unwrap() {
+            store.delete(info.id).unwrap();
+        }
+        let stats = store.stats().unwrap();
+        prop_assert_eq!((stats.objects, stats.used, stats.payload), (0, 0, 0));
+        prop_assert_eq!(stats.largest_free, stats.capacity);
+    }
+}
