@@ -108,19 +108,14 @@ pub enum StoreError {
     #[error("too many clients: all {0} client slots are held by live processes")]
     TooManyClients(usize),
     /// The metadata lock was held by a live process for longer than the lock timeout.
-    #[error(
-        "the store's lock was not granted within {0:?} (is a process stopped while holding it?)"
-    )]
+    #[error("the store's lock was not granted within {0:?} (is a process stopped while holding it?)")]
     LockTimeout(std::time::Duration),
 }
 
 impl StoreError {
     /// An [`StoreError::Io`] with a sentence of context.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        StoreError::Io {
-            context: context.into(),
-            source,
-        }
+        StoreError::Io { context: context.into(), source }
     }
 
     /// A [`StoreError::Corrupted`] from anything printable.

@@ -37,6 +37,6 @@ pub mod store;
 pub use error::{Result, StoreError};
 pub use shm::wait::WaitStrategy;
 pub use store::{
-    CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store,
-    StoreConfig, StoreStats,
+    CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,
+    StoreStats,
 };

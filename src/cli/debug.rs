@@ -71,6 +71,13 @@ pub(crate) enum DebugCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Take the store's lock, leave a change half-done, and abort.
+    AbortInLock {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 0)]
+        stage: u32,
+    },
     /// Answer each ping object with a pong object (for the wake benchmark).
     Pong {
         #[arg(long)]
@@ -97,34 +104,19 @@ pub(crate) enum DebugCommand {
 
 pub(crate) fn run(command: DebugCommand) -> Result<()> {
     match command {
-        DebugCommand::Put {
-            store,
-            ns,
-            count,
-            size,
-            timeout_ms,
-        } => put(&store, ns, count, size, timeout_ms),
-        DebugCommand::Get {
-            store,
-            ns,
-            count,
-            timeout_ms,
-            delete,
-        } => get(&store, ns, count, timeout_ms, delete),
+        DebugCommand::Put { store, ns, count, size, timeout_ms } => put(&store, ns, count, size, timeout_ms),
+        DebugCommand::Get { store, ns, count, timeout_ms, delete } => get(&store, ns, count, timeout_ms, delete),
         DebugCommand::Hold { store, ns, count } => hold(&store, ns, count),
-        DebugCommand::CreateUnsealed {
-            store,
-            ns,
-            count,
-            size,
-        } => create_unsealed(&store, ns, count, size),
+        DebugCommand::CreateUnsealed { store, ns, count, size } => create_unsealed(&store, ns, count, size),
         DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
-        DebugCommand::Pong {
-            store,
-            rounds,
-            cpu,
-            spin_us,
-        } => pong(&store, rounds, cpu, spin_us),
+        DebugCommand::AbortInLock { store, stage } => {
+            // No core file: the abort is the point.
+            let no_core = rustix::process::Rlimit { current: Some(0), maximum: Some(0) };
+            let _ = rustix::process::setrlimit(rustix::process::Resource::Core, no_core);
+            Store::open(&store)?.debug_abort_while_locked(stage)?;
+            Ok(())
+        }
+        DebugCommand::Pong { store, rounds, cpu, spin_us } => pong(&store, rounds, cpu, spin_us),
         DebugCommand::FutexPong { file, rounds, cpu } => futex_pong(&file, rounds, cpu),
     }
 }
@@ -143,17 +135,9 @@ fn say(line: &str) -> Result<()> {
 
 fn put(store: &str, ns: u64, count: u64, size: u64, timeout_ms: u64) -> Result<()> {
     let store = Store::open(store)?;
-    let options = CreateOptions {
-        timeout: Duration::from_millis(timeout_ms),
-        pinned: false,
-    };
+    let options = CreateOptions { timeout: Duration::from_millis(timeout_ms), pinned: false };
     for i in 0..count {
-        let mut builder = store.create_object_with(
-            ObjectId::sequential(ns, 0, i),
-            size,
-            &i.to_le_bytes(),
-            options,
-        )?;
+        let mut builder = store.create_object_with(ObjectId::sequential(ns, 0, i), size, &i.to_le_bytes(), options)?;
         for (j, byte) in builder.data_mut().iter_mut().enumerate() {
             *byte = pattern(ns, i, j);
         }
@@ -172,12 +156,7 @@ fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Resul
         if view.metadata() != i.to_le_bytes() {
             bail!("object {id}: wrong metadata");
         }
-        if let Some(j) = view
-            .data()
-            .iter()
-            .enumerate()
-            .position(|(j, &b)| b != pattern(ns, i, j))
-        {
+        if let Some(j) = view.data().iter().enumerate().position(|(j, &b)| b != pattern(ns, i, j)) {
             bail!("object {id}: wrong byte at {j}");
         }
         drop(view);
@@ -193,11 +172,7 @@ fn hold(store: &str, ns: u64, count: u64) -> Result<()> {
     let mut views = Vec::new();
     for i in 0..count {
         let id = ObjectId::sequential(ns, 0, i);
-        views.push(
-            store
-                .get(id, Duration::from_secs(10))?
-                .with_context(|| format!("object {id} missing"))?,
-        );
+        views.push(store.get(id, Duration::from_secs(10))?.with_context(|| format!("object {id} missing"))?);
     }
     say("holding")?;
     loop {
@@ -252,9 +227,7 @@ fn hammer(store: &str, ns: u64, seed: u64) -> Result<()> {
                             b.seal()?;
                         }
                     }
-                    Err(
-                        quiver::StoreError::AlreadyExists(_) | quiver::StoreError::StoreFull { .. },
-                    ) => {}
+                    Err(quiver::StoreError::AlreadyExists(_) | quiver::StoreError::StoreFull { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -272,8 +245,7 @@ fn hammer(store: &str, ns: u64, seed: u64) -> Result<()> {
                 }
             }
             _ => match store.delete(id) {
-                Ok(())
-                | Err(quiver::StoreError::NotFound(_) | quiver::StoreError::NotSealed(_)) => {}
+                Ok(()) | Err(quiver::StoreError::NotFound(_) | quiver::StoreError::NotSealed(_)) => {}
                 Err(e) => return Err(e.into()),
             },
         }
@@ -302,16 +274,12 @@ fn pong(store: &str, rounds: u64, cpu: Option<usize>, spin_us: u64) -> Result<()
     let strategy = if spin_us == 0 {
         WaitStrategy::Park
     } else {
-        WaitStrategy::SpinThenPark {
-            budget: Duration::from_micros(spin_us),
-        }
+        WaitStrategy::SpinThenPark { budget: Duration::from_micros(spin_us) }
     };
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
     say("ready")?;
     for i in 0..rounds {
-        let ping = store
-            .get(ping_id(i), Duration::from_secs(30))?
-            .context("no ping within 30 s")?;
+        let ping = store.get(ping_id(i), Duration::from_secs(30))?.context("no ping within 30 s")?;
         drop(ping);
         store.delete(ping_id(i))?;
         store.create_object(pong_id(i), 8, &[])?.seal()?;

@@ -21,11 +21,7 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     // Our own handle is a client too; report the others.
     let mut stats = store.stats()?;
     stats.clients = stats.clients.saturating_sub(1);
-    let objects = if args.objects {
-        Some(store.list()?)
-    } else {
-        None
-    };
+    let objects = if args.objects { Some(store.list()?) } else { None };
     if args.json {
         let mut value = serde_json::json!({
             "path": store.path().display().to_string(),
@@ -47,22 +43,10 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     };
     let rows = [
         ("capacity", format!("{} bytes", stats.capacity)),
-        (
-            "used",
-            format!("{} bytes ({:.1}%)", stats.used, pct(stats.used)),
-        ),
-        (
-            "payload",
-            format!("{} bytes ({:.1}%)", stats.payload, pct(stats.payload)),
-        ),
-        (
-            "largest free block",
-            format!("{} bytes", stats.largest_free),
-        ),
-        (
-            "objects",
-            format!("{} of {}", stats.objects, stats.max_objects),
-        ),
+        ("used", format!("{} bytes ({:.1}%)", stats.used, pct(stats.used))),
+        ("payload", format!("{} bytes ({:.1}%)", stats.payload, pct(stats.payload))),
+        ("largest free block", format!("{} bytes", stats.largest_free)),
+        ("objects", format!("{} of {}", stats.objects, stats.max_objects)),
         ("evictions", stats.evictions.to_string()),
         ("clients", stats.clients.to_string()),
         ("dead clients recovered", stats.dead_clients.to_string()),

@@ -28,8 +28,7 @@ pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
     let rc = unsafe {
         let mut rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
         if rc == 0 {
-            rc =
-                libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            rc = libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
         }
         if rc == 0 {
             rc = libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
@@ -41,10 +40,7 @@ pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
         rc
     };
     if rc != 0 {
-        return Err(StoreError::io(
-            "initialise the store lock",
-            std::io::Error::from_raw_os_error(rc),
-        ));
+        return Err(StoreError::io("initialise the store lock", std::io::Error::from_raw_os_error(rc)));
     }
     Ok(())
 }
@@ -81,20 +77,11 @@ pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<Lo
         rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
     }
     match rc {
-        0 => Ok(LockGuard {
-            mutex,
-            owner_died: false,
-        }),
-        libc::EOWNERDEAD => Ok(LockGuard {
-            mutex,
-            owner_died: true,
-        }),
+        0 => Ok(LockGuard { mutex, owner_died: false }),
+        libc::EOWNERDEAD => Ok(LockGuard { mutex, owner_died: true }),
         libc::ETIMEDOUT => Err(StoreError::LockTimeout(timeout)),
         libc::ENOTRECOVERABLE => Err(StoreError::corrupted("the store lock is not recoverable")),
-        other => Err(StoreError::io(
-            "lock the store",
-            std::io::Error::from_raw_os_error(other),
-        )),
+        other => Err(StoreError::io("lock the store", std::io::Error::from_raw_os_error(other))),
     }
 }
 
@@ -104,10 +91,7 @@ fn realtime_deadline(timeout: Duration) -> libc::timespec {
     let secs = (now.tv_sec as i128)
         .saturating_add(timeout.as_secs().min(i64::MAX as u64 / 2) as i128)
         .saturating_add((total_ns / 1_000_000_000) as i128);
-    libc::timespec {
-        tv_sec: secs.min(i64::MAX as i128) as libc::time_t,
-        tv_nsec: (total_ns % 1_000_000_000) as _,
-    }
+    libc::timespec { tv_sec: secs.min(i64::MAX as i128) as libc::time_t, tv_nsec: (total_ns % 1_000_000_000) as _ }
 }
 
 impl Drop for LockGuard {

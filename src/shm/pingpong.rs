@@ -21,12 +21,7 @@ pub struct FutexPair {
 impl FutexPair {
     /// Creates the file (which must not exist) and maps it.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)?;
         file.set_len(64)?;
         Self::map(file)
     }
@@ -38,10 +33,7 @@ impl FutexPair {
 
     fn map(file: File) -> io::Result<Self> {
         if file.metadata()?.len() < 64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "futex file shorter than 64 bytes",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "futex file shorter than 64 bytes"));
         }
         let map = MmapOptions::new().len(64).map_raw(&file)?;
         Ok(FutexPair { map, _file: file })

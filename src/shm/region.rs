@@ -29,31 +29,22 @@ impl Region {
     /// exists), reserves its blocks so a full tmpfs fails here rather than
     /// with SIGBUS later, and maps it, pre-faulted when `prefault` is set.
     pub(crate) fn create(path: &Path, len: u64, prefault: bool) -> Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
+        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+            match e.kind() {
                 io::ErrorKind::AlreadyExists => StoreError::StoreExists(path.to_path_buf()),
                 _ => StoreError::io(format!("create {}", path.display()), e),
-            })?;
+            }
+        })?;
         let reserve = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len);
         if let Err(errno) = reserve {
             // The file is ours and empty: remove it so a failed create leaves nothing behind.
             let _ = std::fs::remove_file(path);
             let source = io::Error::from(errno);
             return Err(match errno {
-                rustix::io::Errno::NOSPC | rustix::io::Errno::FBIG => StoreError::NoSpace {
-                    path: path.to_path_buf(),
-                    size: len,
-                    source,
-                },
-                _ => StoreError::io(
-                    format!("reserve {len} bytes for {}", path.display()),
-                    source,
-                ),
+                rustix::io::Errno::NOSPC | rustix::io::Errno::FBIG => {
+                    StoreError::NoSpace { path: path.to_path_buf(), size: len, source }
+                }
+                _ => StoreError::io(format!("reserve {len} bytes for {}", path.display()), source),
             });
         }
         match Self::map(file, path, prefault) {
@@ -76,12 +67,8 @@ impl Region {
     }
 
     fn map(file: File, path: &Path, prefault: bool) -> Result<Region> {
-        let len = file
-            .metadata()
-            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
-            .len();
-        let len = usize::try_from(len)
-            .map_err(|_| StoreError::corrupted("file larger than the address space"))?;
+        let len = file.metadata().map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
+        let len = usize::try_from(len).map_err(|_| StoreError::corrupted("file larger than the address space"))?;
         if len == 0 {
             // An empty file cannot be mapped; the caller reports it as not ready.
             return Err(StoreError::NotReady(path.to_path_buf()));
@@ -93,14 +80,8 @@ impl Region {
             // not pay a fault (about 5 µs here) on the first touch of each page.
             options.populate();
         }
-        let map = options
-            .map_raw(&file)
-            .map_err(|e| StoreError::io(format!("map {}", path.display()), e))?;
-        Ok(Region {
-            map,
-            file,
-            path: path.to_path_buf(),
-        })
+        let map = options.map_raw(&file).map_err(|e| StoreError::io(format!("map {}", path.display()), e))?;
+        Ok(Region { map, file, path: path.to_path_buf() })
     }
 
     /// The length of the mapping in bytes.
@@ -144,14 +125,11 @@ impl Region {
 
     /// A shared slice of `count` values of `T` starting at `offset`.
     pub(crate) fn slice<T: Shared>(&self, offset: u64, count: u64) -> Result<&[T]> {
-        let len = count
-            .checked_mul(size_of::<T>() as u64)
-            .ok_or_else(|| StoreError::corrupted("slice length overflows"))?;
+        let len =
+            count.checked_mul(size_of::<T>() as u64).ok_or_else(|| StoreError::corrupted("slice length overflows"))?;
         let at = self.check(offset, len, align_of::<T>() as u64)?;
         // SAFETY: as in `get`: in bounds, aligned, and `T: Shared`.
-        Ok(unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr().add(at).cast::<T>(), count as usize)
-        })
+        Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(at).cast::<T>(), count as usize) })
     }
 
     /// The bytes `[offset, offset + len)` of a sealed object.

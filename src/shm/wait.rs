@@ -127,10 +127,8 @@ fn spin_while_unchanged(word: &AtomicU32, seen: u32, budget: Duration) -> bool {
 /// re-check their condition.
 #[doc(hidden)]
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|t| futex::Timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: t.subsec_nanos() as _,
-    });
+    let ts = timeout
+        .map(|t| futex::Timespec { tv_sec: t.as_secs().min(i64::MAX as u64) as i64, tv_nsec: t.subsec_nanos() as _ });
     // Flags::empty(), not PRIVATE: the word is shared between processes.
     let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }

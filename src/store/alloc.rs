@@ -13,9 +13,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::layout::{
-    AllocState, BlockHeader, ALIGN, BLOCK_FREE, BLOCK_USED, FL_COUNT, NIL_OFF, SL_COUNT, SL_LOG,
-};
+use super::layout::{AllocState, BlockHeader, ALIGN, BLOCK_FREE, BLOCK_USED, FL_COUNT, NIL_OFF, SL_COUNT, SL_LOG};
 use crate::error::{Result, StoreError};
 use crate::shm::Region;
 
@@ -52,19 +50,12 @@ fn class_at_least(units: u64) -> (usize, usize) {
 
 impl<'a> Arena<'a> {
     pub(crate) fn new(region: &'a Region, state: &'a AllocState, base: u64, size: u64) -> Self {
-        Arena {
-            region,
-            state,
-            base,
-            size,
-        }
+        Arena { region, state, base, size }
     }
 
     fn header(&self, off: u64) -> Result<&'a BlockHeader> {
         if off >= self.size || off % ALIGN != 0 {
-            return Err(StoreError::corrupted(format_args!(
-                "block offset {off} outside the arena"
-            )));
+            return Err(StoreError::corrupted(format_args!("block offset {off} outside the arena")));
         }
         self.region.get(self.base + off)
     }
@@ -73,11 +64,8 @@ impl<'a> Arena<'a> {
     fn block(&self, off: u64, tag: u64) -> Result<(&'a BlockHeader, u64)> {
         let h = self.header(off)?;
         let size = h.size.load(Relaxed);
-        if h.tag.load(Relaxed) != tag || size < ALIGN || size % ALIGN != 0 || size > self.size - off
-        {
-            return Err(StoreError::corrupted(format_args!(
-                "invalid block header at arena offset {off}"
-            )));
+        if h.tag.load(Relaxed) != tag || size < ALIGN || size % ALIGN != 0 || size > self.size - off {
+            return Err(StoreError::corrupted(format_args!("invalid block header at arena offset {off}")));
         }
         Ok((h, size))
     }
@@ -105,29 +93,20 @@ impl<'a> Arena<'a> {
         let class = class_of(size / ALIGN);
         let (prev, next) = (h.prev_free.load(Relaxed), h.next_free.load(Relaxed));
         if next != NIL_OFF {
-            self.block(next, BLOCK_FREE)?
-                .0
-                .prev_free
-                .store(prev, Relaxed);
+            self.block(next, BLOCK_FREE)?.0.prev_free.store(prev, Relaxed);
         }
         if prev != NIL_OFF {
-            self.block(prev, BLOCK_FREE)?
-                .0
-                .next_free
-                .store(next, Relaxed);
+            self.block(prev, BLOCK_FREE)?.0.next_free.store(next, Relaxed);
         } else if self.head(class).load(Relaxed) == off {
             self.head(class).store(next, Relaxed);
             if next == NIL_OFF {
-                let left = self.state.sl_bitmap[class.0].fetch_and(!(1 << class.1), Relaxed)
-                    & !(1 << class.1);
+                let left = self.state.sl_bitmap[class.0].fetch_and(!(1 << class.1), Relaxed) & !(1 << class.1);
                 if left == 0 {
                     self.state.fl_bitmap.fetch_and(!(1 << class.0), Relaxed);
                 }
             }
         } else {
-            return Err(StoreError::corrupted(format_args!(
-                "free block {off} is not on its list"
-            )));
+            return Err(StoreError::corrupted(format_args!("free block {off} is not on its list")));
         }
         Ok(())
     }
@@ -155,6 +134,9 @@ impl<'a> Arena<'a> {
             return Ok(None);
         };
         let (h, block_size) = self.block(off, BLOCK_FREE)?;
+        if block_size < size {
+            return Err(StoreError::corrupted(format_args!("free block {off} is in a class too large for it")));
+        }
         self.unlink_free(off, h, block_size)?;
         if block_size - size >= ALIGN {
             // Split: the tail becomes a free block of its own.
@@ -181,21 +163,16 @@ impl<'a> Arena<'a> {
             let mut sl_map = self.state.sl_bitmap[fl].load(Relaxed) & (u32::MAX << sl);
             let mut fl = fl;
             if sl_map == 0 {
-                let fl_map = self.state.fl_bitmap.load(Relaxed)
-                    & (u64::MAX.checked_shl(fl as u32 + 1).unwrap_or(0));
+                let fl_map = self.state.fl_bitmap.load(Relaxed) & (u64::MAX.checked_shl(fl as u32 + 1).unwrap_or(0));
                 if fl_map != 0 {
                     fl = fl_map.trailing_zeros() as usize;
                     sl_map = self.state.sl_bitmap[fl].load(Relaxed);
                 }
             }
             if sl_map != 0 {
-                let off = self
-                    .head((fl, sl_map.trailing_zeros() as usize))
-                    .load(Relaxed);
+                let off = self.head((fl, sl_map.trailing_zeros() as usize)).load(Relaxed);
                 if off == NIL_OFF {
-                    return Err(StoreError::corrupted(
-                        "allocator bitmap names an empty list",
-                    ));
+                    return Err(StoreError::corrupted("allocator bitmap names an empty list"));
                 }
                 return Ok(Some(off));
             }
@@ -230,16 +207,14 @@ impl<'a> Arena<'a> {
             }
         }
         if prev_size != 0 {
-            let prev = off.checked_sub(prev_size).ok_or_else(|| {
-                StoreError::corrupted(format_args!("block {off} has a bad prev_size"))
-            })?;
+            let prev = off
+                .checked_sub(prev_size)
+                .ok_or_else(|| StoreError::corrupted(format_args!("block {off} has a bad prev_size")))?;
             let p = self.header(prev)?;
             if p.tag.load(Relaxed) == BLOCK_FREE {
                 let (p, p_size) = self.block(prev, BLOCK_FREE)?;
                 if p_size != prev_size {
-                    return Err(StoreError::corrupted(format_args!(
-                        "block {off}: neighbour sizes disagree"
-                    )));
+                    return Err(StoreError::corrupted(format_args!("block {off}: neighbour sizes disagree")));
                 }
                 self.unlink_free(prev, p, p_size)?;
                 h.tag.store(0, Relaxed);
@@ -281,15 +256,9 @@ impl<'a> Arena<'a> {
             Ok(())
         };
         for &(off, size) in used {
-            if off < cursor
-                || off % ALIGN != 0
-                || size % ALIGN != 0
-                || size == 0
-                || size > self.size - off
-            {
-                return Err(StoreError::corrupted(format_args!(
-                    "block [{off}, +{size}) cannot be placed"
-                )));
+            let fits = off.checked_add(size).is_some_and(|end| end <= self.size);
+            if off < cursor || off % ALIGN != 0 || size % ALIGN != 0 || size == 0 || !fits {
+                return Err(StoreError::corrupted(format_args!("block [{off}, +{size}) cannot be placed")));
             }
             if off > cursor {
                 place(cursor, off - cursor, BLOCK_FREE)?;

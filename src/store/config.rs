@@ -17,9 +17,7 @@ pub fn store_path(name: &str) -> Result<PathBuf> {
     let ok = !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
         return Err(StoreError::InvalidName(name.to_string()));
     }
@@ -63,10 +61,7 @@ impl StoreConfig {
 
     fn with_location(location: Location) -> Self {
         StoreConfig {
-            open: OpenConfig {
-                location: location.clone(),
-                ..OpenConfig::new("")
-            },
+            open: OpenConfig { location: location.clone(), ..OpenConfig::new("") },
             location,
             capacity: 256 << 20,
             max_objects: None,
@@ -107,8 +102,7 @@ impl StoreConfig {
     }
 
     pub(crate) fn objects(&self) -> u64 {
-        self.max_objects
-            .unwrap_or((self.capacity / 4096).clamp(1024, (1 << 31) - 1))
+        self.max_objects.unwrap_or((self.capacity / 4096).clamp(1024, (1 << 31) - 1))
     }
 }
 
@@ -184,24 +178,9 @@ mod tests {
 
     #[test]
     fn names_cannot_escape_the_store_directory() {
-        assert_eq!(
-            store_path("ok-name_1.x").unwrap(),
-            Path::new("/dev/shm/quiver-ok-name_1.x")
-        );
-        for bad in [
-            "",
-            "..",
-            "../etc",
-            "a/b",
-            "/abs",
-            ".hidden",
-            "sp ace",
-            &"x".repeat(201),
-        ] {
-            assert!(
-                matches!(store_path(bad), Err(StoreError::InvalidName(_))),
-                "{bad:?} accepted"
-            );
+        assert_eq!(store_path("ok-name_1.x").unwrap(), Path::new("/dev/shm/quiver-ok-name_1.x"));
+        for bad in ["", "..", "../etc", "a/b", "/abs", ".hidden", "sp ace", &"x".repeat(201)] {
+            assert!(matches!(store_path(bad), Err(StoreError::InvalidName(_))), "{bad:?} accepted");
         }
     }
 }

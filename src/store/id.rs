@@ -73,10 +73,7 @@ impl ObjectId {
         let mut bytes = [0u8; Self::LEN];
         let mut filled = 0;
         while filled < Self::LEN - 1 {
-            match rustix::rand::getrandom(
-                &mut bytes[1 + filled..],
-                rustix::rand::GetRandomFlags::empty(),
-            ) {
+            match rustix::rand::getrandom(&mut bytes[1 + filled..], rustix::rand::GetRandomFlags::empty()) {
                 Ok(n) => filled += n,
                 Err(rustix::io::Errno::INTR) => {}
                 Err(_) => {
@@ -97,8 +94,7 @@ impl ObjectId {
 
     /// The three little-endian words the shared table stores.
     pub(crate) fn to_words(self) -> [u64; 3] {
-        let w =
-            |i: usize| u64::from_le_bytes(self.0[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let w = |i: usize| u64::from_le_bytes(self.0[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         [w(0), w(1), w(2)]
     }
 
@@ -158,9 +154,7 @@ impl FromStr for ObjectId {
         let err = || ParseObjectIdError(s.to_string());
         if let Some(rest) = s.strip_prefix("seq:") {
             let mut parts = rest.split(':');
-            let (Some(ns), Some(p), Some(o), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(ns), Some(p), Some(o), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
                 return Err(err());
             };
             return Ok(ObjectId::sequential(
@@ -205,14 +199,7 @@ mod tests {
 
     #[test]
     fn bad_text_is_an_error() {
-        for bad in [
-            "",
-            "seq:1:2",
-            "seq:1:2:3:4",
-            "seq:x:2:3",
-            "zz",
-            &"g".repeat(48),
-        ] {
+        for bad in ["", "seq:1:2", "seq:1:2:3:4", "seq:x:2:3", "zz", &"g".repeat(48)] {
             assert!(bad.parse::<ObjectId>().is_err(), "{bad:?} parsed");
         }
     }

@@ -181,8 +181,7 @@ crate::shared_struct! {
     }
 }
 const _: () = assert!(ALLOC_OFFSET + size_of::<AllocState>() as u64 <= CLIENTS_OFFSET);
-const _: () =
-    assert!(WAIT_OFFSET + (2 + SEAL_BUCKETS) * size_of::<WaitCell>() as u64 <= ALLOC_OFFSET);
+const _: () = assert!(WAIT_OFFSET + (2 + SEAL_BUCKETS) * size_of::<WaitCell>() as u64 <= ALLOC_OFFSET);
 
 /// Where each region of a store file lies. Computed from the two user
 /// parameters; an opener recomputes it and checks the header against it,
@@ -218,8 +217,7 @@ impl Layout {
         // per object keep table + index at 120 bytes per object.
         let index_slots = max_objects * 2;
         let entries_offset = round_up(TABLES_OFFSET, PAGE).ok_or_else(too_big)?;
-        let index_offset =
-            round_up(entries_offset + max_objects * ENTRY_BYTES, PAGE).ok_or_else(too_big)?;
+        let index_offset = round_up(entries_offset + max_objects * ENTRY_BYTES, PAGE).ok_or_else(too_big)?;
         let arena_offset = index_slots
             .checked_mul(8)
             .and_then(|b| index_offset.checked_add(b))
@@ -227,15 +225,7 @@ impl Layout {
             .ok_or_else(too_big)?;
         let arena_size = round_up(capacity, PAGE).ok_or_else(too_big)?;
         let file_size = arena_offset.checked_add(arena_size).ok_or_else(too_big)?;
-        Ok(Layout {
-            max_objects,
-            index_slots,
-            entries_offset,
-            index_offset,
-            arena_offset,
-            arena_size,
-            file_size,
-        })
+        Ok(Layout { max_objects, index_slots, entries_offset, index_offset, arena_offset, arena_size, file_size })
     }
 
     /// Reads the layout a header claims and checks it is the one its
@@ -287,10 +277,7 @@ mod tests {
             let l = Layout::new(max_objects, 1 << 20).unwrap();
             let table = l.arena_offset - l.entries_offset;
             // Page rounding adds at most two pages whatever the count.
-            assert!(
-                table <= 120 * max_objects + 2 * PAGE,
-                "{table} bytes for {max_objects} objects"
-            );
+            assert!(table <= 120 * max_objects + 2 * PAGE, "{table} bytes for {max_objects} objects");
             assert_eq!(l.arena_offset % PAGE, 0);
             assert_eq!(l.index_slots, 2 * max_objects);
         }

@@ -36,8 +36,7 @@ use crate::error::{Result, StoreError};
 use crate::shm::wait::{WaitCell, WaitStrategy};
 use crate::shm::{liveness, lock, Region};
 use layout::{
-    state, Header, Layout, BLOCK_HEADER, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY,
-    SEAL_BUCKETS, WAIT_OFFSET,
+    state, Header, Layout, BLOCK_HEADER, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY, SEAL_BUCKETS, WAIT_OFFSET,
 };
 use table::Tables;
 
@@ -93,10 +92,7 @@ pub struct ObjectInfo {
     pub age: Duration,
 }
 
-fn serialize_display<S: serde::Serializer>(
-    v: &impl std::fmt::Display,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -130,9 +126,7 @@ pub struct StoreStats {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
@@ -205,9 +199,8 @@ impl Store {
 
     fn open_once(path: &Path, config: &OpenConfig) -> Result<Store> {
         let region = Region::open(path, config.prefault)?;
-        let magic: &std::sync::atomic::AtomicU64 = region
-            .get(0)
-            .map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
+        let magic: &std::sync::atomic::AtomicU64 =
+            region.get(0).map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
         match magic.load(Relaxed) {
             MAGIC => {}
             0 => return Err(StoreError::NotReady(path.to_path_buf())),
@@ -267,25 +260,16 @@ impl Store {
             claimed.ok_or(StoreError::TooManyClients(layout::MAX_CLIENTS))?
         };
         let local_refs = (0..layout.max_objects).map(|_| AtomicU32::new(0)).collect();
-        let shared = Shared {
-            region,
-            layout,
-            client,
-            local_refs,
-            wait: config.wait,
-            lock_timeout: config.lock_timeout,
-        };
-        Ok(Store {
-            shared: Arc::new(shared),
-        })
+        let shared =
+            Shared { region, layout, client, local_refs, wait: config.wait, lock_timeout: config.lock_timeout };
+        Ok(Store { shared: Arc::new(shared) })
     }
 
     /// Removes the store file called `name`. Processes that have it open
     /// keep their mapping until they close it.
     pub fn remove(name: &str) -> Result<()> {
         let path = store_path(name)?;
-        std::fs::remove_file(&path)
-            .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))
+        std::fs::remove_file(&path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))
     }
 
     /// The path of the store file.
@@ -303,12 +287,7 @@ impl Store {
     /// at once with [`StoreError::StoreFull`] if nothing can be freed (see
     /// [`create_object_with`](Self::create_object_with) to wait), and with
     /// [`StoreError::AlreadyExists`] if the ID is taken.
-    pub fn create_object(
-        &self,
-        id: ObjectId,
-        data_size: u64,
-        metadata: &[u8],
-    ) -> Result<ObjectBuilder> {
+    pub fn create_object(&self, id: ObjectId, data_size: u64, metadata: &[u8]) -> Result<ObjectBuilder> {
         self.create_object_with(id, data_size, metadata, CreateOptions::default())
     }
 
@@ -323,61 +302,41 @@ impl Store {
     ) -> Result<ObjectBuilder> {
         let s = &*self.shared;
         let capacity = s.layout.arena_size;
-        let meta_size = u32::try_from(metadata.len()).map_err(|_| StoreError::TooLarge {
-            requested: metadata.len() as u64,
-            capacity,
-        })?;
+        let meta_size = u32::try_from(metadata.len())
+            .map_err(|_| StoreError::TooLarge { requested: metadata.len() as u64, capacity })?;
         let payload = data_size.checked_add(meta_size as u64);
         let block_size = payload
             .and_then(|p| p.checked_add(BLOCK_HEADER + ALIGN - 1))
             .map(|b| b / ALIGN * ALIGN)
             .filter(|&b| b <= capacity)
-            .ok_or(StoreError::TooLarge {
-                requested: payload.unwrap_or(u64::MAX),
-                capacity,
-            })?;
+            .ok_or(StoreError::TooLarge { requested: payload.unwrap_or(u64::MAX), capacity })?;
         let hash = id.table_hash();
         let place = || self.try_place(id, hash, block_size, data_size, meta_size, options.pinned);
         let mut swept = false;
-        let found =
-            s.cell(SPACE_CELL)?
-                .wait_until(deadline_after(options.timeout), s.wait, || {
-                    if let Some(placed) = place()? {
-                        return Ok(Some(placed));
-                    }
-                    // Dead clients may hold references that keep objects from being
-                    // evicted, or unsealed objects: recover them once, then retry.
-                    if !swept {
-                        swept = true;
-                        if self.recover_dead_clients()? > 0 {
-                            return place();
-                        }
-                    }
-                    Ok(None)
-                })?;
+        let found = s.cell(SPACE_CELL)?.wait_until(deadline_after(options.timeout), s.wait, || {
+            if let Some(placed) = place()? {
+                return Ok(Some(placed));
+            }
+            // Dead clients may hold references that keep objects from being
+            // evicted, or unsealed objects: recover them once, then retry.
+            if !swept {
+                swept = true;
+                if self.recover_dead_clients()? > 0 {
+                    return place();
+                }
+            }
+            Ok(None)
+        })?;
         match found {
             Some((e, block)) => {
                 let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-                let builder = ObjectBuilder::new(
-                    self.shared.clone(),
-                    e,
-                    id,
-                    data_offset,
-                    data_size,
-                    meta_size as u64,
-                );
-                s.region
-                    .write_bytes(data_offset + data_size, meta_size as u64)?
-                    .copy_from_slice(metadata);
+                let builder = ObjectBuilder::new(self.shared.clone(), e, id, data_offset, data_size, meta_size as u64);
+                s.region.write_bytes(data_offset + data_size, meta_size as u64)?.copy_from_slice(metadata);
                 Ok(builder)
             }
             None => {
                 let stats = self.stats()?;
-                Err(StoreError::StoreFull {
-                    requested: block_size,
-                    free: stats.largest_free,
-                    objects: stats.objects,
-                })
+                Err(StoreError::StoreFull { requested: block_size, free: stats.largest_free, objects: stats.objects })
             }
         }
     }
@@ -409,9 +368,7 @@ impl Store {
             entry.block_size.store(block_size, Relaxed);
             entry.data_size.store(data_size, Relaxed);
             entry.meta_size.store(meta_size, Relaxed);
-            entry
-                .flags
-                .store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
+            entry.flags.store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
             entry.owner.store(client, Relaxed);
             entry.holders[0].store(0, Relaxed);
             entry.holders[1].store(0, Relaxed);
@@ -421,9 +378,7 @@ impl Store {
             entry.state.store(state::CREATING, Release);
             t.index_insert(hash, e)?;
             t.header.used.fetch_add(block_size, Relaxed);
-            t.header
-                .payload
-                .fetch_add(data_size + meta_size as u64, Relaxed);
+            t.header.payload.fetch_add(data_size + meta_size as u64, Relaxed);
             t.header.objects.fetch_add(1, Relaxed);
             Ok(Some((e, block)))
         })
@@ -435,9 +390,7 @@ impl Store {
     pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<Option<ObjectView>> {
         let hash = id.table_hash();
         let cell = self.shared.cell(bucket_of(hash))?;
-        cell.wait_until(deadline_after(timeout), self.shared.wait, || {
-            self.try_get(id, hash)
-        })
+        cell.wait_until(deadline_after(timeout), self.shared.wait, || self.try_get(id, hash))
     }
 
     /// Views of all of `ids`, waiting up to `timeout` in all for the ones not
@@ -467,20 +420,11 @@ impl Store {
                 return Ok(None);
             }
             let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
-            let (data_size, meta_size) = (
-                entry.data_size.load(Relaxed),
-                entry.meta_size.load(Relaxed) as u64,
-            );
-            let fits = data_size
-                .checked_add(meta_size + BLOCK_HEADER)
-                .is_some_and(|need| need <= block_size)
-                && block
-                    .checked_add(block_size)
-                    .is_some_and(|end| end <= s.layout.arena_size);
+            let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
+            let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|need| need <= block_size)
+                && block.checked_add(block_size).is_some_and(|end| end <= s.layout.arena_size);
             if !fits {
-                return Err(StoreError::corrupted(format_args!(
-                    "entry {e} of object {id} overruns its block"
-                )));
+                return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
             }
             if s.local_refs[e as usize].fetch_add(1, Relaxed) == 0 {
                 t.add_holder(e, s.client)?;
@@ -489,14 +433,7 @@ impl Store {
         })?;
         Ok(found.map(|(e, block, data_size, meta_size)| {
             let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-            ObjectView::new(
-                self.shared.clone(),
-                e,
-                id,
-                data_offset,
-                data_size,
-                meta_size,
-            )
+            ObjectView::new(self.shared.clone(), e, id, data_offset, data_size, meta_size)
         }))
     }
 
@@ -606,11 +543,7 @@ impl Store {
                 objects: h.objects.load(Relaxed),
                 max_objects: layout.max_objects,
                 evictions: h.evictions.load(Relaxed),
-                clients: t
-                    .clients
-                    .iter()
-                    .filter(|c| c.active.load(Relaxed) != 0)
-                    .count() as u32,
+                clients: t.clients.iter().filter(|c| c.active.load(Relaxed) != 0).count() as u32,
                 repairs: h.repairs.load(Relaxed),
                 dead_clients: h.dead_clients.load(Relaxed),
                 dropped_corrupt: h.dropped_corrupt.load(Relaxed),
@@ -628,6 +561,37 @@ impl Store {
             self.shared.notify(SPACE_CELL);
         }
         Ok(recovered)
+    }
+
+    /// Test hook: takes the lock, leaves a change half-done, and aborts the
+    /// process while still holding the lock, so tests can check that the next
+    /// holder repairs the store. Stage 0 changes nothing; stage 1 allocates a
+    /// block and an entry but dies before the entry's state is written; stage
+    /// 2 marks the first sealed object FREE but dies before its index slot and
+    /// block are released; stage 3 dies half-way through freeing a block.
+    #[doc(hidden)]
+    pub fn debug_abort_while_locked(&self, stage: u32) -> Result<std::convert::Infallible> {
+        self.with_tables(|t| {
+            match stage {
+                1 => {
+                    allocate(t, 4096)?;
+                }
+                2 | 3 => {
+                    for (e, entry) in t.entries.iter().enumerate() {
+                        if entry.state.load(Relaxed) == state::SEALED && Tables::holder_count(entry) == 0 {
+                            entry.state.store(state::FREE, Release);
+                            if stage == 3 {
+                                t.lru_remove(e as u32)?;
+                                t.arena().free(entry.block.load(Relaxed))?;
+                            }
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            std::process::abort()
+        })
     }
 
     /// Runs `f` on the tables under the lock, repairing first if the previous
@@ -684,8 +648,7 @@ fn bucket_of(hash: u64) -> u64 {
 
 impl Shared {
     fn cell(&self, i: u64) -> Result<&WaitCell> {
-        self.region
-            .get(WAIT_OFFSET + i * size_of::<WaitCell>() as u64)
+        self.region.get(WAIT_OFFSET + i * size_of::<WaitCell>() as u64)
     }
 
     fn notify(&self, i: u64) {
@@ -739,9 +702,7 @@ impl Shared {
             || entry.owner.load(Relaxed) != self.client
             || Tables::id_of(entry) != id
         {
-            return Err(StoreError::corrupted(format_args!(
-                "object {id} is no longer being created by this client"
-            )));
+            return Err(StoreError::corrupted(format_args!("object {id} is no longer being created by this client")));
         }
         Ok(entry)
     }
@@ -800,9 +761,6 @@ impl Drop for Shared {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.path())
-            .field("client", &self.shared.client)
-            .finish()
+        f.debug_struct("Store").field("path", &self.path()).field("client", &self.shared.client).finish()
     }
 }

@@ -34,15 +34,7 @@ impl ObjectBuilder {
         data_size: u64,
         meta_size: u64,
     ) -> Self {
-        ObjectBuilder {
-            shared,
-            entry,
-            id,
-            data_offset,
-            data_size,
-            meta_size,
-            finished: false,
-        }
+        ObjectBuilder { shared, entry, id, data_offset, data_size, meta_size, finished: false }
     }
 
     /// The object's ID.
@@ -54,26 +46,17 @@ impl ObjectBuilder {
     pub fn data_mut(&mut self) -> &mut [u8] {
         // The range was checked against the arena when the object was
         // allocated; the region re-checks it against the mapping.
-        self.shared
-            .region()
-            .write_bytes(self.data_offset, self.data_size)
-            .unwrap_or_default()
+        self.shared.region().write_bytes(self.data_offset, self.data_size).unwrap_or_default()
     }
 
     /// The object's data as written so far.
     pub fn data(&self) -> &[u8] {
-        self.shared
-            .region()
-            .read_bytes(self.data_offset, self.data_size)
-            .unwrap_or_default()
+        self.shared.region().read_bytes(self.data_offset, self.data_size).unwrap_or_default()
     }
 
     /// The metadata given to `create`.
     pub fn metadata(&self) -> &[u8] {
-        self.shared
-            .region()
-            .read_bytes(self.data_offset + self.data_size, self.meta_size)
-            .unwrap_or_default()
+        self.shared.region().read_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()
     }
 
     /// Makes the object immutable and visible, and wakes every process
@@ -103,10 +86,7 @@ impl Drop for ObjectBuilder {
 
 impl std::fmt::Debug for ObjectBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectBuilder")
-            .field("id", &self.id)
-            .field("data_size", &self.data_size)
-            .finish()
+        f.debug_struct("ObjectBuilder").field("id", &self.id).field("data_size", &self.data_size).finish()
     }
 }
 
@@ -131,14 +111,7 @@ impl ObjectView {
         data_size: u64,
         meta_size: u64,
     ) -> Self {
-        ObjectView {
-            shared,
-            entry,
-            id,
-            data_offset,
-            data_size,
-            meta_size,
-        }
+        ObjectView { shared, entry, id, data_offset, data_size, meta_size }
     }
 
     /// The object's ID.
@@ -149,18 +122,12 @@ impl ObjectView {
     /// The object's data, in place in shared memory (64-byte aligned).
     pub fn data(&self) -> &[u8] {
         // Checked against the arena in `get`; the region re-checks the mapping.
-        self.shared
-            .region()
-            .read_bytes(self.data_offset, self.data_size)
-            .unwrap_or_default()
+        self.shared.region().read_bytes(self.data_offset, self.data_size).unwrap_or_default()
     }
 
     /// The object's metadata.
     pub fn metadata(&self) -> &[u8] {
-        self.shared
-            .region()
-            .read_bytes(self.data_offset + self.data_size, self.meta_size)
-            .unwrap_or_default()
+        self.shared.region().read_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()
     }
 
     /// Bytes of data.
@@ -204,9 +171,6 @@ impl AsRef<[u8]> for ObjectView {
 
 impl std::fmt::Debug for ObjectView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectView")
-            .field("id", &self.id)
-            .field("len", &self.data_size)
-            .finish()
+        f.debug_struct("ObjectView").field("id", &self.id).field("len", &self.data_size).finish()
     }
 }

@@ -18,18 +18,13 @@ use crate::error::Result;
 fn entry_is_sane(t: &Tables<'_>, entry: &Entry) -> bool {
     let block = entry.block.load(Relaxed);
     let size = entry.block_size.load(Relaxed);
-    let payload = entry
-        .data_size
-        .load(Relaxed)
-        .checked_add(entry.meta_size.load(Relaxed) as u64);
+    let payload = entry.data_size.load(Relaxed).checked_add(entry.meta_size.load(Relaxed) as u64);
     let needed = payload.and_then(|p| p.checked_add(BLOCK_HEADER));
     let st = entry.state.load(Relaxed);
     block % ALIGN == 0
         && size % ALIGN == 0
         && needed.is_some_and(|n| n <= size)
-        && block
-            .checked_add(size)
-            .is_some_and(|end| end <= t.layout.arena_size)
+        && block.checked_add(size).is_some_and(|end| end <= t.layout.arena_size)
         && (st != state::CREATING || (entry.owner.load(Relaxed) as usize) < MAX_CLIENTS)
 }
 
@@ -44,15 +39,9 @@ pub(crate) fn repair(t: &Tables<'_>) -> Result<()> {
     for (e, entry) in t.entries.iter().enumerate() {
         match entry.state.load(Relaxed) {
             state::FREE => {}
-            state::DELETED if Tables::holder_count(entry) == 0 => {
-                entry.state.store(state::FREE, Release)
-            }
+            state::DELETED if Tables::holder_count(entry) == 0 => entry.state.store(state::FREE, Release),
             state::CREATING | state::SEALED | state::DELETED if entry_is_sane(t, entry) => {
-                live.push((
-                    entry.block.load(Relaxed),
-                    entry.block_size.load(Relaxed),
-                    e as u32,
-                ));
+                live.push((entry.block.load(Relaxed), entry.block_size.load(Relaxed), e as u32));
             }
             _ => drop_entry(entry),
         }

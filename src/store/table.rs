@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use super::alloc::Arena;
 use super::id::ObjectId;
 use super::layout::{
-    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, CLIENTS_OFFSET,
-    FLAG_PINNED, MAX_CLIENTS, NIL,
+    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, CLIENTS_OFFSET, FLAG_PINNED, MAX_CLIENTS, NIL,
 };
 use crate::error::{Result, StoreError};
 use crate::shm::Region;
@@ -48,26 +47,15 @@ impl<'a> Tables<'a> {
     }
 
     pub(crate) fn arena(&self) -> Arena<'a> {
-        Arena::new(
-            self.region,
-            self.alloc,
-            self.layout.arena_offset,
-            self.layout.arena_size,
-        )
+        Arena::new(self.region, self.alloc, self.layout.arena_offset, self.layout.arena_size)
     }
 
     pub(crate) fn entry(&self, e: u32) -> Result<&'a Entry> {
-        self.entries
-            .get(e as usize)
-            .ok_or_else(|| StoreError::corrupted(format_args!("entry number {e} out of range")))
+        self.entries.get(e as usize).ok_or_else(|| StoreError::corrupted(format_args!("entry number {e} out of range")))
     }
 
     pub(crate) fn id_of(entry: &Entry) -> ObjectId {
-        ObjectId::from_words([
-            entry.id[0].load(Relaxed),
-            entry.id[1].load(Relaxed),
-            entry.id[2].load(Relaxed),
-        ])
+        ObjectId::from_words([entry.id[0].load(Relaxed), entry.id[1].load(Relaxed), entry.id[2].load(Relaxed)])
     }
 
     /// Whether the entry belongs on the LRU list: sealed, held by nobody, not pinned.
@@ -78,11 +66,7 @@ impl<'a> Tables<'a> {
     }
 
     pub(crate) fn holder_count(entry: &Entry) -> u32 {
-        entry
-            .holders
-            .iter()
-            .map(|h| h.load(Relaxed).count_ones())
-            .sum()
+        entry.holders.iter().map(|h| h.load(Relaxed).count_ones()).sum()
     }
 
     // ---- index ----
@@ -151,9 +135,7 @@ impl<'a> Tables<'a> {
             hole = self.next_slot(hole);
         }
         if !found {
-            return Err(StoreError::corrupted(format_args!(
-                "entry {e} is missing from the index"
-            )));
+            return Err(StoreError::corrupted(format_args!("entry {e} is missing from the index")));
         }
         // Backward shift: pull later slots of the same probe run into the hole.
         let n = self.index.len();
@@ -183,20 +165,14 @@ impl<'a> Tables<'a> {
         }
         let entry = self.entry(e)?;
         if entry.state.load(Relaxed) != state::FREE {
-            return Err(StoreError::corrupted(format_args!(
-                "entry {e} on the free list is in use"
-            )));
+            return Err(StoreError::corrupted(format_args!("entry {e} on the free list is in use")));
         }
-        self.header
-            .free_entry_head
-            .store(entry.lru_next.load(Relaxed), Relaxed);
+        self.header.free_entry_head.store(entry.lru_next.load(Relaxed), Relaxed);
         Ok(Some(e))
     }
 
     pub(crate) fn push_free_entry(&self, e: u32) -> Result<()> {
-        self.entry(e)?
-            .lru_next
-            .store(self.header.free_entry_head.load(Relaxed), Relaxed);
+        self.entry(e)?.lru_next.store(self.header.free_entry_head.load(Relaxed), Relaxed);
         self.header.free_entry_head.store(e, Relaxed);
         Ok(())
     }
@@ -207,9 +183,7 @@ impl<'a> Tables<'a> {
     pub(crate) fn lru_push(&self, e: u32) -> Result<()> {
         let entry = self.entry(e)?;
         let tail = self.header.lru_tail.load(Relaxed);
-        entry
-            .last_use
-            .store(self.header.lru_clock.fetch_add(1, Relaxed), Relaxed);
+        entry.last_use.store(self.header.lru_clock.fetch_add(1, Relaxed), Relaxed);
         entry.lru_prev.store(tail, Relaxed);
         entry.lru_next.store(NIL, Relaxed);
         if tail == NIL {
@@ -226,9 +200,7 @@ impl<'a> Tables<'a> {
         let (prev, next) = (entry.lru_prev.load(Relaxed), entry.lru_next.load(Relaxed));
         if prev == NIL {
             if self.header.lru_head.load(Relaxed) != e {
-                return Err(StoreError::corrupted(format_args!(
-                    "entry {e} is not on the LRU list"
-                )));
+                return Err(StoreError::corrupted(format_args!("entry {e} is not on the LRU list")));
             }
             self.header.lru_head.store(next, Relaxed);
         } else {
@@ -266,10 +238,8 @@ impl<'a> Tables<'a> {
             self.index_remove(Self::id_of(entry).table_hash(), e)?;
         }
         self.arena().free(entry.block.load(Relaxed))?;
-        let payload = entry.data_size.load(Relaxed) + entry.meta_size.load(Relaxed) as u64;
-        self.header
-            .used
-            .fetch_sub(entry.block_size.load(Relaxed), Relaxed);
+        let payload = entry.data_size.load(Relaxed).wrapping_add(entry.meta_size.load(Relaxed) as u64);
+        self.header.used.fetch_sub(entry.block_size.load(Relaxed), Relaxed);
         self.header.payload.fetch_sub(payload, Relaxed);
         self.header.objects.fetch_sub(1, Relaxed);
         entry.holders[0].store(0, Relaxed);

@@ -21,15 +21,8 @@ pub struct TestStore {
 impl TestStore {
     pub fn new(tag: &str) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("test-{tag}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = quiver::store::store_path(&name).unwrap();
         TestStore { name, path }
     }
@@ -83,10 +76,7 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line == want => return,
                 Ok(_) => continue,
-                Err(_) => panic!(
-                    "no line {want:?} within {within:?} (status {:?})",
-                    self.child.try_wait()
-                ),
+                Err(_) => panic!("no line {want:?} within {within:?} (status {:?})", self.child.try_wait()),
             }
         }
     }
@@ -98,10 +88,7 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "process still running after {within:?}"
-            );
+            assert!(Instant::now() < deadline, "process still running after {within:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -21,24 +21,11 @@ fn create_seal_get_delete_round_trip() {
     let store = t.create(1 << 20);
     let id = ObjectId::sequential(9, 1, 2);
     let mut b = store.create_object(id, 100, b"meta!").unwrap();
-    assert_eq!(
-        b.data_mut().as_ptr() as usize % 64,
-        0,
-        "payload is 64-byte aligned"
-    );
+    assert_eq!(b.data_mut().as_ptr() as usize % 64, 0, "payload is 64-byte aligned");
     assert_eq!(b.metadata(), b"meta!");
-    assert!(
-        !store.contains(id).unwrap(),
-        "an unsealed object is not contained"
-    );
-    assert!(
-        store.get(id, Duration::ZERO).unwrap().is_none(),
-        "an unsealed object is not visible"
-    );
-    b.data_mut()
-        .iter_mut()
-        .enumerate()
-        .for_each(|(i, x)| *x = i as u8);
+    assert!(!store.contains(id).unwrap(), "an unsealed object is not contained");
+    assert!(store.get(id, Duration::ZERO).unwrap().is_none(), "an unsealed object is not visible");
+    b.data_mut().iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
     b.seal().unwrap();
     assert!(store.contains(id).unwrap());
     let view = store.get(id, Duration::ZERO).unwrap().unwrap();
@@ -47,20 +34,14 @@ fn create_seal_get_delete_round_trip() {
     assert_eq!(view.metadata(), b"meta!");
     let info = store.list().unwrap();
     assert_eq!(info.len(), 1);
-    assert_eq!(
-        (info[0].id, info[0].state, info[0].references),
-        (id, ObjectState::Sealed, 1)
-    );
+    assert_eq!((info[0].id, info[0].state, info[0].references), (id, ObjectState::Sealed, 1));
     drop(view);
     assert_eq!(store.list().unwrap()[0].references, 0);
     store.delete(id).unwrap();
     assert!(!store.contains(id).unwrap());
     let stats = store.stats().unwrap();
     assert_eq!((stats.objects, stats.used, stats.payload), (0, 0, 0));
-    assert_eq!(
-        stats.largest_free, stats.capacity,
-        "freed blocks merge back into one"
-    );
+    assert_eq!(stats.largest_free, stats.capacity, "freed blocks merge back into one");
 }
 
 #[test]
@@ -69,14 +50,9 @@ fn creating_an_existing_id_is_an_error() {
     let store = t.create(1 << 20);
     let id = ObjectId::random();
     let b = store.create_object(id, 10, &[]).unwrap();
-    assert!(
-        matches!(store.create_object(id, 10, &[]), Err(StoreError::AlreadyExists(x)) if x == id)
-    );
+    assert!(matches!(store.create_object(id, 10, &[]), Err(StoreError::AlreadyExists(x)) if x == id));
     b.seal().unwrap();
-    assert!(matches!(
-        store.create_object(id, 10, &[]),
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(store.create_object(id, 10, &[]), Err(StoreError::AlreadyExists(_))));
 }
 
 #[test]
@@ -89,11 +65,7 @@ fn dropping_an_unsealed_builder_aborts_it() {
     assert!(store.get(id, Duration::ZERO).unwrap().is_none());
     // The ID is free again.
     put(&store, id, b"again");
-    store
-        .create_object(ObjectId::random(), 10, &[])
-        .unwrap()
-        .abort()
-        .unwrap();
+    store.create_object(ObjectId::random(), 10, &[]).unwrap().abort().unwrap();
     assert_eq!(store.stats().unwrap().objects, 1);
 }
 
@@ -105,12 +77,7 @@ fn get_waits_for_a_seal_and_times_out_otherwise() {
     assert!(store.get(id, Duration::from_millis(20)).unwrap().is_none());
     let waiter = {
         let store = store.clone();
-        std::thread::spawn(move || {
-            store
-                .get(id, Duration::from_secs(30))
-                .unwrap()
-                .map(|v| v.data().to_vec())
-        })
+        std::thread::spawn(move || store.get(id, Duration::from_secs(30)).unwrap().map(|v| v.data().to_vec()))
     };
     std::thread::sleep(Duration::from_millis(20));
     put(&store, id, b"woken");
@@ -125,23 +92,11 @@ fn get_many_returns_what_was_sealed_in_time() {
     put(&store, ids[0], b"a");
     put(&store, ids[2], b"c");
     let views = store.get_many(&ids, Duration::from_millis(10)).unwrap();
-    let got: Vec<_> = views
-        .iter()
-        .map(|v| v.as_ref().map(|v| v.data().to_vec()))
-        .collect();
-    assert_eq!(
-        got,
-        vec![Some(b"a".to_vec()), None, Some(b"c".to_vec()), None]
-    );
+    let got: Vec<_> = views.iter().map(|v| v.as_ref().map(|v| v.data().to_vec())).collect();
+    assert_eq!(got, vec![Some(b"a".to_vec()), None, Some(b"c".to_vec()), None]);
     let waiter = {
         let (store, ids) = (store.clone(), ids.clone());
-        std::thread::spawn(move || {
-            store
-                .get_many(&ids, Duration::from_secs(30))
-                .unwrap()
-                .iter()
-                .all(Option::is_some)
-        })
+        std::thread::spawn(move || store.get_many(&ids, Duration::from_secs(30)).unwrap().iter().all(Option::is_some))
     };
     put(&store, ids[1], b"b");
     put(&store, ids[3], b"d");
@@ -168,10 +123,7 @@ fn a_deleted_object_lives_until_its_last_view_is_dropped() {
     drop(second);
     let stats = store.stats().unwrap();
     assert_eq!(stats.objects, 1, "only the new object remains");
-    assert_eq!(
-        store.get(id, Duration::ZERO).unwrap().unwrap().data(),
-        &[9u8; 10]
-    );
+    assert_eq!(store.get(id, Duration::ZERO).unwrap().unwrap().data(), &[9u8; 10]);
 }
 
 #[test]
@@ -193,40 +145,17 @@ fn eviction_takes_the_least_recently_used_and_spares_pinned_and_held() {
     let size = 64 << 10;
     let ids: Vec<_> = (0..16).map(|i| ObjectId::sequential(1, 0, i)).collect();
     for (i, &id) in ids.iter().enumerate() {
-        let options = CreateOptions {
-            pinned: i == 0,
-            ..Default::default()
-        };
-        store
-            .create_object_with(id, size, &[], options)
-            .unwrap()
-            .seal()
-            .unwrap();
+        let options = CreateOptions { pinned: i == 0, ..Default::default() };
+        store.create_object_with(id, size, &[], options).unwrap().seal().unwrap();
     }
     let held = store.get(ids[1], Duration::ZERO).unwrap().unwrap();
     // Touch 2 so that 3 becomes the least recently used evictable object.
     drop(store.get(ids[2], Duration::ZERO).unwrap().unwrap());
-    put(
-        &store,
-        ObjectId::sequential(2, 0, 0),
-        &vec![1u8; size as usize],
-    );
-    assert!(
-        store.contains(ids[0]).unwrap(),
-        "pinned objects are never evicted"
-    );
-    assert!(
-        store.contains(ids[1]).unwrap(),
-        "held objects are never evicted"
-    );
-    assert!(
-        store.contains(ids[2]).unwrap(),
-        "recently used objects go last"
-    );
-    assert!(
-        !store.contains(ids[3]).unwrap(),
-        "the least recently used object went first"
-    );
+    put(&store, ObjectId::sequential(2, 0, 0), &vec![1u8; size as usize]);
+    assert!(store.contains(ids[0]).unwrap(), "pinned objects are never evicted");
+    assert!(store.contains(ids[1]).unwrap(), "held objects are never evicted");
+    assert!(store.contains(ids[2]).unwrap(), "recently used objects go last");
+    assert!(!store.contains(ids[3]).unwrap(), "the least recently used object went first");
     assert_eq!(store.stats().unwrap().evictions, 1);
     drop(held);
 }
@@ -235,10 +164,7 @@ fn eviction_takes_the_least_recently_used_and_spares_pinned_and_held() {
 fn a_full_store_with_nothing_to_evict_waits_then_says_so() {
     let t = TestStore::new("full");
     let store = t.create(1 << 20);
-    let pinned = CreateOptions {
-        pinned: true,
-        ..Default::default()
-    };
+    let pinned = CreateOptions { pinned: true, ..Default::default() };
     let mut n = 0;
     loop {
         match store.create_object_with(ObjectId::sequential(1, 0, n), 100 << 10, &[], pinned) {
@@ -260,37 +186,23 @@ fn a_full_store_with_nothing_to_evict_waits_then_says_so() {
             store.delete(ObjectId::sequential(1, 0, 0)).unwrap();
         })
     };
-    let waited = CreateOptions {
-        timeout: Duration::from_secs(30),
-        pinned: true,
-    };
-    store
-        .create_object_with(ObjectId::random(), 100 << 10, &[], waited)
-        .unwrap()
-        .seal()
-        .unwrap();
+    let waited = CreateOptions { timeout: Duration::from_secs(30), pinned: true };
+    store.create_object_with(ObjectId::random(), 100 << 10, &[], waited).unwrap().seal().unwrap();
     deleter.join().unwrap();
     // Unpinning makes objects evictable again.
     store.unpin(ObjectId::sequential(1, 0, 1)).unwrap();
     put(&store, ObjectId::random(), &vec![0u8; 100 << 10]);
     assert!(!store.contains(ObjectId::sequential(1, 0, 1)).unwrap());
-    assert!(matches!(
-        store.create_object(ObjectId::random(), 2 << 20, &[]),
-        Err(StoreError::TooLarge { .. })
-    ));
+    assert!(matches!(store.create_object(ObjectId::random(), 2 << 20, &[]), Err(StoreError::TooLarge { .. })));
 }
 
 #[test]
 fn at_least_95_percent_of_the_capacity_holds_payload_at_64_kib() {
     let t = TestStore::new("capacity");
     let store = Store::create(StoreConfig::new(&t.name).capacity(64 << 20)).unwrap();
-    let pinned = CreateOptions {
-        pinned: true,
-        ..Default::default()
-    };
+    let pinned = CreateOptions { pinned: true, ..Default::default() };
     let mut i = 0;
-    while let Ok(b) = store.create_object_with(ObjectId::sequential(1, 0, i), 64 << 10, &[], pinned)
-    {
+    while let Ok(b) = store.create_object_with(ObjectId::sequential(1, 0, i), 64 << 10, &[], pinned) {
         b.seal().unwrap();
         i += 1;
     }
@@ -342,11 +254,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u8..24, 0u32..40_000, any::<bool>()).prop_map(|(key, size, seal)| Op::Create {
-            key,
-            size,
-            seal
-        }),
+        (0u8..24, 0u32..40_000, any::<bool>()).prop_map(|(key, size, seal)| Op::Create { key, size, seal }),
         (0u8..24).prop_map(|key| Op::Get { key }),
         any::<u8>().prop_map(|pick| Op::DropView { pick }),
         (0u8..24).prop_map(|key| Op::Delete { key }),

@@ -1,1 +1,147 @@
+//! Store files that are not what they should be: foreign, empty, not yet
+//! initialised, truncated, of another version, with a corrupt layout or
+//! garbage in their tables. Each gives a clear error; none panics. And a
+//! store on disk outlives its processes.
 
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use quiver::{ObjectId, OpenConfig, Store, StoreConfig, StoreError};
+
+fn open(path: &Path) -> Result<Store, StoreError> {
+    Store::open_with(OpenConfig::at_path(path).ready_timeout(Duration::from_millis(20)))
+}
+
+fn make_store(path: &Path, objects: u64) {
+    let store = Store::create(StoreConfig::at_path(path).capacity(1 << 20).max_objects(64)).unwrap();
+    for i in 0..objects {
+        let mut b = store.create_object(ObjectId::sequential(1, 0, i), 1000, b"meta").unwrap();
+        b.data_mut().fill(i as u8);
+        b.seal().unwrap();
+    }
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn a_foreign_file_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foreign");
+    std::fs::write(&path, b"#!/bin/sh\necho this is not a quiver store\n".repeat(100)).unwrap();
+    assert!(matches!(open(&path), Err(StoreError::NotAStore(_))));
+    std::fs::write(&path, b"abc").unwrap();
+    assert!(matches!(open(&path), Err(StoreError::NotAStore(_))));
+}
+
+#[test]
+fn an_empty_or_unpublished_file_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty");
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(open(&path), Err(StoreError::NotReady(_))));
+    std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
+    assert!(matches!(open(&path), Err(StoreError::NotReady(_))));
+    // A store whose ready word was never written (its creator died mid-way).
+    let path = dir.path().join("unpublished");
+    make_store(&path, 0);
+    write_at(&path, 12, &0u32.to_le_bytes());
+    assert!(matches!(open(&path), Err(StoreError::NotReady(_))));
+}
+
+#[test]
+fn a_missing_file_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = open(&dir.path().join("absent")).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+}
+
+#[test]
+fn a_truncated_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("truncated");
+    make_store(&path, 3);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+    match open(&path) {
+        Err(StoreError::Truncated { expected, actual, .. }) => assert_eq!((expected, actual), (len, len / 2)),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+    assert!(matches!(open(&path), Err(StoreError::Truncated { .. })));
+}
+
+#[test]
+fn another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("version");
+    make_store(&path, 1);
+    write_at(&path, 8, &99u32.to_le_bytes());
+    match open(&path) {
+        Err(StoreError::VersionMismatch { found: 99, expected, .. }) => {
+            assert_eq!(expected, quiver::store::FORMAT_VERSION)
+        }
+        other => panic!("expected VersionMismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_corrupt_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layout");
+    make_store(&path, 1);
+    // max_objects lies at offset 24 of the header (see docs/format.md).
+    write_at(&path, 24, &1_000_000u64.to_le_bytes());
+    assert!(matches!(open(&path), Err(StoreError::Corrupted(_))));
+}
+
+#[test]
+fn a_store_on_disk_outlives_its_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk-store");
+    make_store(&path, 5);
+    let store = open(&path).unwrap();
+    for i in 0..5 {
+        let view = store.get(ObjectId::sequential(1, 0, i), Duration::ZERO).unwrap().unwrap();
+        assert!(view.data().iter().all(|&b| b == i as u8));
+        assert_eq!(view.metadata(), b"meta");
+    }
+    assert_eq!(store.stats().unwrap().clients, 1, "the creator's client slot was released");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random bytes written anywhere past the lock (allocator state, client
+    /// slots, object table, index, arena) never make an operation panic:
+    /// each returns a result or `Corrupted`.
+    #[test]
+    fn garbage_in_the_tables_never_panics(
+        writes in proptest::collection::vec((8192u64..40_000, proptest::collection::vec(any::<u8>(), 1..64)), 1..8),
+        ops in proptest::collection::vec(0u8..6, 1..12),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage");
+        make_store(&path, 8);
+        for (offset, bytes) in &writes {
+            write_at(&path, *offset, bytes);
+        }
+        let Ok(store) = open(&path) else { return Ok(()) };
+        for (n, op) in ops.into_iter().enumerate() {
+            let id = ObjectId::sequential(1, 0, n as u64 % 10);
+            let _ = match op {
+                0 => store.get(id, Duration::ZERO).map(|v| v.map(|v| v.data().iter().map(|&b| b as u64).sum::<u64>())).map(drop),
+                1 => store.create_object(id, 500, b"x").and_then(|b| b.seal()),
+                2 => store.delete(id),
+                3 => store.list().map(drop),
+                4 => store.stats().map(drop),
+                _ => store.recover_dead_clients().map(drop),
+            };
+        }
+    }
+}

@@ -1,1 +1,172 @@
+//! The store across processes of the real `quiver` binary: a producer and
+//! consumers exchanging objects, a blocked `get` woken by a seal, and
+//! processes killed with SIGKILL while holding views, unsealed objects, or
+//! the lock itself.
 
+use std::time::{Duration, Instant};
+
+use quiver::{ObjectId, Store, StoreConfig, StoreError};
+
+use crate::common::{pattern, quiver, TestStore, LONG};
+
+/// Deletes every object and checks that nothing is left allocated: the
+/// store's counters are zero and the arena is one free block again.
+fn assert_drains_clean(store: &Store) {
+    store.recover_dead_clients().unwrap();
+    for info in store.list().unwrap() {
+        match store.delete(info.id) {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => panic!("delete {}: {e}", info.id),
+        }
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.objects, stats.used, stats.payload), (0, 0, 0), "{stats:?}");
+    assert_eq!(stats.largest_free, stats.capacity, "the arena merged back into one block: {stats:?}");
+    assert_eq!(stats.clients, 1, "only this test's client is left: {stats:?}");
+}
+
+#[test]
+fn a_producer_and_two_consumers_exchange_objects() {
+    let t = TestStore::new("exchange");
+    let store = t.create(16 << 20);
+    let consumers: Vec<_> = (0..2)
+        .map(|_| quiver(&["debug", "get", "--store", &t.name, "--count", "200", "--timeout-ms", "30000"]))
+        .collect();
+    let mut producer = quiver(&["debug", "put", "--store", &t.name, "--count", "200", "--size", "10000"]);
+    producer.expect_line("put 200", LONG);
+    for mut c in consumers {
+        c.expect_line("got 200", LONG);
+        assert!(c.wait(LONG).success());
+    }
+    assert!(producer.wait(LONG).success());
+    assert_eq!(store.stats().unwrap().objects, 200);
+    let view = store.get(ObjectId::sequential(1, 0, 7), Duration::ZERO).unwrap().unwrap();
+    assert!(view.data().iter().enumerate().all(|(j, &b)| b == pattern(1, 7, j)));
+    drop(view);
+    assert_drains_clean(&store);
+}
+
+#[test]
+fn a_blocked_get_is_woken_by_a_seal_in_another_process() {
+    let t = TestStore::new("wake");
+    let store = t.create(1 << 20);
+    let mut consumer = quiver(&["debug", "get", "--store", &t.name, "--count", "1", "--timeout-ms", "60000"]);
+    // Give the consumer time to block; it must not have finished.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(consumer.child.try_wait().unwrap().is_none(), "get returned before the seal");
+    let id = ObjectId::sequential(1, 0, 0);
+    let mut b = store.create_object(id, 64, &0u64.to_le_bytes()).unwrap();
+    b.data_mut().iter_mut().enumerate().for_each(|(j, x)| *x = pattern(1, 0, j));
+    let sealed = Instant::now();
+    b.seal().unwrap();
+    consumer.expect_line("got 1", LONG);
+    assert!(consumer.wait(LONG).success());
+    // Not a timing assertion: the consumer's 60 s timeout did not expire.
+    assert!(sealed.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_killed_reader_releases_its_views() {
+    let t = TestStore::new("killviews");
+    let store = t.create(4 << 20);
+    let mut producer = quiver(&["debug", "put", "--store", &t.name, "--count", "5", "--size", "50000"]);
+    assert!(producer.wait(LONG).success());
+    let mut holder = quiver(&["debug", "hold", "--store", &t.name, "--count", "5"]);
+    holder.expect_line("holding", LONG);
+    assert!(store.list().unwrap().iter().all(|o| o.references == 1));
+    // Deleting a held object defers it; the holder's death frees it.
+    store.delete(ObjectId::sequential(1, 0, 0)).unwrap();
+    assert_eq!(store.stats().unwrap().objects, 5);
+    holder.kill();
+    assert_eq!(store.recover_dead_clients().unwrap(), 1);
+    let objects = store.list().unwrap();
+    assert_eq!(objects.len(), 4, "the deferred delete completed");
+    assert!(objects.iter().all(|o| o.references == 0));
+    assert_eq!(store.stats().unwrap().dead_clients, 1);
+    assert_drains_clean(&store);
+}
+
+#[test]
+fn a_killed_creator_has_its_unsealed_objects_aborted() {
+    let t = TestStore::new("killunsealed");
+    let store = t.create(4 << 20);
+    let mut creator = quiver(&["debug", "create-unsealed", "--store", &t.name, "--count", "3"]);
+    creator.expect_line("created", LONG);
+    assert_eq!(store.stats().unwrap().objects, 3);
+    creator.kill();
+    // A full store also recovers the dead on its own: fill it.
+    let big = store.stats().unwrap().capacity - 64;
+    store.create_object(ObjectId::random(), big, &[]).unwrap().seal().unwrap();
+    assert_eq!(store.stats().unwrap().dead_clients, 1);
+    assert_drains_clean(&store);
+}
+
+#[test]
+fn a_lock_holder_that_dies_mid_change_is_repaired() {
+    for stage in 0..4 {
+        let t = TestStore::new("abortlock");
+        let store = t.create(4 << 20);
+        for i in 0..6 {
+            let mut b = store.create_object(ObjectId::sequential(1, 0, i), 10_000 + i * 100, &[]).unwrap();
+            b.data_mut().fill(i as u8);
+            b.seal().unwrap();
+        }
+        let mut victim = quiver(&["debug", "abort-in-lock", "--store", &t.name, "--stage", &stage.to_string()]);
+        assert!(!victim.wait(LONG).success());
+        // The next lock finds the owner dead and repairs before going on.
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.repairs, 1, "stage {stage}: {stats:?}");
+        let expected = if stage >= 2 { 5 } else { 6 };
+        assert_eq!(stats.objects, expected, "stage {stage}: {stats:?}");
+        for info in store.list().unwrap() {
+            let (_, _, i) = info.id.sequential_parts().unwrap();
+            let view = store.get(info.id, Duration::ZERO).unwrap().unwrap();
+            assert!(view.data().iter().all(|&b| b == i as u8), "stage {stage}: object {i} intact");
+        }
+        assert_drains_clean(&store);
+    }
+}
+
+#[test]
+fn processes_killed_at_random_instants_never_wedge_or_leak() {
+    let t = TestStore::new("hammer");
+    let store = Store::create(StoreConfig::new(&t.name).capacity(512 << 10).max_objects(256)).unwrap();
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let spawn = |n: u64| quiver(&["debug", "hammer", "--store", &t.name, "--ns", "1", "--seed", &n.to_string()]);
+    let mut procs: Vec<_> = (0..3).map(|n| spawn(n + 1)).collect();
+    for p in &mut procs {
+        p.expect_line("hammering", LONG);
+    }
+    let rounds = 150;
+    for round in 0..rounds {
+        std::thread::sleep(Duration::from_millis(2 + next() % 25));
+        let victim = (next() % procs.len() as u64) as usize;
+        procs[victim].kill();
+        procs[victim] = spawn(100 + round);
+        // The survivors and this process go on: every call completes.
+        let id = ObjectId::sequential(2, 0, round);
+        let mut b =
+            store.create_object_with(id, 100, &[], quiver::CreateOptions { timeout: LONG, pinned: true }).unwrap();
+        b.data_mut().fill(round as u8);
+        b.seal().unwrap();
+        let view = store.get(id, Duration::ZERO).unwrap().unwrap();
+        assert!(view.data().iter().all(|&b| b == round as u8));
+    }
+    for p in &mut procs {
+        assert!(p.child.try_wait().unwrap().is_none(), "a hammer process failed on its own");
+        p.kill();
+    }
+    // This process's pinned objects all survived.
+    for round in 0..rounds {
+        assert!(store.contains(ObjectId::sequential(2, 0, round)).unwrap());
+    }
+    let stats = store.stats().unwrap();
+    eprintln!("after {rounds} kills: {stats:?}");
+    assert_drains_clean(&store);
+}
