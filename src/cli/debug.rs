@@ -41,6 +41,13 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         delete: bool,
     },
+    /// The demo's consumer: read objects 0..count as they are sealed, print a JSON report.
+    Consume {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        count: u64,
+    },
     /// Get `count` sequential objects and hold the views until killed.
     Hold {
         #[arg(long)]
@@ -78,27 +85,29 @@ pub(crate) enum DebugCommand {
         #[arg(long, default_value_t = 0)]
         stage: u32,
     },
-    /// Answer each ping object with a pong object (for the wake benchmark).
-    Pong {
+    /// For the wake benchmark: for each request object, busy-wait `delay-us`
+    /// (so the requester is already blocked in `get`), then seal a reply
+    /// holding the CLOCK_MONOTONIC time of the seal.
+    Reply {
         #[arg(long)]
         store: String,
-        #[arg(long)]
-        rounds: u64,
         /// Pin to this CPU.
         #[arg(long)]
         cpu: Option<usize>,
         /// Spin this many microseconds before parking (0: park at once).
         #[arg(long, default_value_t = 0)]
         spin_us: u64,
+        #[arg(long, default_value_t = 10)]
+        delay_us: u64,
     },
-    /// Answer a raw futex ping-pong on a shared file (the wake baseline).
-    FutexPong {
+    /// The same on two bare futex words (the wake baseline).
+    FutexReply {
         #[arg(long)]
         file: std::path::PathBuf,
         #[arg(long)]
-        rounds: u64,
-        #[arg(long)]
         cpu: Option<usize>,
+        #[arg(long, default_value_t = 10)]
+        delay_us: u64,
     },
 }
 
@@ -106,6 +115,7 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
     match command {
         DebugCommand::Put { store, ns, count, size, timeout_ms } => put(&store, ns, count, size, timeout_ms),
         DebugCommand::Get { store, ns, count, timeout_ms, delete } => get(&store, ns, count, timeout_ms, delete),
+        DebugCommand::Consume { store, count } => super::demo::consume(&store, count),
         DebugCommand::Hold { store, ns, count } => hold(&store, ns, count),
         DebugCommand::CreateUnsealed { store, ns, count, size } => create_unsealed(&store, ns, count, size),
         DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
@@ -116,14 +126,20 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
             Store::open(&store)?.debug_abort_while_locked(stage)?;
             Ok(())
         }
-        DebugCommand::Pong { store, rounds, cpu, spin_us } => pong(&store, rounds, cpu, spin_us),
-        DebugCommand::FutexPong { file, rounds, cpu } => futex_pong(&file, rounds, cpu),
+        DebugCommand::Reply { store, cpu, spin_us, delay_us } => reply(&store, cpu, spin_us, delay_us),
+        DebugCommand::FutexReply { file, cpu, delay_us } => futex_reply(&file, cpu, delay_us),
     }
 }
 
 /// The byte at position `j` of sequential object `i` in namespace `ns`.
 pub(crate) fn pattern(ns: u64, i: u64, j: usize) -> u8 {
     (ns.wrapping_mul(131) ^ i.wrapping_mul(31) ^ (j as u64).wrapping_mul(7)) as u8
+}
+
+/// Opens a store given by name, or by path when `spec` contains a '/'.
+fn open(spec: &str) -> Result<Store> {
+    let config = if spec.contains('/') { OpenConfig::at_path(spec) } else { OpenConfig::new(spec) };
+    Ok(Store::open_with(config)?)
 }
 
 fn say(line: &str) -> Result<()> {
@@ -134,7 +150,7 @@ fn say(line: &str) -> Result<()> {
 }
 
 fn put(store: &str, ns: u64, count: u64, size: u64, timeout_ms: u64) -> Result<()> {
-    let store = Store::open(store)?;
+    let store = open(store)?;
     let options = CreateOptions { timeout: Duration::from_millis(timeout_ms), pinned: false };
     for i in 0..count {
         let mut builder = store.create_object_with(ObjectId::sequential(ns, 0, i), size, &i.to_le_bytes(), options)?;
@@ -147,7 +163,7 @@ fn put(store: &str, ns: u64, count: u64, size: u64, timeout_ms: u64) -> Result<(
 }
 
 fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Result<()> {
-    let store = Store::open(store)?;
+    let store = open(store)?;
     for i in 0..count {
         let id = ObjectId::sequential(ns, 0, i);
         let view = store
@@ -168,7 +184,7 @@ fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Resul
 }
 
 fn hold(store: &str, ns: u64, count: u64) -> Result<()> {
-    let store = Store::open(store)?;
+    let store = open(store)?;
     let mut views = Vec::new();
     for i in 0..count {
         let id = ObjectId::sequential(ns, 0, i);
@@ -181,7 +197,7 @@ fn hold(store: &str, ns: u64, count: u64) -> Result<()> {
 }
 
 fn create_unsealed(store: &str, ns: u64, count: u64, size: u64) -> Result<()> {
-    let store = Store::open(store)?;
+    let store = open(store)?;
     let mut builders = Vec::new();
     for i in 0..count {
         builders.push(store.create_object(ObjectId::sequential(ns, 0, i), size, &[])?);
@@ -211,7 +227,7 @@ impl Rng {
 }
 
 fn hammer(store: &str, ns: u64, seed: u64) -> Result<()> {
-    let store = Store::open(store)?;
+    let store = open(store)?;
     let mut rng = Rng::new(seed);
     let mut views = Vec::new();
     say("hammering")?;
@@ -261,15 +277,28 @@ fn pin_to(cpu: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// The ping and pong IDs of the wake benchmark's round `i`.
-pub(crate) fn ping_id(i: u64) -> ObjectId {
+/// The request and reply IDs of the wake benchmark's round `i`.
+pub(crate) fn request_id(i: u64) -> ObjectId {
     ObjectId::sequential(0xB0, 0, i)
 }
-pub(crate) fn pong_id(i: u64) -> ObjectId {
+pub(crate) fn reply_id(i: u64) -> ObjectId {
     ObjectId::sequential(0xB1, 0, i)
 }
 
-fn pong(store: &str, rounds: u64, cpu: Option<usize>, spin_us: u64) -> Result<()> {
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn busy_wait(micros: u64) {
+    let until = Instant::now() + Duration::from_micros(micros);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+fn reply(store: &str, cpu: Option<usize>, spin_us: u64, delay_us: u64) -> Result<()> {
     pin_to(cpu)?;
     let strategy = if spin_us == 0 {
         WaitStrategy::Park
@@ -278,32 +307,37 @@ fn pong(store: &str, rounds: u64, cpu: Option<usize>, spin_us: u64) -> Result<()
     };
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
     say("ready")?;
-    for i in 0..rounds {
-        let ping = store.get(ping_id(i), Duration::from_secs(30))?.context("no ping within 30 s")?;
-        drop(ping);
-        store.delete(ping_id(i))?;
-        store.create_object(pong_id(i), 8, &[])?.seal()?;
+    for i in 0.. {
+        let request = store.get(request_id(i), Duration::from_secs(30))?.context("no request within 30 s")?;
+        drop(request);
+        store.delete(request_id(i))?;
+        busy_wait(delay_us);
+        let mut reply = store.create_object(reply_id(i), 8, &[])?;
+        reply.data_mut().copy_from_slice(&monotonic_ns().to_le_bytes());
+        reply.seal()?;
     }
     Ok(())
 }
 
-fn futex_pong(file: &std::path::Path, rounds: u64, cpu: Option<usize>) -> Result<()> {
+fn futex_reply(file: &std::path::Path, cpu: Option<usize>, delay_us: u64) -> Result<()> {
     pin_to(cpu)?;
     let pair = FutexPair::open(file)?;
-    let (ping, pong) = (pair.word(0), pair.word(1));
+    let (request, reply) = (pair.word(0), pair.word(1));
     say("ready")?;
-    for i in 0..rounds {
-        let want = (i + 1) as u32;
+    for round in 1u32.. {
         let deadline = Instant::now() + Duration::from_secs(30);
-        // Acquire pairs with the pinger's Release store of the ping word.
-        while ping.load(Ordering::Acquire) != want {
+        // Acquire pairs with the requester's Release store.
+        while request.load(Ordering::Acquire) != round {
             if Instant::now() > deadline {
-                bail!("no ping within 30 s");
+                bail!("no request within 30 s");
             }
-            wait::wait(ping, want - 1, Some(Duration::from_millis(100)));
+            wait::wait(request, round - 1, Some(Duration::from_millis(100)));
         }
-        pong.store(want, Ordering::Release);
-        wait::wake_all(pong);
+        busy_wait(delay_us);
+        pair.stamp().store(monotonic_ns(), Ordering::Relaxed);
+        // Release: the requester that sees `round` also sees the stamp.
+        reply.store(round, Ordering::Release);
+        wait::wake_all(reply);
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! commands (`debug …`) that tests and benchmarks run as separate processes.
 
 mod debug;
+mod demo;
 mod stat;
 
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The main job: a producer and consumer processes exchanging objects
+    /// through a fresh store, with a report of what each consumer read.
+    Demo(demo::DemoArgs),
     /// Print a store's state: capacity, usage, clients and objects.
     Stat(stat::StatArgs),
     /// Helper processes for tests and benchmarks.
@@ -31,6 +35,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Debug(command) => debug::run(command),
     };

@@ -17,6 +17,9 @@ use crate::error::{Result, StoreError};
 pub(crate) const MUTEX_BYTES: u64 = 64;
 const _: () = assert!(size_of::<libc::pthread_mutex_t>() as u64 <= MUTEX_BYTES);
 
+/// How many times `lock` retries `trylock` before it blocks.
+const LOCK_SPINS: u32 = 200;
+
 /// Initialises a robust process-shared mutex at `offset` in a fresh region.
 pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
     let ptr = mutex_ptr(region, offset)?;
@@ -71,6 +74,21 @@ pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<Lo
     // the mapping, which outlives the guard because the guard is dropped
     // before the region (callers hold the region for the guard's lifetime).
     let mut rc = unsafe { libc::pthread_mutex_trylock(mutex) };
+    // Critical sections last about a hundred nanoseconds, while sleeping in
+    // the kernel and being woken costs tens of microseconds across cores: try
+    // again for a short while before blocking. On a shared core the holder
+    // is not running, so the spin ends quickly with a yield.
+    let mut spins = 0;
+    while rc == libc::EBUSY && spins < LOCK_SPINS {
+        spins += 1;
+        if spins % 16 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        // SAFETY: as above.
+        rc = unsafe { libc::pthread_mutex_trylock(mutex) };
+    }
     if rc == libc::EBUSY {
         let deadline = realtime_deadline(timeout);
         // SAFETY: as above; `deadline` is a valid timespec on the stack.

@@ -1,5 +1,6 @@
-//! Two futex words in a small shared file: the raw cross-process futex
-//! ping-pong that the wake benchmark compares the store against. Not part
+//! Two futex words and a timestamp in a small shared file: the raw
+//! cross-process futex hand-off that the wake benchmark compares the store
+//! against. Not part
 //! of the store; kept here because only `shm` talks to the OS about shared
 //! memory.
 
@@ -7,11 +8,12 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-/// A 64-byte shared file holding two futex words.
+/// A 64-byte shared file holding two futex words (offsets 0 and 4) and a
+/// 64-bit timestamp (offset 8).
 #[doc(hidden)]
 pub struct FutexPair {
     map: MmapRaw,
@@ -46,5 +48,13 @@ impl FutexPair {
         // long as `self`; an AtomicU32 is valid for any bit pattern and is
         // only changed atomically by every process that maps the file.
         unsafe { &*self.map.as_ptr().add((i % 2) * 4).cast::<AtomicU32>() }
+    }
+
+    /// The timestamp word.
+    pub fn stamp(&self) -> &AtomicU64 {
+        // SAFETY: offset 8 of a 64-byte, page-aligned mapping is in bounds and
+        // 8-byte aligned; the mapping lives as long as `self`; an AtomicU64 is
+        // valid for any bit pattern and only changed atomically.
+        unsafe { &*self.map.as_ptr().add(8).cast::<AtomicU64>() }
     }
 }

@@ -58,26 +58,32 @@ impl WaitCell {
         }
     }
 
-    /// Calls `attempt` until it returns `Some`, an error, or the deadline
-    /// passes (`Ok(None)`); between attempts waits for a [`notify`].
-    /// A deadline of `None` waits without limit; a deadline in the past
-    /// makes exactly one attempt.
+    /// Calls `attempt` until it returns `Some`, an error, or `timeout` passes
+    /// (`Ok(None)`); between attempts waits for a [`notify`]. A zero timeout
+    /// makes exactly one attempt; a timeout too large for the clock means no
+    /// limit. The clock is read only once the first attempt has failed, so a
+    /// hit costs no clock read at all.
     ///
     /// [`notify`]: WaitCell::notify
     pub fn wait_until<T, E>(
         &self,
-        deadline: Option<Instant>,
+        timeout: Duration,
         strategy: WaitStrategy,
         mut attempt: impl FnMut() -> Result<Option<T>, E>,
     ) -> Result<Option<T>, E> {
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             // Read before the attempt: a notify after this load changes it.
             let seq = self.seq.load(Ordering::SeqCst);
             if let Some(value) = attempt()? {
                 return Ok(Some(value));
             }
-            let remaining = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+            if timeout.is_zero() {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            let remaining = match *deadline.get_or_insert_with(|| now.checked_add(timeout)) {
+                Some(deadline) => match deadline.checked_duration_since(now) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => return Ok(None),
                 },

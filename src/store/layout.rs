@@ -291,3 +291,75 @@ mod tests {
         assert!(Layout::new(10, u64::MAX - 10).is_err());
     }
 }
+
+#[cfg(test)]
+mod offsets {
+    //! docs/format.md gives these offsets; this test keeps the two in step.
+    use std::mem::offset_of;
+
+    use super::*;
+
+    #[test]
+    fn header_fields_lie_where_the_format_document_says() {
+        let fields = [
+            (offset_of!(Header, magic), 0),
+            (offset_of!(Header, version), 8),
+            (offset_of!(Header, ready), 12),
+            (offset_of!(Header, file_size), 16),
+            (offset_of!(Header, max_objects), 24),
+            (offset_of!(Header, index_slots), 32),
+            (offset_of!(Header, entries_offset), 40),
+            (offset_of!(Header, index_offset), 48),
+            (offset_of!(Header, arena_offset), 56),
+            (offset_of!(Header, arena_size), 64),
+            (offset_of!(Header, created_ns), 72),
+            (offset_of!(Header, creator_pid), 80),
+            (offset_of!(Header, max_clients), 84),
+            (offset_of!(Header, used), 88),
+            (offset_of!(Header, payload), 96),
+            (offset_of!(Header, objects), 104),
+            (offset_of!(Header, evictions), 112),
+            (offset_of!(Header, repairs), 120),
+            (offset_of!(Header, dead_clients), 128),
+            (offset_of!(Header, dropped_corrupt), 136),
+            (offset_of!(Header, lru_clock), 144),
+            (offset_of!(Header, lru_head), 152),
+            (offset_of!(Header, lru_tail), 156),
+            (offset_of!(Header, free_entry_head), 160),
+        ];
+        for (i, (actual, documented)) in fields.iter().enumerate() {
+            assert_eq!(actual, documented, "header field {i}");
+        }
+        assert_eq!(size_of::<Header>(), 168);
+    }
+
+    #[test]
+    fn table_fields_lie_where_the_format_document_says() {
+        let entry = [
+            (offset_of!(Entry, id), 0),
+            (offset_of!(Entry, state), 24),
+            (offset_of!(Entry, flags), 28),
+            (offset_of!(Entry, block), 32),
+            (offset_of!(Entry, block_size), 40),
+            (offset_of!(Entry, data_size), 48),
+            (offset_of!(Entry, meta_size), 56),
+            (offset_of!(Entry, owner), 60),
+            (offset_of!(Entry, holders), 64),
+            (offset_of!(Entry, created_ns), 80),
+            (offset_of!(Entry, last_use), 88),
+            (offset_of!(Entry, lru_prev), 96),
+            (offset_of!(Entry, lru_next), 100),
+        ];
+        for (i, (actual, documented)) in entry.iter().enumerate() {
+            assert_eq!(actual, documented, "entry field {i}");
+        }
+        assert_eq!((offset_of!(ClientSlot, pid), offset_of!(ClientSlot, started_ns)), (4, 8));
+        let block =
+            [offset_of!(BlockHeader, size), offset_of!(BlockHeader, prev_size), offset_of!(BlockHeader, next_free)];
+        assert_eq!(block, [8, 16, 24]);
+        assert_eq!(offset_of!(BlockHeader, prev_free), 32);
+        assert_eq!((offset_of!(AllocState, sl_bitmap), offset_of!(AllocState, heads)), (8, 264));
+        assert_eq!(size_of::<AllocState>(), 8456);
+        assert_eq!(Layout::new(1, 4096).unwrap().entries_offset, 28672);
+    }
+}

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX, STORE_DIR};
 pub use id::{ObjectId, ParseObjectIdError};
@@ -125,8 +125,12 @@ pub struct StoreStats {
     pub file_size: u64,
 }
 
+/// Wall-clock nanoseconds, from the coarse clock: object ages need
+/// milliseconds, and the coarse clock costs a few nanoseconds instead of a
+/// TSC read (which is slow on some virtual machines).
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    (t.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(t.tv_nsec as u64)
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
@@ -313,7 +317,7 @@ impl Store {
         let hash = id.table_hash();
         let place = || self.try_place(id, hash, block_size, data_size, meta_size, options.pinned);
         let mut swept = false;
-        let found = s.cell(SPACE_CELL)?.wait_until(deadline_after(options.timeout), s.wait, || {
+        let found = s.cell(SPACE_CELL)?.wait_until(options.timeout, s.wait, || {
             if let Some(placed) = place()? {
                 return Ok(Some(placed));
             }
@@ -390,7 +394,7 @@ impl Store {
     pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<Option<ObjectView>> {
         let hash = id.table_hash();
         let cell = self.shared.cell(bucket_of(hash))?;
-        cell.wait_until(deadline_after(timeout), self.shared.wait, || self.try_get(id, hash))
+        cell.wait_until(timeout, self.shared.wait, || self.try_get(id, hash))
     }
 
     /// Views of all of `ids`, waiting up to `timeout` in all for the ones not
@@ -398,7 +402,7 @@ impl Store {
     pub fn get_many(&self, ids: &[ObjectId], timeout: Duration) -> Result<Vec<Option<ObjectView>>> {
         let mut views: Vec<Option<ObjectView>> = ids.iter().map(|_| None).collect();
         let cell = self.shared.cell(ANY_SEAL_CELL)?;
-        cell.wait_until(deadline_after(timeout), self.shared.wait, || {
+        cell.wait_until(timeout, self.shared.wait, || {
             for (id, view) in ids.iter().zip(views.iter_mut()) {
                 if view.is_none() {
                     *view = self.try_get(*id, id.table_hash())?;

@@ -101,6 +101,41 @@ fn a_corrupt_layout_is_refused() {
 }
 
 #[test]
+fn store_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private");
+    make_store(&path, 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_disk_store_recovers_what_its_killed_processes_left() {
+    use crate::common::{quiver, LONG};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed");
+    make_store(&path, 4);
+    let spec = path.display().to_string();
+    let mut holder = quiver(&["debug", "hold", "--store", &spec, "--count", "4"]);
+    holder.expect_line("holding", LONG);
+    let mut creator = quiver(&["debug", "create-unsealed", "--store", &spec, "--ns", "2", "--count", "2"]);
+    creator.expect_line("created", LONG);
+    holder.kill();
+    creator.kill();
+    // Every process that used the store is gone; open it again.
+    let store = open(&path).unwrap();
+    let objects = store.list().unwrap();
+    assert_eq!(objects.len(), 4, "the unsealed objects were aborted: {objects:?}");
+    assert!(objects.iter().all(|o| o.references == 0), "the dead holder's references were released");
+    for i in 0..4 {
+        let view = store.get(ObjectId::sequential(1, 0, i), Duration::ZERO).unwrap().unwrap();
+        assert!(view.data().iter().all(|&b| b == i as u8));
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.clients, stats.dead_clients), (1, 2));
+}
+
+#[test]
 fn a_store_on_disk_outlives_its_processes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk-store");

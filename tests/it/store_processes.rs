@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use quiver::{ObjectId, Store, StoreConfig, StoreError};
 
-use crate::common::{pattern, quiver, TestStore, LONG};
+use crate::common::{pattern, quiver, run_quiver, TestStore, LONG};
 
 /// Deletes every object and checks that nothing is left allocated: the
 /// store's counters are zero and the arena is one free block again.
@@ -169,4 +169,36 @@ fn processes_killed_at_random_instants_never_wedge_or_leak() {
     let stats = store.stats().unwrap();
     eprintln!("after {rounds} kills: {stats:?}");
     assert_drains_clean(&store);
+}
+
+#[test]
+fn quiver_stat_prints_the_store_as_a_table_and_as_json() {
+    let t = TestStore::new("stat");
+    let store = t.create(4 << 20);
+    let mut b = store.create_object(ObjectId::sequential(4, 0, 0), 1000, b"m").unwrap();
+    b.data_mut().fill(1);
+    b.seal().unwrap();
+    let _unsealed = store.create_object(ObjectId::sequential(4, 0, 1), 10, &[]).unwrap();
+    let _view = store.get(ObjectId::sequential(4, 0, 0), Duration::ZERO).unwrap().unwrap();
+
+    let out = run_quiver(&["stat", &t.name, "--json", "--objects"], LONG);
+    assert!(out.status.success());
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["stats"]["objects"], 2);
+    assert_eq!(value["stats"]["clients"], 1, "the stat process does not count itself");
+    assert_eq!(value["stats"]["payload"], 1011);
+    let objects = value["objects"].as_array().unwrap();
+    let sealed = objects.iter().find(|o| o["id"] == "seq:4:0:0").unwrap();
+    assert_eq!((sealed["state"].as_str(), sealed["references"].as_u64()), (Some("sealed"), Some(1)));
+    let creating = objects.iter().find(|o| o["id"] == "seq:4:0:1").unwrap();
+    assert_eq!(creating["state"], "creating");
+
+    let table = run_quiver(&["stat", &t.name], LONG);
+    assert!(table.status.success());
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("objects") && text.contains("2 of"), "{text}");
+
+    let missing = run_quiver(&["stat", "no-such-store-for-quiver-tests"], LONG);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-store"));
 }
