@@ -105,7 +105,9 @@ crate::shared_struct! {
         pub lru_head: AtomicU32,
         pub lru_tail: AtomicU32,
         pub free_entry_head: AtomicU32,
-        pub _pad0: AtomicU32,
+        /// Non-zero while a repair is due: set before one starts, cleared when
+        /// one succeeds, so a repair that failed is tried again by the next locker.
+        pub repair_pending: AtomicU32,
     }
 }
 const _: () = assert!(size_of::<Header>() as u64 <= MUTEX_OFFSET);
@@ -326,6 +328,7 @@ mod offsets {
             (offset_of!(Header, lru_head), 152),
             (offset_of!(Header, lru_tail), 156),
             (offset_of!(Header, free_entry_head), 160),
+            (offset_of!(Header, repair_pending), 164),
         ];
         for (i, (actual, documented)) in fields.iter().enumerate() {
             assert_eq!(actual, documented, "header field {i}");

@@ -244,9 +244,7 @@ impl Store {
         let client = {
             let guard = lock::lock(&region, MUTEX_OFFSET, config.lock_timeout)?;
             let t = Tables::new(&region, &layout)?;
-            if guard.owner_died() {
-                recovery::repair(&t)?;
-            }
+            recovery::repair_if_needed(&t, guard.owner_died())?;
             sweep_dead_clients(&t, None)?;
             let mut claimed = None;
             for (slot, c) in t.clients.iter().enumerate() {
@@ -664,9 +662,7 @@ impl Shared {
     fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
         let guard = lock::lock(&self.region, MUTEX_OFFSET, self.lock_timeout)?;
         let t = Tables::new(&self.region, &self.layout)?;
-        if guard.owner_died() {
-            recovery::repair(&t)?;
-        }
+        recovery::repair_if_needed(&t, guard.owner_died())?;
         let result = f(&t);
         drop(guard);
         result

@@ -28,8 +28,21 @@ fn entry_is_sane(t: &Tables<'_>, entry: &Entry) -> bool {
         && (st != state::CREATING || (entry.owner.load(Relaxed) as usize) < MAX_CLIENTS)
 }
 
+/// Repairs the store if the lock's previous holder died (`owner_died`) or
+/// an earlier repair did not finish. Call with the lock held.
+pub(crate) fn repair_if_needed(t: &Tables<'_>, owner_died: bool) -> Result<()> {
+    if owner_died {
+        t.header.repair_pending.store(1, Relaxed);
+    }
+    if t.header.repair_pending.load(Relaxed) != 0 {
+        repair(t)?;
+        t.header.repair_pending.store(0, Relaxed);
+    }
+    Ok(())
+}
+
 /// Rebuilds every derived structure from the object table.
-pub(crate) fn repair(t: &Tables<'_>) -> Result<()> {
+fn repair(t: &Tables<'_>) -> Result<()> {
     let drop_entry = |entry: &Entry| {
         entry.state.store(state::FREE, Release);
         t.header.dropped_corrupt.fetch_add(1, Relaxed);
