@@ -17,6 +17,10 @@ use super::layout::{AllocState, BlockHeader, ALIGN, BLOCK_FREE, BLOCK_USED, FL_C
 use crate::error::{Result, StoreError};
 use crate::shm::Region;
 
+/// The valid bits of a second-level bitmap: one per list of a row. Garbage
+/// in the other bits must not name a list that does not exist.
+const SL_MASK: u32 = (1 << SL_COUNT) - 1;
+
 /// The arena of one store, seen through the region.
 pub(crate) struct Arena<'a> {
     region: &'a Region,
@@ -160,13 +164,13 @@ impl<'a> Arena<'a> {
     fn find(&self, size: u64) -> Result<Option<u64>> {
         let (fl, sl) = class_at_least(size / ALIGN);
         if fl < FL_COUNT {
-            let mut sl_map = self.state.sl_bitmap[fl].load(Relaxed) & (u32::MAX << sl);
+            let mut sl_map = self.state.sl_bitmap[fl].load(Relaxed) & SL_MASK & (u32::MAX << sl);
             let mut fl = fl;
             if sl_map == 0 {
                 let fl_map = self.state.fl_bitmap.load(Relaxed) & (u64::MAX.checked_shl(fl as u32 + 1).unwrap_or(0));
                 if fl_map != 0 {
                     fl = fl_map.trailing_zeros() as usize;
-                    sl_map = self.state.sl_bitmap[fl].load(Relaxed);
+                    sl_map = self.state.sl_bitmap[fl].load(Relaxed) & SL_MASK;
                 }
             }
             if sl_map != 0 {
@@ -280,7 +284,7 @@ impl<'a> Arena<'a> {
             return 0;
         }
         let fl = 63 - fl_map.leading_zeros() as usize;
-        let sl_map = self.state.sl_bitmap[fl & (FL_COUNT - 1)].load(Relaxed);
+        let sl_map = self.state.sl_bitmap[fl & (FL_COUNT - 1)].load(Relaxed) & SL_MASK;
         if sl_map == 0 {
             return 0;
         }

@@ -314,21 +314,24 @@ impl Store {
             .ok_or(StoreError::TooLarge { requested: payload.unwrap_or(u64::MAX), capacity })?;
         let hash = id.table_hash();
         let place = || self.try_place(id, hash, block_size, data_size, meta_size, options.pinned);
-        let mut swept = false;
-        let found = s.cell(SPACE_CELL)?.wait_until(options.timeout, s.wait, || {
-            if let Some(placed) = place()? {
-                return Ok(Some(placed));
+        // A client that dies holding space never notifies: wait in slices,
+        // and look for dead clients before each one.
+        let deadline = Instant::now().checked_add(options.timeout);
+        let mut found = place()?;
+        while found.is_none() {
+            if self.recover_dead_clients()? > 0 {
+                found = place()?;
+                continue;
             }
-            // Dead clients may hold references that keep objects from being
-            // evicted, or unsealed objects: recover them once, then retry.
-            if !swept {
-                swept = true;
-                if self.recover_dead_clients()? > 0 {
-                    return place();
-                }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => DEAD_CLIENT_SWEEP,
+            };
+            if left.is_zero() {
+                break;
             }
-            Ok(None)
-        })?;
+            found = s.cell(SPACE_CELL)?.wait_until(left.min(DEAD_CLIENT_SWEEP), s.wait, place)?;
+        }
         match found {
             Some((e, block)) => {
                 let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
@@ -428,9 +431,12 @@ impl Store {
             if !fits {
                 return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
             }
-            if s.local_refs[e as usize].fetch_add(1, Relaxed) == 0 {
+            // The holder bit first: if it fails, the count is left as it was.
+            let count = &s.local_refs[e as usize];
+            if count.load(Relaxed) == 0 {
                 t.add_holder(e, s.client)?;
             }
+            count.fetch_add(1, Relaxed);
             Ok(Some((e, block, data_size, meta_size)))
         })?;
         Ok(found.map(|(e, block, data_size, meta_size)| {
@@ -616,6 +622,12 @@ fn allocate(t: &Tables<'_>, block_size: u64) -> Result<Option<(u32, u64)>> {
         let Some(victim) = t.lru_oldest() else {
             return Ok(None);
         };
+        // The LRU list is derived: never free what it names without checking.
+        if !Tables::is_evictable(t.entry(victim)?) {
+            return Err(StoreError::corrupted(format_args!(
+                "the LRU list names entry {victim}, which is not evictable"
+            )));
+        }
         t.free_object(victim)?;
         t.header.evictions.fetch_add(1, Relaxed);
     }
@@ -641,6 +653,9 @@ fn sweep_dead_clients(t: &Tables<'_>, me: Option<u32>) -> Result<usize> {
     Ok(recovered)
 }
 
+/// How often a `create` waiting for space looks for dead clients.
+const DEAD_CLIENT_SWEEP: Duration = Duration::from_millis(100);
+
 const SPACE_CELL: u64 = 0;
 const ANY_SEAL_CELL: u64 = 1;
 
@@ -664,6 +679,11 @@ impl Shared {
         let t = Tables::new(&self.region, &self.layout)?;
         recovery::repair_if_needed(&t, guard.owner_died())?;
         let result = f(&t);
+        if let Err(StoreError::Corrupted(_)) = &result {
+            // The change may have stopped half-way: have the next holder of
+            // the lock rebuild the derived state from the table.
+            t.header.repair_pending.store(1, Relaxed);
+        }
         drop(guard);
         result
     }
@@ -672,14 +692,22 @@ impl Shared {
     pub(crate) fn seal(&self, e: u32, id: ObjectId) -> Result<()> {
         self.with_tables(|t| {
             let entry = self.owned_entry(t, e, id)?;
-            entry.owner.store(NIL, Relaxed);
             // Release: a reader that sees SEALED (under the lock, or through
-            // the index) also sees the payload this process wrote.
+            // the index) also sees the payload this process wrote. The state
+            // before the owner, so a crash between them leaves a sealed object.
             entry.state.store(state::SEALED, Release);
-            if Tables::is_evictable(entry) {
+            entry.owner.store(NIL, Relaxed);
+            let evictable = Tables::is_evictable(entry);
+            if evictable {
                 t.lru_push(e)?;
             }
-            Ok(())
+            Ok(evictable)
+        })
+        .inspect(|&evictable| {
+            // A creator waiting for space may now evict this object.
+            if evictable {
+                self.notify(SPACE_CELL);
+            }
         })?;
         self.notify(bucket_of(id.table_hash()));
         self.notify(ANY_SEAL_CELL);

@@ -138,12 +138,15 @@ impl<'a> Tables<'a> {
             return Err(StoreError::corrupted(format_args!("entry {e} is missing from the index")));
         }
         // Backward shift: pull later slots of the same probe run into the hole.
+        // Bounded: garbage with no empty slot must not spin under the lock.
         let n = self.index.len();
         let mut j = hole;
-        loop {
+        let mut ended = false;
+        for _ in 0..n {
             j = self.next_slot(j);
             let slot = self.index[j].load(Relaxed);
             if slot == 0 {
+                ended = true;
                 break;
             }
             let home = self.home((slot >> 32) as u32);
@@ -151,6 +154,9 @@ impl<'a> Tables<'a> {
                 self.index[hole].store(slot, Relaxed);
                 hole = j;
             }
+        }
+        if !ended {
+            return Err(StoreError::corrupted("the index has no empty slot"));
         }
         self.index[hole].store(0, Relaxed);
         Ok(())
@@ -229,6 +235,9 @@ impl<'a> Tables<'a> {
     pub(crate) fn free_object(&self, e: u32) -> Result<()> {
         let entry = self.entry(e)?;
         let st = entry.state.load(Relaxed);
+        if st == state::FREE {
+            return Err(StoreError::corrupted(format_args!("entry {e} is already free")));
+        }
         let was_evictable = Self::is_evictable(entry);
         entry.state.store(state::FREE, Release);
         if was_evictable {
