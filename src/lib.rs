@@ -28,13 +28,16 @@
 //! ```
 //!
 //! The layers, each a module (see ARCHITECTURE.md): [`shm`] (the mapped
-//! file, lock, futex, liveness) and [`store`] (objects and their lifecycle).
+//! file, lock, futex, liveness), [`store`] (objects and their lifecycle) and
+//! [`arrow`] (record batches in objects, read zero-copy).
 
+pub mod arrow;
 pub mod error;
 pub mod shm;
 pub mod store;
 
-pub use error::{Result, StoreError};
+pub use arrow::{BatchMeta, BatchReader, BatchWriter};
+pub use error::{BatchError, Result, StoreError};
 pub use shm::wait::WaitStrategy;
 pub use store::{
     CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,

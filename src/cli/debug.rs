@@ -48,6 +48,18 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         count: u64,
     },
+    /// Decode record batches `(ns, 0, 0..count)` from the store and write
+    /// them to an Arrow IPC stream file.
+    ReadBatches {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1)]
+        ns: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Get `count` sequential objects and hold the views until killed.
     Hold {
         #[arg(long)]
@@ -117,6 +129,7 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
         DebugCommand::Get { store, ns, count, timeout_ms, delete } => get(&store, ns, count, timeout_ms, delete),
         DebugCommand::Consume { store, count } => super::demo::consume(&store, count),
         DebugCommand::Hold { store, ns, count } => hold(&store, ns, count),
+        DebugCommand::ReadBatches { store, ns, count, out } => read_batches(&store, ns, count, &out),
         DebugCommand::CreateUnsealed { store, ns, count, size } => create_unsealed(&store, ns, count, size),
         DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
         DebugCommand::AbortInLock { store, stage } => {
@@ -181,6 +194,25 @@ fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Resul
         }
     }
     say(&format!("got {count}"))
+}
+
+fn read_batches(store: &str, ns: u64, count: u64, out: &std::path::Path) -> Result<()> {
+    let store = open(store)?;
+    let mut reader = quiver::BatchReader::new(&store);
+    let mut writer = None;
+    for i in 0..count {
+        let id = ObjectId::sequential(ns, 0, i);
+        let batch = reader.get_batch(id, Duration::from_secs(10))?.with_context(|| format!("batch {id} missing"))?;
+        if writer.is_none() {
+            let file = std::fs::File::create(out)?;
+            writer = Some(arrow_ipc::writer::StreamWriter::try_new(file, &batch.schema())?);
+        }
+        writer.as_mut().context("no writer")?.write(&batch)?;
+    }
+    if let Some(mut w) = writer {
+        w.finish()?;
+    }
+    say(&format!("read {count}"))
 }
 
 fn hold(store: &str, ns: u64, count: u64) -> Result<()> {

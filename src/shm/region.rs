@@ -89,6 +89,12 @@ impl Region {
         self.map.len() as u64
     }
 
+    /// The addresses the mapping occupies in this process.
+    pub(crate) fn address_range(&self) -> std::ops::Range<usize> {
+        let start = self.map.as_ptr() as usize;
+        start..start + self.map.len()
+    }
+
     /// The path the file was opened at.
     pub(crate) fn path(&self) -> &Path {
         &self.path

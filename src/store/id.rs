@@ -18,13 +18,16 @@
 //! | 16..24 | offset (`u64`)                      |
 //!
 //! [`ObjectId::random`] sets kind `b'R'` and fills the rest from the OS's
-//! random source; [`ObjectId::from_bytes`] takes any 24 bytes.
+//! random source; [`ObjectId::schema`] sets kind `b'F'` and a schema
+//! fingerprint at bytes 8..16 (the object holding an Arrow schema);
+//! [`ObjectId::from_bytes`] takes any 24 bytes.
 
 use std::fmt;
 use std::str::FromStr;
 
 const KIND_SEQUENTIAL: u8 = b'S';
 const KIND_RANDOM: u8 = b'R';
+const KIND_SCHEMA: u8 = b'F';
 
 /// The ID of an object in the store.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +55,14 @@ impl ObjectId {
         bytes[4..8].copy_from_slice(&partition.to_le_bytes());
         bytes[8..16].copy_from_slice(&namespace.to_le_bytes());
         bytes[16..24].copy_from_slice(&offset.to_le_bytes());
+        ObjectId(bytes)
+    }
+
+    /// The ID of the object that holds the Arrow schema with this fingerprint.
+    pub fn schema(fingerprint: u64) -> Self {
+        let mut bytes = [0u8; Self::LEN];
+        bytes[0] = KIND_SCHEMA;
+        bytes[8..16].copy_from_slice(&fingerprint.to_le_bytes());
         ObjectId(bytes)
     }
 

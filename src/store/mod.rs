@@ -279,6 +279,12 @@ impl Store {
         self.shared.region.path()
     }
 
+    /// The addresses of this handle's mapping of the file: every view's
+    /// bytes lie inside it (a test of zero-copy reads compares against it).
+    pub fn mapped_range(&self) -> std::ops::Range<usize> {
+        self.shared.region.address_range()
+    }
+
     /// This handle's client slot.
     pub fn client_id(&self) -> u32 {
         self.shared.client

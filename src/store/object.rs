@@ -54,6 +54,12 @@ impl ObjectBuilder {
         self.shared.region().read_bytes(self.data_offset, self.data_size).unwrap_or_default()
     }
 
+    /// The metadata, to change before sealing (for example to stamp the time
+    /// of the seal itself).
+    pub fn metadata_mut(&mut self) -> &mut [u8] {
+        self.shared.region().write_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()
+    }
+
     /// The metadata given to `create`.
     pub fn metadata(&self) -> &[u8] {
         self.shared.region().read_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()

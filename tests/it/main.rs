@@ -1,5 +1,6 @@
 //! quiver's integration tests: one binary, one module per area.
 
+mod arrow_batches;
 mod common;
 mod store_api;
 mod store_files;

@@ -1,0 +1,135 @@
+//! Arrow record batches in store objects: written once, read in place.
+//!
+//! A [`BatchWriter`] encodes each batch as one Arrow IPC record-batch
+//! message straight into a store object: the encoder hands out the batch's
+//! own buffers, the exact size is known before the object is created, and
+//! the column data is copied once, into shared memory. The schema is not
+//! repeated in every object: it is written once, into an object whose ID is
+//! derived from the schema's fingerprint ([`ObjectId::schema`]), and every
+//! batch object names that fingerprint in its metadata.
+//!
+//! A [`BatchReader`] turns an object back into a `RecordBatch` whose column
+//! buffers are slices of the mapping: the object is wrapped as an Arrow
+//! buffer that owns the [`ObjectView`], so the object's reference is held
+//! until the last buffer of the batch is dropped. Decoding requires aligned
+//! buffers (a misaligned one is an error, never a silent copy) and validates
+//! by default; skipping validation is an `unsafe` choice.
+//!
+//! Object layout, all little-endian (see docs/format.md):
+//!
+//! - batch metadata, 32 bytes: `"QVRB"`, version `1`, three zero bytes, the
+//!   schema fingerprint (u64), the append time (u64, ns since the epoch,
+//!   stamped just before the seal), the row count (u64);
+//! - batch data: one encapsulated IPC message (`0xFFFFFFFF`, the i32 length
+//!   of the flatbuffer header, the header padded to 64 bytes, the body with
+//!   every buffer 64-byte aligned);
+//! - schema metadata, 8 bytes: `"QVRS"`, version `1`, three zero bytes;
+//! - schema data: one encapsulated IPC schema message. The fingerprint is
+//!   the FNV-1a 64-bit hash of those bytes.
+
+mod reader;
+mod writer;
+
+pub use reader::{BatchMeta, BatchReader};
+pub use writer::BatchWriter;
+
+use arrow_schema::{DataType, Field};
+
+use crate::error::BatchError;
+use crate::store::ObjectId;
+
+pub(crate) const BATCH_MAGIC: [u8; 4] = *b"QVRB";
+pub(crate) const SCHEMA_MAGIC: [u8; 4] = *b"QVRS";
+pub(crate) const FORMAT_VERSION: u8 = 1;
+pub(crate) const BATCH_META_LEN: usize = 32;
+pub(crate) const SCHEMA_META_LEN: usize = 8;
+/// Every IPC header and buffer is padded to this, matching the store's payload alignment.
+pub(crate) const IPC_ALIGNMENT: usize = 64;
+const CONTINUATION: [u8; 4] = [0xFF; 4];
+
+/// FNV-1a, 64 bits: a fixed function every process computes the same way.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The length of the framed header (prefix + flatbuffer + padding) of the
+/// encapsulated IPC message at the start of `data`, checked against `data`.
+/// arrow-ipc indexes these bytes without checking, so this runs first.
+pub(crate) fn framed_header_len(id: ObjectId, data: &[u8]) -> Result<usize, BatchError> {
+    let not = |why: &str| BatchError::NotABatch { id, why: why.to_string() };
+    if data.len() < 8 {
+        return Err(not("shorter than an IPC message prefix"));
+    }
+    if data[..4] != CONTINUATION {
+        return Err(not("no IPC continuation marker"));
+    }
+    let len = i32::from_le_bytes([data[4], data[5], data[6], data[7]]);
+    let header = usize::try_from(len).ok().and_then(|len| len.checked_add(8));
+    match header {
+        Some(header) if len > 0 && header <= data.len() => Ok(header),
+        _ => Err(not("IPC header length out of range")),
+    }
+}
+
+/// Checks the record-batch message in `data` (framed header of
+/// `header_len` bytes, then the body) before arrow-ipc sees it: arrow-ipc
+/// slices buffers at the offsets the message gives without checking them
+/// against the body, so every one is checked here.
+pub(crate) fn check_batch_message(id: ObjectId, data: &[u8], header_len: usize) -> Result<(), BatchError> {
+    let not = |why: String| BatchError::NotABatch { id, why };
+    let message = arrow_ipc::root_as_message(&data[8..header_len])
+        .map_err(|e| not(format!("invalid IPC message header: {e}")))?;
+    let batch = message.header_as_record_batch().ok_or_else(|| not("the IPC message is not a record batch".into()))?;
+    let body = (data.len() - header_len) as u64;
+    if u64::try_from(message.bodyLength()).ok() != Some(body) {
+        return Err(not(format!("the IPC body is {} bytes, the object holds {body}", message.bodyLength())));
+    }
+    if batch.compression().is_some() {
+        return Err(not("compressed IPC bodies are not supported".into()));
+    }
+    for buffer in batch.buffers().into_iter().flatten() {
+        let end = u64::try_from(buffer.offset())
+            .ok()
+            .zip(u64::try_from(buffer.length()).ok())
+            .and_then(|(o, l)| o.checked_add(l));
+        if !end.is_some_and(|end| end <= body) {
+            return Err(not(format!(
+                "an IPC buffer [{}, +{}) lies outside the body",
+                buffer.offset(),
+                buffer.length()
+            )));
+        }
+    }
+    if batch.length() < 0 || batch.nodes().into_iter().flatten().any(|n| n.length() < 0 || n.null_count() < 0) {
+        return Err(not("negative lengths in the IPC message".into()));
+    }
+    Ok(())
+}
+
+/// Refuses dictionary-encoded columns, anywhere in the schema (their
+/// dictionaries would have to travel with every batch or be tracked per
+/// reader; quiver does neither yet).
+pub(crate) fn check_supported(fields: &[arrow_schema::FieldRef]) -> Result<(), BatchError> {
+    fn walk(field: &Field) -> Result<(), BatchError> {
+        let nested: Vec<&Field> = match field.data_type() {
+            DataType::Dictionary(_, _) => {
+                return Err(BatchError::Unsupported(format!(
+                    "column {:?} is dictionary-encoded; cast it to its value type first",
+                    field.name()
+                )))
+            }
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => vec![f.as_ref()],
+            DataType::Struct(fields) => fields.iter().map(|f| f.as_ref()).collect(),
+            DataType::Union(fields, _) => fields.iter().map(|(_, f)| f.as_ref()).collect(),
+            DataType::RunEndEncoded(a, b) => vec![a.as_ref(), b.as_ref()],
+            _ => Vec::new(),
+        };
+        nested.into_iter().try_for_each(walk)
+    }
+    fields.iter().try_for_each(|f| walk(f))
+}

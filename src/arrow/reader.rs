@@ -1,0 +1,183 @@
+//! Reading record batches from store objects without copying.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::FileDecoder;
+use arrow_ipc::{Block, MetadataVersion};
+use arrow_schema::SchemaRef;
+
+use super::{
+    check_batch_message, fingerprint, framed_header_len, BATCH_MAGIC, BATCH_META_LEN, FORMAT_VERSION, SCHEMA_MAGIC,
+};
+use crate::error::BatchError;
+use crate::store::{ObjectId, ObjectView, Store};
+
+/// What a batch object's metadata says about it, without decoding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// The fingerprint of the batch's schema.
+    pub schema_fingerprint: u64,
+    /// When the batch was sealed, in nanoseconds since the Unix epoch.
+    pub append_ns: u64,
+    /// Rows in the batch.
+    pub rows: u64,
+}
+
+impl BatchMeta {
+    /// Parses the metadata of object `id`.
+    pub fn parse(id: ObjectId, meta: &[u8]) -> Result<Self, BatchError> {
+        let not = |why: &str| BatchError::NotABatch { id, why: why.to_string() };
+        if meta.len() != BATCH_META_LEN || meta[..4] != BATCH_MAGIC {
+            return Err(not("its metadata is not a quiver batch header"));
+        }
+        if meta[4] != FORMAT_VERSION {
+            return Err(not(&format!("batch format version {} (this build reads {FORMAT_VERSION})", meta[4])));
+        }
+        let word = |at: usize| u64::from_le_bytes(meta[at..at + 8].try_into().unwrap_or_default());
+        Ok(BatchMeta { schema_fingerprint: word(8), append_ns: word(16), rows: word(24) })
+    }
+}
+
+/// Reads record batches out of a store, zero-copy. Keeps a decoder per
+/// schema it has met.
+pub struct BatchReader {
+    store: Store,
+    decoders: HashMap<u64, (SchemaRef, FileDecoder)>,
+    expected: Option<SchemaRef>,
+    skip_validation: bool,
+}
+
+impl std::fmt::Debug for BatchReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchReader").field("schemas", &self.decoders.len()).finish()
+    }
+}
+
+impl BatchReader {
+    /// A reader of batches in `store`, validating what it decodes.
+    pub fn new(store: &Store) -> Self {
+        BatchReader { store: store.clone(), decoders: HashMap::new(), expected: None, skip_validation: false }
+    }
+
+    /// Refuse batches whose schema is not `schema` ([`BatchError::SchemaMismatch`]).
+    pub fn expect_schema(mut self, schema: SchemaRef) -> Self {
+        self.expected = Some(schema);
+        self
+    }
+
+    /// Skips Arrow's validation of decoded arrays (offsets, UTF-8, ...).
+    ///
+    /// # Safety
+    ///
+    /// The bytes of every object this reader decodes must have been written
+    /// by a trusted [`BatchWriter`](super::BatchWriter) and not changed
+    /// since: invalid arrays are undefined behaviour when used.
+    pub unsafe fn with_skip_validation(mut self, skip: bool) -> Self {
+        self.skip_validation = skip;
+        self.decoders.clear();
+        self
+    }
+
+    /// The batch in object `id`, waiting up to `timeout` for it to be
+    /// sealed; `Ok(None)` if it was not sealed in time.
+    pub fn get_batch(&mut self, id: ObjectId, timeout: Duration) -> Result<Option<RecordBatch>, BatchError> {
+        Ok(self.get_batch_with_meta(id, timeout)?.map(|(batch, _)| batch))
+    }
+
+    /// [`get_batch`](Self::get_batch), with what the object's metadata says.
+    pub fn get_batch_with_meta(
+        &mut self,
+        id: ObjectId,
+        timeout: Duration,
+    ) -> Result<Option<(RecordBatch, BatchMeta)>, BatchError> {
+        match self.store.get(id, timeout)? {
+            Some(view) => self.decode(view).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes a view of a batch object. The batch's buffers point into the
+    /// view's bytes and keep the view (and so the object) alive.
+    pub fn decode(&mut self, view: ObjectView) -> Result<(RecordBatch, BatchMeta), BatchError> {
+        let id = view.id();
+        let meta = BatchMeta::parse(id, view.metadata())?;
+        let header = framed_header_len(id, view.data())?;
+        let body = view.data().len() - header;
+        let (header_len, body_len) = match (i32::try_from(header), i64::try_from(body)) {
+            (Ok(h), Ok(b)) => (h, b),
+            _ => return Err(BatchError::NotABatch { id, why: "message larger than IPC allows".into() }),
+        };
+        check_batch_message(id, view.data(), header)?;
+        let block = Block::new(0, header_len, body_len);
+        let decoder = self.decoder(id, meta.schema_fingerprint)?;
+        let buffer = wrap(view);
+        // The message was checked above; should arrow-ipc still panic on
+        // some other inconsistency, the bytes are reported as not a batch
+        // rather than taking the process down.
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.read_record_batch(&block, &buffer)))
+                .map_err(|_| BatchError::NotABatch { id, why: "arrow-ipc could not decode the message".into() })?;
+        let batch = decoded?
+            .ok_or_else(|| BatchError::NotABatch { id, why: "the IPC message holds no record batch".into() })?;
+        Ok((batch, meta))
+    }
+
+    /// The decoder for schema `fp`, loading the schema object the first time.
+    fn decoder(&mut self, id: ObjectId, fp: u64) -> Result<&FileDecoder, BatchError> {
+        if !self.decoders.contains_key(&fp) {
+            let schema = load_schema(&self.store, id, fp)?;
+            if let Some(expected) = &self.expected {
+                if **expected != *schema {
+                    return Err(BatchError::SchemaMismatch {
+                        expected: expected.to_string(),
+                        found: schema.to_string(),
+                    });
+                }
+            }
+            let mut decoder = FileDecoder::new(schema.clone(), MetadataVersion::V5).with_require_alignment(true);
+            if self.skip_validation {
+                // SAFETY: the caller of `with_skip_validation` promised that
+                // every object this reader decodes comes from a trusted writer.
+                decoder = unsafe { decoder.with_skip_validation(true) };
+            }
+            self.decoders.insert(fp, (schema, decoder));
+        }
+        self.decoders.get(&fp).map(|(_, decoder)| decoder).ok_or(BatchError::UnknownSchema { id, fingerprint: fp })
+    }
+}
+
+/// Reads the schema object with fingerprint `fp`, checking its bytes.
+fn load_schema(store: &Store, id: ObjectId, fp: u64) -> Result<SchemaRef, BatchError> {
+    let view =
+        store.get(ObjectId::schema(fp), Duration::ZERO)?.ok_or(BatchError::UnknownSchema { id, fingerprint: fp })?;
+    let schema_id = view.id();
+    let not = |why: &str| BatchError::NotABatch { id: schema_id, why: why.to_string() };
+    if view.metadata().len() < 5 || view.metadata()[..4] != SCHEMA_MAGIC || view.metadata()[4] != FORMAT_VERSION {
+        return Err(not("its metadata is not a quiver schema header"));
+    }
+    if fingerprint(view.data()) != fp {
+        return Err(not("its bytes do not match its fingerprint"));
+    }
+    framed_header_len(schema_id, view.data())?;
+    let schema = arrow_ipc::convert::try_schema_from_ipc_buffer(view.data())?;
+    super::check_supported(schema.fields())?;
+    Ok(Arc::new(schema))
+}
+
+/// Wraps a view's data as an Arrow buffer that owns the view: the object
+/// stays referenced until the last slice of the buffer is dropped.
+fn wrap(view: ObjectView) -> Buffer {
+    let data = view.data();
+    let (ptr, len) = (NonNull::from(data).cast::<u8>(), data.len());
+    // SAFETY: `ptr..ptr + len` are the bytes of a sealed object in the
+    // shared mapping. The `Arc` passed as the owner holds the view, which
+    // holds both the mapping and the object's reference, so the bytes stay
+    // mapped, allocated and unchanged (sealed objects are immutable) for as
+    // long as the buffer or any slice of it lives.
+    unsafe { Buffer::from_custom_allocation(ptr, len, Arc::new(view)) }
+}

@@ -1,0 +1,144 @@
+//! Writing record batches into store objects.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::{write_message, DictionaryTracker, IpcDataGenerator, IpcWriteOptions, StreamEncoder};
+use arrow_ipc::MetadataVersion;
+use arrow_schema::SchemaRef;
+
+use super::{
+    check_supported, fingerprint, BATCH_MAGIC, BATCH_META_LEN, FORMAT_VERSION, IPC_ALIGNMENT, SCHEMA_MAGIC,
+    SCHEMA_META_LEN,
+};
+use crate::error::{BatchError, StoreError};
+use crate::store::{CreateOptions, ObjectId, Store};
+
+/// Writes record batches of one schema into store objects, one batch per
+/// object, the schema once per store.
+pub struct BatchWriter {
+    store: Store,
+    schema: SchemaRef,
+    fingerprint: u64,
+    encoder: StreamEncoder,
+}
+
+impl std::fmt::Debug for BatchWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchWriter").field("fingerprint", &self.fingerprint).finish()
+    }
+}
+
+fn write_options() -> Result<IpcWriteOptions, BatchError> {
+    Ok(IpcWriteOptions::try_new(IPC_ALIGNMENT, false, MetadataVersion::V5)?)
+}
+
+/// The encapsulated IPC schema message for `schema`.
+pub(crate) fn schema_message(schema: &SchemaRef) -> Result<Vec<u8>, BatchError> {
+    let options = write_options()?;
+    let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+        schema,
+        &mut DictionaryTracker::new(false),
+        &options,
+    );
+    let mut bytes = Vec::new();
+    write_message(&mut bytes, encoded, &options)?;
+    Ok(bytes)
+}
+
+impl BatchWriter {
+    /// A writer of batches of `schema` into `store`. Publishes the schema in
+    /// the store (once: writers of the same schema share it). Refuses
+    /// dictionary-encoded columns with [`BatchError::Unsupported`].
+    pub fn new(store: &Store, schema: SchemaRef) -> Result<Self, BatchError> {
+        check_supported(schema.fields())?;
+        let message = schema_message(&schema)?;
+        let fingerprint = fingerprint(&message);
+        publish_schema(store, fingerprint, &message)?;
+        let mut encoder = StreamEncoder::try_new_with_options(&schema, write_options()?)?;
+        // The encoder emits the schema message with its first batch; spend
+        // that on an empty batch so every later output is one record batch.
+        encoder.encode(&RecordBatch::new_empty(schema.clone()))?;
+        Ok(BatchWriter { store: store.clone(), schema, fingerprint, encoder })
+    }
+
+    /// The schema every batch must have.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The schema's fingerprint (its object is `ObjectId::schema(fingerprint)`).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Encodes `batch` into a new object `id` and seals it.
+    pub fn put_batch(&mut self, id: ObjectId, batch: &RecordBatch) -> Result<(), BatchError> {
+        self.put_batch_with(id, batch, CreateOptions::default())
+    }
+
+    /// [`put_batch`](Self::put_batch) with the store's create options
+    /// (waiting for space, pinning).
+    pub fn put_batch_with(
+        &mut self,
+        id: ObjectId,
+        batch: &RecordBatch,
+        options: CreateOptions,
+    ) -> Result<(), BatchError> {
+        if !Arc::ptr_eq(&batch.schema(), &self.schema) && *batch.schema() != *self.schema {
+            return Err(BatchError::SchemaMismatch {
+                expected: self.schema.to_string(),
+                found: batch.schema().to_string(),
+            });
+        }
+        let buffers = self.encoder.encode(batch)?;
+        let size: usize = buffers.iter().map(|b| b.len()).sum();
+        let mut meta = [0u8; BATCH_META_LEN];
+        meta[..4].copy_from_slice(&BATCH_MAGIC);
+        meta[4] = FORMAT_VERSION;
+        meta[8..16].copy_from_slice(&self.fingerprint.to_le_bytes());
+        meta[24..32].copy_from_slice(&(batch.num_rows() as u64).to_le_bytes());
+        let mut builder = self.store.create_object_with(id, size as u64, &meta, options)?;
+        let mut at = 0;
+        let data = builder.data_mut();
+        for buffer in &buffers {
+            data[at..at + buffer.len()].copy_from_slice(buffer.as_slice());
+            at += buffer.len();
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        builder.metadata_mut()[16..24].copy_from_slice(&now.to_le_bytes());
+        builder.seal()?;
+        Ok(())
+    }
+}
+
+/// Puts the schema message in the store under its fingerprint, pinned, unless
+/// it is there already (then it must hold the same bytes).
+fn publish_schema(store: &Store, fingerprint: u64, message: &[u8]) -> Result<(), BatchError> {
+    let id = ObjectId::schema(fingerprint);
+    let mut meta = [0u8; SCHEMA_META_LEN];
+    meta[..4].copy_from_slice(&SCHEMA_MAGIC);
+    meta[4] = FORMAT_VERSION;
+    let options = CreateOptions { pinned: true, ..CreateOptions::default() };
+    match store.create_object_with(id, message.len() as u64, &meta, options) {
+        Ok(mut builder) => {
+            builder.data_mut().copy_from_slice(message);
+            builder.seal()?;
+            Ok(())
+        }
+        Err(StoreError::AlreadyExists(_)) => {
+            // Another writer is publishing or has published it: wait for the seal.
+            let view = store
+                .get(id, std::time::Duration::from_secs(5))?
+                .ok_or_else(|| BatchError::Unsupported(format!("schema object {id} was never sealed")))?;
+            if view.data() != message {
+                return Err(BatchError::SchemaMismatch {
+                    expected: format!("the schema with fingerprint {fingerprint:016x}"),
+                    found: "a different schema with the same fingerprint".into(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
