@@ -112,9 +112,9 @@ impl BatchReader {
             (Ok(h), Ok(b)) => (h, b),
             _ => return Err(BatchError::NotABatch { id, why: "message larger than IPC allows".into() }),
         };
+        let decoder = self.decoder(id, meta.schema_fingerprint)?;
         check_batch_message(id, view.data(), header)?;
         let block = Block::new(0, header_len, body_len);
-        let decoder = self.decoder(id, meta.schema_fingerprint)?;
         let buffer = wrap(view);
         // The message was checked above; should arrow-ipc still panic on
         // some other inconsistency, the bytes are reported as not a batch

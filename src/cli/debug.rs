@@ -60,6 +60,22 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// `quiver bench`'s consumer over the store.
+    BenchConsumer {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        consumer: u32,
+        #[arg(long)]
+        step: u64,
+        #[arg(long, default_value_t = 0)]
+        spin_us: u64,
+    },
+    /// `quiver bench --baseline socket`'s consumer.
+    BenchSocketConsumer {
+        #[arg(long)]
+        socket: std::path::PathBuf,
+    },
     /// Get `count` sequential objects and hold the views until killed.
     Hold {
         #[arg(long)]
@@ -129,6 +145,10 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
         DebugCommand::Get { store, ns, count, timeout_ms, delete } => get(&store, ns, count, timeout_ms, delete),
         DebugCommand::Consume { store, count } => super::demo::consume(&store, count),
         DebugCommand::Hold { store, ns, count } => hold(&store, ns, count),
+        DebugCommand::BenchConsumer { store, consumer, step, spin_us } => {
+            super::bench::consume_store(&store, consumer, step, spin_us)
+        }
+        DebugCommand::BenchSocketConsumer { socket } => super::bench::consume_socket(&socket),
         DebugCommand::ReadBatches { store, ns, count, out } => read_batches(&store, ns, count, &out),
         DebugCommand::CreateUnsealed { store, ns, count, size } => create_unsealed(&store, ns, count, size),
         DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),

@@ -1,6 +1,7 @@
 //! The `quiver` command line: user commands (`stat`) and the hidden helper
 //! commands (`debug …`) that tests and benchmarks run as separate processes.
 
+mod bench;
 mod debug;
 mod demo;
 mod stat;
@@ -24,6 +25,9 @@ enum Command {
     /// The main job: a producer and consumer processes exchanging objects
     /// through a fresh store, with a report of what each consumer read.
     Demo(demo::DemoArgs),
+    /// Measure a producer and N consumer processes moving Arrow batches
+    /// (or, with --baseline socket, the same over Unix sockets).
+    Bench(bench::BenchArgs),
     /// Print a store's state: capacity, usage, clients and objects.
     Stat(stat::StatArgs),
     /// Helper processes for tests and benchmarks.
@@ -35,6 +39,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Debug(command) => debug::run(command),

@@ -1,6 +1,7 @@
 //! quiver's integration tests: one binary, one module per area.
 
 mod arrow_batches;
+mod bench_cli;
 mod common;
 mod store_api;
 mod store_files;

@@ -1,0 +1,443 @@
+//! `quiver bench`: a producer and N consumer processes move Arrow record
+//! batches through a fresh store (or, with `--baseline socket`, through Unix
+//! sockets as Arrow IPC), and the throughput and the seal-to-read latency
+//! are reported, like Kafka's perf-test scripts or redis-benchmark.
+//!
+//! Shared-memory mode: batch `i` is object `(1, 0, i)`. Every consumer reads
+//! every batch; every `step` batches it seals a small progress object
+//! `(2, consumer, m)` saying "batches below `m × step` are done", and the
+//! producer never runs more than a window of batches ahead of the slowest
+//! consumer, deleting what all of them have finished. When the run ends the
+//! producer seals an end object holding the number of batches.
+//!
+//! Socket mode: one connection per consumer; each batch is encoded once and
+//! written to every connection as a frame `[send time u64][length u64][IPC
+//! message bytes]`; a length of `u64::MAX` ends the stream.
+
+use std::io::{BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_buffer::Buffer;
+use quiver::{BatchReader, BatchWriter, CreateOptions, ObjectId, OpenConfig, Store, StoreConfig, WaitStrategy};
+
+const BATCH_NS: u64 = 1;
+const PROGRESS_NS: u64 = 2;
+const END_NS: u64 = 3;
+const READY_NS: u64 = 4;
+
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct BenchArgs {
+    /// Consumer processes; each reads every batch.
+    #[arg(long, default_value_t = 1)]
+    consumers: u32,
+    /// Approximate bytes per batch (two 8-byte columns: rows = bytes / 16).
+    #[arg(long, default_value_t = 64 << 10, conflicts_with = "batch_rows")]
+    batch_bytes: u64,
+    /// Rows per batch, instead of --batch-bytes.
+    #[arg(long)]
+    batch_rows: Option<u64>,
+    /// Run for this many seconds…
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// …or for exactly this many batches.
+    #[arg(long)]
+    count: Option<u64>,
+    /// How far (in bytes of batches) the producer may run ahead of the
+    /// slowest consumer. Small enough to stay in cache, the memory of
+    /// finished batches is reused while it is still warm.
+    #[arg(long, default_value_t = 4 << 20)]
+    window_bytes: u64,
+    /// Consumers spin this many microseconds before parking on a futex
+    /// (0: park at once). Worth it when every process has a core of its own.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
+    /// Run the same workload over another transport instead.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Baseline {
+    /// Arrow IPC over Unix sockets.
+    Socket,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A latency histogram: 8 buckets per power of two of nanoseconds (about
+/// 9% resolution), mergeable across processes.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+pub(crate) struct Histogram {
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { counts: vec![0; 64 * 8] }
+    }
+    fn bucket(ns: u64) -> usize {
+        let ns = ns.max(1);
+        let log = 63 - ns.leading_zeros() as usize;
+        let frac = if log >= 3 { ((ns >> (log - 3)) & 7) as usize } else { 0 };
+        log * 8 + frac
+    }
+    fn lower_bound(bucket: usize) -> f64 {
+        let (log, frac) = (bucket / 8, bucket % 8);
+        (1u64 << log) as f64 * (1.0 + frac as f64 / 8.0)
+    }
+    fn record(&mut self, ns: u64) {
+        let b = Self::bucket(ns).min(self.counts.len() - 1);
+        self.counts[b] += 1;
+    }
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+    /// The `q` quantile in microseconds (the middle of its bucket).
+    fn quantile_us(&self, q: f64) -> f64 {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return (Self::lower_bound(b) + Self::lower_bound(b + 1)) / 2.0 / 1000.0;
+            }
+        }
+        0.0
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub(crate) struct ConsumerReport {
+    batches: u64,
+    bytes: u64,
+    rows: u64,
+    seconds: f64,
+    latency: Histogram,
+}
+
+/// The producer's lead over the slowest consumer, in batches, and how often
+/// consumers report progress (a quarter of the window).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    batches: u64,
+    step: u64,
+}
+
+impl Window {
+    fn for_batches(window_bytes: u64, batch_bytes: u64) -> Self {
+        let batches = (window_bytes / batch_bytes.max(1)).clamp(8, 512);
+        Window { batches, step: (batches / 4).max(1) }
+    }
+}
+
+fn make_batch(rows: u64) -> Result<RecordBatch> {
+    let rows = rows as usize;
+    let seq: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
+    let value: ArrayRef = Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64 * 0.5)));
+    Ok(RecordBatch::try_from_iter([("seq", seq), ("value", value)])?)
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<()> {
+    if args.consumers == 0 {
+        bail!("--consumers must be at least 1");
+    }
+    let rows = args.batch_rows.unwrap_or((args.batch_bytes / 16).max(1)).max(1);
+    let batch = make_batch(rows)?;
+    let batch_bytes = batch.get_array_memory_size() as u64;
+    let window = Window::for_batches(args.window_bytes, batch_bytes);
+    let exe = std::env::current_exe().context("find the quiver binary")?;
+    let (produced, seconds, reports) = match args.baseline {
+        None => run_store(&args, window, &exe, &batch)?,
+        Some(Baseline::Socket) => run_socket(&args, &exe, &batch)?,
+    };
+    let mut latency = Histogram::new();
+    for r in &reports {
+        latency.merge(&r.latency);
+        if r.batches != produced {
+            bail!("a consumer read {} of {produced} batches", r.batches);
+        }
+    }
+    let transport = if args.baseline.is_some() { "unix-socket" } else { "shared-memory" };
+    let batches_per_s = produced as f64 / seconds;
+    let gb_per_s = (produced * batch_bytes) as f64 / seconds / 1e9;
+    let (p50, p99, p999) = (latency.quantile_us(0.5), latency.quantile_us(0.99), latency.quantile_us(0.999));
+    if args.json {
+        let value = serde_json::json!({
+            "transport": transport, "consumers": args.consumers, "batch_bytes": batch_bytes, "batch_rows": rows,
+            "batches": produced, "seconds": seconds, "batches_per_s": batches_per_s, "gb_per_s": gb_per_s,
+            "latency_us_p50": p50, "latency_us_p99": p99, "latency_us_p999": p999,
+        });
+        println!("{value}");
+    } else {
+        println!("transport        {transport}");
+        println!("consumers        {}", args.consumers);
+        println!("batch            {rows} rows, {batch_bytes} bytes");
+        println!("batches          {produced} in {seconds:.3} s");
+        println!("throughput       {batches_per_s:.0} batches/s, {gb_per_s:.3} GB/s (per consumer)");
+        println!("seal-to-read     p50 {p50:.1} µs, p99 {p99:.1} µs, p99.9 {p999:.1} µs");
+    }
+    Ok(())
+}
+
+/// Spawns a consumer process of this binary.
+fn spawn(exe: &std::path::Path, args: &[String]) -> Result<std::process::Child> {
+    Command::new(exe).args(args).stdout(Stdio::piped()).spawn().context("start a consumer process")
+}
+
+fn collect(children: Vec<std::process::Child>) -> Result<Vec<ConsumerReport>> {
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!("a consumer failed ({})", out.status);
+            }
+            serde_json::from_slice(&out.stdout).context("read a consumer's report")
+        })
+        .collect()
+}
+
+/// Kills still-running consumers if the producer fails part-way.
+struct Children(Vec<std::process::Child>);
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn run_store(
+    args: &BenchArgs,
+    window: Window,
+    exe: &std::path::Path,
+    batch: &RecordBatch,
+) -> Result<(u64, f64, Vec<ConsumerReport>)> {
+    let name = format!("bench-{}", std::process::id());
+    let object = batch.get_array_memory_size() as u64 + 4096;
+    let capacity = (object * (window.batches + 2 * window.step) * 2).max(64 << 20);
+    let max_objects = (window.batches + 2 * window.step) * 2 + 64 * args.consumers as u64 + 1024;
+    let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(max_objects))?;
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(store.path().to_path_buf());
+    let mut writer = BatchWriter::new(&store, batch.schema())?;
+    let mut children = Children(Vec::new());
+    for c in 0..args.consumers {
+        let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
+        let a = ["debug", "bench-consumer", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
+        children.0.push(spawn(exe, &a.map(String::from))?);
+    }
+    // Start the clock once every consumer has attached.
+    for c in 0..args.consumers {
+        if store.get(ObjectId::sequential(READY_NS, c, 0), Duration::from_secs(30))?.is_none() {
+            bail!("consumer {c} did not start within 30 s");
+        }
+    }
+    let deadline = Duration::from_secs_f64(args.seconds);
+    let wait = CreateOptions { timeout: Duration::from_secs(30), pinned: true };
+    let start = Instant::now();
+    let mut freed = 0u64;
+    let mut i = 0u64;
+    loop {
+        let done = match args.count {
+            Some(count) => i >= count,
+            None => i % window.step == 0 && start.elapsed() >= deadline,
+        };
+        if done {
+            break;
+        }
+        if i >= window.batches && i % window.step == 0 {
+            // Every consumer must have finished batch i - window.
+            let needed = (i - window.batches + 1).div_ceil(window.step);
+            for c in 0..args.consumers {
+                let id = ObjectId::sequential(PROGRESS_NS, c, needed);
+                if store.get(id, Duration::from_secs(30))?.is_none() {
+                    bail!("consumer {c} made no progress for 30 s");
+                }
+                if needed > 1 {
+                    let _ = store.delete(ObjectId::sequential(PROGRESS_NS, c, needed - 1));
+                }
+            }
+            while freed < needed * window.step {
+                store.delete(ObjectId::sequential(BATCH_NS, 0, freed))?;
+                freed += 1;
+            }
+        }
+        writer.put_batch_with(ObjectId::sequential(BATCH_NS, 0, i), batch, wait)?;
+        i += 1;
+    }
+    let mut end = store.create_object(ObjectId::sequential(END_NS, 0, 0), 8, &[])?;
+    end.data_mut().copy_from_slice(&i.to_le_bytes());
+    end.seal()?;
+    let reports = collect(std::mem::take(&mut children.0))?;
+    Ok((i, start.elapsed().as_secs_f64(), reports))
+}
+
+/// The shared-memory consumer: `quiver debug bench-consumer`.
+pub(crate) fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
+    let strategy = match spin_us {
+        0 => WaitStrategy::Park,
+        us => WaitStrategy::SpinThenPark { budget: Duration::from_micros(us) },
+    };
+    let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
+    let mut reader = BatchReader::new(&store);
+    store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
+    let mut report = ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new() };
+    let mut total = None;
+    let mut start = None;
+    let mut i = 0u64;
+    loop {
+        if total.is_some_and(|t| i >= t) {
+            break;
+        }
+        match reader.get_batch_with_meta(ObjectId::sequential(BATCH_NS, 0, i), Duration::from_millis(50))? {
+            Some((batch, meta)) => {
+                report.latency.record(now_ns().saturating_sub(meta.append_ns));
+                start.get_or_insert_with(Instant::now);
+                report.rows += batch.num_rows() as u64;
+                report.bytes += batch.get_array_memory_size() as u64;
+                report.batches += 1;
+                drop(batch);
+                i += 1;
+                if i % step == 0 {
+                    store.create_object(ObjectId::sequential(PROGRESS_NS, consumer, i / step), 0, &[])?.seal()?;
+                }
+            }
+            None => {
+                if let Some(end) = store.get(ObjectId::sequential(END_NS, 0, 0), Duration::ZERO)? {
+                    total = Some(u64::from_le_bytes(end.data().try_into().context("bad end object")?));
+                }
+            }
+        }
+    }
+    report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> Result<(u64, f64, Vec<ConsumerReport>)> {
+    let dir = std::env::temp_dir().join(format!("quiver-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = RemoveDir(dir.clone());
+    let path = dir.join("socket");
+    let listener = UnixListener::bind(&path)?;
+    let mut children = Children(Vec::new());
+    let mut streams = Vec::new();
+    for _ in 0..args.consumers {
+        let a = ["debug", "bench-socket-consumer", "--socket", &path.display().to_string()];
+        children.0.push(spawn(exe, &a.map(String::from))?);
+        streams.push(listener.accept()?.0);
+    }
+    let mut encoder = arrow_ipc::writer::StreamEncoder::try_new(&batch.schema())?;
+    let deadline = Duration::from_secs_f64(args.seconds);
+    let start = Instant::now();
+    let mut i = 0u64;
+    let mut send = |buffers: &[Buffer], stamp: u64| -> Result<()> {
+        let len: u64 = buffers.iter().map(|b| b.len() as u64).sum();
+        for s in &mut streams {
+            s.write_all(&stamp.to_le_bytes())?;
+            s.write_all(&len.to_le_bytes())?;
+            for b in buffers {
+                s.write_all(b.as_slice())?;
+            }
+        }
+        Ok(())
+    };
+    loop {
+        let done = match args.count {
+            Some(count) => i >= count,
+            None => start.elapsed() >= deadline,
+        };
+        if done {
+            break;
+        }
+        let buffers = encoder.encode(batch)?;
+        send(&buffers, now_ns())?;
+        i += 1;
+    }
+    for s in &mut streams {
+        s.write_all(&0u64.to_le_bytes())?;
+        s.write_all(&u64::MAX.to_le_bytes())?;
+    }
+    drop(streams);
+    let reports = collect(std::mem::take(&mut children.0))?;
+    Ok((i, start.elapsed().as_secs_f64(), reports))
+}
+
+/// The socket consumer: `quiver debug bench-socket-consumer`.
+pub(crate) fn consume_socket(socket: &std::path::Path) -> Result<()> {
+    let mut stream = BufReader::with_capacity(1 << 20, UnixStream::connect(socket)?);
+    let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+    let mut report = ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new() };
+    let mut start = None;
+    let mut word = [0u8; 8];
+    loop {
+        stream.read_exact(&mut word)?;
+        let stamp = u64::from_le_bytes(word);
+        stream.read_exact(&mut word)?;
+        let len = u64::from_le_bytes(word);
+        if len == u64::MAX {
+            break;
+        }
+        let mut bytes = vec![0u8; len as usize];
+        stream.read_exact(&mut bytes)?;
+        let mut buffer = Buffer::from_vec(bytes);
+        while !buffer.is_empty() {
+            if let Some(batch) = decoder.decode(&mut buffer)? {
+                report.latency.record(now_ns().saturating_sub(stamp));
+                start.get_or_insert_with(Instant::now);
+                report.rows += batch.num_rows() as u64;
+                report.bytes += batch.get_array_memory_size() as u64;
+                report.batches += 1;
+            }
+        }
+    }
+    report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn histogram_quantiles_are_within_a_bucket() {
+        let mut h = Histogram::new();
+        for ns in 1..=100_000u64 {
+            h.record(ns * 10); // 10 ns .. 1 ms, uniform
+        }
+        let p50 = h.quantile_us(0.5);
+        let p99 = h.quantile_us(0.99);
+        assert!((450.0..560.0).contains(&p50), "{p50}");
+        assert!((900.0..1100.0).contains(&p99), "{p99}");
+    }
+}

@@ -1,0 +1,43 @@
+//! `quiver bench`, run as users run it: its JSON report, over the store and
+//! over the socket baseline, with several consumers.
+
+use crate::common::{run_quiver, LONG};
+
+fn bench(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["bench", "--json", "--count", "300", "--batch-bytes", "4096"];
+    args.extend_from_slice(extra);
+    let out = run_quiver(&args, LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn check(report: &serde_json::Value, transport: &str, consumers: u64) {
+    assert_eq!(report["transport"], transport);
+    assert_eq!(report["consumers"], consumers);
+    assert_eq!(report["batches"], 300);
+    assert_eq!(report["batch_rows"], 256);
+    assert!(report["batch_bytes"].as_u64().unwrap() >= 4096);
+    for key in ["batches_per_s", "gb_per_s", "latency_us_p50", "latency_us_p99"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key} in {report}");
+    }
+    assert!(report["latency_us_p50"].as_f64() <= report["latency_us_p99"].as_f64());
+}
+
+#[test]
+fn quiver_bench_reports_the_shared_memory_pipeline() {
+    check(&bench(&["--consumers", "2"]), "shared-memory", 2);
+    // A window smaller than the run, and spinning consumers.
+    check(&bench(&["--window-bytes", "65536", "--spin-us", "20"]), "shared-memory", 1);
+}
+
+#[test]
+fn quiver_bench_reports_the_socket_baseline() {
+    check(&bench(&["--baseline", "socket", "--consumers", "2"]), "unix-socket", 2);
+}
+
+#[test]
+fn quiver_bench_refuses_nonsense() {
+    let out = run_quiver(&["bench", "--consumers", "0", "--count", "1"], LONG);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--consumers"));
+}
