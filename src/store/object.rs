@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use super::{ObjectId, Shared};
+use super::client::Shared;
+use super::ObjectId;
 use crate::error::Result;
 
 /// An object being created. Write its data with [`data_mut`], then
