@@ -100,8 +100,20 @@ pub(crate) fn check_batch_message(id: ObjectId, data: &[u8], header_len: usize) 
             )));
         }
     }
-    if batch.length() < 0 || batch.nodes().into_iter().flatten().any(|n| n.length() < 0 || n.null_count() < 0) {
-        return Err(not("negative lengths in the IPC message".into()));
+    // Lengths that no buffer backs (null columns, all-null children) would
+    // otherwise let a few bytes make arrow allocate and fill gigabytes of
+    // validity bits. A real array of n values needs at least n bits of some
+    // buffer, so no node may be longer than the batch or 8 × the body.
+    let rows = batch.length();
+    if !(0..=i32::MAX as i64).contains(&rows) {
+        return Err(not(format!("the batch claims {rows} rows")));
+    }
+    let limit = (rows as u64).max(body.saturating_mul(8));
+    for node in batch.nodes().into_iter().flatten() {
+        let fits = |n: i64| u64::try_from(n).is_ok_and(|n| n <= limit);
+        if !fits(node.length()) || !fits(node.null_count()) || node.null_count() > node.length() {
+            return Err(not(format!("an IPC node of {} values does not fit the message", node.length())));
+        }
     }
     Ok(())
 }
@@ -117,6 +129,9 @@ pub(crate) fn check_supported(fields: &[arrow_schema::FieldRef]) -> Result<(), B
                     "column {:?} is dictionary-encoded; cast it to its value type first",
                     field.name()
                 )))
+            }
+            DataType::FixedSizeBinary(n) | DataType::FixedSizeList(_, n) if *n < 0 => {
+                return Err(BatchError::Unsupported(format!("column {:?} has a negative fixed size", field.name())))
             }
             DataType::List(f)
             | DataType::LargeList(f)

@@ -74,9 +74,12 @@ impl BatchReader {
     ///
     /// # Safety
     ///
-    /// The bytes of every object this reader decodes must have been written
-    /// by a trusted [`BatchWriter`](super::BatchWriter) and not changed
-    /// since: invalid arrays are undefined behaviour when used.
+    /// The bytes of every batch object this reader decodes, and of the schema
+    /// objects they name, must have been written by a trusted
+    /// [`BatchWriter`](super::BatchWriter) and not changed since: invalid
+    /// arrays are undefined behaviour when used. (Schema objects are found by
+    /// a 64-bit FNV-1a fingerprint, which is not collision-resistant against
+    /// an adversary.)
     pub unsafe fn with_skip_validation(mut self, skip: bool) -> Self {
         self.skip_validation = skip;
         self.decoders.clear();
@@ -124,6 +127,10 @@ impl BatchReader {
                 .map_err(|_| BatchError::NotABatch { id, why: "arrow-ipc could not decode the message".into() })?;
         let batch = decoded?
             .ok_or_else(|| BatchError::NotABatch { id, why: "the IPC message holds no record batch".into() })?;
+        if batch.num_rows() as u64 != meta.rows {
+            let why = format!("its metadata says {} rows, its message {}", meta.rows, batch.num_rows());
+            return Err(BatchError::NotABatch { id, why });
+        }
         Ok((batch, meta))
     }
 

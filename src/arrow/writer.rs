@@ -101,6 +101,9 @@ impl BatchWriter {
         let mut builder = self.store.create_object_with(id, size as u64, &meta, options)?;
         let mut at = 0;
         let data = builder.data_mut();
+        if data.len() != size {
+            return Err(StoreError::corrupted(format_args!("object {id} is not the size it was created with")).into());
+        }
         for buffer in &buffers {
             data[at..at + buffer.len()].copy_from_slice(buffer.as_slice());
             at += buffer.len();
@@ -113,32 +116,43 @@ impl BatchWriter {
 }
 
 /// Puts the schema message in the store under its fingerprint, pinned, unless
-/// it is there already (then it must hold the same bytes).
+/// it is there already (then it must hold the same bytes). If another writer
+/// is publishing it, waits for its seal; if that writer dies first (its
+/// object is then aborted), publishes it itself.
 fn publish_schema(store: &Store, fingerprint: u64, message: &[u8]) -> Result<(), BatchError> {
     let id = ObjectId::schema(fingerprint);
     let mut meta = [0u8; SCHEMA_META_LEN];
     meta[..4].copy_from_slice(&SCHEMA_MAGIC);
     meta[4] = FORMAT_VERSION;
     let options = CreateOptions { pinned: true, ..CreateOptions::default() };
-    match store.create_object_with(id, message.len() as u64, &meta, options) {
-        Ok(mut builder) => {
-            builder.data_mut().copy_from_slice(message);
-            builder.seal()?;
-            Ok(())
-        }
-        Err(StoreError::AlreadyExists(_)) => {
-            // Another writer is publishing or has published it: wait for the seal.
-            let view = store
-                .get(id, std::time::Duration::from_secs(5))?
-                .ok_or_else(|| BatchError::Unsupported(format!("schema object {id} was never sealed")))?;
-            if view.data() != message {
-                return Err(BatchError::SchemaMismatch {
-                    expected: format!("the schema with fingerprint {fingerprint:016x}"),
-                    found: "a different schema with the same fingerprint".into(),
-                });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match store.create_object_with(id, message.len() as u64, &meta, options) {
+            Ok(mut builder) => {
+                if builder.data_mut().len() != message.len() {
+                    return Err(StoreError::corrupted("a new schema object has the wrong size").into());
+                }
+                builder.data_mut().copy_from_slice(message);
+                builder.seal()?;
+                return Ok(());
             }
-            Ok(())
+            Err(StoreError::AlreadyExists(_)) => {
+                if let Some(view) = store.get(id, std::time::Duration::from_millis(100))? {
+                    if view.data() != message || view.metadata() != meta {
+                        return Err(BatchError::SchemaMismatch {
+                            expected: format!("the schema with fingerprint {fingerprint:016x}"),
+                            found: format!("object {id}, which holds other bytes"),
+                        });
+                    }
+                    return Ok(());
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(BatchError::NotABatch { id, why: "the schema object was never sealed".into() });
+                }
+                // Its creator may have died: recover it, then try again.
+                store.recover_dead_clients()?;
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
 }

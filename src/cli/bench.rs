@@ -8,11 +8,16 @@
 //! `(2, consumer, m)` saying "batches below `m × step` are done", and the
 //! producer never runs more than a window of batches ahead of the slowest
 //! consumer, deleting what all of them have finished. When the run ends the
-//! producer seals an end object holding the number of batches.
+//! producer seals an end marker where the next batch would be (metadata
+//! `END!`), so a consumer waiting for that batch wakes and stops at once.
 //!
 //! Socket mode: one connection per consumer; each batch is encoded once and
-//! written to every connection as a frame `[send time u64][length u64][IPC
-//! message bytes]`; a length of `u64::MAX` ends the stream.
+//! written to every connection as a frame `[length u64][IPC message bytes]
+//! [time u64]`, the time taken once the bytes are written (as a seal follows
+//! the copy into the store); a length of `u64::MAX` ends the stream.
+//!
+//! Latency in both modes runs from the hand-off (the seal; the end of the
+//! write) to the consumer holding the decoded batch.
 
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,8 +32,9 @@ use quiver::{BatchReader, BatchWriter, CreateOptions, ObjectId, OpenConfig, Stor
 
 const BATCH_NS: u64 = 1;
 const PROGRESS_NS: u64 = 2;
-const END_NS: u64 = 3;
 const READY_NS: u64 = 4;
+/// The metadata of the end marker.
+const END_MARK: &[u8] = b"END!";
 
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct BenchArgs {
@@ -288,9 +294,7 @@ fn run_store(
         writer.put_batch_with(ObjectId::sequential(BATCH_NS, 0, i), batch, wait)?;
         i += 1;
     }
-    let mut end = store.create_object(ObjectId::sequential(END_NS, 0, 0), 8, &[])?;
-    end.data_mut().copy_from_slice(&i.to_le_bytes());
-    end.seal()?;
+    store.create_object_with(ObjectId::sequential(BATCH_NS, 0, i), 0, END_MARK, wait)?.seal()?;
     let reports = collect(std::mem::take(&mut children.0))?;
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
@@ -305,31 +309,25 @@ pub(crate) fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64)
     let mut reader = BatchReader::new(&store);
     store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
     let mut report = ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new() };
-    let mut total = None;
     let mut start = None;
     let mut i = 0u64;
     loop {
-        if total.is_some_and(|t| i >= t) {
+        let Some(view) = store.get(ObjectId::sequential(BATCH_NS, 0, i), Duration::from_secs(30))? else {
+            bail!("batch {i} did not arrive within 30 s");
+        };
+        if view.metadata() == END_MARK {
             break;
         }
-        match reader.get_batch_with_meta(ObjectId::sequential(BATCH_NS, 0, i), Duration::from_millis(50))? {
-            Some((batch, meta)) => {
-                report.latency.record(now_ns().saturating_sub(meta.append_ns));
-                start.get_or_insert_with(Instant::now);
-                report.rows += batch.num_rows() as u64;
-                report.bytes += batch.get_array_memory_size() as u64;
-                report.batches += 1;
-                drop(batch);
-                i += 1;
-                if i % step == 0 {
-                    store.create_object(ObjectId::sequential(PROGRESS_NS, consumer, i / step), 0, &[])?.seal()?;
-                }
-            }
-            None => {
-                if let Some(end) = store.get(ObjectId::sequential(END_NS, 0, 0), Duration::ZERO)? {
-                    total = Some(u64::from_le_bytes(end.data().try_into().context("bad end object")?));
-                }
-            }
+        let (batch, meta) = reader.decode(view)?;
+        report.latency.record(now_ns().saturating_sub(meta.append_ns));
+        start.get_or_insert_with(Instant::now);
+        report.rows += batch.num_rows() as u64;
+        report.bytes += batch.get_array_memory_size() as u64;
+        report.batches += 1;
+        drop(batch);
+        i += 1;
+        if i % step == 0 {
+            store.create_object(ObjectId::sequential(PROGRESS_NS, consumer, i / step), 0, &[])?.seal()?;
         }
     }
     report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
@@ -360,14 +358,14 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
     let deadline = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
     let mut i = 0u64;
-    let mut send = |buffers: &[Buffer], stamp: u64| -> Result<()> {
+    let mut send = |buffers: &[Buffer]| -> Result<()> {
         let len: u64 = buffers.iter().map(|b| b.len() as u64).sum();
         for s in &mut streams {
-            s.write_all(&stamp.to_le_bytes())?;
             s.write_all(&len.to_le_bytes())?;
             for b in buffers {
                 s.write_all(b.as_slice())?;
             }
+            s.write_all(&now_ns().to_le_bytes())?;
         }
         Ok(())
     };
@@ -380,11 +378,10 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
             break;
         }
         let buffers = encoder.encode(batch)?;
-        send(&buffers, now_ns())?;
+        send(&buffers)?;
         i += 1;
     }
     for s in &mut streams {
-        s.write_all(&0u64.to_le_bytes())?;
         s.write_all(&u64::MAX.to_le_bytes())?;
     }
     drop(streams);
@@ -401,14 +398,14 @@ pub(crate) fn consume_socket(socket: &std::path::Path) -> Result<()> {
     let mut word = [0u8; 8];
     loop {
         stream.read_exact(&mut word)?;
-        let stamp = u64::from_le_bytes(word);
-        stream.read_exact(&mut word)?;
         let len = u64::from_le_bytes(word);
         if len == u64::MAX {
             break;
         }
         let mut bytes = vec![0u8; len as usize];
         stream.read_exact(&mut bytes)?;
+        stream.read_exact(&mut word)?;
+        let stamp = u64::from_le_bytes(word);
         let mut buffer = Buffer::from_vec(bytes);
         while !buffer.is_empty() {
             if let Some(batch) = decoder.decode(&mut buffer)? {

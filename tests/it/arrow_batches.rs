@@ -258,3 +258,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn huge_lengths_that_no_buffer_backs_are_refused() {
+    // A null column and an all-null list child need no data buffers, so
+    // their lengths are the only thing between a few bytes and gigabytes of
+    // validity bits. Patch each length in a real batch to 2^36.
+    let t = TestStore::new("hugenodes");
+    let store = t.create(4 << 20);
+    let rows = 12_345usize;
+    let batch = RecordBatch::try_from_iter([("n", Arc::new(NullArray::new(rows)) as ArrayRef)]).unwrap();
+    let mut writer = BatchWriter::new(&store, batch.schema()).unwrap();
+    let good = ObjectId::random();
+    writer.put_batch(good, &batch).unwrap();
+    let view = store.get(good, Duration::ZERO).unwrap().unwrap();
+    let (data, meta) = (view.data().to_vec(), view.metadata().to_vec());
+    drop(view);
+    let needle = (rows as i64).to_le_bytes();
+    let places: Vec<usize> = (0..data.len().saturating_sub(8)).filter(|&i| data[i..i + 8] == needle).collect();
+    assert!(places.len() >= 2, "the row count appears as the batch length and a node length");
+    let mut reader = BatchReader::new(&store);
+    for at in places {
+        let mut patched = data.clone();
+        patched[at..at + 8].copy_from_slice(&(1i64 << 36).to_le_bytes());
+        let id = ObjectId::random();
+        raw_object(&store, id, &patched, &meta);
+        let result = reader.get_batch(id, Duration::ZERO);
+        assert!(result.is_err(), "a length of 2^36 at byte {at} was accepted");
+    }
+}
