@@ -75,7 +75,12 @@ pub(crate) fn framed_header_len(id: ObjectId, data: &[u8]) -> Result<usize, Batc
 /// `header_len` bytes, then the body) before arrow-ipc sees it: arrow-ipc
 /// slices buffers at the offsets the message gives without checking them
 /// against the body, so every one is checked here.
-pub(crate) fn check_batch_message(id: ObjectId, data: &[u8], header_len: usize) -> Result<(), BatchError> {
+pub(crate) fn check_batch_message(
+    id: ObjectId,
+    schema: &arrow_schema::Schema,
+    data: &[u8],
+    header_len: usize,
+) -> Result<(), BatchError> {
     let not = |why: String| BatchError::NotABatch { id, why };
     let message = arrow_ipc::root_as_message(&data[8..header_len])
         .map_err(|e| not(format!("invalid IPC message header: {e}")))?;
@@ -102,20 +107,64 @@ pub(crate) fn check_batch_message(id: ObjectId, data: &[u8], header_len: usize) 
     }
     // Lengths that no buffer backs (null columns, all-null children) would
     // otherwise let a few bytes make arrow allocate and fill gigabytes of
-    // validity bits. A real array of n values needs at least n bits of some
-    // buffer, so no node may be longer than the batch or 8 × the body.
+    // validity bits. Each node is bounded by what its place in the schema
+    // allows: the batch's rows at the top, its parent's length inside a
+    // struct, union or run-end array, parent × size inside a fixed-size
+    // list, and for the children of variable-length lists (whose length the
+    // offsets give) by the body, since n values need at least n bits of it.
     let rows = batch.length();
     if !(0..=i32::MAX as i64).contains(&rows) {
         return Err(not(format!("the batch claims {rows} rows")));
     }
-    let limit = (rows as u64).max(body.saturating_mul(8));
-    for node in batch.nodes().into_iter().flatten() {
-        let fits = |n: i64| u64::try_from(n).is_ok_and(|n| n <= limit);
-        if !fits(node.length()) || !fits(node.null_count()) || node.null_count() > node.length() {
-            return Err(not(format!("an IPC node of {} values does not fit the message", node.length())));
-        }
+    let loose = (rows as u64).max(body.saturating_mul(8));
+    let mut nodes = batch.nodes().into_iter().flatten();
+    for field in schema.fields() {
+        check_node(field, &mut nodes, rows as u64, loose).map_err(&not)?;
+    }
+    if nodes.next().is_some() {
+        return Err(not("more IPC nodes than the schema has fields".into()));
     }
     Ok(())
+}
+
+/// Checks the IPC node of `field` (and, recursively, of its children) in
+/// pre-order: its length at most `bound`, its null count at most its length.
+fn check_node<'a>(
+    field: &Field,
+    nodes: &mut impl Iterator<Item = &'a arrow_ipc::FieldNode>,
+    bound: u64,
+    loose: u64,
+) -> Result<(), String> {
+    let node = nodes.next().ok_or("fewer IPC nodes than the schema has fields")?;
+    let len = u64::try_from(node.length()).ok().filter(|&n| n <= bound);
+    let Some(len) = len else {
+        return Err(format!(
+            "the IPC node of column {:?} claims {} values, at most {bound} fit",
+            field.name(),
+            node.length()
+        ));
+    };
+    if !u64::try_from(node.null_count()).is_ok_and(|n| n <= len) {
+        return Err(format!("the IPC node of column {:?} has a bad null count", field.name()));
+    }
+    match field.data_type() {
+        DataType::Struct(children) => children.iter().try_for_each(|c| check_node(c, nodes, len, loose)),
+        DataType::Union(children, _) => children.iter().try_for_each(|(_, c)| check_node(c, nodes, len, loose)),
+        DataType::RunEndEncoded(ends, values) => {
+            check_node(ends, nodes, len, loose)?;
+            check_node(values, nodes, len, loose)
+        }
+        DataType::FixedSizeList(child, size) => {
+            let bound = u64::try_from(*size).ok().and_then(|s| len.checked_mul(s)).ok_or("bad fixed size")?;
+            check_node(child, nodes, bound, loose)
+        }
+        DataType::List(child)
+        | DataType::LargeList(child)
+        | DataType::ListView(child)
+        | DataType::LargeListView(child)
+        | DataType::Map(child, _) => check_node(child, nodes, loose, loose),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses dictionary-encoded columns, anywhere in the schema (their

@@ -115,8 +115,8 @@ impl BatchReader {
             (Ok(h), Ok(b)) => (h, b),
             _ => return Err(BatchError::NotABatch { id, why: "message larger than IPC allows".into() }),
         };
-        let decoder = self.decoder(id, meta.schema_fingerprint)?;
-        check_batch_message(id, view.data(), header)?;
+        let (schema, decoder) = self.decoder(id, meta.schema_fingerprint)?;
+        check_batch_message(id, schema, view.data(), header)?;
         let block = Block::new(0, header_len, body_len);
         let buffer = wrap(view);
         // The message was checked above; should arrow-ipc still panic on
@@ -135,7 +135,7 @@ impl BatchReader {
     }
 
     /// The decoder for schema `fp`, loading the schema object the first time.
-    fn decoder(&mut self, id: ObjectId, fp: u64) -> Result<&FileDecoder, BatchError> {
+    fn decoder(&mut self, id: ObjectId, fp: u64) -> Result<(&SchemaRef, &FileDecoder), BatchError> {
         if !self.decoders.contains_key(&fp) {
             let schema = load_schema(&self.store, id, fp)?;
             if let Some(expected) = &self.expected {
@@ -154,7 +154,10 @@ impl BatchReader {
             }
             self.decoders.insert(fp, (schema, decoder));
         }
-        self.decoders.get(&fp).map(|(_, decoder)| decoder).ok_or(BatchError::UnknownSchema { id, fingerprint: fp })
+        self.decoders
+            .get(&fp)
+            .map(|(schema, decoder)| (schema, decoder))
+            .ok_or(BatchError::UnknownSchema { id, fingerprint: fp })
     }
 }
 

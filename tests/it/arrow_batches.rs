@@ -287,3 +287,38 @@ fn huge_lengths_that_no_buffer_backs_are_refused() {
         assert!(result.is_err(), "a length of 2^36 at byte {at} was accepted");
     }
 }
+
+#[test]
+fn a_fixed_size_list_child_cannot_claim_gigabytes() {
+    use arrow_array::FixedSizeListArray;
+    use arrow_buffer::NullBuffer;
+    // The reviewer's shape: a nullable fixed-size list of nulls. Its child
+    // has no buffers, so only its length says how many validity bits arrow
+    // would expand. Patch the child's length (4 × rows) to 2^36.
+    let t = TestStore::new("fixedlist");
+    let store = t.create(4 << 20);
+    let rows = 777usize;
+    let child = Arc::new(NullArray::new(rows * 4)) as ArrayRef;
+    let field = Arc::new(Field::new("item", DataType::Null, true));
+    let nulls = NullBuffer::from_iter((0..rows).map(|i| i % 3 != 0));
+    let list = FixedSizeListArray::try_new(field, 4, child, Some(nulls)).unwrap();
+    let batch = RecordBatch::try_from_iter([("l", Arc::new(list) as ArrayRef)]).unwrap();
+    let mut writer = BatchWriter::new(&store, batch.schema()).unwrap();
+    let good = ObjectId::random();
+    writer.put_batch(good, &batch).unwrap();
+    let mut reader = BatchReader::new(&store);
+    assert_eq!(reader.get_batch(good, Duration::ZERO).unwrap().unwrap(), batch);
+    let view = store.get(good, Duration::ZERO).unwrap().unwrap();
+    let (data, meta) = (view.data().to_vec(), view.metadata().to_vec());
+    drop(view);
+    let needle = ((rows * 4) as i64).to_le_bytes();
+    let at = (0..data.len() - 8).find(|&i| data[i..i + 8] == needle).expect("the child's length is in the header");
+    let mut patched = data.clone();
+    patched[at..at + 8].copy_from_slice(&(1i64 << 36).to_le_bytes());
+    let id = ObjectId::random();
+    raw_object(&store, id, &patched, &meta);
+    match reader.get_batch(id, Duration::ZERO) {
+        Err(BatchError::NotABatch { why, .. }) => assert!(why.contains("node"), "{why}"),
+        other => panic!("expected NotABatch, got {other:?}"),
+    }
+}
