@@ -10,7 +10,7 @@
 //!
 //! A [`BatchReader`] turns an object back into a `RecordBatch` whose column
 //! buffers are slices of the mapping: the object is wrapped as an Arrow
-//! buffer that owns the [`ObjectView`], so the object's reference is held
+//! buffer that owns the [`ObjectView`](crate::store::ObjectView), so the object's reference is held
 //! until the last buffer of the batch is dropped. Decoding requires aligned
 //! buffers (a misaligned one is an error, never a silent copy) and validates
 //! by default; skipping validation is an `unsafe` choice.

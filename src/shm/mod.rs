@@ -3,16 +3,16 @@
 //!
 //! It owns four things, each in its own file:
 //!
-//! - [`region`]: creating (with the whole size reserved and pre-faulted) and
+//! - `region`: creating (with the whole size reserved and pre-faulted) and
 //!   opening the file, and bounds-checked access to what is inside it;
-//! - [`lock`]: the robust, process-shared mutex that guards metadata, which
+//! - `lock`: the robust, process-shared mutex that guards metadata, which
 //!   reports when its previous holder died so the caller can repair;
 //! - [`wait`]: futex waits with timeouts on words in the file, and the
 //!   spin-then-park strategy;
-//! - [`liveness`]: per-client locks that the OS releases when a process dies.
+//! - `liveness`: per-client locks that the OS releases when a process dies.
 //!
 //! Everything above this module works with offsets and the plain types made
-//! by [`shared_struct!`], never with pointers.
+//! by `shared_struct!`, never with pointers.
 
 pub(crate) mod liveness;
 pub(crate) mod lock;
@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// Implementors must be `#[repr(C)]`, contain only [`SharedField`] types
 /// (atomics and arrays of them), so that every bit pattern is a valid value,
 /// concurrent changes by other processes are not data races, and the type
-/// holds no pointers. Use [`shared_struct!`] rather than implementing this
+/// holds no pointers. Use `shared_struct!` rather than implementing this
 /// by hand: it checks all of that at compile time.
 pub unsafe trait Shared: Sized + Sync {}
 

@@ -2,15 +2,15 @@
 //! daemon.
 //!
 //! Every process maps the file and works on it directly. Metadata changes
-//! under one robust lock ([`crate::shm::lock`]); waiting is a futex on a
+//! under one robust lock (`shm::lock`); waiting is a futex on a
 //! word in the file; reading is a slice of the mapping.
 //!
-//! - [`id`]: object IDs, including the deterministic sequential ones;
-//! - [`layout`]: every shared struct and where it lies in the file;
-//! - [`alloc`]: the TLSF allocator over the data arena;
-//! - [`table`]: the object table, its index and its LRU list;
-//! - [`recovery`]: repair after a dead lock holder, release of dead clients;
-//! - [`object`]: the builder of a new object and the view of a sealed one;
+//! - `id`: object IDs, including the deterministic sequential ones;
+//! - `layout`: every shared struct and where it lies in the file;
+//! - `alloc`: the TLSF allocator over the data arena;
+//! - `table`: the object table, its index and its LRU list;
+//! - `recovery`: repair after a dead lock holder, release of dead clients;
+//! - `object`: the builder of a new object and the view of a sealed one;
 //! - this file: [`Store`], which ties them together.
 
 mod alloc;
