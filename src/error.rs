@@ -48,6 +48,16 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store file belongs to another user (see `OpenConfig::allow_other_owner`).
+    #[error("{path} is owned by uid {owner}, not by this user (uid {me}); open it with allow_other_owner to trust it")]
+    OtherOwner {
+        /// The store file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
     /// The file is not a quiver store (its magic number is wrong).
     #[error("{0} is not a quiver store")]
     NotAStore(PathBuf),

@@ -62,6 +62,9 @@ pub(crate) struct StoreArg {
     /// The store's file, anywhere (instead of a name).
     #[arg(long)]
     path: Option<std::path::PathBuf>,
+    /// Open a store that belongs to another user.
+    #[arg(long)]
+    allow_other_owner: bool,
 }
 
 impl StoreArg {
@@ -71,6 +74,6 @@ impl StoreArg {
             // clap requires the name when no path is given.
             None => OpenConfig::new(self.name.as_deref().unwrap_or_default()),
         };
-        Ok(Store::open_with(config)?)
+        Ok(Store::open_with(config.allow_other_owner(self.allow_other_owner))?)
     }
 }

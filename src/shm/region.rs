@@ -95,6 +95,13 @@ impl Region {
         start..start + self.map.len()
     }
 
+    /// The uid that owns the file.
+    pub(crate) fn owner(&self) -> Result<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(|e| StoreError::io(format!("stat {}", self.path.display()), e))?;
+        Ok(meta.uid())
+    }
+
     /// The path the file was opened at.
     pub(crate) fn path(&self) -> &Path {
         &self.path

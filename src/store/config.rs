@@ -114,6 +114,7 @@ pub struct OpenConfig {
     pub(crate) wait: WaitStrategy,
     pub(crate) lock_timeout: Duration,
     pub(crate) ready_timeout: Duration,
+    pub(crate) allow_other_owner: bool,
 }
 
 impl OpenConfig {
@@ -134,6 +135,7 @@ impl OpenConfig {
             wait: WaitStrategy::Park,
             lock_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(1),
+            allow_other_owner: false,
         }
     }
 
@@ -158,6 +160,14 @@ impl OpenConfig {
     /// How long to wait for a store that is still being created (default 1 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// Open a store file owned by another user (refused by default with
+    /// [`StoreError::OtherOwner`]: another user's store is another user's data,
+    /// and its contents steer this process's reads).
+    pub fn allow_other_owner(mut self, yes: bool) -> Self {
+        self.allow_other_owner = yes;
         self
     }
 }

@@ -242,3 +242,23 @@ fn a_seal_wakes_a_creator_waiting_for_space() {
     waiter.join().unwrap().unwrap().unwrap();
     assert_eq!(store.stats().unwrap().evictions, 1);
 }
+
+#[test]
+fn a_store_owned_by_another_user_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foreign-owner");
+    make_store(&path, 1);
+    let me = rustix::process::geteuid().as_raw();
+    let other = if me == 4242 { 4243 } else { 4242 };
+    // Giving a file away needs privilege; without it there is nothing to test.
+    if rustix::fs::chown(&path, Some(rustix::fs::Uid::from_raw(other)), None).is_err() {
+        eprintln!("skipped: cannot chown here (not root)");
+        return;
+    }
+    match open(&path) {
+        Err(StoreError::OtherOwner { owner, .. }) => assert_eq!(owner, other),
+        other => panic!("expected OtherOwner, got {other:?}"),
+    }
+    let allowed = OpenConfig::at_path(&path).allow_other_owner(true);
+    assert!(Store::open_with(allowed).unwrap().contains(ObjectId::sequential(1, 0, 0)).unwrap());
+}
