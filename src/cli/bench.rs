@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::Buffer;
-use quiver::{BatchReader, BatchWriter, CreateOptions, ObjectId, OpenConfig, Store, StoreConfig, WaitStrategy};
+use quiver::{BatchReader, BatchWriter, CreateOptions, ObjectId, OpenConfig, Store, StoreConfig};
 
 const BATCH_NS: u64 = 1;
 const PROGRESS_NS: u64 = 2;
@@ -301,11 +301,7 @@ fn run_store(
 
 /// The shared-memory consumer: `quiver debug bench-consumer`.
 pub(crate) fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
-    let strategy = match spin_us {
-        0 => WaitStrategy::Park,
-        us => WaitStrategy::SpinThenPark { budget: Duration::from_micros(us) },
-    };
-    let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
+    let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     let mut reader = BatchReader::new(&store);
     store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
     let mut report = ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new() };

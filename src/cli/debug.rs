@@ -10,18 +10,31 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use quiver::shm::pingpong::FutexPair;
 use quiver::shm::wait;
-use quiver::{CreateOptions, ObjectId, OpenConfig, Store, WaitStrategy};
+use quiver::{CreateOptions, ObjectId, OpenConfig, Store};
+
+/// Sequential objects `(ns, 0, 0..count)` of a store given by name or path.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Objects {
+    #[arg(long)]
+    store: String,
+    #[arg(long, default_value_t = 1)]
+    ns: u64,
+    #[arg(long)]
+    count: u64,
+}
+
+impl Objects {
+    fn ids(&self) -> impl Iterator<Item = (u64, ObjectId)> + '_ {
+        (0..self.count).map(|i| (i, ObjectId::sequential(self.ns, 0, i)))
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum DebugCommand {
     /// Create, fill and seal `count` sequential objects.
     Put {
-        #[arg(long)]
-        store: String,
-        #[arg(long, default_value_t = 1)]
-        ns: u64,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        objects: Objects,
         #[arg(long, default_value_t = 1024)]
         size: u64,
         /// How long each create may wait for space.
@@ -30,12 +43,8 @@ pub(crate) enum DebugCommand {
     },
     /// Wait for `count` sequential objects, check their bytes, delete them if asked.
     Get {
-        #[arg(long)]
-        store: String,
-        #[arg(long, default_value_t = 1)]
-        ns: u64,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        objects: Objects,
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
         #[arg(long)]
@@ -51,12 +60,8 @@ pub(crate) enum DebugCommand {
     /// Decode record batches `(ns, 0, 0..count)` from the store and write
     /// them to an Arrow IPC stream file.
     ReadBatches {
-        #[arg(long)]
-        store: String,
-        #[arg(long, default_value_t = 1)]
-        ns: u64,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        objects: Objects,
         #[arg(long)]
         out: std::path::PathBuf,
     },
@@ -78,21 +83,13 @@ pub(crate) enum DebugCommand {
     },
     /// Get `count` sequential objects and hold the views until killed.
     Hold {
-        #[arg(long)]
-        store: String,
-        #[arg(long, default_value_t = 1)]
-        ns: u64,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        objects: Objects,
     },
     /// Create `count` objects without sealing them, then wait to be killed.
     CreateUnsealed {
-        #[arg(long)]
-        store: String,
-        #[arg(long, default_value_t = 1)]
-        ns: u64,
-        #[arg(long)]
-        count: u64,
+        #[command(flatten)]
+        objects: Objects,
         #[arg(long, default_value_t = 4096)]
         size: u64,
     },
@@ -141,16 +138,16 @@ pub(crate) enum DebugCommand {
 
 pub(crate) fn run(command: DebugCommand) -> Result<()> {
     match command {
-        DebugCommand::Put { store, ns, count, size, timeout_ms } => put(&store, ns, count, size, timeout_ms),
-        DebugCommand::Get { store, ns, count, timeout_ms, delete } => get(&store, ns, count, timeout_ms, delete),
+        DebugCommand::Put { objects, size, timeout_ms } => put(&objects, size, timeout_ms),
+        DebugCommand::Get { objects, timeout_ms, delete } => get(&objects, timeout_ms, delete),
         DebugCommand::Consume { store, count } => super::demo::consume(&store, count),
-        DebugCommand::Hold { store, ns, count } => hold(&store, ns, count),
+        DebugCommand::Hold { objects } => hold(&objects),
         DebugCommand::BenchConsumer { store, consumer, step, spin_us } => {
             super::bench::consume_store(&store, consumer, step, spin_us)
         }
         DebugCommand::BenchSocketConsumer { socket } => super::bench::consume_socket(&socket),
-        DebugCommand::ReadBatches { store, ns, count, out } => read_batches(&store, ns, count, &out),
-        DebugCommand::CreateUnsealed { store, ns, count, size } => create_unsealed(&store, ns, count, size),
+        DebugCommand::ReadBatches { objects, out } => read_batches(&objects, &out),
+        DebugCommand::CreateUnsealed { objects, size } => create_unsealed(&objects, size),
         DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
         DebugCommand::AbortInLock { store, stage } => {
             // No core file: the abort is the point.
@@ -182,30 +179,36 @@ fn say(line: &str) -> Result<()> {
     Ok(())
 }
 
-fn put(store: &str, ns: u64, count: u64, size: u64, timeout_ms: u64) -> Result<()> {
-    let store = open(store)?;
+/// Waits until killed (the helper's views or builders stay held).
+fn wait_to_be_killed() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn put(objects: &Objects, size: u64, timeout_ms: u64) -> Result<()> {
+    let store = open(&objects.store)?;
     let options = CreateOptions { timeout: Duration::from_millis(timeout_ms), pinned: false };
-    for i in 0..count {
-        let mut builder = store.create_object_with(ObjectId::sequential(ns, 0, i), size, &i.to_le_bytes(), options)?;
+    for (i, id) in objects.ids() {
+        let mut builder = store.create_object_with(id, size, &i.to_le_bytes(), options)?;
         for (j, byte) in builder.data_mut().iter_mut().enumerate() {
-            *byte = pattern(ns, i, j);
+            *byte = pattern(objects.ns, i, j);
         }
         builder.seal()?;
     }
-    say(&format!("put {count}"))
+    say(&format!("put {}", objects.count))
 }
 
-fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Result<()> {
-    let store = open(store)?;
-    for i in 0..count {
-        let id = ObjectId::sequential(ns, 0, i);
+fn get(objects: &Objects, timeout_ms: u64, delete: bool) -> Result<()> {
+    let store = open(&objects.store)?;
+    for (i, id) in objects.ids() {
         let view = store
             .get(id, Duration::from_millis(timeout_ms))?
             .with_context(|| format!("object {id} was not sealed within {timeout_ms} ms"))?;
         if view.metadata() != i.to_le_bytes() {
             bail!("object {id}: wrong metadata");
         }
-        if let Some(j) = view.data().iter().enumerate().position(|(j, &b)| b != pattern(ns, i, j)) {
+        if let Some(j) = view.data().iter().enumerate().position(|(j, &b)| b != pattern(objects.ns, i, j)) {
             bail!("object {id}: wrong byte at {j}");
         }
         drop(view);
@@ -213,15 +216,14 @@ fn get(store: &str, ns: u64, count: u64, timeout_ms: u64, delete: bool) -> Resul
             store.delete(id)?;
         }
     }
-    say(&format!("got {count}"))
+    say(&format!("got {}", objects.count))
 }
 
-fn read_batches(store: &str, ns: u64, count: u64, out: &std::path::Path) -> Result<()> {
-    let store = open(store)?;
+fn read_batches(objects: &Objects, out: &std::path::Path) -> Result<()> {
+    let store = open(&objects.store)?;
     let mut reader = quiver::BatchReader::new(&store);
     let mut writer = None;
-    for i in 0..count {
-        let id = ObjectId::sequential(ns, 0, i);
+    for (_, id) in objects.ids() {
         let batch = reader.get_batch(id, Duration::from_secs(10))?.with_context(|| format!("batch {id} missing"))?;
         if writer.is_none() {
             let file = std::fs::File::create(out)?;
@@ -232,32 +234,27 @@ fn read_batches(store: &str, ns: u64, count: u64, out: &std::path::Path) -> Resu
     if let Some(mut w) = writer {
         w.finish()?;
     }
-    say(&format!("read {count}"))
+    say(&format!("read {}", objects.count))
 }
 
-fn hold(store: &str, ns: u64, count: u64) -> Result<()> {
-    let store = open(store)?;
+fn hold(objects: &Objects) -> Result<()> {
+    let store = open(&objects.store)?;
     let mut views = Vec::new();
-    for i in 0..count {
-        let id = ObjectId::sequential(ns, 0, i);
+    for (_, id) in objects.ids() {
         views.push(store.get(id, Duration::from_secs(10))?.with_context(|| format!("object {id} missing"))?);
     }
     say("holding")?;
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    wait_to_be_killed()
 }
 
-fn create_unsealed(store: &str, ns: u64, count: u64, size: u64) -> Result<()> {
-    let store = open(store)?;
+fn create_unsealed(objects: &Objects, size: u64) -> Result<()> {
+    let store = open(&objects.store)?;
     let mut builders = Vec::new();
-    for i in 0..count {
-        builders.push(store.create_object(ObjectId::sequential(ns, 0, i), size, &[])?);
+    for (_, id) in objects.ids() {
+        builders.push(store.create_object(id, size, &[])?);
     }
     say("created")?;
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    wait_to_be_killed()
 }
 
 /// A small deterministic generator (xorshift64*), so runs can be repeated.
@@ -352,12 +349,7 @@ fn busy_wait(micros: u64) {
 
 fn reply(store: &str, cpu: Option<usize>, spin_us: u64, delay_us: u64) -> Result<()> {
     pin_to(cpu)?;
-    let strategy = if spin_us == 0 {
-        WaitStrategy::Park
-    } else {
-        WaitStrategy::SpinThenPark { budget: Duration::from_micros(spin_us) }
-    };
-    let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
+    let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     say("ready")?;
     for i in 0.. {
         let request = store.get(request_id(i), Duration::from_secs(30))?.context("no request within 30 s")?;

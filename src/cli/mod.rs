@@ -53,6 +53,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The wait strategy that `--spin-us N` asks for: park at once for 0, else
+/// spin up to N microseconds first.
+pub(crate) fn wait_strategy(spin_us: u64) -> quiver::WaitStrategy {
+    match spin_us {
+        0 => quiver::WaitStrategy::Park,
+        us => quiver::WaitStrategy::SpinThenPark { budget: std::time::Duration::from_micros(us) },
+    }
+}
+
 /// Which store a command works on: a name in /dev/shm, or a path.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct StoreArg {
