@@ -28,18 +28,25 @@
 //! ```
 //!
 //! The layers, each a module (see ARCHITECTURE.md): [`shm`] (the mapped
-//! file, lock, futex, liveness), [`store`] (objects and their lifecycle) and
-//! [`arrow`] (record batches in objects, read zero-copy).
+//! file, lock, futex, liveness), [`store`] (objects and their lifecycle),
+//! [`arrow`] (record batches in objects, read zero-copy) and [`stream`]
+//! (partitioned logs of batches: producers, consumers that poll with
+//! timeouts, consumer groups, retention, back-pressure, windows).
 
 pub mod arrow;
 pub mod error;
 pub mod shm;
 pub mod store;
+pub mod stream;
 
 pub use arrow::{BatchMeta, BatchReader, BatchWriter};
-pub use error::{BatchError, Result, StoreError};
+pub use error::{BatchError, Result, StoreError, StreamError};
 pub use shm::wait::WaitStrategy;
 pub use store::{
     CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,
     StoreStats,
+};
+pub use stream::{
+    Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, StartAt, Stream, StreamBatch, StreamConfig,
+    StreamStats, Window, WindowKind, WindowOutcome, Windows,
 };

@@ -32,6 +32,8 @@ mod writer;
 
 pub use reader::{BatchMeta, BatchReader};
 pub use writer::BatchWriter;
+pub(crate) use reader::load_schema;
+pub(crate) use writer::{now_ns, stamp_append_time, Encoded};
 
 use arrow_schema::{DataType, Field};
 

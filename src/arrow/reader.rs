@@ -162,7 +162,7 @@ impl BatchReader {
 }
 
 /// Reads the schema object with fingerprint `fp`, checking its bytes.
-fn load_schema(store: &Store, id: ObjectId, fp: u64) -> Result<SchemaRef, BatchError> {
+pub(crate) fn load_schema(store: &Store, id: ObjectId, fp: u64) -> Result<SchemaRef, BatchError> {
     let view =
         store.get(ObjectId::schema(fp), Duration::ZERO)?.ok_or(BatchError::UnknownSchema { id, fingerprint: fp })?;
     let schema_id = view.id();

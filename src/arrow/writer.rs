@@ -12,7 +12,7 @@ use super::{
     SCHEMA_META_LEN,
 };
 use crate::error::{BatchError, StoreError};
-use crate::store::{CreateOptions, ObjectId, Store};
+use crate::store::{CreateOptions, ObjectBuilder, ObjectId, Store};
 
 /// Writes record batches of one schema into store objects, one batch per
 /// object, the schema once per store.
@@ -85,6 +85,16 @@ impl BatchWriter {
         batch: &RecordBatch,
         options: CreateOptions,
     ) -> Result<(), BatchError> {
+        let encoded = self.encode(batch)?;
+        let mut builder = self.store.create_object_with(id, encoded.size, &self.metadata(&encoded, 0), options)?;
+        encoded.write_into(&mut builder)?;
+        stamp_append_time(&mut builder, now_ns());
+        builder.seal()?;
+        Ok(())
+    }
+
+    /// Checks `batch` against the schema and encodes it as one IPC message.
+    pub(crate) fn encode(&mut self, batch: &RecordBatch) -> Result<Encoded, BatchError> {
         if !Arc::ptr_eq(&batch.schema(), &self.schema) && *batch.schema() != *self.schema {
             return Err(BatchError::SchemaMismatch {
                 expected: self.schema.to_string(),
@@ -92,27 +102,60 @@ impl BatchWriter {
             });
         }
         let buffers = self.encoder.encode(batch)?;
-        let size: usize = buffers.iter().map(|b| b.len()).sum();
+        let size = buffers.iter().map(|b| b.len() as u64).sum();
+        Ok(Encoded { buffers, size, rows: batch.num_rows() as u64 })
+    }
+
+    /// The object metadata of an encoded batch appended at `append_ns`.
+    pub(crate) fn metadata(&self, encoded: &Encoded, append_ns: u64) -> [u8; BATCH_META_LEN] {
         let mut meta = [0u8; BATCH_META_LEN];
         meta[..4].copy_from_slice(&BATCH_MAGIC);
         meta[4] = FORMAT_VERSION;
         meta[8..16].copy_from_slice(&self.fingerprint.to_le_bytes());
-        meta[24..32].copy_from_slice(&(batch.num_rows() as u64).to_le_bytes());
-        let mut builder = self.store.create_object_with(id, size as u64, &meta, options)?;
-        let mut at = 0;
+        meta[16..24].copy_from_slice(&append_ns.to_le_bytes());
+        meta[24..32].copy_from_slice(&encoded.rows.to_le_bytes());
+        meta
+    }
+}
+
+/// A record batch encoded as one IPC message: the encoder's buffers (which
+/// share the batch's memory) and their total size.
+pub(crate) struct Encoded {
+    buffers: Vec<arrow_buffer::Buffer>,
+    /// Bytes of the message.
+    pub size: u64,
+    /// Rows of the batch.
+    pub rows: u64,
+}
+
+impl Encoded {
+    /// Copies the message into a new object created with `self.size` bytes:
+    /// the one copy of the column data.
+    pub(crate) fn write_into(&self, builder: &mut ObjectBuilder) -> Result<(), BatchError> {
+        let id = builder.id();
         let data = builder.data_mut();
-        if data.len() != size {
+        if data.len() as u64 != self.size {
             return Err(StoreError::corrupted(format_args!("object {id} is not the size it was created with")).into());
         }
-        for buffer in &buffers {
+        let mut at = 0;
+        for buffer in &self.buffers {
             data[at..at + buffer.len()].copy_from_slice(buffer.as_slice());
             at += buffer.len();
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        builder.metadata_mut()[16..24].copy_from_slice(&now.to_le_bytes());
-        builder.seal()?;
         Ok(())
     }
+}
+
+/// Writes the append time into a batch object's metadata before its seal.
+pub(crate) fn stamp_append_time(builder: &mut ObjectBuilder, append_ns: u64) {
+    if let Some(field) = builder.metadata_mut().get_mut(16..24) {
+        field.copy_from_slice(&append_ns.to_le_bytes());
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Puts the schema message in the store under its fingerprint, pinned, unless

@@ -68,6 +68,8 @@ macro_rules! shared_struct {
         // that each field is a `SharedField` (an atomic or an array of them),
         // which is exactly the contract of `Shared`.
         unsafe impl $crate::shm::Shared for $name {}
+        // A struct of shared fields is itself one, so structs can nest.
+        impl $crate::shm::SharedField for $name {}
     };
 }
 

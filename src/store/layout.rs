@@ -8,7 +8,8 @@
 //! 2048     space wait cell, "any seal" wait cell, 62 seal wait buckets
 //! 8192     allocator state (TLSF bitmaps and free-list heads)
 //! 20480    client slots (128 × 64 bytes)
-//! 28672    object table (max_objects × 104 bytes), page aligned
+//! 28672    registry (1 MiB): streams, then space kept for the shard manager
+//! 1077248  object table (max_objects × 104 bytes), page aligned
 //! …        index (index_slots × 8 bytes), page aligned
 //! …        data arena (capacity bytes), page aligned
 //! ```
@@ -21,7 +22,7 @@ use crate::shm::wait::WaitCell;
 /// "QVRSTORE" as a little-endian u64: the first eight bytes of every store.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"QVRSTORE");
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The ready word's value once the creator has published the file.
 pub(crate) const READY: u32 = 0x5244_5952; // "RYDR"
 
@@ -44,8 +45,16 @@ pub(crate) const MUTEX_OFFSET: u64 = 1024;
 pub(crate) const WAIT_OFFSET: u64 = 2048;
 pub(crate) const ALLOC_OFFSET: u64 = 8192;
 pub(crate) const CLIENTS_OFFSET: u64 = 20480;
-const TABLES_OFFSET: u64 = CLIENTS_OFFSET + (MAX_CLIENTS as u64) * 64;
+/// The registry: plain shared structs that the layers above the store keep
+/// in the file (streams, partitions, groups). The store only reserves it
+/// (zero-filled at create) and guards it with its lock; what lies inside is
+/// defined by those layers.
+pub(crate) const REGISTRY_OFFSET: u64 = CLIENTS_OFFSET + (MAX_CLIENTS as u64) * 64;
+/// Bytes of the registry.
+pub(crate) const REGISTRY_BYTES: u64 = 1 << 20;
+const TABLES_OFFSET: u64 = REGISTRY_OFFSET + REGISTRY_BYTES;
 const PAGE: u64 = 4096;
+const _: () = assert!(REGISTRY_OFFSET % PAGE == 0);
 
 /// TLSF: second-level classes per power of two (log2) and first levels.
 pub(crate) const SL_LOG: u32 = 4;
@@ -363,6 +372,7 @@ mod offsets {
         assert_eq!(offset_of!(BlockHeader, prev_free), 32);
         assert_eq!((offset_of!(AllocState, sl_bitmap), offset_of!(AllocState, heads)), (8, 264));
         assert_eq!(size_of::<AllocState>(), 8456);
-        assert_eq!(Layout::new(1, 4096).unwrap().entries_offset, 28672);
+        assert_eq!(REGISTRY_OFFSET, 28672);
+        assert_eq!(Layout::new(1, 4096).unwrap().entries_offset, 1077248);
     }
 }

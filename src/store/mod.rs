@@ -18,6 +18,7 @@ mod client;
 mod config;
 mod id;
 mod layout;
+mod locked;
 mod object;
 mod recovery;
 mod table;
@@ -32,6 +33,8 @@ pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX
 pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
+
+pub(crate) use locked::Locked;
 
 use crate::error::{Result, StoreError};
 
@@ -299,6 +302,26 @@ impl Store {
         metadata: &[u8],
         options: CreateOptions,
     ) -> Result<ObjectBuilder> {
+        let built = self.create_assigned(data_size, metadata, options, &mut |_| Ok(Some(id)), &mut |_, _| Ok(()))?;
+        // `assign` never refuses, so a missing builder cannot happen.
+        built.ok_or_else(|| StoreError::corrupted("an object creation was refused without a reason"))
+    }
+
+    /// Creates an object whose ID is chosen under the store's lock, in the
+    /// same critical section that allocates it: `assign` picks the ID (or
+    /// refuses, giving `Ok(None)`) and `placed` records it once the object
+    /// exists. Each attempt to find space calls `assign` again, and `placed`
+    /// runs only for the attempt that succeeded, so a failed or timed-out
+    /// creation leaves no trace in what `placed` keeps. If `placed` fails the
+    /// object is freed again.
+    pub(crate) fn create_assigned(
+        &self,
+        data_size: u64,
+        metadata: &[u8],
+        options: CreateOptions,
+        assign: &mut dyn FnMut(&Locked<'_>) -> Result<Option<ObjectId>>,
+        placed: &mut dyn FnMut(&Locked<'_>, ObjectId) -> Result<()>,
+    ) -> Result<Option<ObjectBuilder>> {
         let s = &*self.shared;
         let capacity = s.layout.arena_size;
         let meta_size = u32::try_from(metadata.len())
@@ -309,13 +332,13 @@ impl Store {
             .map(|b| b / ALIGN * ALIGN)
             .filter(|&b| b <= capacity)
             .ok_or(StoreError::TooLarge { requested: payload.unwrap_or(u64::MAX), capacity })?;
-        let hash = id.table_hash();
-        let place = || self.try_place(id, hash, block_size, data_size, meta_size, options.pinned);
+        let object = Placement { block_size, data_size, meta_size, pinned: options.pinned };
+        let mut place = || self.try_place(&object, &mut *assign, &mut *placed);
         // A client that dies holding space never notifies: wait in slices,
         // and look for dead clients before each one.
         let deadline = Instant::now().checked_add(options.timeout);
         let mut found = place()?;
-        while found.is_none() {
+        while let Placed::Full = found {
             if self.recover_dead_clients()? > 0 {
                 found = place()?;
                 continue;
@@ -327,16 +350,23 @@ impl Store {
             if left.is_zero() {
                 break;
             }
-            found = s.cell(SPACE_CELL)?.wait_until(left.min(DEAD_CLIENT_SWEEP), s.wait, place)?;
+            let waited = s.cell(SPACE_CELL)?.wait_until(left.min(DEAD_CLIENT_SWEEP), s.wait, || {
+                Ok::<_, StoreError>(match place()? {
+                    Placed::Full => None,
+                    other => Some(other),
+                })
+            })?;
+            found = waited.unwrap_or(Placed::Full);
         }
         match found {
-            Some((e, block)) => {
+            Placed::At { entry, block, id } => {
                 let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-                let builder = ObjectBuilder::new(self.shared.clone(), e, id, data_offset, data_size, meta_size as u64);
+                let builder = ObjectBuilder::new(self.shared.clone(), entry, id, data_offset, data_size, meta_size as u64);
                 s.region.write_bytes(data_offset + data_size, meta_size as u64)?.copy_from_slice(metadata);
-                Ok(builder)
+                Ok(Some(builder))
             }
-            None => {
+            Placed::Refused => Ok(None),
+            Placed::Full => {
                 let stats = self.stats()?;
                 Err(StoreError::StoreFull { requested: block_size, free: stats.largest_free, objects: stats.objects })
             }
@@ -344,33 +374,35 @@ impl Store {
     }
 
     /// Allocates an entry and a block for a new object and records it as
-    /// CREATING by this client; `None` if no space can be found or freed.
+    /// CREATING by this client.
     fn try_place(
         &self,
-        id: ObjectId,
-        hash: u64,
-        block_size: u64,
-        data_size: u64,
-        meta_size: u32,
-        pinned: bool,
-    ) -> Result<Option<(u32, u64)>> {
+        object: &Placement,
+        assign: &mut dyn FnMut(&Locked<'_>) -> Result<Option<ObjectId>>,
+        placed: &mut dyn FnMut(&Locked<'_>, ObjectId) -> Result<()>,
+    ) -> Result<Placed> {
         let client = self.shared.client;
-        self.with_tables(|t| {
+        let (found, freed) = self.with_tables(|t| {
+            let locked = Locked::new(t, &self.shared);
+            let Some(id) = assign(&locked)? else {
+                return Ok((Placed::Refused, locked.freed()));
+            };
+            let hash = id.table_hash();
             if t.lookup(&id, hash)?.is_some() {
                 return Err(StoreError::AlreadyExists(id));
             }
-            let Some((e, block)) = allocate(t, block_size)? else {
-                return Ok(None);
+            let Some((e, block)) = allocate(t, object.block_size)? else {
+                return Ok((Placed::Full, locked.freed()));
             };
             let entry = t.entry(e)?;
             for (word, value) in entry.id.iter().zip(id.to_words()) {
                 word.store(value, Relaxed);
             }
             entry.block.store(block, Relaxed);
-            entry.block_size.store(block_size, Relaxed);
-            entry.data_size.store(data_size, Relaxed);
-            entry.meta_size.store(meta_size, Relaxed);
-            entry.flags.store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
+            entry.block_size.store(object.block_size, Relaxed);
+            entry.data_size.store(object.data_size, Relaxed);
+            entry.meta_size.store(object.meta_size, Relaxed);
+            entry.flags.store(if object.pinned { FLAG_PINNED } else { 0 }, Relaxed);
             entry.owner.store(client, Relaxed);
             entry.holders[0].store(0, Relaxed);
             entry.holders[1].store(0, Relaxed);
@@ -379,11 +411,65 @@ impl Store {
             // entry and its block as free.
             entry.state.store(state::CREATING, Release);
             t.index_insert(hash, e)?;
-            t.header.used.fetch_add(block_size, Relaxed);
-            t.header.payload.fetch_add(data_size + meta_size as u64, Relaxed);
+            t.header.used.fetch_add(object.block_size, Relaxed);
+            t.header.payload.fetch_add(object.data_size + object.meta_size as u64, Relaxed);
             t.header.objects.fetch_add(1, Relaxed);
-            Ok(Some((e, block)))
-        })
+            if let Err(err) = placed(&locked, id) {
+                t.free_object(e)?;
+                return Err(err);
+            }
+            Ok((Placed::At { entry: e, block, id }, locked.freed()))
+        })?;
+        if freed {
+            self.shared.notify(SPACE_CELL);
+        }
+        Ok(found)
+    }
+
+    /// Runs `f` with the store's lock held, for layers above the store that
+    /// keep state in the registry. Wakes creators waiting for space if `f`
+    /// deleted objects. `f` must not drop views (dropping a view may take
+    /// the lock): return them instead.
+    pub(crate) fn locked<R, E: From<StoreError>>(&self, f: impl FnOnce(&Locked<'_>) -> Result<R, E>) -> Result<R, E> {
+        let (result, freed) = self.with_tables(|t| {
+            let locked = Locked::new(t, &self.shared);
+            let result = f(&locked);
+            Ok((result, locked.freed()))
+        })?;
+        if freed {
+            self.shared.notify(SPACE_CELL);
+        }
+        result
+    }
+
+    /// Wakes every process waiting on the wait cell at `offset` in the
+    /// registry (after the lock is released).
+    pub(crate) fn notify_registry_cell(&self, offset: u64) {
+        if let Ok(cell) = self.shared.region.get::<crate::shm::wait::WaitCell>(layout::REGISTRY_OFFSET + offset) {
+            cell.notify();
+        }
+    }
+
+    /// The `T` at `offset` in the registry, for lock-free atomic reads
+    /// (hints that the caller checks again under the lock).
+    pub(crate) fn registry<T: crate::shm::Shared>(&self, offset: u64) -> Result<&T> {
+        if !offset.checked_add(size_of::<T>() as u64).is_some_and(|end| end <= layout::REGISTRY_BYTES) {
+            return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
+        }
+        self.shared.region.get(layout::REGISTRY_OFFSET + offset)
+    }
+
+    /// The wait cell at `offset` in the registry.
+    pub(crate) fn registry_cell(&self, offset: u64) -> Result<&crate::shm::wait::WaitCell> {
+        if !offset.checked_add(64).is_some_and(|end| end <= layout::REGISTRY_BYTES) {
+            return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
+        }
+        self.shared.region.get(layout::REGISTRY_OFFSET + offset)
+    }
+
+    /// How this handle waits (its [`OpenConfig`]'s strategy).
+    pub(crate) fn wait_strategy(&self) -> crate::shm::wait::WaitStrategy {
+        self.shared.wait
     }
 
     /// Returns a view of the sealed object `id`, waiting up to `timeout` for
@@ -412,34 +498,7 @@ impl Store {
     }
 
     fn try_get(&self, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
-        let s = &*self.shared;
-        let found = self.with_tables(|t| {
-            let Some(e) = t.lookup(&id, hash)? else {
-                return Ok(None);
-            };
-            let entry = t.entry(e)?;
-            if entry.state.load(Relaxed) != state::SEALED {
-                return Ok(None);
-            }
-            let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
-            let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
-            let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|need| need <= block_size)
-                && block.checked_add(block_size).is_some_and(|end| end <= s.layout.arena_size);
-            if !fits {
-                return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
-            }
-            // The holder bit first: if it fails, the count is left as it was.
-            let count = &s.local_refs[e as usize];
-            if count.load(Relaxed) == 0 {
-                t.add_holder(e, s.client)?;
-            }
-            count.fetch_add(1, Relaxed);
-            Ok(Some((e, block, data_size, meta_size)))
-        })?;
-        Ok(found.map(|(e, block, data_size, meta_size)| {
-            let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-            ObjectView::new(self.shared.clone(), e, id, data_offset, data_size, meta_size)
-        }))
+        self.with_tables(|t| take_view(t, &self.shared, id, hash))
     }
 
     /// Whether `id` names a sealed object.
@@ -604,6 +663,50 @@ impl Store {
     fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
         self.shared.with_tables(f)
     }
+}
+
+/// What a new object needs from the allocator.
+struct Placement {
+    block_size: u64,
+    data_size: u64,
+    meta_size: u32,
+    pinned: bool,
+}
+
+/// The outcome of one attempt to place a new object.
+enum Placed {
+    At { entry: u32, block: u64, id: ObjectId },
+    /// `assign` declined to name an object.
+    Refused,
+    /// No space could be found or freed.
+    Full,
+}
+
+/// A view of the sealed object `id`, taken under the lock: the holder bit
+/// is set (if this client had no view of it) and the local count raised.
+fn take_view(t: &Tables<'_>, shared: &Arc<Shared>, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
+    let Some(e) = t.lookup(&id, hash)? else {
+        return Ok(None);
+    };
+    let entry = t.entry(e)?;
+    if entry.state.load(Relaxed) != state::SEALED {
+        return Ok(None);
+    }
+    let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
+    let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
+    let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|need| need <= block_size)
+        && block.checked_add(block_size).is_some_and(|end| end <= shared.layout.arena_size);
+    if !fits {
+        return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
+    }
+    // The holder bit first: if it fails, the count is left as it was.
+    let count = &shared.local_refs[e as usize];
+    if count.load(Relaxed) == 0 {
+        t.add_holder(e, shared.client)?;
+    }
+    count.fetch_add(1, Relaxed);
+    let data_offset = shared.layout.arena_offset + block + BLOCK_HEADER;
+    Ok(Some(ObjectView::new(shared.clone(), e, id, data_offset, data_size, meta_size)))
 }
 
 /// Finds an entry and a block for an object of `block_size` bytes, evicting

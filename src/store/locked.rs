@@ -1,0 +1,119 @@
+//! The store under its lock, as the layers above it see it: the registry
+//! area of the file, and the few object operations they need to run in the
+//! same critical section as a change to the registry (look an object up,
+//! take a view of it, delete it).
+//!
+//! The stream layer keeps its partitions' head offsets in the registry and
+//! assigns an offset in the same critical section that creates the offset's
+//! object ([`Store::create_assigned`](super::Store::create_assigned)), so
+//! no other process ever sees an offset without its object or the reverse.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::client::Shared;
+use super::layout::{state, BLOCK_HEADER, REGISTRY_BYTES, REGISTRY_OFFSET};
+use super::table::Tables;
+use super::{ObjectId, ObjectState, ObjectView};
+use crate::error::{Result, StoreError};
+
+/// The store with its lock held. Lives only inside [`Store::locked`] and
+/// the callbacks of [`Store::create_assigned`].
+///
+/// [`Store::locked`]: super::Store::locked
+/// [`Store::create_assigned`]: super::Store::create_assigned
+pub(crate) struct Locked<'a> {
+    t: &'a Tables<'a>,
+    shared: &'a Arc<Shared>,
+    /// Set when an operation freed memory, so the caller wakes creators
+    /// waiting for space once the lock is released.
+    freed: Cell<bool>,
+}
+
+/// What [`Locked::object`] finds.
+pub(crate) struct ObjectRecord {
+    pub state: ObjectState,
+    /// Bytes of data plus metadata.
+    pub payload: u64,
+    /// A copy of the metadata (only read for sealed objects; empty otherwise).
+    pub metadata: Vec<u8>,
+}
+
+impl<'a> Locked<'a> {
+    pub(super) fn new(t: &'a Tables<'a>, shared: &'a Arc<Shared>) -> Self {
+        Locked { t, shared, freed: Cell::new(false) }
+    }
+
+    pub(super) fn freed(&self) -> bool {
+        self.freed.get()
+    }
+
+    /// The `T` at `offset` in the registry, bounds- and alignment-checked.
+    pub(crate) fn registry<T: crate::shm::Shared>(&self, offset: u64) -> Result<&'a T> {
+        let fits = offset.checked_add(size_of::<T>() as u64).is_some_and(|end| end <= REGISTRY_BYTES);
+        if !fits {
+            return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
+        }
+        self.t.region.get(REGISTRY_OFFSET + offset)
+    }
+
+    /// The state, size and (if sealed) metadata of object `id`.
+    pub(crate) fn object(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {
+        let Some(e) = self.t.lookup(&id, id.table_hash())? else {
+            return Ok(None);
+        };
+        let entry = self.t.entry(e)?;
+        let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
+        let state = match entry.state.load(Relaxed) {
+            state::CREATING => ObjectState::Creating,
+            state::SEALED => ObjectState::Sealed,
+            // Deleted objects are out of the index; anything else is not an object.
+            _ => return Ok(None),
+        };
+        let metadata = if state == ObjectState::Sealed {
+            let block = entry.block.load(Relaxed);
+            let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|n| n <= entry.block_size.load(Relaxed));
+            if !fits {
+                return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
+            }
+            let at = self.shared.layout.arena_offset + block + BLOCK_HEADER + data_size;
+            // A sealed object is never written, and it cannot be freed while
+            // we hold the lock: the copy is of settled bytes.
+            self.t.region.read_bytes(at, meta_size)?.to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(Some(ObjectRecord { state, payload: data_size + meta_size, metadata }))
+    }
+
+    /// A view of the sealed object `id`, or `None` if it is not sealed.
+    /// Drop the view only after the lock is released (dropping the last
+    /// view of an object takes the lock).
+    pub(crate) fn view(&self, id: ObjectId) -> Result<Option<ObjectView>> {
+        super::take_view(self.t, self.shared, id, id.table_hash())
+    }
+
+    /// Deletes the sealed object `id` (deferred while views of it exist).
+    /// Returns its payload bytes, or `None` if there is no such sealed
+    /// object.
+    pub(crate) fn delete(&self, id: ObjectId) -> Result<Option<u64>> {
+        let hash = id.table_hash();
+        let Some(e) = self.t.lookup(&id, hash)? else {
+            return Ok(None);
+        };
+        let entry = self.t.entry(e)?;
+        if entry.state.load(Relaxed) != state::SEALED {
+            return Ok(None);
+        }
+        let payload = entry.data_size.load(Relaxed) + entry.meta_size.load(Relaxed) as u64;
+        if Tables::holder_count(entry) == 0 {
+            self.t.free_object(e)?;
+            self.freed.set(true);
+        } else {
+            self.t.index_remove(hash, e)?;
+            entry.state.store(state::DELETED, std::sync::atomic::Ordering::Release);
+        }
+        Ok(Some(payload))
+    }
+}

@@ -1,0 +1,430 @@
+//! Reading a stream: polling with a timeout, seeking, committing.
+//!
+//! A consumer keeps its position (the next offset to read) per partition in
+//! its own memory, and its group's committed offsets live in the file. A
+//! poll looks at the assigned partitions in turn, starting after the one it
+//! served last, so no partition starves; it takes the first sealed batch it
+//! finds. When there is none it sleeps on a futex word in the file (the
+//! partition's if it reads one partition, the stream's otherwise) that every
+//! append and the close notify.
+//!
+//! What a poll meets at its position, and what it does:
+//!
+//! - a sealed batch: returns it and moves on;
+//! - a batch still being written: waits for its seal (other partitions are
+//!   still served meanwhile);
+//! - no object, though the offset is below the head: its producer died
+//!   before sealing it (or someone deleted it by hand). The poll skips it and
+//!   counts it in [`Consumer::holes`];
+//! - a position below the tail: the batches were dropped by a limit or by
+//!   `DropOldest`. The poll jumps to the tail and counts them in
+//!   [`Consumer::missed`].
+//!
+//! End of stream is explicit: once the stream is closed and every assigned
+//! partition has been read to its head, poll returns
+//! [`Polled::EndOfStream`]. A timeout is only ever [`Polled::TimedOut`].
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+
+use super::registry::{self, CLOSED, LIVE};
+use super::{join_group, Result, Stream};
+use crate::arrow::BatchReader;
+use crate::error::{StoreError, StreamError};
+use crate::store::{ObjectId, ObjectView};
+
+/// Where a new group (or a consumer without a group) starts reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the oldest retained batch of each partition.
+    #[default]
+    Oldest,
+    /// At the head: only batches appended from now on.
+    Newest,
+}
+
+/// How to make a consumer.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerConfig {
+    group: Option<String>,
+    start: StartAt,
+    partitions: Option<Vec<u32>>,
+}
+
+impl ConsumerConfig {
+    /// A member of consumer group `name`: it starts at the group's committed
+    /// offsets and its commits hold the stream's data for the group. A group
+    /// that does not exist yet is made, starting where [`start`](Self::start) says.
+    pub fn group(name: impl Into<String>) -> Self {
+        ConsumerConfig { group: Some(name.into()), ..Default::default() }
+    }
+
+    /// A reader outside any group: it starts where [`start`](Self::start)
+    /// says, commits nothing, and holds no data (retention does not wait
+    /// for it).
+    pub fn reader() -> Self {
+        ConsumerConfig::default()
+    }
+
+    /// Where to start if the group is new (or for a reader).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Read only these partitions (all of them by default). How the
+    /// partitions of a stream are shared among the members of a group is
+    /// the shard manager's work; this is where it tells a consumer.
+    pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+}
+
+/// A batch read from a stream.
+#[derive(Clone, Debug)]
+pub struct StreamBatch {
+    /// The partition it was appended to.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// When it was appended (nanoseconds since the Unix epoch).
+    pub append_ns: u64,
+    /// The batch, whose buffers point into shared memory.
+    pub batch: RecordBatch,
+}
+
+/// What a poll returns.
+#[derive(Clone, Debug)]
+pub enum Polled {
+    /// The next batch.
+    Batch(StreamBatch),
+    /// Nothing arrived before the timeout.
+    TimedOut,
+    /// The stream is closed and every assigned partition has been read.
+    EndOfStream,
+}
+
+/// The group a consumer belongs to: its slot, and the creation time that
+/// tells it from a later group in the same slot.
+#[derive(Clone, Debug)]
+struct GroupRef {
+    slot: usize,
+    created_ns: u64,
+    name: String,
+}
+
+/// Reads a stream: polls with timeouts, seeks, commits its group's offsets.
+pub struct Consumer {
+    stream: Stream,
+    reader: BatchReader,
+    group: Option<GroupRef>,
+    /// The partitions read, in the order polls visit them.
+    parts: Vec<u32>,
+    /// The next offset to read, indexed by partition.
+    pos: Vec<u64>,
+    /// Where in `parts` the next poll starts looking.
+    next: usize,
+    holes: u64,
+    missed: u64,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.stream.name())
+            .field("group", &self.group.as_ref().map(|g| &g.name))
+            .field("partitions", &self.parts)
+            .finish()
+    }
+}
+
+/// The stream as one look under the lock saw it (see [`Consumer::snapshot`]).
+pub(crate) struct Snapshot {
+    pub now_ns: u64,
+    /// `(partition, head)` for each assigned partition.
+    pub heads: Vec<(u32, u64)>,
+    pub closed: bool,
+}
+
+/// How often a poll that waits for a batch still being written looks for a
+/// dead producer (whose half-written batch recovery then removes).
+const DEAD_PRODUCER_SWEEP: Duration = Duration::from_millis(100);
+
+/// What one look at the stream found.
+enum Step {
+    Batch { view: ObjectView, index: usize },
+    End,
+}
+
+impl Consumer {
+    pub(super) fn new(stream: Stream, config: ConsumerConfig) -> Result<Self> {
+        let partitions = stream.partitions();
+        let parts = match config.partitions {
+            None => (0..partitions).collect(),
+            Some(parts) => {
+                if parts.is_empty() {
+                    return Err(StreamError::InvalidConfig("a consumer must read at least one partition".into()));
+                }
+                for (i, &p) in parts.iter().enumerate() {
+                    if p >= partitions {
+                        return Err(StreamError::NoSuchPartition { partition: p, partitions });
+                    }
+                    if parts[..i].contains(&p) {
+                        return Err(StreamError::InvalidConfig(format!("partition {p} is assigned twice")));
+                    }
+                }
+                parts
+            }
+        };
+        if let Some(name) = &config.group {
+            registry::check_name("group", name)?;
+        }
+        let (group, pos) = stream.with_record(|_, record| {
+            let mut pos = Vec::with_capacity(partitions as usize);
+            let group = match &config.group {
+                Some(name) => {
+                    let (slot, created_ns) = join_group(record, name, config.start)?;
+                    for (p, part) in record.partitions[..partitions as usize].iter().enumerate() {
+                        let (tail, head) = registry::range(part)?;
+                        pos.push(record.groups[slot].committed[p].load(Relaxed).clamp(tail, head));
+                    }
+                    Some(GroupRef { slot, created_ns, name: name.clone() })
+                }
+                None => {
+                    for part in &record.partitions[..partitions as usize] {
+                        let (tail, head) = registry::range(part)?;
+                        pos.push(if config.start == StartAt::Newest { head } else { tail });
+                    }
+                    None
+                }
+            };
+            Ok((group, pos))
+        })?;
+        let reader = BatchReader::new(stream.store()).expect_schema(stream.schema().clone());
+        Ok(Consumer { stream, reader, group, parts, pos, next: 0, holes: 0, missed: 0 })
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The partitions this consumer reads.
+    pub fn partitions(&self) -> &[u32] {
+        &self.parts
+    }
+
+    /// The consumer's group, if it has one.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_ref().map(|g| g.name.as_str())
+    }
+
+    /// The next offset this consumer reads in `partition`.
+    pub fn position(&self, partition: u32) -> Option<u64> {
+        self.parts.contains(&partition).then(|| self.pos[partition as usize])
+    }
+
+    /// Offsets passed because they had no object (their producer died
+    /// before sealing them).
+    pub fn holes(&self) -> u64 {
+        self.holes
+    }
+
+    /// Batches this consumer never saw because a limit or `DropOldest`
+    /// dropped them before it got there.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// Returns the next batch, waiting up to `timeout` for one (zero: look
+    /// once and never block).
+    ///
+    /// A batch that cannot be decoded gives an error and the position stays
+    /// on it: [`seek`](Self::seek) past it to go on.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        let deadline = Instant::now().checked_add(timeout);
+        let stream = self.stream.clone();
+        let store = stream.store();
+        let slot = stream.inner().slot;
+        let cell = match self.parts[..] {
+            [p] => store.registry_cell(registry::partition_cell_offset(slot, p as usize))?,
+            _ => store.registry_cell(registry::stream_cell_offset(slot))?,
+        };
+        loop {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => DEAD_PRODUCER_SWEEP,
+            };
+            let mut unsealed = false;
+            let step = cell.wait_until(left.min(DEAD_PRODUCER_SWEEP), store.wait_strategy(), || {
+                self.look(&mut unsealed)
+            })?;
+            match step {
+                Some(Step::Batch { view, index }) => return self.deliver(view, index).map(Polled::Batch),
+                Some(Step::End) => return Ok(Polled::EndOfStream),
+                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Ok(Polled::TimedOut)
+                }
+                None if unsealed => {
+                    store.recover_dead_clients()?;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Decodes the batch found at `parts[index]`'s position and moves past it.
+    fn deliver(&mut self, view: ObjectView, index: usize) -> Result<StreamBatch> {
+        let partition = self.parts[index];
+        let offset = self.pos[partition as usize];
+        let (batch, meta) = self.reader.decode(view)?;
+        self.pos[partition as usize] = offset + 1;
+        self.next = (index + 1) % self.parts.len();
+        Ok(StreamBatch { partition, offset, append_ns: meta.append_ns, batch })
+    }
+
+    /// One look at every assigned partition, under the lock. `unsealed` is
+    /// set if a position holds a batch still being written.
+    fn look(&mut self, unsealed: &mut bool) -> Result<Option<Step>> {
+        // Without the lock first: if no partition has anything past this
+        // consumer's position and the stream is open, there is nothing to do.
+        let shared = self.stream.shared_record()?;
+        let closed = shared.slot.flags.load(Relaxed) & CLOSED != 0;
+        let pending = self.parts.iter().any(|&p| shared.partitions[p as usize].head.load(Relaxed) > self.pos[p as usize]);
+        if !pending && !closed && shared.slot.state.load(Relaxed) == LIVE {
+            return Ok(None);
+        }
+        let stream = self.stream.clone();
+        let namespace = stream.inner().namespace;
+        let n = self.parts.len();
+        stream.with_record(|l, record| {
+            let mut drained = true;
+            for i in 0..n {
+                let index = (self.next + i) % n;
+                let p = self.parts[index];
+                let (tail, head) = registry::range(&record.partitions[p as usize])?;
+                let pos = &mut self.pos[p as usize];
+                if *pos < tail {
+                    self.missed += tail - *pos;
+                    *pos = tail;
+                }
+                while *pos < head {
+                    let id = ObjectId::sequential(namespace, p, *pos);
+                    if let Some(view) = l.view(id)? {
+                        return Ok(Some(Step::Batch { view, index }));
+                    }
+                    if l.object(id)?.is_some() {
+                        // Being written: wait for its seal.
+                        *unsealed = true;
+                        break;
+                    }
+                    self.holes += 1;
+                    *pos += 1;
+                }
+                drained &= *pos == head;
+            }
+            let closed = record.slot.flags.load(Relaxed) & CLOSED != 0;
+            Ok((closed && drained).then_some(Step::End))
+        })
+    }
+
+    /// Under the lock: the wall-clock time, each assigned partition's head,
+    /// and whether the stream is closed. Every batch appended before `now`
+    /// lies below these heads (append times are taken under the same lock).
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        self.stream.with_record(|_, record| {
+            let now_ns = crate::arrow::now_ns();
+            let mut heads = Vec::with_capacity(self.parts.len());
+            for &p in &self.parts {
+                heads.push((p, registry::range(&record.partitions[p as usize])?.1));
+            }
+            Ok(Snapshot { now_ns, heads, closed: record.slot.flags.load(Relaxed) & CLOSED != 0 })
+        })
+    }
+
+    /// Whether this consumer has read up to `heads` in every partition.
+    pub(crate) fn reached(&self, heads: &[(u32, u64)]) -> bool {
+        heads.iter().all(|&(p, head)| self.pos[p as usize] >= head)
+    }
+
+    /// Moves this consumer's position in `partition` to `offset`, which
+    /// must be retained (between the tail and the head, inclusive). Reading
+    /// goes on from there, like replaying a log.
+    pub fn seek(&mut self, partition: u32, offset: u64) -> Result<()> {
+        if !self.parts.contains(&partition) {
+            return Err(StreamError::NoSuchPartition { partition, partitions: self.stream.partitions() });
+        }
+        let (tail, head) = self.stream.with_record(|_, record| Ok(registry::range(&record.partitions[partition as usize])?))?;
+        if offset < tail || offset > head {
+            return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
+        }
+        self.pos[partition as usize] = offset;
+        Ok(())
+    }
+
+    /// Commits this consumer's positions in all its partitions for its
+    /// group: everything it has polled is done. Frees what every group has
+    /// now committed past.
+    pub fn commit(&mut self) -> Result<()> {
+        let offsets: Vec<(u32, u64)> = self.parts.iter().map(|&p| (p, self.pos[p as usize])).collect();
+        self.commit_offsets(&offsets)
+    }
+
+    /// Commits the given `(partition, next offset to read)` pairs for this
+    /// consumer's group. An offset past the head is refused; one below the
+    /// tail means the tail (what lies below was dropped).
+    pub fn commit_offsets(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+        let group = self.group_ref()?.clone();
+        let partitions = self.stream.partitions();
+        let stream = self.stream.clone();
+        stream.with_record(|l, record| {
+            let slot = self.live_group(record, &group)?;
+            for &(partition, offset) in offsets {
+                if partition >= partitions {
+                    return Err(StreamError::NoSuchPartition { partition, partitions });
+                }
+                let (tail, head) = registry::range(&record.partitions[partition as usize])?;
+                if offset > head {
+                    return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
+                }
+                slot.committed[partition as usize].store(offset.max(tail), Relaxed);
+            }
+            registry::release_consumed(l, record)?;
+            Ok(())
+        })
+    }
+
+    /// The group's committed offset in `partition`.
+    pub fn committed(&self, partition: u32) -> Result<u64> {
+        let group = self.group_ref()?;
+        let partitions = self.stream.partitions();
+        if partition >= partitions {
+            return Err(StreamError::NoSuchPartition { partition, partitions });
+        }
+        self.stream.with_record(|_, record| {
+            Ok(self.live_group(record, group)?.committed[partition as usize].load(Relaxed))
+        })
+    }
+
+    fn group_ref(&self) -> Result<&GroupRef> {
+        self.group
+            .as_ref()
+            .ok_or_else(|| StreamError::InvalidConfig("a consumer without a group has no committed offsets".into()))
+    }
+
+    /// The group's slot, checked to be still this group's.
+    fn live_group<'a>(
+        &self,
+        record: &'a registry::StreamRecord,
+        group: &GroupRef,
+    ) -> Result<&'a registry::GroupSlot> {
+        let slot = record.groups.get(group.slot).ok_or_else(|| StoreError::corrupted("group slot out of range"))?;
+        if slot.state.load(Relaxed) != LIVE || slot.created_ns.load(Relaxed) != group.created_ns {
+            return Err(StreamError::NoSuchGroup { stream: self.stream.name().to_string(), group: group.name.clone() });
+        }
+        Ok(slot)
+    }
+}

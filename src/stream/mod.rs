@@ -1,0 +1,707 @@
+//! Streams: named, partitioned logs of Arrow record batches over the store.
+//!
+//! A stream has a name, a schema and N partitions, recorded in the store's
+//! registry so any process can open it by name. Each record batch is one
+//! object whose ID is `ObjectId::sequential(namespace, partition, offset)`:
+//! any process computes the ID of any batch without asking.
+//!
+//! - `registry`: the shared structs (stream slot, partitions, groups) and
+//!   the retention steps that run under the store's lock;
+//! - `producer`: [`Producer`], which appends: the offset is assigned in the
+//!   same critical section that creates the object, so an offset below a
+//!   partition's head always has its object, or had one whose producer died
+//!   before sealing it (a hole that consumers skip and count);
+//! - `consumer`: [`Consumer`], which polls with a timeout, seeks, and
+//!   commits its group's offsets;
+//! - `window`: count and time windows over a consumer, after omega|ml.
+//!
+//! Retention: a batch is freed once every group of the stream has committed
+//! past it. A stream with no group keeps its data until a limit or
+//! back-pressure applies. The limits (`max_age`, `max_bytes`) and the
+//! `DropOldest` policy drop the oldest batches and count them. Under the
+//! default `Block` policy nothing is dropped: an append waits for space up to
+//! its timeout and then fails.
+
+mod consumer;
+mod producer;
+mod registry;
+mod window;
+
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_schema::SchemaRef;
+
+pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
+pub use producer::{Appended, Producer};
+pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
+pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
+
+use crate::arrow::{load_schema, now_ns, BatchWriter};
+use crate::error::{StoreError, StreamError};
+use crate::store::{Locked, ObjectId, Store};
+use registry::{GroupSlot, StreamRecord, CLOSED, FREE, LIVE};
+
+/// Result type of stream operations.
+pub type Result<T, E = StreamError> = std::result::Result<T, E>;
+
+/// What an append does when the store has no room for its batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackPressure {
+    /// Wait for consumers to free space, up to the producer's timeout, then
+    /// fail with [`StreamError::Full`]. Nothing is ever dropped.
+    #[default]
+    Block,
+    /// Drop the stream's oldest batches (by append time) until the new one
+    /// fits, counting each in [`StreamStats::dropped`].
+    DropOldest,
+    /// Fail at once with [`StreamError::Full`].
+    Error,
+}
+
+impl BackPressure {
+    fn to_word(self) -> u32 {
+        match self {
+            BackPressure::Block => 0,
+            BackPressure::DropOldest => 1,
+            BackPressure::Error => 2,
+        }
+    }
+
+    fn from_word(word: u32) -> Result<Self, StoreError> {
+        match word {
+            0 => Ok(BackPressure::Block),
+            1 => Ok(BackPressure::DropOldest),
+            2 => Ok(BackPressure::Error),
+            _ => Err(StoreError::corrupted(format_args!("back-pressure policy {word} is unknown"))),
+        }
+    }
+}
+
+/// How to make a stream.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    name: String,
+    schema: SchemaRef,
+    partitions: u32,
+    groups: Vec<String>,
+    back_pressure: BackPressure,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+}
+
+impl StreamConfig {
+    /// A stream called `name` of batches of `schema`, with one partition,
+    /// no groups, `Block` back-pressure and no limits.
+    pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
+        StreamConfig {
+            name: name.into(),
+            schema,
+            partitions: 1,
+            groups: Vec::new(),
+            back_pressure: BackPressure::Block,
+            max_age: None,
+            max_bytes: None,
+        }
+    }
+
+    /// The number of partitions (1 to [`MAX_PARTITIONS`]).
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Declares a consumer group, which then sees the stream from its first
+    /// batch (a group made later starts at the oldest retained batch).
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.groups.push(name.into());
+        self
+    }
+
+    /// What an append does when the store is full.
+    pub fn back_pressure(mut self, policy: BackPressure) -> Self {
+        self.back_pressure = policy;
+        self
+    }
+
+    /// Drop batches older than this (counted in [`StreamStats::expired`]).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Drop the oldest batches while the stream holds more than this many
+    /// payload bytes (counted in [`StreamStats::trimmed`]).
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        registry::check_name("stream", &self.name)?;
+        if self.partitions == 0 || self.partitions as usize > MAX_PARTITIONS {
+            return Err(StreamError::InvalidConfig(format!(
+                "a stream has 1 to {MAX_PARTITIONS} partitions, not {}",
+                self.partitions
+            )));
+        }
+        if self.groups.len() > MAX_GROUPS {
+            return Err(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS });
+        }
+        for (i, group) in self.groups.iter().enumerate() {
+            registry::check_name("group", group)?;
+            if self.groups[..i].contains(group) {
+                return Err(StreamError::InvalidConfig(format!("group {group:?} is declared twice")));
+            }
+        }
+        if self.max_age.is_some_and(|a| a.is_zero()) || self.max_bytes == Some(0) {
+            return Err(StreamError::InvalidConfig("max_age and max_bytes must be above zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A handle on one stream of a store. Cheap to clone.
+#[derive(Clone)]
+pub struct Stream {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Store,
+    name: String,
+    /// The stream's slot in the registry and the namespace of its objects;
+    /// together they identify this stream even if the slot is reused.
+    slot: usize,
+    namespace: u64,
+    partitions: u32,
+    schema: SchemaRef,
+    fingerprint: u64,
+    back_pressure: BackPressure,
+    max_age_ns: u64,
+    max_bytes: u64,
+    created_ns: u64,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", &self.inner.name)
+            .field("partitions", &self.inner.partitions)
+            .field("namespace", &format_args!("{:#x}", self.inner.namespace))
+            .finish()
+    }
+}
+
+impl Stream {
+    /// Creates a stream in `store`. Fails with [`StreamError::Exists`] if
+    /// one of that name exists.
+    pub fn create(store: &Store, config: StreamConfig) -> Result<Stream> {
+        config.check()?;
+        // Publishes the schema object (pinned, shared by fingerprint).
+        let fingerprint = BatchWriter::new(store, config.schema.clone())?.fingerprint();
+        let created_ns = now_ns();
+        let (slot, namespace) = store.locked(|l| -> Result<_> {
+            let reg = registry::registry(l)?;
+            if registry::find_stream(reg, &config.name)?.is_some() {
+                return Err(StreamError::Exists(config.name.clone()));
+            }
+            let s = reg
+                .streams
+                .iter()
+                .position(|r| r.slot.state.load(Relaxed) == FREE)
+                .ok_or(StreamError::RegistryFull { what: "streams", limit: MAX_STREAMS })?;
+            let serial = reg.serial.load(Relaxed) + 1;
+            reg.serial.store(serial, Relaxed);
+            let namespace = registry::STREAM_NAMESPACE | serial;
+            let record = &reg.streams[s];
+            let slot = &record.slot;
+            registry::write_name(&slot.name, &slot.name_len, &config.name);
+            slot.partitions.store(config.partitions, Relaxed);
+            slot.flags.store(0, Relaxed);
+            slot.back_pressure.store(config.back_pressure.to_word(), Relaxed);
+            slot.namespace.store(namespace, Relaxed);
+            slot.schema_fingerprint.store(fingerprint, Relaxed);
+            slot.created_ns.store(created_ns, Relaxed);
+            slot.max_age_ns.store(config.max_age.map_or(0, |a| a.as_nanos().min(u64::MAX as u128) as u64), Relaxed);
+            slot.max_bytes.store(config.max_bytes.unwrap_or(0), Relaxed);
+            for counter in [
+                &slot.bytes,
+                &slot.appended,
+                &slot.dropped,
+                &slot.dropped_bytes,
+                &slot.expired,
+                &slot.trimmed,
+            ] {
+                counter.store(0, Relaxed);
+            }
+            for part in &record.partitions {
+                for word in [&part.head, &part.tail, &part.bytes, &part.rows, &part.appended_rows, &part.last_append_ns]
+                {
+                    word.store(0, Relaxed);
+                }
+            }
+            for group in &record.groups {
+                group.state.store(FREE, Relaxed);
+            }
+            for (g, name) in config.groups.iter().enumerate() {
+                init_group(&record.groups[g], name, created_ns, |_| 0);
+            }
+            // Last: the stream exists from here on.
+            slot.state.store(LIVE, Release);
+            Ok((s, namespace))
+        })?;
+        Ok(Stream {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                name: config.name,
+                slot,
+                namespace,
+                partitions: config.partitions,
+                schema: config.schema,
+                fingerprint,
+                back_pressure: config.back_pressure,
+                max_age_ns: config.max_age.map_or(0, |a| a.as_nanos().min(u64::MAX as u128) as u64),
+                max_bytes: config.max_bytes.unwrap_or(0),
+                created_ns,
+            }),
+        })
+    }
+
+    /// Opens the stream called `name`.
+    pub fn open(store: &Store, name: &str) -> Result<Stream> {
+        let found = store.locked(|l| -> Result<_> {
+            let reg = registry::registry(l)?;
+            let s = registry::find_stream(reg, name)?.ok_or_else(|| StreamError::NotFound(name.to_string()))?;
+            let slot = &reg.streams[s].slot;
+            let partitions = slot.partitions.load(Relaxed);
+            if partitions == 0 || partitions as usize > MAX_PARTITIONS {
+                return Err(StoreError::corrupted(format_args!("stream {name:?} claims {partitions} partitions")).into());
+            }
+            Ok((
+                s,
+                slot.namespace.load(Relaxed),
+                partitions,
+                slot.schema_fingerprint.load(Relaxed),
+                BackPressure::from_word(slot.back_pressure.load(Relaxed))?,
+                slot.max_age_ns.load(Relaxed),
+                slot.max_bytes.load(Relaxed),
+                slot.created_ns.load(Relaxed),
+            ))
+        })?;
+        let (slot, namespace, partitions, fingerprint, back_pressure, max_age_ns, max_bytes, created_ns) = found;
+        let schema = load_schema(store, ObjectId::schema(fingerprint), fingerprint)?;
+        Ok(Stream {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                name: name.to_string(),
+                slot,
+                namespace,
+                partitions,
+                schema,
+                fingerprint,
+                back_pressure,
+                max_age_ns,
+                max_bytes,
+                created_ns,
+            }),
+        })
+    }
+
+    /// Opens the stream if it exists (its schema and partitions must be the
+    /// ones `config` gives, and the groups `config` declares are added if
+    /// missing, starting at the oldest retained batch); creates it otherwise.
+    /// Lets several producers and consumers start in any order.
+    pub fn open_or_create(store: &Store, config: StreamConfig) -> Result<Stream> {
+        loop {
+            match Stream::open(store, &config.name) {
+                Ok(stream) => {
+                    if **stream.schema() != *config.schema || stream.partitions() != config.partitions {
+                        return Err(StreamError::Exists(config.name.clone()));
+                    }
+                    for group in &config.groups {
+                        stream.add_group(group, StartAt::Oldest)?;
+                    }
+                    return Ok(stream);
+                }
+                Err(StreamError::NotFound(_)) => match Stream::create(store, config.clone()) {
+                    // Another process created it between the two calls.
+                    Err(StreamError::Exists(_)) => continue,
+                    other => return other,
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Removes the stream called `name`: frees every batch it retains and
+    /// its registry slot. Open handles then fail with [`StreamError::Removed`];
+    /// views and batches already taken stay valid.
+    pub fn remove(store: &Store, name: &str) -> Result<()> {
+        let cells = store.locked(|l| -> Result<_> {
+            let reg = registry::registry(l)?;
+            let s = registry::find_stream(reg, name)?.ok_or_else(|| StreamError::NotFound(name.to_string()))?;
+            let record = &reg.streams[s];
+            let partitions = (record.slot.partitions.load(Relaxed) as usize).min(MAX_PARTITIONS);
+            let namespace = record.slot.namespace.load(Relaxed);
+            for p in 0..partitions {
+                let (tail, head) = registry::range(&record.partitions[p])?;
+                for offset in tail..head {
+                    l.delete(ObjectId::sequential(namespace, p as u32, offset))?;
+                }
+            }
+            record.slot.state.store(FREE, Release);
+            Ok((s, partitions))
+        })?;
+        let (s, partitions) = cells;
+        store.notify_registry_cell(registry::stream_cell_offset(s));
+        for p in 0..partitions {
+            store.notify_registry_cell(registry::partition_cell_offset(s, p));
+        }
+        Ok(())
+    }
+
+    /// Statistics of every stream in `store`.
+    pub fn list(store: &Store) -> Result<Vec<StreamStats>> {
+        let names = store.locked(|l| -> Result<_> {
+            let reg = registry::registry(l)?;
+            let mut names = Vec::new();
+            for record in &reg.streams {
+                if record.slot.state.load(Relaxed) == LIVE {
+                    names.push(registry::read_name(&record.slot.name, &record.slot.name_len)?);
+                }
+            }
+            Ok(names)
+        })?;
+        let mut out = Vec::new();
+        for name in names {
+            match Stream::open(store, &name) {
+                Ok(stream) => out.push(stream.stats()?),
+                // Removed since the scan.
+                Err(StreamError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The schema of every batch.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.inner.schema
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// The back-pressure policy.
+    pub fn back_pressure(&self) -> BackPressure {
+        self.inner.back_pressure
+    }
+
+    /// When the stream was created (nanoseconds since the Unix epoch): fixed
+    /// time windows count from here.
+    pub fn created_ns(&self) -> u64 {
+        self.inner.created_ns
+    }
+
+    /// The ID of the batch at `offset` in `partition` (whether or not it exists).
+    pub fn object_id(&self, partition: u32, offset: u64) -> ObjectId {
+        ObjectId::sequential(self.inner.namespace, partition, offset)
+    }
+
+    /// The store the stream lives in.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A producer appending to this stream.
+    pub fn producer(&self) -> Result<Producer> {
+        Producer::new(self.clone())
+    }
+
+    /// A consumer of this stream.
+    pub fn consumer(&self, config: ConsumerConfig) -> Result<Consumer> {
+        Consumer::new(self.clone(), config)
+    }
+
+    /// Closes the stream: appends are refused from now on, and consumers get
+    /// [`Polled::EndOfStream`] once they have read everything appended before.
+    pub fn close(&self) -> Result<()> {
+        self.with_record(|_, record| {
+            record.slot.flags.fetch_or(CLOSED, Relaxed);
+            Ok(())
+        })?;
+        self.notify_all();
+        Ok(())
+    }
+
+    /// Whether the stream was closed.
+    pub fn is_closed(&self) -> Result<bool> {
+        self.with_record(|_, record| Ok(record.slot.flags.load(Relaxed) & CLOSED != 0))
+    }
+
+    /// Adds a consumer group, starting at the oldest retained batch or at
+    /// the head. Does nothing if the group exists.
+    pub fn add_group(&self, name: &str, start: StartAt) -> Result<()> {
+        registry::check_name("group", name)?;
+        self.with_record(|_, record| join_group(record, name, start).map(|_| ()))
+    }
+
+    /// Removes a consumer group: its committed offsets no longer hold data,
+    /// which is freed at once if no other group needs it.
+    pub fn remove_group(&self, name: &str) -> Result<()> {
+        self.with_record(|l, record| {
+            let g = registry::find_group(record, name)?.ok_or_else(|| StreamError::NoSuchGroup {
+                stream: self.inner.name.clone(),
+                group: name.to_string(),
+            })?;
+            record.groups[g].state.store(FREE, Release);
+            registry::release_consumed(l, record)?;
+            Ok(())
+        })
+    }
+
+    /// Applies the retention rules now: frees what every group committed
+    /// past, and drops what is older than `max_age` or beyond `max_bytes`.
+    /// Producers and committing consumers run this on their own.
+    pub fn enforce_retention(&self) -> Result<()> {
+        let (max_age, max_bytes) = (self.inner.max_age_ns, self.inner.max_bytes);
+        self.with_record(|l, record| {
+            registry::release_consumed(l, record)?;
+            if max_age > 0 {
+                let cutoff = now_ns().saturating_sub(max_age);
+                for p in 0..self.inner.partitions as usize {
+                    while registry::oldest_append_ns(l, record, p)?.is_some_and(|t| t < cutoff) {
+                        if !registry::drop_oldest(l, record, p, registry::Drop::Expired)? {
+                            break;
+                        }
+                    }
+                }
+            }
+            if max_bytes > 0 {
+                while record.slot.bytes.load(Relaxed) > max_bytes {
+                    if !registry::drop_stream_oldest(l, record, registry::Drop::Trimmed)? {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The stream's numbers: partitions, groups and their lag, counters.
+    pub fn stats(&self) -> Result<StreamStats> {
+        let inner = &*self.inner;
+        self.with_record(|l, record| {
+            let slot = &record.slot;
+            let mut partitions = Vec::new();
+            for (p, part) in record.partitions[..inner.partitions as usize].iter().enumerate() {
+                let (tail, head) = registry::range(part)?;
+                partitions.push(PartitionStats {
+                    partition: p as u32,
+                    head,
+                    tail,
+                    bytes: part.bytes.load(Relaxed),
+                    rows: part.rows.load(Relaxed),
+                    appended_rows: part.appended_rows.load(Relaxed),
+                });
+            }
+            let mut groups = Vec::new();
+            for group in record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE) {
+                let mut stats = GroupStats {
+                    name: registry::read_name(&group.name, &group.name_len)?,
+                    committed: Vec::new(),
+                    lag_batches: 0,
+                    lag_rows: 0,
+                };
+                for (p, part) in partitions.iter().enumerate() {
+                    let committed = group.committed[p].load(Relaxed);
+                    stats.committed.push(committed);
+                    let from = committed.clamp(part.tail, part.head);
+                    stats.lag_batches += part.head - from;
+                    stats.lag_rows += self.rows_between(l, p as u32, from, part.head)?;
+                }
+                groups.push(stats);
+            }
+            Ok(StreamStats {
+                name: inner.name.clone(),
+                schema_fingerprint: inner.fingerprint,
+                created_ns: inner.created_ns,
+                closed: slot.flags.load(Relaxed) & CLOSED != 0,
+                back_pressure: inner.back_pressure,
+                max_age: (inner.max_age_ns > 0).then(|| Duration::from_nanos(inner.max_age_ns)),
+                max_bytes: (inner.max_bytes > 0).then_some(inner.max_bytes),
+                bytes: slot.bytes.load(Relaxed),
+                appended: slot.appended.load(Relaxed),
+                dropped: slot.dropped.load(Relaxed),
+                dropped_bytes: slot.dropped_bytes.load(Relaxed),
+                expired: slot.expired.load(Relaxed),
+                trimmed: slot.trimmed.load(Relaxed),
+                partitions,
+                groups,
+            })
+        })
+    }
+
+    /// Rows in the retained batches `[from, to)` of partition `p`.
+    fn rows_between(&self, l: &Locked<'_>, p: u32, from: u64, to: u64) -> Result<u64> {
+        let mut rows = 0;
+        for offset in from..to {
+            let id = self.object_id(p, offset);
+            if let Some(o) = l.object(id)? {
+                if o.state == crate::store::ObjectState::Sealed {
+                    rows += registry::batch_facts(id, &o.metadata)?.0;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Runs `f` under the store's lock on this stream's registry record,
+    /// after checking the record still belongs to this stream.
+    pub(crate) fn with_record<R>(&self, f: impl FnOnce(&Locked<'_>, &StreamRecord) -> Result<R>) -> Result<R> {
+        self.inner.store.locked(|l| {
+            let record = self.record(l)?;
+            f(l, record)
+        })
+    }
+
+    /// This stream's registry record, checked to be still this stream's.
+    pub(crate) fn record<'a>(&self, l: &Locked<'a>) -> Result<&'a StreamRecord> {
+        let reg = registry::registry(l)?;
+        let record = reg.streams.get(self.inner.slot).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?;
+        if record.slot.state.load(Relaxed) != LIVE || record.slot.namespace.load(Relaxed) != self.inner.namespace {
+            return Err(StreamError::Removed(self.inner.name.clone()));
+        }
+        Ok(record)
+    }
+
+    /// This stream's registry record read without the lock: only for hints
+    /// (atomic loads whose result is checked again under the lock) and for
+    /// the wait cells.
+    pub(crate) fn shared_record(&self) -> Result<&StreamRecord> {
+        let reg: &registry::StreamRegistry = self.inner.store.registry(registry::REGISTRY_AT)?;
+        Ok(reg.streams.get(self.inner.slot).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?)
+    }
+
+    /// Wakes every consumer waiting on the stream or any of its partitions.
+    fn notify_all(&self) {
+        let store = &self.inner.store;
+        store.notify_registry_cell(registry::stream_cell_offset(self.inner.slot));
+        for p in 0..self.inner.partitions as usize {
+            store.notify_registry_cell(registry::partition_cell_offset(self.inner.slot, p));
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// Makes group slot `group` live with the committed offset `start(p)` for
+/// every partition `p`.
+fn init_group(group: &GroupSlot, name: &str, created_ns: u64, start: impl Fn(usize) -> u64) {
+    registry::write_name(&group.name, &group.name_len, name);
+    group.created_ns.store(created_ns, Relaxed);
+    for (p, committed) in group.committed.iter().enumerate() {
+        committed.store(start(p), Relaxed);
+    }
+    group.state.store(LIVE, Release);
+}
+
+/// Finds the group `name`, making it (starting at `start`) if it does not
+/// exist. Returns its slot and creation time (which identify it).
+pub(crate) fn join_group(record: &StreamRecord, name: &str, start: StartAt) -> Result<(usize, u64)> {
+    if let Some(g) = registry::find_group(record, name)? {
+        return Ok((g, record.groups[g].created_ns.load(Relaxed)));
+    }
+    let g = record
+        .groups
+        .iter()
+        .position(|g| g.state.load(Relaxed) == FREE)
+        .ok_or(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS })?;
+    let created_ns = now_ns();
+    let mut bounds = Vec::with_capacity(MAX_PARTITIONS);
+    for part in &record.partitions {
+        bounds.push(registry::range(part)?);
+    }
+    init_group(&record.groups[g], name, created_ns, |p| match start {
+        StartAt::Oldest => bounds[p].0,
+        StartAt::Newest => bounds[p].1,
+    });
+    Ok((g, created_ns))
+}
+
+/// A stream's numbers, as [`Stream::stats`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStats {
+    /// The stream's name.
+    pub name: String,
+    /// Fingerprint of its schema.
+    pub schema_fingerprint: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: u64,
+    /// Whether the stream was closed.
+    pub closed: bool,
+    /// The back-pressure policy.
+    pub back_pressure: BackPressure,
+    /// The age limit, if any.
+    pub max_age: Option<Duration>,
+    /// The size limit, if any.
+    pub max_bytes: Option<u64>,
+    /// Payload bytes retained.
+    pub bytes: u64,
+    /// Batches appended since creation.
+    pub appended: u64,
+    /// Batches dropped by `DropOldest`.
+    pub dropped: u64,
+    /// Their payload bytes.
+    pub dropped_bytes: u64,
+    /// Batches dropped for their age.
+    pub expired: u64,
+    /// Batches dropped to stay under `max_bytes`.
+    pub trimmed: u64,
+    /// Each partition.
+    pub partitions: Vec<PartitionStats>,
+    /// Each consumer group.
+    pub groups: Vec<GroupStats>,
+}
+
+/// One partition's numbers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: u32,
+    /// The offset the next append gets.
+    pub head: u64,
+    /// The oldest retained offset.
+    pub tail: u64,
+    /// Payload bytes retained.
+    pub bytes: u64,
+    /// Rows retained.
+    pub rows: u64,
+    /// Rows appended since creation.
+    pub appended_rows: u64,
+}
+
+/// One consumer group's numbers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStats {
+    /// The group.
+    pub name: String,
+    /// The next offset the group reads, per partition.
+    pub committed: Vec<u64>,
+    /// Retained batches the group has not committed, over all partitions.
+    pub lag_batches: u64,
+    /// Their rows.
+    pub lag_rows: u64,
+}

@@ -1,0 +1,277 @@
+//! Appending to a stream.
+//!
+//! An append assigns the partition's next offset in the same critical
+//! section that creates the batch's object (`Store::create_assigned`): the
+//! head moves only for an object that exists. The append time is taken
+//! there too, and never goes back within a partition, so time windows can
+//! rely on offsets and times growing together.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch, UInt32Array};
+use arrow_schema::DataType;
+
+use super::registry::{self, CLOSED};
+use super::{BackPressure, Result, Stream};
+use crate::arrow::{now_ns, stamp_append_time, BatchWriter, Encoded};
+use crate::error::{StoreError, StreamError};
+use crate::store::{CreateOptions, ObjectBuilder, ObjectId};
+
+/// Where an append put its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The partition.
+    pub partition: u32,
+    /// The batch's offset in it.
+    pub offset: u64,
+    /// Its append time, nanoseconds since the Unix epoch.
+    pub append_ns: u64,
+}
+
+/// Appends record batches to a stream. Each append is one object.
+pub struct Producer {
+    stream: Stream,
+    writer: BatchWriter,
+    next: u32,
+    timeout: Duration,
+    last_age_check: Option<Instant>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("stream", &self.stream.name()).field("timeout", &self.timeout).finish()
+    }
+}
+
+/// How long an append under `Block` waits for space unless told otherwise.
+pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a producer checks the stream's `max_age`.
+const AGE_CHECK: Duration = Duration::from_millis(10);
+
+/// Why `assign` refused to name an object.
+enum Refusal {
+    Closed,
+    Removed,
+}
+
+impl Producer {
+    pub(super) fn new(stream: Stream) -> Result<Self> {
+        let writer = BatchWriter::new(stream.store(), stream.schema().clone())?;
+        Ok(Producer { stream, writer, next: 0, timeout: DEFAULT_APPEND_TIMEOUT, last_age_check: None })
+    }
+
+    /// How long an append waits for space under [`BackPressure::Block`]
+    /// before it fails with [`StreamError::Full`] (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Appends `batch` to the next partition in round-robin order.
+    pub fn append(&mut self, batch: &RecordBatch) -> Result<Appended> {
+        let partition = self.next;
+        self.next = (self.next + 1) % self.stream.partitions();
+        self.append_to(partition, batch)
+    }
+
+    /// Appends `batch` to `partition`.
+    pub fn append_to(&mut self, partition: u32, batch: &RecordBatch) -> Result<Appended> {
+        let partitions = self.stream.partitions();
+        if partition >= partitions {
+            return Err(StreamError::NoSuchPartition { partition, partitions });
+        }
+        let encoded = self.writer.encode(batch)?;
+        let (mut builder, appended) = self.create(partition, &encoded)?;
+        encoded.write_into(&mut builder)?;
+        stamp_append_time(&mut builder, appended.append_ns);
+        builder.seal()?;
+        let (store, slot) = (self.stream.store(), self.stream.inner().slot);
+        store.notify_registry_cell(registry::partition_cell_offset(slot, partition as usize));
+        store.notify_registry_cell(registry::stream_cell_offset(slot));
+        self.apply_limits()?;
+        Ok(appended)
+    }
+
+    /// Splits `batch` by the hash of its column `key` and appends each part
+    /// to the partition its keys hash to, so rows with equal keys always
+    /// land in the same partition, in their order. Returns one [`Appended`]
+    /// per partition that received rows, in partition order.
+    ///
+    /// The hash is FNV-1a 64 of the key's bytes (little-endian for integers,
+    /// UTF-8 for strings, raw for binary; nulls hash as no bytes with a
+    /// marker), modulo the number of partitions: every process computes it
+    /// the same way. Integer, string and binary key columns are supported.
+    pub fn append_keyed(&mut self, batch: &RecordBatch, key: &str) -> Result<Vec<Appended>> {
+        let column = batch
+            .column_by_name(key)
+            .ok_or_else(|| StreamError::InvalidConfig(format!("the batch has no key column {key:?}")))?;
+        let partitions = self.stream.partitions();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); partitions as usize];
+        for (row, hash) in key_hashes(column.as_ref())?.into_iter().enumerate() {
+            rows[(hash % partitions as u64) as usize].push(row as u32);
+        }
+        let mut out = Vec::new();
+        for (partition, indices) in rows.into_iter().enumerate() {
+            if indices.is_empty() {
+                continue;
+            }
+            let part = if indices.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))
+                    .map_err(crate::error::BatchError::from)?
+            };
+            out.push(self.append_to(partition as u32, &part)?);
+        }
+        Ok(out)
+    }
+
+    /// Closes the stream (see [`Stream::close`]).
+    pub fn close(&self) -> Result<()> {
+        self.stream.close()
+    }
+
+    /// Creates the object for the next offset of `partition`, applying the
+    /// back-pressure policy when the store is full.
+    fn create(&mut self, partition: u32, encoded: &Encoded) -> Result<(ObjectBuilder, Appended)> {
+        let stream = &self.stream;
+        let inner = stream.inner();
+        let metadata = self.writer.metadata(encoded, 0);
+        let timeout = match inner.back_pressure {
+            BackPressure::Block => self.timeout,
+            BackPressure::DropOldest | BackPressure::Error => Duration::ZERO,
+        };
+        let options = CreateOptions { timeout, pinned: true };
+        let started = Instant::now();
+        loop {
+            let mut refusal = None;
+            let mut appended = None;
+            let p = partition as usize;
+            let mut assign = |l: &crate::store::Locked<'_>| -> Result<Option<ObjectId>, StoreError> {
+                let record = match stream.record(l) {
+                    Ok(record) => record,
+                    Err(StreamError::Removed(_)) => {
+                        refusal = Some(Refusal::Removed);
+                        return Ok(None);
+                    }
+                    Err(StreamError::Store(e)) => return Err(e),
+                    Err(e) => return Err(StoreError::corrupted(format_args!("{e}"))),
+                };
+                if record.slot.flags.load(Relaxed) & CLOSED != 0 {
+                    refusal = Some(Refusal::Closed);
+                    return Ok(None);
+                }
+                let head = record.partitions[p].head.load(Relaxed);
+                Ok(Some(ObjectId::sequential(inner.namespace, partition, head)))
+            };
+            let mut placed = |l: &crate::store::Locked<'_>, id: ObjectId| -> Result<(), StoreError> {
+                let record = stream.record(l).map_err(|e| StoreError::corrupted(format_args!("{e}")))?;
+                let part = &record.partitions[p];
+                let offset = part.head.load(Relaxed);
+                if id != ObjectId::sequential(inner.namespace, partition, offset) {
+                    return Err(StoreError::corrupted("a partition head moved while its object was placed"));
+                }
+                let append_ns = now_ns().max(part.last_append_ns.load(Relaxed));
+                let payload = encoded.size + metadata.len() as u64;
+                part.head.store(offset + 1, Relaxed);
+                part.last_append_ns.store(append_ns, Relaxed);
+                part.bytes.fetch_add(payload, Relaxed);
+                part.rows.fetch_add(encoded.rows, Relaxed);
+                part.appended_rows.fetch_add(encoded.rows, Relaxed);
+                record.slot.bytes.fetch_add(payload, Relaxed);
+                record.slot.appended.fetch_add(1, Relaxed);
+                appended = Some(Appended { partition, offset, append_ns });
+                Ok(())
+            };
+            let created = stream.store().create_assigned(encoded.size, &metadata, options, &mut assign, &mut placed);
+            match created {
+                Ok(Some(builder)) => {
+                    let appended = appended.ok_or_else(|| StoreError::corrupted("an object was placed unrecorded"))?;
+                    return Ok((builder, appended));
+                }
+                Ok(None) => {
+                    return Err(match refusal {
+                        Some(Refusal::Closed) => StreamError::Closed(stream.name().to_string()),
+                        _ => StreamError::Removed(stream.name().to_string()),
+                    })
+                }
+                Err(StoreError::StoreFull { .. }) if inner.back_pressure == BackPressure::DropOldest => {
+                    let dropped = stream.with_record(|l, record| {
+                        Ok(registry::drop_stream_oldest(l, record, registry::Drop::BackPressure)?)
+                    })?;
+                    if !dropped {
+                        return Err(self.full(encoded, started));
+                    }
+                }
+                Err(StoreError::StoreFull { .. }) => return Err(self.full(encoded, started)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn full(&self, encoded: &Encoded, started: Instant) -> StreamError {
+        StreamError::Full { stream: self.stream.name().to_string(), bytes: encoded.size, waited: started.elapsed() }
+    }
+
+    /// Drops what the stream's `max_bytes` and `max_age` say must go. The
+    /// size check costs one atomic load; the age check runs every 10 ms.
+    fn apply_limits(&mut self) -> Result<()> {
+        let inner = self.stream.inner();
+        // A hint read without the lock; the check that counts runs under it.
+        let over_size = inner.max_bytes > 0 && self.stream.shared_record()?.slot.bytes.load(Relaxed) > inner.max_bytes;
+        let age_due =
+            inner.max_age_ns > 0 && self.last_age_check.map_or(true, |at| at.elapsed() >= AGE_CHECK);
+        if over_size || age_due {
+            if age_due {
+                self.last_age_check = Some(Instant::now());
+            }
+            self.stream.enforce_retention()?;
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a 64 of each row's key bytes.
+fn key_hashes(column: &dyn Array) -> Result<Vec<u64>> {
+    fn fnv(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    }
+    const NULL: u64 = 0x6e75_6c6c; // the hash of a null key: "null"
+    macro_rules! primitive {
+        ($t:ty) => {
+            column.as_primitive::<$t>().iter().map(|v| v.map_or(NULL, |v| fnv(&v.to_le_bytes()))).collect()
+        };
+    }
+    Ok(match column.data_type() {
+        DataType::Int8 => primitive!(Int8Type),
+        DataType::Int16 => primitive!(Int16Type),
+        DataType::Int32 => primitive!(Int32Type),
+        DataType::Int64 => primitive!(Int64Type),
+        DataType::UInt8 => primitive!(UInt8Type),
+        DataType::UInt16 => primitive!(UInt16Type),
+        DataType::UInt32 => primitive!(UInt32Type),
+        DataType::UInt64 => primitive!(UInt64Type),
+        DataType::Utf8 => column.as_string::<i32>().iter().map(|v| v.map_or(NULL, |v| fnv(v.as_bytes()))).collect(),
+        DataType::LargeUtf8 => {
+            column.as_string::<i64>().iter().map(|v| v.map_or(NULL, |v| fnv(v.as_bytes()))).collect()
+        }
+        DataType::Binary => column.as_binary::<i32>().iter().map(|v| v.map_or(NULL, fnv)).collect(),
+        DataType::LargeBinary => column.as_binary::<i64>().iter().map(|v| v.map_or(NULL, fnv)).collect(),
+        other => {
+            return Err(StreamError::InvalidConfig(format!(
+                "key columns of type {other} are not supported (integers, strings and binary are)"
+            )))
+        }
+    })
+}

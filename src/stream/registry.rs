@@ -1,0 +1,350 @@
+//! The streams' part of the store's registry: one fixed record per stream
+//! (its slot, its partitions, its groups), all plain shared structs, all
+//! changed under the store's lock. docs/format.md describes the same bytes.
+//!
+//! Offsets follow Kafka's conventions: a partition's `head` is the offset
+//! the next append gets, its `tail` the oldest offset still retained, and a
+//! group's committed offset is the next offset the group will read. So a
+//! partition retains `[tail, head)`, and a group has consumed everything
+//! below its committed offset.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::error::StoreError;
+use crate::shm::wait::WaitCell;
+use crate::store::{Locked, ObjectId, ObjectState};
+
+/// Streams a store can hold.
+pub const MAX_STREAMS: usize = 16;
+/// Partitions a stream can have.
+pub const MAX_PARTITIONS: usize = 64;
+/// Consumer groups a stream can have.
+pub const MAX_GROUPS: usize = 16;
+/// The longest stream or group name, in bytes of UTF-8.
+pub const MAX_NAME: usize = 64;
+
+/// Namespaces of stream objects have this bit set; the rest is the
+/// stream's serial number, so a stream created again under an old name
+/// never meets the old stream's objects.
+pub(crate) const STREAM_NAMESPACE: u64 = 1 << 63;
+
+/// `StreamSlot::state` values.
+pub(crate) const FREE: u32 = 0;
+pub(crate) const LIVE: u32 = 1;
+
+/// `StreamSlot::flags` bits.
+pub(crate) const CLOSED: u32 = 1;
+
+crate::shared_struct! {
+    /// A stream's identity, configuration and counters.
+    pub(crate) struct StreamSlot {
+        /// [`FREE`] or [`LIVE`]; written last when a stream is created.
+        pub state: AtomicU32,
+        pub partitions: AtomicU32,
+        /// [`CLOSED`].
+        pub flags: AtomicU32,
+        /// `BackPressure` as a number (0 block, 1 drop oldest, 2 error).
+        pub back_pressure: AtomicU32,
+        pub name_len: AtomicU32,
+        pub _pad0: AtomicU32,
+        pub name: [AtomicU64; MAX_NAME / 8],
+        pub namespace: AtomicU64,
+        pub schema_fingerprint: AtomicU64,
+        /// Wall-clock nanoseconds; fixed time windows count from here.
+        pub created_ns: AtomicU64,
+        /// 0: no limit.
+        pub max_age_ns: AtomicU64,
+        /// 0: no limit.
+        pub max_bytes: AtomicU64,
+        /// Payload bytes retained, over all partitions.
+        pub bytes: AtomicU64,
+        /// Batches appended since creation.
+        pub appended: AtomicU64,
+        /// Batches dropped by `DropOldest` to make room, and their bytes.
+        pub dropped: AtomicU64,
+        pub dropped_bytes: AtomicU64,
+        /// Batches dropped for being older than `max_age`.
+        pub expired: AtomicU64,
+        /// Batches dropped to keep the stream under `max_bytes`.
+        pub trimmed: AtomicU64,
+        pub _pad1: [AtomicU64; 2],
+        /// Notified after every append and when the stream closes.
+        pub cell: WaitCell,
+    }
+}
+const _: () = assert!(size_of::<StreamSlot>() == 256);
+
+crate::shared_struct! {
+    /// One partition of a stream.
+    pub(crate) struct PartitionSlot {
+        /// The offset the next append gets.
+        pub head: AtomicU64,
+        /// The oldest retained offset.
+        pub tail: AtomicU64,
+        /// Payload bytes retained.
+        pub bytes: AtomicU64,
+        /// Rows retained.
+        pub rows: AtomicU64,
+        /// Rows appended since creation.
+        pub appended_rows: AtomicU64,
+        /// The append time of the newest batch: append times never go back
+        /// within a partition.
+        pub last_append_ns: AtomicU64,
+        pub _pad: [AtomicU64; 2],
+        /// Notified after every append to this partition and when the stream closes.
+        pub cell: WaitCell,
+    }
+}
+const _: () = assert!(size_of::<PartitionSlot>() == 128);
+
+crate::shared_struct! {
+    /// A consumer group of a stream and its committed offsets.
+    pub(crate) struct GroupSlot {
+        /// [`FREE`] or [`LIVE`]; written last when a group is created.
+        pub state: AtomicU32,
+        pub name_len: AtomicU32,
+        pub created_ns: AtomicU64,
+        pub name: [AtomicU64; MAX_NAME / 8],
+        pub _pad: [AtomicU64; 6],
+        /// The next offset the group reads, per partition.
+        pub committed: [AtomicU64; MAX_PARTITIONS],
+    }
+}
+const _: () = assert!(size_of::<GroupSlot>() == 640);
+
+crate::shared_struct! {
+    /// Everything the registry keeps about one stream.
+    pub(crate) struct StreamRecord {
+        pub slot: StreamSlot,
+        pub partitions: [PartitionSlot; MAX_PARTITIONS],
+        pub groups: [GroupSlot; MAX_GROUPS],
+    }
+}
+
+crate::shared_struct! {
+    /// The streams' registry: at offset 0 of the store's registry area.
+    pub(crate) struct StreamRegistry {
+        /// Serial number of the last stream created (namespaces derive from it).
+        pub serial: AtomicU64,
+        pub _pad: [AtomicU64; 7],
+        pub streams: [StreamRecord; MAX_STREAMS],
+    }
+}
+const _: () = assert!(size_of::<StreamRegistry>() <= 512 << 10);
+
+/// Where the registry lies in the store's registry area.
+pub(crate) const REGISTRY_AT: u64 = 0;
+
+/// The offset, in the registry area, of stream slot `s`'s wait cell.
+pub(crate) fn stream_cell_offset(s: usize) -> u64 {
+    (REGISTRY_AT as usize
+        + std::mem::offset_of!(StreamRegistry, streams)
+        + s * size_of::<StreamRecord>()
+        + std::mem::offset_of!(StreamSlot, cell)) as u64
+}
+
+/// The offset, in the registry area, of partition `p`'s wait cell in stream slot `s`.
+pub(crate) fn partition_cell_offset(s: usize, p: usize) -> u64 {
+    (REGISTRY_AT as usize
+        + std::mem::offset_of!(StreamRegistry, streams)
+        + s * size_of::<StreamRecord>()
+        + std::mem::offset_of!(StreamRecord, partitions)
+        + p * size_of::<PartitionSlot>()
+        + std::mem::offset_of!(PartitionSlot, cell)) as u64
+}
+
+pub(crate) fn registry<'a>(locked: &Locked<'a>) -> Result<&'a StreamRegistry, StoreError> {
+    locked.registry(REGISTRY_AT)
+}
+
+/// Stores a name into a slot's name words.
+pub(crate) fn write_name(words: &[AtomicU64; MAX_NAME / 8], len: &AtomicU32, name: &str) {
+    let mut bytes = [0u8; MAX_NAME];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    for (word, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
+        word.store(u64::from_le_bytes(chunk.try_into().unwrap_or_default()), Relaxed);
+    }
+    len.store(name.len() as u32, Relaxed);
+}
+
+/// Reads a name back; a length out of range or bytes that are not UTF-8
+/// are corruption.
+pub(crate) fn read_name(words: &[AtomicU64; MAX_NAME / 8], len: &AtomicU32) -> Result<String, StoreError> {
+    let len = len.load(Relaxed) as usize;
+    if len > MAX_NAME {
+        return Err(StoreError::corrupted(format_args!("a registry name claims {len} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(MAX_NAME);
+    for word in words {
+        bytes.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+    }
+    bytes.truncate(len);
+    String::from_utf8(bytes).map_err(|_| StoreError::corrupted("a registry name is not UTF-8"))
+}
+
+/// Checks a stream or group name.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), crate::error::StreamError> {
+    if name.is_empty() || name.len() > MAX_NAME || name.contains('\0') {
+        return Err(crate::error::StreamError::InvalidConfig(format!(
+            "{what} names are 1 to {MAX_NAME} bytes without NUL; {name:?} is not"
+        )));
+    }
+    Ok(())
+}
+
+/// Finds the live stream called `name`.
+pub(crate) fn find_stream(reg: &StreamRegistry, name: &str) -> Result<Option<usize>, StoreError> {
+    for (s, record) in reg.streams.iter().enumerate() {
+        let slot = &record.slot;
+        if slot.state.load(Relaxed) == LIVE && read_name(&slot.name, &slot.name_len)? == name {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the live group called `name` of a stream.
+pub(crate) fn find_group(record: &StreamRecord, name: &str) -> Result<Option<usize>, StoreError> {
+    for (g, group) in record.groups.iter().enumerate() {
+        if group.state.load(Relaxed) == LIVE && read_name(&group.name, &group.name_len)? == name {
+            return Ok(Some(g));
+        }
+    }
+    Ok(None)
+}
+
+/// A partition's `(tail, head)`, checked: a tail past the head is corruption.
+pub(crate) fn range(part: &PartitionSlot) -> Result<(u64, u64), StoreError> {
+    let (tail, head) = (part.tail.load(Relaxed), part.head.load(Relaxed));
+    if tail > head {
+        return Err(StoreError::corrupted(format_args!("a partition's tail {tail} is past its head {head}")));
+    }
+    Ok((tail, head))
+}
+
+/// The smallest committed offset of partition `p` over the stream's live
+/// groups (at least the tail), or `None` if the stream has no group.
+pub(crate) fn min_committed(record: &StreamRecord, p: usize, tail: u64) -> Option<u64> {
+    record
+        .groups
+        .iter()
+        .filter(|g| g.state.load(Relaxed) == LIVE)
+        .map(|g| g.committed[p].load(Relaxed).max(tail))
+        .min()
+}
+
+/// Rows and append time of a batch object, from its metadata.
+pub(crate) fn batch_facts(id: ObjectId, metadata: &[u8]) -> Result<(u64, u64), StoreError> {
+    crate::arrow::BatchMeta::parse(id, metadata)
+        .map(|m| (m.rows, m.append_ns))
+        .map_err(|e| StoreError::corrupted(format_args!("stream object {id}: {e}")))
+}
+
+/// Why the tail of a partition moves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Drop {
+    /// Every group committed past it.
+    Consumed,
+    /// `DropOldest` made room.
+    BackPressure,
+    /// Older than `max_age`.
+    Expired,
+    /// Over `max_bytes`.
+    Trimmed,
+}
+
+/// Frees the oldest retained batch of partition `p` and advances the tail,
+/// counting it as `why` says. Returns `false` (and changes nothing) if the
+/// partition is empty or its oldest batch is still being written. An offset
+/// with no object at all (its producer died before sealing it) is passed.
+pub(crate) fn drop_oldest(
+    locked: &Locked<'_>,
+    record: &StreamRecord,
+    p: usize,
+    why: Drop,
+) -> Result<bool, StoreError> {
+    let slot = &record.slot;
+    let part = &record.partitions[p];
+    let (tail, head) = range(part)?;
+    if tail == head {
+        return Ok(false);
+    }
+    let id = ObjectId::sequential(slot.namespace.load(Relaxed), p as u32, tail);
+    match locked.object(id)? {
+        Some(o) if o.state == ObjectState::Creating => return Ok(false),
+        Some(o) => {
+            let (rows, _) = batch_facts(id, &o.metadata)?;
+            locked.delete(id)?;
+            part.bytes.fetch_sub(o.payload.min(part.bytes.load(Relaxed)), Relaxed);
+            part.rows.fetch_sub(rows.min(part.rows.load(Relaxed)), Relaxed);
+            slot.bytes.fetch_sub(o.payload.min(slot.bytes.load(Relaxed)), Relaxed);
+            let counter = match why {
+                Drop::Consumed => None,
+                Drop::BackPressure => {
+                    slot.dropped_bytes.fetch_add(o.payload, Relaxed);
+                    Some(&slot.dropped)
+                }
+                Drop::Expired => Some(&slot.expired),
+                Drop::Trimmed => Some(&slot.trimmed),
+            };
+            if let Some(counter) = counter {
+                counter.fetch_add(1, Relaxed);
+            }
+        }
+        None => {}
+    }
+    part.tail.store(tail + 1, Relaxed);
+    Ok(true)
+}
+
+/// Frees what every group of the stream has committed past, in every
+/// partition. A stream without groups keeps everything.
+pub(crate) fn release_consumed(locked: &Locked<'_>, record: &StreamRecord) -> Result<(), StoreError> {
+    let partitions = (record.slot.partitions.load(Relaxed) as usize).min(MAX_PARTITIONS);
+    for p in 0..partitions {
+        let (tail, _) = range(&record.partitions[p])?;
+        let Some(upto) = min_committed(record, p, tail) else {
+            return Ok(());
+        };
+        for _ in tail..upto {
+            if !drop_oldest(locked, record, p, Drop::Consumed)? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Append time of the oldest retained sealed batch of partition `p`, if any.
+pub(crate) fn oldest_append_ns(locked: &Locked<'_>, record: &StreamRecord, p: usize) -> Result<Option<u64>, StoreError> {
+    let (tail, head) = range(&record.partitions[p])?;
+    if tail == head {
+        return Ok(None);
+    }
+    let id = ObjectId::sequential(record.slot.namespace.load(Relaxed), p as u32, tail);
+    match locked.object(id)? {
+        Some(o) if o.state == ObjectState::Sealed => Ok(Some(batch_facts(id, &o.metadata)?.1)),
+        // Being written: as new as anything; a hole: drop it first.
+        Some(_) => Ok(None),
+        None => Ok(Some(0)),
+    }
+}
+
+/// Drops the stream's oldest retained batch (by append time, over all
+/// partitions). Returns `false` if there is nothing to drop.
+pub(crate) fn drop_stream_oldest(locked: &Locked<'_>, record: &StreamRecord, why: Drop) -> Result<bool, StoreError> {
+    let partitions = (record.slot.partitions.load(Relaxed) as usize).min(MAX_PARTITIONS);
+    let mut oldest: Option<(u64, usize)> = None;
+    for p in 0..partitions {
+        if let Some(t) = oldest_append_ns(locked, record, p)? {
+            if oldest.map_or(true, |(o, _)| o > t) {
+                oldest = Some((t, p));
+            }
+        }
+    }
+    match oldest {
+        Some((_, p)) => drop_oldest(locked, record, p, why),
+        None => Ok(false),
+    }
+}
