@@ -28,7 +28,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::Buffer;
-use quiver::{BatchReader, BatchWriter, CreateOptions, ObjectId, OpenConfig, Store, StoreConfig};
+use quiver::{
+    BatchReader, BatchWriter, ConsumerConfig, CreateOptions, ObjectId, OpenConfig, Polled, Store, StoreConfig, Stream,
+    StreamConfig,
+};
 
 const BATCH_NS: u64 = 1;
 const PROGRESS_NS: u64 = 2;
@@ -65,6 +68,15 @@ pub(crate) struct BenchArgs {
     /// Run the same workload over another transport instead.
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
+    /// Go through a stream (one partition, one consumer group per
+    /// consumer, `Block` back-pressure in a store sized to the window)
+    /// instead of raw objects.
+    #[arg(long, conflicts_with = "baseline")]
+    stream: bool,
+    /// Append at most this many batches per second (0: as fast as possible),
+    /// to see the consumers' backlog at a steady rate.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -135,6 +147,25 @@ pub(crate) struct ConsumerReport {
     rows: u64,
     seconds: f64,
     latency: Histogram,
+    /// Stream mode: batches appended but not yet read, at each read.
+    #[serde(default)]
+    backlog: Option<Histogram>,
+}
+
+impl ConsumerReport {
+    fn new() -> Self {
+        ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new(), backlog: None }
+    }
+}
+
+/// Sleeps until batch `i` is due at `rate` batches per second from `start`.
+fn pace(rate: f64, start: Instant, i: u64) {
+    if rate > 0.0 {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
 }
 
 /// The producer's lead over the slowest consumer, in batches, and how often
@@ -169,17 +200,29 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let window = Window::for_batches(args.window_bytes, batch_bytes);
     let exe = std::env::current_exe().context("find the quiver binary")?;
     let (produced, seconds, reports) = match args.baseline {
+        None if args.stream => run_stream(&args, window, &exe, &batch)?,
         None => run_store(&args, window, &exe, &batch)?,
         Some(Baseline::Socket) => run_socket(&args, &exe, &batch)?,
     };
     let mut latency = Histogram::new();
+    let mut backlog = Histogram::new();
     for r in &reports {
         latency.merge(&r.latency);
+        if let Some(b) = &r.backlog {
+            backlog.merge(b);
+        }
         if r.batches != produced {
             bail!("a consumer read {} of {produced} batches", r.batches);
         }
     }
-    let transport = if args.baseline.is_some() { "unix-socket" } else { "shared-memory" };
+    let transport = match (args.baseline, args.stream) {
+        (Some(Baseline::Socket), _) => "unix-socket",
+        (None, true) => "stream",
+        (None, false) => "shared-memory",
+    };
+    // The histogram counts batches from 1 up; a backlog of 0 is recorded as 1.
+    let backlog_p = |q: f64| if args.stream { (backlog.quantile_us(q) * 1000.0 - 1.0).max(0.0) } else { 0.0 };
+    let (backlog_p50, backlog_p99) = (backlog_p(0.5), backlog_p(0.99));
     let batches_per_s = produced as f64 / seconds;
     let gb_per_s = (produced * batch_bytes) as f64 / seconds / 1e9;
     let (p50, p99, p999) = (latency.quantile_us(0.5), latency.quantile_us(0.99), latency.quantile_us(0.999));
@@ -188,6 +231,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             "transport": transport, "consumers": args.consumers, "batch_bytes": batch_bytes, "batch_rows": rows,
             "batches": produced, "seconds": seconds, "batches_per_s": batches_per_s, "gb_per_s": gb_per_s,
             "latency_us_p50": p50, "latency_us_p99": p99, "latency_us_p999": p999,
+            "backlog_p50": backlog_p50, "backlog_p99": backlog_p99,
         });
         println!("{value}");
     } else {
@@ -197,6 +241,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         println!("batches          {produced} in {seconds:.3} s");
         println!("throughput       {batches_per_s:.0} batches/s, {gb_per_s:.3} GB/s (per consumer)");
         println!("seal-to-read     p50 {p50:.1} µs, p99 {p99:.1} µs, p99.9 {p999:.1} µs");
+        if args.stream {
+            println!("backlog          p50 {backlog_p50:.0} batches, p99 {backlog_p99:.0} batches (at each read)");
+        }
     }
     Ok(())
 }
@@ -291,6 +338,7 @@ fn run_store(
                 freed += 1;
             }
         }
+        pace(args.rate, start, i);
         writer.put_batch_with(ObjectId::sequential(BATCH_NS, 0, i), batch, wait)?;
         i += 1;
     }
@@ -299,12 +347,108 @@ fn run_store(
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
 
+/// The stream name used by `--stream`.
+const STREAM: &str = "bench";
+
+/// Stream mode: the same workload through a stream. Each consumer is the
+/// one member of its own group (declared at creation, so it misses
+/// nothing) and commits every `step` batches; retention frees what every
+/// group committed; the producer's appends block (`Block`) when the store,
+/// sized to the window, is full.
+fn run_stream(
+    args: &BenchArgs,
+    window: Window,
+    exe: &std::path::Path,
+    batch: &RecordBatch,
+) -> Result<(u64, f64, Vec<ConsumerReport>)> {
+    let name = format!("bench-stream-{}", std::process::id());
+    let object = batch.get_array_memory_size() as u64 + 4096;
+    let capacity = object * (window.batches + window.step) + (1 << 20);
+    let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(4096))?;
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(store.path().to_path_buf());
+    let mut config = StreamConfig::new(STREAM, batch.schema());
+    for c in 0..args.consumers {
+        config = config.group(format!("c{c}"));
+    }
+    let stream = Stream::create(&store, config)?;
+    let mut producer = stream.producer()?.with_timeout(Duration::from_secs(30));
+    let mut children = Children(Vec::new());
+    for c in 0..args.consumers {
+        let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
+        let a =
+            ["debug", "bench-stream-consumer", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
+        children.0.push(spawn(exe, &a.map(String::from))?);
+    }
+    for c in 0..args.consumers {
+        if store.get(ObjectId::sequential(READY_NS, c, 0), Duration::from_secs(30))?.is_none() {
+            bail!("consumer {c} did not start within 30 s");
+        }
+    }
+    let deadline = Duration::from_secs_f64(args.seconds);
+    let start = Instant::now();
+    let mut i = 0u64;
+    loop {
+        let done = match args.count {
+            Some(count) => i >= count,
+            None => start.elapsed() >= deadline,
+        };
+        if done {
+            break;
+        }
+        pace(args.rate, start, i);
+        producer.append(batch)?;
+        i += 1;
+    }
+    stream.close()?;
+    let reports = collect(std::mem::take(&mut children.0))?;
+    Ok((i, start.elapsed().as_secs_f64(), reports))
+}
+
+/// The stream consumer: `quiver debug bench-stream-consumer`.
+pub(crate) fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
+    let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
+    let stream = Stream::open(&store, STREAM)?;
+    let mut consumer_ = stream.consumer(ConsumerConfig::group(format!("c{consumer}")))?;
+    store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
+    let mut report = ConsumerReport::new();
+    let mut backlog = Histogram::new();
+    let mut start = None;
+    loop {
+        let got = match consumer_.poll(Duration::from_secs(30))? {
+            Polled::Batch(got) => got,
+            Polled::EndOfStream => break,
+            Polled::TimedOut => bail!("no batch within 30 s"),
+        };
+        report.latency.record(now_ns().saturating_sub(got.append_ns));
+        backlog.record(consumer_.backlog()? + 1);
+        start.get_or_insert_with(Instant::now);
+        report.rows += got.batch.num_rows() as u64;
+        report.bytes += got.batch.get_array_memory_size() as u64;
+        report.batches += 1;
+        drop(got);
+        if report.batches % step == 0 {
+            consumer_.commit()?;
+        }
+    }
+    consumer_.commit()?;
+    report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    report.backlog = Some(backlog);
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 /// The shared-memory consumer: `quiver debug bench-consumer`.
 pub(crate) fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     let mut reader = BatchReader::new(&store);
     store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
-    let mut report = ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new() };
+    let mut report = ConsumerReport::new();
     let mut start = None;
     let mut i = 0u64;
     loop {
@@ -373,6 +517,7 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
         if done {
             break;
         }
+        pace(args.rate, start, i);
         let buffers = encoder.encode(batch)?;
         send(&buffers)?;
         i += 1;
@@ -389,7 +534,7 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
 pub(crate) fn consume_socket(socket: &std::path::Path) -> Result<()> {
     let mut stream = BufReader::with_capacity(1 << 20, UnixStream::connect(socket)?);
     let mut decoder = arrow_ipc::reader::StreamDecoder::new();
-    let mut report = ConsumerReport { batches: 0, bytes: 0, rows: 0, seconds: 0.0, latency: Histogram::new() };
+    let mut report = ConsumerReport::new();
     let mut start = None;
     let mut word = [0u8; 8];
     loop {

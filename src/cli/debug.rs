@@ -76,6 +76,41 @@ pub(crate) enum DebugCommand {
         #[arg(long, default_value_t = 0)]
         spin_us: u64,
     },
+    /// `quiver bench --stream`'s consumer.
+    BenchStreamConsumer {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        consumer: u32,
+        #[arg(long)]
+        step: u64,
+        #[arg(long, default_value_t = 0)]
+        spin_us: u64,
+    },
+    /// Append `count` batches (columns producer, seq, value) to an existing
+    /// stream, round-robin over its partitions.
+    StreamProduce {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        producer: i64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 16)]
+        rows: usize,
+    },
+    /// Start an append to `partition` of a stream, never seal it, and wait
+    /// to be killed (a producer dying mid-append).
+    StreamAppendAndHold {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        stream: String,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+    },
     /// `quiver bench --baseline socket`'s consumer.
     BenchSocketConsumer {
         #[arg(long)]
@@ -146,6 +181,15 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
             super::bench::consume_store(&store, consumer, step, spin_us)
         }
         DebugCommand::BenchSocketConsumer { socket } => super::bench::consume_socket(&socket),
+        DebugCommand::BenchStreamConsumer { store, consumer, step, spin_us } => {
+            super::bench::consume_stream(&store, consumer, step, spin_us)
+        }
+        DebugCommand::StreamProduce { store, stream, producer, count, rows } => {
+            stream_produce(&store, &stream, producer, count, rows)
+        }
+        DebugCommand::StreamAppendAndHold { store, stream, partition } => {
+            stream_append_and_hold(&store, &stream, partition)
+        }
         DebugCommand::ReadBatches { objects, out } => read_batches(&objects, &out),
         DebugCommand::CreateUnsealed { objects, size } => create_unsealed(&objects, size),
         DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
@@ -384,4 +428,38 @@ fn futex_reply(file: &std::path::Path, cpu: Option<usize>, delay_us: u64) -> Res
         wait::wake_all(reply);
     }
     Ok(())
+}
+
+/// A batch of the stream test schema: `rows` rows of (producer, seq, value),
+/// seq counting from `first`.
+pub(crate) fn producer_batch(producer: i64, first: i64, rows: usize) -> Result<arrow_array::RecordBatch> {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array};
+    use std::sync::Arc;
+    let seq: Vec<i64> = (first..first + rows as i64).collect();
+    let columns: [(&str, ArrayRef); 3] = [
+        ("producer", Arc::new(Int64Array::from(vec![producer; rows]))),
+        ("seq", Arc::new(Int64Array::from(seq.clone()))),
+        ("value", Arc::new(Float64Array::from_iter_values(seq.iter().map(|&s| s as f64 * 0.5)))),
+    ];
+    Ok(arrow_array::RecordBatch::try_from_iter(columns)?)
+}
+
+fn stream_produce(store: &str, stream: &str, producer: i64, count: u64, rows: usize) -> Result<()> {
+    let store = open(store)?;
+    let stream = quiver::Stream::open(&store, stream)?;
+    let mut writer = stream.producer()?;
+    say("ready")?;
+    for i in 0..count {
+        writer.append(&producer_batch(producer, (i * rows as u64) as i64, rows)?)?;
+    }
+    say(&format!("appended {count}"))
+}
+
+fn stream_append_and_hold(store: &str, stream: &str, partition: u32) -> Result<()> {
+    let store = open(store)?;
+    let stream = quiver::Stream::open(&store, stream)?;
+    let mut producer = stream.producer()?;
+    let (_builder, appended) = producer.debug_begin_append(partition, &producer_batch(-1, 0, 4)?)?;
+    say(&format!("holding {}", appended.offset))?;
+    wait_to_be_killed()
 }

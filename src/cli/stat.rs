@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 
+use quiver::{Stream, StreamStats};
+
 use super::StoreArg;
 
 #[derive(clap::Args, Debug)]
@@ -22,10 +24,12 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     let mut stats = store.stats()?;
     stats.clients = stats.clients.saturating_sub(1);
     let objects = if args.objects { Some(store.list()?) } else { None };
+    let streams = Stream::list(&store)?;
     if args.json {
         let mut value = serde_json::json!({
             "path": store.path().display().to_string(),
             "stats": stats,
+            "streams": streams,
         });
         if let Some(objects) = &objects {
             value["objects"] = serde_json::to_value(objects)?;
@@ -57,6 +61,9 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     for (name, value) in rows {
         println!("  {name:<24} {value}");
     }
+    for stream in &streams {
+        print_stream(stream);
+    }
     if let Some(objects) = objects {
         println!();
         println!(
@@ -77,4 +84,43 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_stream(s: &StreamStats) {
+    println!();
+    let state = if s.closed { "closed" } else { "open" };
+    println!("stream {} ({state}, {} partitions, back-pressure {:?})", s.name, s.partitions.len(), s.back_pressure);
+    let limits = match (s.max_age, s.max_bytes) {
+        (None, None) => "none".to_string(),
+        (age, bytes) => format!(
+            "{}{}",
+            age.map_or(String::new(), |a| format!("max age {:.3} s ", a.as_secs_f64())),
+            bytes.map_or(String::new(), |b| format!("max bytes {b}"))
+        ),
+    };
+    let rows = [
+        ("retained", format!("{} bytes", s.bytes)),
+        ("appended", format!("{} batches", s.appended)),
+        ("limits", limits),
+        ("dropped (back-pressure)", format!("{} batches, {} bytes", s.dropped, s.dropped_bytes)),
+        ("dropped (max age)", format!("{} batches", s.expired)),
+        ("dropped (max bytes)", format!("{} batches", s.trimmed)),
+    ];
+    for (name, value) in rows {
+        println!("  {name:<24} {value}");
+    }
+    println!("  {:>9} {:>12} {:>12} {:>14} {:>12}", "partition", "tail", "head", "bytes", "rows");
+    for p in &s.partitions {
+        println!("  {:>9} {:>12} {:>12} {:>14} {:>12}", p.partition, p.tail, p.head, p.bytes, p.rows);
+    }
+    for g in &s.groups {
+        let committed: Vec<String> = g.committed.iter().map(u64::to_string).collect();
+        println!(
+            "  group {:<20} committed [{}]  lag {} batches, {} rows",
+            g.name,
+            committed.join(", "),
+            g.lag_batches,
+            g.lag_rows
+        );
+    }
 }

@@ -239,6 +239,17 @@ impl Consumer {
         self.missed
     }
 
+    /// Batches appended to this consumer's partitions that it has not read
+    /// yet (read without the lock: a snapshot that may be a little stale).
+    pub fn backlog(&self) -> Result<u64> {
+        let shared = self.stream.shared_record()?;
+        Ok(self
+            .parts
+            .iter()
+            .map(|&p| shared.partitions[p as usize].head.load(Relaxed).saturating_sub(self.pos[p as usize]))
+            .sum())
+    }
+
     /// Returns the next batch, waiting up to `timeout` for one (zero: look
     /// once and never block).
     ///

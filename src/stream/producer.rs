@@ -137,6 +137,17 @@ impl Producer {
         Ok(out)
     }
 
+    /// Test hook: assigns the next offset of `partition` and creates its
+    /// object, but leaves it unsealed, as a producer that dies mid-append
+    /// does. Dropping the builder aborts the object and leaves a hole.
+    #[doc(hidden)]
+    pub fn debug_begin_append(&mut self, partition: u32, batch: &RecordBatch) -> Result<(ObjectBuilder, Appended)> {
+        let encoded = self.writer.encode(batch)?;
+        let (mut builder, appended) = self.create(partition, &encoded)?;
+        encoded.write_into(&mut builder)?;
+        Ok((builder, appended))
+    }
+
     /// Closes the stream (see [`Stream::close`]).
     pub fn close(&self) -> Result<()> {
         self.stream.close()

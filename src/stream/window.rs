@@ -22,9 +22,10 @@
 //!   holding the last batch; there are no trailing empty windows.
 //! - **Relaxed time** (`WindowKind::RelaxedTime(interval)`): windows close
 //!   `interval` apart, counted from when the loop starts; each holds
-//!   everything not yet processed that was appended before its end. If the
-//!   loop falls behind, the next end is now rather than in the past. Empty
-//!   windows are not emitted.
+//!   everything not yet processed that was appended before its end. A
+//!   window cut after its end (the loop fell behind, or `run_once` ran
+//!   late) ends when it is cut, so it takes everything appended until then.
+//!   Empty windows are not emitted.
 //!
 //! Delivery: [`Windows::apply`] hands each window to a function and commits
 //! the window's offsets for the consumer's group when it returns `Ok`. When
@@ -374,7 +375,10 @@ impl Windows {
     /// skipped.
     fn relaxed_window(&mut self, deadline: Instant, interval: u64) -> Result<Option<Ready>> {
         loop {
-            let end = *self.relaxed_end.get_or_insert_with(|| now_ns().saturating_add(interval));
+            // A window whose end has passed ends now instead: it takes
+            // everything appended up to the moment it is cut.
+            let scheduled = *self.relaxed_end.get_or_insert_with(|| now_ns().saturating_add(interval));
+            let end = scheduled.max(now_ns());
             if self.ended {
                 if self.pending.is_empty() {
                     return Ok(None);
@@ -383,7 +387,7 @@ impl Windows {
                 return Ok(None);
             }
             let pieces = if self.ended { self.pending.drain(..).collect() } else { self.take_before(end) };
-            self.relaxed_end = Some(end.saturating_add(interval).max(now_ns()));
+            self.relaxed_end = Some(end.saturating_add(interval));
             if !pieces.is_empty() {
                 let index = self.take_index();
                 return Ok(Some(self.ready(index, None, Some(end), pieces)));

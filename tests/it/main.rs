@@ -6,3 +6,5 @@ mod common;
 mod store_api;
 mod store_files;
 mod store_processes;
+mod stream_windows;
+mod streams;
