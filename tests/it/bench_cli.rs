@@ -41,3 +41,12 @@ fn quiver_bench_refuses_nonsense() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--consumers"));
 }
+
+#[test]
+fn quiver_bench_reports_the_stream_pipeline_with_the_consumers_backlog() {
+    let report = bench(&["--stream", "--consumers", "2", "--window-bytes", "65536"]);
+    check(&report, "stream", 2);
+    assert!(report["backlog_p99"].as_f64().unwrap() >= report["backlog_p50"].as_f64().unwrap());
+    let paced = bench(&["--stream", "--rate", "5000"]);
+    check(&paced, "stream", 1);
+}

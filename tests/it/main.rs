@@ -6,5 +6,6 @@ mod common;
 mod store_api;
 mod store_files;
 mod store_processes;
+mod stream_processes;
 mod stream_windows;
 mod streams;
