@@ -30,9 +30,9 @@
 mod reader;
 mod writer;
 
+pub(crate) use reader::load_schema;
 pub use reader::{BatchMeta, BatchReader};
 pub use writer::BatchWriter;
-pub(crate) use reader::load_schema;
 pub(crate) use writer::{now_ns, stamp_append_time, Encoded};
 
 use arrow_schema::{DataType, Field};

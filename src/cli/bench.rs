@@ -426,7 +426,10 @@ pub(crate) fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64
             Polled::TimedOut => bail!("no batch within 30 s"),
         };
         report.latency.record(now_ns().saturating_sub(got.append_ns));
-        backlog.record(consumer_.backlog()? + 1);
+        if report.batches % 16 == 0 {
+            // Sampled: reading the heads costs a cache miss on a line the producer writes.
+            backlog.record(consumer_.backlog()? + 1);
+        }
         start.get_or_insert_with(Instant::now);
         report.rows += got.batch.num_rows() as u64;
         report.bytes += got.batch.get_array_memory_size() as u64;

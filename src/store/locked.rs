@@ -36,9 +36,22 @@ pub(crate) struct ObjectRecord {
     pub state: ObjectState,
     /// Bytes of data plus metadata.
     pub payload: u64,
-    /// A copy of the metadata (only read for sealed objects; empty otherwise).
-    pub metadata: Vec<u8>,
+    /// The first [`METADATA_HEAD`] bytes of the metadata (sealed objects
+    /// only; zeros otherwise), copied so the lock can be released.
+    pub metadata: [u8; METADATA_HEAD],
+    /// The whole metadata's length.
+    pub metadata_len: usize,
 }
+
+impl ObjectRecord {
+    /// The copied metadata (all of it if it is at most [`METADATA_HEAD`] bytes).
+    pub(crate) fn metadata(&self) -> &[u8] {
+        &self.metadata[..self.metadata_len.min(METADATA_HEAD)]
+    }
+}
+
+/// Bytes of metadata an [`ObjectRecord`] copies: a batch header.
+pub(crate) const METADATA_HEAD: usize = 32;
 
 impl<'a> Locked<'a> {
     pub(super) fn new(t: &'a Tables<'a>, shared: &'a Arc<Shared>) -> Self {
@@ -60,9 +73,13 @@ impl<'a> Locked<'a> {
 
     /// The state, size and (if sealed) metadata of object `id`.
     pub(crate) fn object(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {
-        let Some(e) = self.t.lookup(&id, id.table_hash())? else {
-            return Ok(None);
-        };
+        match self.t.lookup(&id, id.table_hash())? {
+            Some(e) => self.record(e, id),
+            None => Ok(None),
+        }
+    }
+
+    fn record(&self, e: u32, id: ObjectId) -> Result<Option<ObjectRecord>> {
         let entry = self.t.entry(e)?;
         let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
         let state = match entry.state.load(Relaxed) {
@@ -71,20 +88,21 @@ impl<'a> Locked<'a> {
             // Deleted objects are out of the index; anything else is not an object.
             _ => return Ok(None),
         };
-        let metadata = if state == ObjectState::Sealed {
+        let mut metadata = [0u8; METADATA_HEAD];
+        if state == ObjectState::Sealed {
             let block = entry.block.load(Relaxed);
-            let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|n| n <= entry.block_size.load(Relaxed));
+            let fits =
+                data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|n| n <= entry.block_size.load(Relaxed));
             if !fits {
                 return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
             }
             let at = self.shared.layout.arena_offset + block + BLOCK_HEADER + data_size;
+            let len = meta_size.min(METADATA_HEAD as u64);
             // A sealed object is never written, and it cannot be freed while
             // we hold the lock: the copy is of settled bytes.
-            self.t.region.read_bytes(at, meta_size)?.to_vec()
-        } else {
-            Vec::new()
-        };
-        Ok(Some(ObjectRecord { state, payload: data_size + meta_size, metadata }))
+            metadata[..len as usize].copy_from_slice(self.t.region.read_bytes(at, len)?);
+        }
+        Ok(Some(ObjectRecord { state, payload: data_size + meta_size, metadata, metadata_len: meta_size as usize }))
     }
 
     /// A view of the sealed object `id`, or `None` if it is not sealed.
@@ -95,18 +113,17 @@ impl<'a> Locked<'a> {
     }
 
     /// Deletes the sealed object `id` (deferred while views of it exist).
-    /// Returns its payload bytes, or `None` if there is no such sealed
-    /// object.
-    pub(crate) fn delete(&self, id: ObjectId) -> Result<Option<u64>> {
+    /// Returns what it was, or `None` if there is no such sealed object.
+    pub(crate) fn delete(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {
         let hash = id.table_hash();
         let Some(e) = self.t.lookup(&id, hash)? else {
             return Ok(None);
         };
+        let record = match self.record(e, id)? {
+            Some(record) if record.state == ObjectState::Sealed => record,
+            _ => return Ok(None),
+        };
         let entry = self.t.entry(e)?;
-        if entry.state.load(Relaxed) != state::SEALED {
-            return Ok(None);
-        }
-        let payload = entry.data_size.load(Relaxed) + entry.meta_size.load(Relaxed) as u64;
         if Tables::holder_count(entry) == 0 {
             self.t.free_object(e)?;
             self.freed.set(true);
@@ -114,6 +131,6 @@ impl<'a> Locked<'a> {
             self.t.index_remove(hash, e)?;
             entry.state.store(state::DELETED, std::sync::atomic::Ordering::Release);
         }
-        Ok(Some(payload))
+        Ok(Some(record))
     }
 }

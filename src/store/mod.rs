@@ -361,7 +361,8 @@ impl Store {
         match found {
             Placed::At { entry, block, id } => {
                 let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-                let builder = ObjectBuilder::new(self.shared.clone(), entry, id, data_offset, data_size, meta_size as u64);
+                let builder =
+                    ObjectBuilder::new(self.shared.clone(), entry, id, data_offset, data_size, meta_size as u64);
                 s.region.write_bytes(data_offset + data_size, meta_size as u64)?.copy_from_slice(metadata);
                 Ok(Some(builder))
             }
@@ -675,7 +676,11 @@ struct Placement {
 
 /// The outcome of one attempt to place a new object.
 enum Placed {
-    At { entry: u32, block: u64, id: ObjectId },
+    At {
+        entry: u32,
+        block: u64,
+        id: ObjectId,
+    },
     /// `assign` declined to name an object.
     Refused,
     /// No space could be found or freed.

@@ -3,8 +3,10 @@
 //! A consumer keeps its position (the next offset to read) per partition in
 //! its own memory, and its group's committed offsets live in the file. A
 //! poll looks at the assigned partitions in turn, starting after the one it
-//! served last, so no partition starves; it takes the first sealed batch it
-//! finds. When there is none it sleeps on a futex word in the file (the
+//! served last, so no partition starves. One look under the store's lock
+//! takes up to 8 consecutive sealed batches of the first partition that has
+//! any (a view each, which costs nothing but a reference); the next polls
+//! deliver them without the lock. When there is none it sleeps on a futex word in the file (the
 //! partition's if it reads one partition, the stream's otherwise) that every
 //! append and the close notify.
 //!
@@ -123,9 +125,15 @@ pub struct Consumer {
     group: Option<GroupRef>,
     /// The partitions read, in the order polls visit them.
     parts: Vec<u32>,
-    /// The next offset to read, indexed by partition.
+    /// The next offset to deliver, indexed by partition.
     pos: Vec<u64>,
-    /// Where in `parts` the next poll starts looking.
+    /// The next offset to look at, indexed by partition: past `pos` by the
+    /// batches waiting in `ready`.
+    fetched: Vec<u64>,
+    /// Views of sealed batches taken ahead, in delivery order: one look
+    /// under the lock takes up to [`READ_AHEAD`] of them.
+    ready: std::collections::VecDeque<Ahead>,
+    /// Where in `parts` the next look starts.
     next: usize,
     holes: u64,
     missed: u64,
@@ -155,9 +163,20 @@ const DEAD_PRODUCER_SWEEP: Duration = Duration::from_millis(100);
 
 /// What one look at the stream found.
 enum Step {
-    Batch { view: ObjectView, index: usize },
+    Batch(Ahead),
     End,
 }
+
+/// A sealed batch taken ahead of delivery.
+struct Ahead {
+    partition: u32,
+    offset: u64,
+    view: ObjectView,
+}
+
+/// The most batches one look under the lock takes from a partition. Views
+/// cost nothing but a reference, and a look costs a lock round trip.
+const READ_AHEAD: usize = 8;
 
 impl Consumer {
     pub(super) fn new(stream: Stream, config: ConsumerConfig) -> Result<Self> {
@@ -204,7 +223,9 @@ impl Consumer {
             Ok((group, pos))
         })?;
         let reader = BatchReader::new(stream.store()).expect_schema(stream.schema().clone());
-        Ok(Consumer { stream, reader, group, parts, pos, next: 0, holes: 0, missed: 0 })
+        let fetched = pos.clone();
+        let ready = std::collections::VecDeque::new();
+        Ok(Consumer { stream, reader, group, parts, pos, fetched, ready, next: 0, holes: 0, missed: 0 })
     }
 
     /// The stream.
@@ -256,6 +277,14 @@ impl Consumer {
     /// A batch that cannot be decoded gives an error and the position stays
     /// on it: [`seek`](Self::seek) past it to go on.
     pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        // A hit costs no clock read and no wait-cell lookup.
+        let mut unsealed = false;
+        match self.look(&mut unsealed)? {
+            Some(Step::Batch(ahead)) => return self.deliver(ahead).map(Polled::Batch),
+            Some(Step::End) => return Ok(Polled::EndOfStream),
+            None if timeout.is_zero() => return Ok(Polled::TimedOut),
+            None => {}
+        }
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
         let store = stream.store();
@@ -270,15 +299,12 @@ impl Consumer {
                 None => DEAD_PRODUCER_SWEEP,
             };
             let mut unsealed = false;
-            let step = cell.wait_until(left.min(DEAD_PRODUCER_SWEEP), store.wait_strategy(), || {
-                self.look(&mut unsealed)
-            })?;
+            let step =
+                cell.wait_until(left.min(DEAD_PRODUCER_SWEEP), store.wait_strategy(), || self.look(&mut unsealed))?;
             match step {
-                Some(Step::Batch { view, index }) => return self.deliver(view, index).map(Polled::Batch),
+                Some(Step::Batch(ahead)) => return self.deliver(ahead).map(Polled::Batch),
                 Some(Step::End) => return Ok(Polled::EndOfStream),
-                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Ok(Polled::TimedOut)
-                }
+                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(Polled::TimedOut),
                 None if unsealed => {
                     store.recover_dead_clients()?;
                 }
@@ -287,58 +313,91 @@ impl Consumer {
         }
     }
 
-    /// Decodes the batch found at `parts[index]`'s position and moves past it.
-    fn deliver(&mut self, view: ObjectView, index: usize) -> Result<StreamBatch> {
-        let partition = self.parts[index];
-        let offset = self.pos[partition as usize];
-        let (batch, meta) = self.reader.decode(view)?;
-        self.pos[partition as usize] = offset + 1;
-        self.next = (index + 1) % self.parts.len();
+    /// Decodes a batch taken ahead and moves past it.
+    fn deliver(&mut self, ahead: Ahead) -> Result<StreamBatch> {
+        let Ahead { partition, offset, view } = ahead;
+        let decoded = self.reader.decode(view);
+        if decoded.is_err() {
+            // Stay on the bad batch: drop what was taken after it, so that
+            // the next poll meets it again (until the caller seeks past it).
+            self.ready.clear();
+            self.fetched.clone_from(&self.pos);
+        }
+        let (batch, meta) = decoded?;
+        let p = partition as usize;
+        // Past this batch; and past any holes after it if nothing else of
+        // this partition waits (what lies between is then all holes).
+        self.pos[p] = offset + 1;
+        if !self.ready.iter().any(|a| a.partition == partition) {
+            self.pos[p] = self.fetched[p];
+        }
         Ok(StreamBatch { partition, offset, append_ns: meta.append_ns, batch })
     }
 
-    /// One look at every assigned partition, under the lock. `unsealed` is
-    /// set if a position holds a batch still being written.
+    /// The next batch: one taken ahead, or else a look at every assigned
+    /// partition under the lock, which takes up to [`READ_AHEAD`]
+    /// consecutive sealed batches from the first partition that has one.
+    /// `unsealed` is set if a position holds a batch still being written.
     fn look(&mut self, unsealed: &mut bool) -> Result<Option<Step>> {
+        if let Some(ahead) = self.ready.pop_front() {
+            return Ok(Some(Step::Batch(ahead)));
+        }
         // Without the lock first: if no partition has anything past this
         // consumer's position and the stream is open, there is nothing to do.
         let shared = self.stream.shared_record()?;
         let closed = shared.slot.flags.load(Relaxed) & CLOSED != 0;
-        let pending = self.parts.iter().any(|&p| shared.partitions[p as usize].head.load(Relaxed) > self.pos[p as usize]);
+        let pending =
+            self.parts.iter().any(|&p| shared.partitions[p as usize].head.load(Relaxed) > self.fetched[p as usize]);
         if !pending && !closed && shared.slot.state.load(Relaxed) == LIVE {
             return Ok(None);
         }
         let stream = self.stream.clone();
         let namespace = stream.inner().namespace;
         let n = self.parts.len();
-        stream.with_record(|l, record| {
+        let end = stream.with_record(|l, record| {
             let mut drained = true;
             for i in 0..n {
                 let index = (self.next + i) % n;
                 let p = self.parts[index];
                 let (tail, head) = registry::range(&record.partitions[p as usize])?;
-                let pos = &mut self.pos[p as usize];
-                if *pos < tail {
-                    self.missed += tail - *pos;
-                    *pos = tail;
+                let (pos, fetched) = (&mut self.pos[p as usize], &mut self.fetched[p as usize]);
+                if *fetched < tail {
+                    self.missed += tail - *fetched;
+                    *fetched = tail;
+                    *pos = (*pos).max(tail);
                 }
-                while *pos < head {
-                    let id = ObjectId::sequential(namespace, p, *pos);
+                while *fetched < head && self.ready.len() < READ_AHEAD {
+                    let id = ObjectId::sequential(namespace, p, *fetched);
                     if let Some(view) = l.view(id)? {
-                        return Ok(Some(Step::Batch { view, index }));
+                        self.ready.push_back(Ahead { partition: p, offset: *fetched, view });
+                        *fetched += 1;
+                        continue;
                     }
                     if l.object(id)?.is_some() {
                         // Being written: wait for its seal.
                         *unsealed = true;
                         break;
                     }
+                    // A hole: pass it (and move the position too if nothing
+                    // before it waits for delivery).
                     self.holes += 1;
-                    *pos += 1;
+                    if *pos == *fetched {
+                        *pos += 1;
+                    }
+                    *fetched += 1;
                 }
-                drained &= *pos == head;
+                if !self.ready.is_empty() {
+                    self.next = (index + 1) % n;
+                    return Ok(false);
+                }
+                drained &= *fetched == head;
             }
-            let closed = record.slot.flags.load(Relaxed) & CLOSED != 0;
-            Ok((closed && drained).then_some(Step::End))
+            Ok(drained && record.slot.flags.load(Relaxed) & CLOSED != 0)
+        })?;
+        Ok(match self.ready.pop_front() {
+            Some(ahead) => Some(Step::Batch(ahead)),
+            None if end => Some(Step::End),
+            None => None,
         })
     }
 
@@ -368,11 +427,17 @@ impl Consumer {
         if !self.parts.contains(&partition) {
             return Err(StreamError::NoSuchPartition { partition, partitions: self.stream.partitions() });
         }
-        let (tail, head) = self.stream.with_record(|_, record| Ok(registry::range(&record.partitions[partition as usize])?))?;
+        let (tail, head) =
+            self.stream.with_record(|_, record| Ok(registry::range(&record.partitions[partition as usize])?))?;
         if offset < tail || offset > head {
             return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
         }
+        // Batches taken ahead are dropped: reading restarts from the
+        // positions (the other partitions' positions are kept).
+        self.ready.clear();
+        self.fetched.clone_from(&self.pos);
         self.pos[partition as usize] = offset;
+        self.fetched[partition as usize] = offset;
         Ok(())
     }
 
@@ -415,9 +480,8 @@ impl Consumer {
         if partition >= partitions {
             return Err(StreamError::NoSuchPartition { partition, partitions });
         }
-        self.stream.with_record(|_, record| {
-            Ok(self.live_group(record, group)?.committed[partition as usize].load(Relaxed))
-        })
+        self.stream
+            .with_record(|_, record| Ok(self.live_group(record, group)?.committed[partition as usize].load(Relaxed)))
     }
 
     fn group_ref(&self) -> Result<&GroupRef> {
@@ -427,11 +491,7 @@ impl Consumer {
     }
 
     /// The group's slot, checked to be still this group's.
-    fn live_group<'a>(
-        &self,
-        record: &'a registry::StreamRecord,
-        group: &GroupRef,
-    ) -> Result<&'a registry::GroupSlot> {
+    fn live_group<'a>(&self, record: &'a registry::StreamRecord, group: &GroupRef) -> Result<&'a registry::GroupSlot> {
         let slot = record.groups.get(group.slot).ok_or_else(|| StoreError::corrupted("group slot out of range"))?;
         if slot.state.load(Relaxed) != LIVE || slot.created_ns.load(Relaxed) != group.created_ns {
             return Err(StreamError::NoSuchGroup { stream: self.stream.name().to_string(), group: group.name.clone() });

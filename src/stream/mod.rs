@@ -227,14 +227,9 @@ impl Stream {
             slot.created_ns.store(created_ns, Relaxed);
             slot.max_age_ns.store(config.max_age.map_or(0, |a| a.as_nanos().min(u64::MAX as u128) as u64), Relaxed);
             slot.max_bytes.store(config.max_bytes.unwrap_or(0), Relaxed);
-            for counter in [
-                &slot.bytes,
-                &slot.appended,
-                &slot.dropped,
-                &slot.dropped_bytes,
-                &slot.expired,
-                &slot.trimmed,
-            ] {
+            for counter in
+                [&slot.bytes, &slot.appended, &slot.dropped, &slot.dropped_bytes, &slot.expired, &slot.trimmed]
+            {
                 counter.store(0, Relaxed);
             }
             for part in &record.partitions {
@@ -278,7 +273,9 @@ impl Stream {
             let slot = &reg.streams[s].slot;
             let partitions = slot.partitions.load(Relaxed);
             if partitions == 0 || partitions as usize > MAX_PARTITIONS {
-                return Err(StoreError::corrupted(format_args!("stream {name:?} claims {partitions} partitions")).into());
+                return Err(
+                    StoreError::corrupted(format_args!("stream {name:?} claims {partitions} partitions")).into()
+                );
             }
             Ok((
                 s,
@@ -460,10 +457,8 @@ impl Stream {
     /// which is freed at once if no other group needs it.
     pub fn remove_group(&self, name: &str) -> Result<()> {
         self.with_record(|l, record| {
-            let g = registry::find_group(record, name)?.ok_or_else(|| StreamError::NoSuchGroup {
-                stream: self.inner.name.clone(),
-                group: name.to_string(),
-            })?;
+            let g = registry::find_group(record, name)?
+                .ok_or_else(|| StreamError::NoSuchGroup { stream: self.inner.name.clone(), group: name.to_string() })?;
             record.groups[g].state.store(FREE, Release);
             registry::release_consumed(l, record)?;
             Ok(())
@@ -559,7 +554,7 @@ impl Stream {
             let id = self.object_id(p, offset);
             if let Some(o) = l.object(id)? {
                 if o.state == crate::store::ObjectState::Sealed {
-                    rows += registry::batch_facts(id, &o.metadata)?.0;
+                    rows += registry::batch_facts(id, o.metadata())?.0;
                 }
             }
         }
@@ -578,7 +573,8 @@ impl Stream {
     /// This stream's registry record, checked to be still this stream's.
     pub(crate) fn record<'a>(&self, l: &Locked<'a>) -> Result<&'a StreamRecord> {
         let reg = registry::registry(l)?;
-        let record = reg.streams.get(self.inner.slot).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?;
+        let record =
+            reg.streams.get(self.inner.slot).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?;
         if record.slot.state.load(Relaxed) != LIVE || record.slot.namespace.load(Relaxed) != self.inner.namespace {
             return Err(StreamError::Removed(self.inner.name.clone()));
         }

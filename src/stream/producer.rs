@@ -10,9 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
-};
+use arrow_array::types::{Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
 use arrow_array::{Array, RecordBatch, UInt32Array};
 use arrow_schema::DataType;
 
@@ -164,7 +162,6 @@ impl Producer {
             BackPressure::DropOldest | BackPressure::Error => Duration::ZERO,
         };
         let options = CreateOptions { timeout, pinned: true };
-        let started = Instant::now();
         loop {
             let mut refusal = None;
             let mut appended = None;
@@ -222,17 +219,17 @@ impl Producer {
                         Ok(registry::drop_stream_oldest(l, record, registry::Drop::BackPressure)?)
                     })?;
                     if !dropped {
-                        return Err(self.full(encoded, started));
+                        return Err(self.full(encoded, timeout));
                     }
                 }
-                Err(StoreError::StoreFull { .. }) => return Err(self.full(encoded, started)),
+                Err(StoreError::StoreFull { .. }) => return Err(self.full(encoded, timeout)),
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    fn full(&self, encoded: &Encoded, started: Instant) -> StreamError {
-        StreamError::Full { stream: self.stream.name().to_string(), bytes: encoded.size, waited: started.elapsed() }
+    fn full(&self, encoded: &Encoded, waited: Duration) -> StreamError {
+        StreamError::Full { stream: self.stream.name().to_string(), bytes: encoded.size, waited }
     }
 
     /// Drops what the stream's `max_bytes` and `max_age` say must go. The
@@ -241,8 +238,7 @@ impl Producer {
         let inner = self.stream.inner();
         // A hint read without the lock; the check that counts runs under it.
         let over_size = inner.max_bytes > 0 && self.stream.shared_record()?.slot.bytes.load(Relaxed) > inner.max_bytes;
-        let age_due =
-            inner.max_age_ns > 0 && self.last_age_check.map_or(true, |at| at.elapsed() >= AGE_CHECK);
+        let age_due = inner.max_age_ns > 0 && self.last_age_check.map_or(true, |at| at.elapsed() >= AGE_CHECK);
         if over_size || age_due {
             if age_due {
                 self.last_age_check = Some(Instant::now());

@@ -226,12 +226,7 @@ pub(crate) fn range(part: &PartitionSlot) -> Result<(u64, u64), StoreError> {
 /// The smallest committed offset of partition `p` over the stream's live
 /// groups (at least the tail), or `None` if the stream has no group.
 pub(crate) fn min_committed(record: &StreamRecord, p: usize, tail: u64) -> Option<u64> {
-    record
-        .groups
-        .iter()
-        .filter(|g| g.state.load(Relaxed) == LIVE)
-        .map(|g| g.committed[p].load(Relaxed).max(tail))
-        .min()
+    record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE).map(|g| g.committed[p].load(Relaxed).max(tail)).min()
 }
 
 /// Rows and append time of a batch object, from its metadata.
@@ -258,12 +253,7 @@ pub(crate) enum Drop {
 /// counting it as `why` says. Returns `false` (and changes nothing) if the
 /// partition is empty or its oldest batch is still being written. An offset
 /// with no object at all (its producer died before sealing it) is passed.
-pub(crate) fn drop_oldest(
-    locked: &Locked<'_>,
-    record: &StreamRecord,
-    p: usize,
-    why: Drop,
-) -> Result<bool, StoreError> {
+pub(crate) fn drop_oldest(locked: &Locked<'_>, record: &StreamRecord, p: usize, why: Drop) -> Result<bool, StoreError> {
     let slot = &record.slot;
     let part = &record.partitions[p];
     let (tail, head) = range(part)?;
@@ -271,11 +261,9 @@ pub(crate) fn drop_oldest(
         return Ok(false);
     }
     let id = ObjectId::sequential(slot.namespace.load(Relaxed), p as u32, tail);
-    match locked.object(id)? {
-        Some(o) if o.state == ObjectState::Creating => return Ok(false),
+    match locked.delete(id)? {
         Some(o) => {
-            let (rows, _) = batch_facts(id, &o.metadata)?;
-            locked.delete(id)?;
+            let (rows, _) = batch_facts(id, o.metadata())?;
             part.bytes.fetch_sub(o.payload.min(part.bytes.load(Relaxed)), Relaxed);
             part.rows.fetch_sub(rows.min(part.rows.load(Relaxed)), Relaxed);
             slot.bytes.fetch_sub(o.payload.min(slot.bytes.load(Relaxed)), Relaxed);
@@ -292,6 +280,8 @@ pub(crate) fn drop_oldest(
                 counter.fetch_add(1, Relaxed);
             }
         }
+        // Not sealed: still being written (wait for it), or a hole (pass it).
+        None if locked.object(id)?.is_some() => return Ok(false),
         None => {}
     }
     part.tail.store(tail + 1, Relaxed);
@@ -317,14 +307,18 @@ pub(crate) fn release_consumed(locked: &Locked<'_>, record: &StreamRecord) -> Re
 }
 
 /// Append time of the oldest retained sealed batch of partition `p`, if any.
-pub(crate) fn oldest_append_ns(locked: &Locked<'_>, record: &StreamRecord, p: usize) -> Result<Option<u64>, StoreError> {
+pub(crate) fn oldest_append_ns(
+    locked: &Locked<'_>,
+    record: &StreamRecord,
+    p: usize,
+) -> Result<Option<u64>, StoreError> {
     let (tail, head) = range(&record.partitions[p])?;
     if tail == head {
         return Ok(None);
     }
     let id = ObjectId::sequential(record.slot.namespace.load(Relaxed), p as u32, tail);
     match locked.object(id)? {
-        Some(o) if o.state == ObjectState::Sealed => Ok(Some(batch_facts(id, &o.metadata)?.1)),
+        Some(o) if o.state == ObjectState::Sealed => Ok(Some(batch_facts(id, o.metadata())?.1)),
         // Being written: as new as anything; a hole: drop it first.
         Some(_) => Ok(None),
         None => Ok(Some(0)),

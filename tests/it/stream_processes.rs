@@ -25,7 +25,18 @@ fn concurrent_producer_processes_get_dense_offsets_and_keep_their_order() {
     let mut producers: Vec<_> = (0..3)
         .map(|p| {
             let (p, count) = (p.to_string(), count.to_string());
-            quiver(&["debug", "stream-produce", "--store", &t.name, "--stream", "s", "--producer", &p, "--count", &count])
+            quiver(&[
+                "debug",
+                "stream-produce",
+                "--store",
+                &t.name,
+                "--stream",
+                "s",
+                "--producer",
+                &p,
+                "--count",
+                &count,
+            ])
         })
         .collect();
     for p in &mut producers {

@@ -144,8 +144,7 @@ fn fixed_time_windows_cover_consecutive_intervals_including_empty_ones() {
     for w in &got {
         let start = stream.created_ns() + w.index * interval.as_nanos() as u64;
         assert_eq!((w.start_ns, w.end_ns), (Some(start), Some(start + interval.as_nanos() as u64)));
-        let expected: Vec<u64> =
-            [a, b, c].iter().filter(|x| k(x.append_ns) == w.index).map(|x| x.offset).collect();
+        let expected: Vec<u64> = [a, b, c].iter().filter(|x| k(x.append_ns) == w.index).map(|x| x.offset).collect();
         let offsets: Vec<u64> = w.batches.iter().map(|b| b.offset).collect();
         assert_eq!(offsets, expected, "window {}", w.index);
     }

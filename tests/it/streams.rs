@@ -59,10 +59,8 @@ fn appends_take_consecutive_offsets_round_robin_or_explicit() {
     let store = t.create(4 << 20);
     let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(3)).unwrap();
     let mut producer = stream.producer().unwrap();
-    let placed: Vec<(u32, u64)> = (0..7)
-        .map(|i| producer.append(&batch(0, i, 4)).unwrap())
-        .map(|a| (a.partition, a.offset))
-        .collect();
+    let placed: Vec<(u32, u64)> =
+        (0..7).map(|i| producer.append(&batch(0, i, 4)).unwrap()).map(|a| (a.partition, a.offset)).collect();
     assert_eq!(placed, [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]);
     let a = producer.append_to(2, &batch(0, 100, 4)).unwrap();
     assert_eq!((a.partition, a.offset), (2, 2));
@@ -96,10 +94,7 @@ fn streams_are_found_by_name_from_another_handle() {
     let t = TestStore::new("stream-open");
     let store = t.create(4 << 20);
     let created = Stream::create(&store, StreamConfig::new("events", schema()).partitions(2)).unwrap();
-    assert!(matches!(
-        Stream::create(&store, StreamConfig::new("events", schema())),
-        Err(StreamError::Exists(_))
-    ));
+    assert!(matches!(Stream::create(&store, StreamConfig::new("events", schema())), Err(StreamError::Exists(_))));
     let other = Store::open(&t.name).unwrap();
     let opened = Stream::open(&other, "events").unwrap();
     assert_eq!(opened.partitions(), 2);
@@ -220,21 +215,26 @@ fn two_groups_read_everything_at_their_own_pace_and_retention_frees_what_both_co
             assert!(store.contains(stream.object_id(p, o)).unwrap());
         }
     }
-    // The slow group reads 4 batches (2 per partition) and commits.
+    // The slow group reads 4 batches and commits.
+    let mut slow_next = [0u64; 2];
     for _ in 0..4 {
-        next(&mut slow);
+        let b = next(&mut slow);
+        slow_next[b.partition as usize] = b.offset + 1;
     }
     slow.commit().unwrap();
     let stats = stream.stats().unwrap();
-    assert_eq!(stats.partitions.iter().map(|p| p.tail).collect::<Vec<_>>(), [2, 2]);
-    for p in 0..2 {
-        assert!(!store.contains(stream.object_id(p, 1)).unwrap(), "committed by both: freed");
-        assert!(store.contains(stream.object_id(p, 2)).unwrap(), "not committed by slow: kept");
+    assert_eq!(stats.partitions.iter().map(|p| p.tail).collect::<Vec<_>>(), slow_next, "freed up to the slow group");
+    for p in 0..2u32 {
+        let tail = slow_next[p as usize];
+        for o in 0..5 {
+            let kept = store.contains(stream.object_id(p, o)).unwrap();
+            assert_eq!(kept, o >= tail, "partition {p} offset {o}: freed once committed by both groups");
+        }
     }
     let lag = |name: &str| stats.groups.iter().find(|g| g.name == name).map(|g| (g.lag_batches, g.lag_rows)).unwrap();
     assert_eq!(lag("fast"), (0, 0));
     assert_eq!(lag("slow"), (6, 18));
-    assert_eq!(stats.partitions[0].rows, 9);
+    assert_eq!(stats.partitions[0].rows, (5 - slow_next[0]) * 3);
     // Removing the slow group frees the rest.
     stream.remove_group("slow").unwrap();
     assert!(matches!(slow.commit(), Err(StreamError::NoSuchGroup { .. })));
@@ -480,4 +480,30 @@ fn polled_batches_are_zero_copy_views_of_the_mapping() {
         let at = column.to_data().buffers()[0].as_ptr() as usize;
         assert!(range.contains(&at), "column data at {at:#x} lies outside the mapping");
     }
+}
+
+#[test]
+fn a_seek_drops_what_was_read_ahead_and_a_trailing_hole_is_passed() {
+    let t = TestStore::new("stream-read-ahead");
+    let store = t.create(4 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for i in 0..6 {
+        producer.append(&batch(0, i, 1)).unwrap();
+    }
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    assert_eq!(next(&mut consumer).offset, 0);
+    assert_eq!(next(&mut consumer).offset, 1);
+    consumer.seek(0, 0).unwrap();
+    let replay: Vec<u64> = (0..6).map(|_| next(&mut consumer).offset).collect();
+    assert_eq!(replay, [0, 1, 2, 3, 4, 5]);
+    // A hole at the end: the position moves past it, so the group can
+    // commit the whole partition.
+    producer.append(&batch(0, 6, 1)).unwrap();
+    store.delete(stream.object_id(0, 6)).unwrap();
+    stream.close().unwrap();
+    assert!(matches!(consumer.poll(Duration::from_secs(5)).unwrap(), Polled::EndOfStream));
+    assert_eq!((consumer.position(0), consumer.holes()), (Some(7), 1));
+    consumer.commit().unwrap();
+    assert_eq!(stream.stats().unwrap().groups[0].lag_batches, 0);
 }
