@@ -523,7 +523,12 @@ impl Stream {
                     stats.committed.push(committed);
                     let from = committed.clamp(part.tail, part.head);
                     stats.lag_batches += part.head - from;
-                    stats.lag_rows += self.rows_between(l, p as u32, from, part.head)?;
+                    // Walk the shorter side of the committed offset.
+                    stats.lag_rows += if from - part.tail < part.head - from {
+                        part.rows.saturating_sub(self.rows_between(l, p as u32, part.tail, from)?)
+                    } else {
+                        self.rows_between(l, p as u32, from, part.head)?
+                    };
                 }
                 groups.push(stats);
             }

@@ -214,11 +214,18 @@ pub(crate) fn find_group(record: &StreamRecord, name: &str) -> Result<Option<usi
     Ok(None)
 }
 
-/// A partition's `(tail, head)`, checked: a tail past the head is corruption.
+/// The most offsets a partition can retain: the object table holds fewer
+/// than 2^31 objects, and an offset without an object (a hole) needs a
+/// producer to die mid-append. A wider range is corruption, and refusing it
+/// keeps every walk over `[tail, head)` bounded.
+const MAX_RETAINED: u64 = 1 << 31;
+
+/// A partition's `(tail, head)`, checked: a tail past the head, or more
+/// offsets than a store can retain, is corruption.
 pub(crate) fn range(part: &PartitionSlot) -> Result<(u64, u64), StoreError> {
     let (tail, head) = (part.tail.load(Relaxed), part.head.load(Relaxed));
-    if tail > head {
-        return Err(StoreError::corrupted(format_args!("a partition's tail {tail} is past its head {head}")));
+    if tail > head || head - tail > MAX_RETAINED {
+        return Err(StoreError::corrupted(format_args!("a partition claims to retain offsets [{tail}, {head})")));
     }
     Ok((tail, head))
 }
@@ -340,5 +347,77 @@ pub(crate) fn drop_stream_oldest(locked: &Locked<'_>, record: &StreamRecord, why
     match oldest {
         Some((_, p)) => drop_oldest(locked, record, p, why),
         None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod offsets {
+    //! docs/format.md gives these offsets; this test keeps the two in step.
+    use std::mem::offset_of;
+
+    use super::*;
+
+    #[test]
+    fn registry_fields_lie_where_the_format_document_says() {
+        let slot = [
+            (offset_of!(StreamSlot, state), 0),
+            (offset_of!(StreamSlot, partitions), 4),
+            (offset_of!(StreamSlot, flags), 8),
+            (offset_of!(StreamSlot, back_pressure), 12),
+            (offset_of!(StreamSlot, name_len), 16),
+            (offset_of!(StreamSlot, name), 24),
+            (offset_of!(StreamSlot, namespace), 88),
+            (offset_of!(StreamSlot, schema_fingerprint), 96),
+            (offset_of!(StreamSlot, created_ns), 104),
+            (offset_of!(StreamSlot, max_age_ns), 112),
+            (offset_of!(StreamSlot, max_bytes), 120),
+            (offset_of!(StreamSlot, bytes), 128),
+            (offset_of!(StreamSlot, appended), 136),
+            (offset_of!(StreamSlot, dropped), 144),
+            (offset_of!(StreamSlot, dropped_bytes), 152),
+            (offset_of!(StreamSlot, expired), 160),
+            (offset_of!(StreamSlot, trimmed), 168),
+            (offset_of!(StreamSlot, cell), 192),
+        ];
+        for (i, (actual, documented)) in slot.iter().enumerate() {
+            assert_eq!(actual, documented, "stream slot field {i}");
+        }
+        let part = [
+            offset_of!(PartitionSlot, head),
+            offset_of!(PartitionSlot, tail),
+            offset_of!(PartitionSlot, bytes),
+            offset_of!(PartitionSlot, rows),
+            offset_of!(PartitionSlot, appended_rows),
+            offset_of!(PartitionSlot, last_append_ns),
+            offset_of!(PartitionSlot, cell),
+        ];
+        assert_eq!(part, [0, 8, 16, 24, 32, 40, 64]);
+        let group = [
+            offset_of!(GroupSlot, state),
+            offset_of!(GroupSlot, name_len),
+            offset_of!(GroupSlot, created_ns),
+            offset_of!(GroupSlot, name),
+            offset_of!(GroupSlot, committed),
+        ];
+        assert_eq!(group, [0, 4, 8, 16, 128]);
+        assert_eq!(size_of::<StreamRecord>(), 18_688);
+        assert_eq!(offset_of!(StreamRegistry, streams), 64);
+        assert_eq!(offset_of!(StreamRecord, partitions), 256);
+        assert_eq!(offset_of!(StreamRecord, groups), 256 + 64 * 128);
+    }
+
+    #[test]
+    fn names_round_trip_and_bad_lengths_are_corruption() {
+        let words: [AtomicU64; MAX_NAME / 8] = Default::default();
+        let len = AtomicU32::new(0);
+        for name in ["a", "events-ü", &"x".repeat(MAX_NAME)] {
+            write_name(&words, &len, name);
+            assert_eq!(read_name(&words, &len).unwrap(), name);
+        }
+        len.store(MAX_NAME as u32 + 1, Relaxed);
+        assert!(read_name(&words, &len).is_err());
+        words[0].store(u64::from_le_bytes([0xff; 8]), Relaxed);
+        len.store(8, Relaxed);
+        assert!(read_name(&words, &len).is_err());
     }
 }
