@@ -44,6 +44,7 @@ pub(crate) const BATCH_MAGIC: [u8; 4] = *b"QVRB";
 pub(crate) const SCHEMA_MAGIC: [u8; 4] = *b"QVRS";
 pub(crate) const FORMAT_VERSION: u8 = 1;
 pub(crate) const BATCH_META_LEN: usize = 32;
+const _: () = assert!(BATCH_META_LEN == crate::store::METADATA_HEAD);
 pub(crate) const SCHEMA_META_LEN: usize = 8;
 /// Every IPC header and buffer is padded to this, matching the store's payload alignment.
 pub(crate) const IPC_ALIGNMENT: usize = 64;

@@ -5,9 +5,11 @@
 
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{self, Relaxed, Release};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::layout::{self, state, Layout, MUTEX_OFFSET, NIL, SEAL_BUCKETS, WAIT_OFFSET};
+use super::locked::Locked;
 use super::recovery;
 use super::table::Tables;
 use super::ObjectId;
@@ -84,7 +86,17 @@ impl Shared {
     }
 
     /// Seals an object this client created: called by the builder.
-    pub(crate) fn seal(&self, e: u32, id: ObjectId) -> Result<()> {
+    /// `on_seal` runs in the same critical section, just after the seal (a
+    /// stream counts the batch there); its error is returned, but the
+    /// object stays sealed.
+    pub(crate) fn seal(
+        self: &Arc<Self>,
+        e: u32,
+        id: ObjectId,
+        on_seal: Option<&mut dyn FnMut(&Locked<'_>) -> Result<()>>,
+    ) -> Result<()> {
+        let mut hook = Ok(());
+        let mut freed = false;
         self.with_tables(|t| {
             let entry = self.owned_entry(t, e, id)?;
             // Release: a reader that sees SEALED (under the lock, or through
@@ -96,7 +108,12 @@ impl Shared {
             if evictable {
                 t.lru_push(e)?;
             }
-            Ok(evictable)
+            if let Some(on_seal) = on_seal {
+                let locked = Locked::new(t, self);
+                hook = on_seal(&locked);
+                freed = locked.freed();
+            }
+            Ok(evictable || freed)
         })
         .inspect(|&evictable| {
             // A creator waiting for space may now evict this object.
@@ -106,7 +123,7 @@ impl Shared {
         })?;
         self.notify(bucket_of(id.table_hash()));
         self.notify(ANY_SEAL_CELL);
-        Ok(())
+        hook
     }
 
     /// Aborts an object this client created: called by the builder.

@@ -90,9 +90,9 @@ impl<'a> Locked<'a> {
         };
         let mut metadata = [0u8; METADATA_HEAD];
         if state == ObjectState::Sealed {
-            let block = entry.block.load(Relaxed);
-            let fits =
-                data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|n| n <= entry.block_size.load(Relaxed));
+            let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
+            let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|n| n <= block_size)
+                && block.checked_add(block_size).is_some_and(|end| end <= self.shared.layout.arena_size);
             if !fits {
                 return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
             }

@@ -34,7 +34,7 @@ pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
 
-pub(crate) use locked::Locked;
+pub(crate) use locked::{Locked, METADATA_HEAD};
 
 use crate::error::{Result, StoreError};
 

@@ -70,7 +70,14 @@ impl ObjectBuilder {
     /// waiting for it in `get`.
     pub fn seal(mut self) -> Result<()> {
         self.finished = true;
-        self.shared.seal(self.entry, self.id)
+        self.shared.seal(self.entry, self.id, None)
+    }
+
+    /// [`seal`](Self::seal), running `on_seal` under the store's lock in
+    /// the same critical section (the object is sealed even if it fails).
+    pub(crate) fn seal_with(mut self, on_seal: &mut dyn FnMut(&super::Locked<'_>) -> Result<()>) -> Result<()> {
+        self.finished = true;
+        self.shared.seal(self.entry, self.id, Some(on_seal))
     }
 
     /// Gives the object up and frees its memory (what dropping does, with

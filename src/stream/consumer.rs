@@ -317,14 +317,16 @@ impl Consumer {
     fn deliver(&mut self, ahead: Ahead) -> Result<StreamBatch> {
         let Ahead { partition, offset, view } = ahead;
         let decoded = self.reader.decode(view);
+        let p = partition as usize;
         if decoded.is_err() {
-            // Stay on the bad batch: drop what was taken after it, so that
-            // the next poll meets it again (until the caller seeks past it).
+            // Stay on the bad batch: drop what was taken after it (all of
+            // this partition), so that the next poll meets it again, and
+            // put the position on it, so that `seek(position + 1)` passes it.
             self.ready.clear();
-            self.fetched.clone_from(&self.pos);
+            self.fetched[p] = offset;
+            self.pos[p] = offset;
         }
         let (batch, meta) = decoded?;
-        let p = partition as usize;
         // Past this batch; and past any holes after it if nothing else of
         // this partition waits (what lies between is then all holes).
         self.pos[p] = offset + 1;
@@ -348,7 +350,8 @@ impl Consumer {
         let closed = shared.slot.flags.load(Relaxed) & CLOSED != 0;
         let pending =
             self.parts.iter().any(|&p| shared.partitions[p as usize].head.load(Relaxed) > self.fetched[p as usize]);
-        if !pending && !closed && shared.slot.state.load(Relaxed) == LIVE {
+        let ours = shared.slot.namespace.load(Relaxed) == self.stream.inner().namespace;
+        if !pending && !closed && ours && shared.slot.state.load(Relaxed) == LIVE {
             return Ok(None);
         }
         let stream = self.stream.clone();
@@ -432,10 +435,12 @@ impl Consumer {
         if offset < tail || offset > head {
             return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
         }
-        // Batches taken ahead are dropped: reading restarts from the
-        // positions (the other partitions' positions are kept).
+        // Batches taken ahead are dropped (they are all of one partition):
+        // that partition's reading restarts at the first of them.
+        if let Some(first) = self.ready.front() {
+            self.fetched[first.partition as usize] = first.offset;
+        }
         self.ready.clear();
-        self.fetched.clone_from(&self.pos);
         self.pos[partition as usize] = offset;
         self.fetched[partition as usize] = offset;
         Ok(())
@@ -458,6 +463,8 @@ impl Consumer {
         let stream = self.stream.clone();
         stream.with_record(|l, record| {
             let slot = self.live_group(record, &group)?;
+            // All pairs are checked before any is stored: a commit is whole or nothing.
+            let mut checked = Vec::with_capacity(offsets.len());
             for &(partition, offset) in offsets {
                 if partition >= partitions {
                     return Err(StreamError::NoSuchPartition { partition, partitions });
@@ -466,7 +473,10 @@ impl Consumer {
                 if offset > head {
                     return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
                 }
-                slot.committed[partition as usize].store(offset.max(tail), Relaxed);
+                checked.push((partition as usize, offset.max(tail)));
+            }
+            for (p, offset) in checked {
+                slot.committed[p].store(offset, Relaxed);
             }
             registry::release_consumed(l, record)?;
             Ok(())

@@ -16,7 +16,7 @@ use arrow_schema::DataType;
 
 use super::registry::{self, CLOSED};
 use super::{BackPressure, Result, Stream};
-use crate::arrow::{now_ns, stamp_append_time, BatchWriter, Encoded};
+use crate::arrow::{now_ns, stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
 use crate::error::{StoreError, StreamError};
 use crate::store::{CreateOptions, ObjectBuilder, ObjectId};
 
@@ -38,6 +38,8 @@ pub struct Producer {
     next: u32,
     timeout: Duration,
     last_age_check: Option<Instant>,
+    /// The stream's limits could not be applied after the last append.
+    limits_failed: bool,
 }
 
 impl std::fmt::Debug for Producer {
@@ -61,7 +63,14 @@ enum Refusal {
 impl Producer {
     pub(super) fn new(stream: Stream) -> Result<Self> {
         let writer = BatchWriter::new(stream.store(), stream.schema().clone())?;
-        Ok(Producer { stream, writer, next: 0, timeout: DEFAULT_APPEND_TIMEOUT, last_age_check: None })
+        Ok(Producer {
+            stream,
+            writer,
+            next: 0,
+            timeout: DEFAULT_APPEND_TIMEOUT,
+            last_age_check: None,
+            limits_failed: false,
+        })
     }
 
     /// How long an append waits for space under [`BackPressure::Block`]
@@ -89,16 +98,55 @@ impl Producer {
         if partition >= partitions {
             return Err(StreamError::NoSuchPartition { partition, partitions });
         }
+        if self.limits_failed {
+            // The limits could not be applied after the last append: the
+            // append that cannot apply them is refused, not the one before.
+            self.apply_limits()?;
+            self.limits_failed = false;
+        }
         let encoded = self.writer.encode(batch)?;
         let (mut builder, appended) = self.create(partition, &encoded)?;
         encoded.write_into(&mut builder)?;
         stamp_append_time(&mut builder, appended.append_ns);
-        builder.seal()?;
+        self.seal(builder, partition, &encoded)?;
         let (store, slot) = (self.stream.store(), self.stream.inner().slot);
         store.notify_registry_cell(registry::partition_cell_offset(slot, partition as usize));
         store.notify_registry_cell(registry::stream_cell_offset(slot));
-        self.apply_limits()?;
+        // The batch is in: a failure to apply the limits now is not this
+        // append's failure (see above).
+        self.limits_failed = self.apply_limits().is_err();
         Ok(appended)
+    }
+
+    /// Seals a batch and, in the same critical section, counts it in its
+    /// partition: a batch whose producer dies before this point is never
+    /// counted, so holes leave the counters right. If the stream was removed
+    /// meanwhile, the batch is deleted at once rather than left pinned.
+    fn seal(&self, builder: ObjectBuilder, partition: u32, encoded: &Encoded) -> Result<()> {
+        let id = builder.id();
+        let payload = encoded.size + BATCH_META_LEN as u64;
+        let mut removed = false;
+        builder.seal_with(&mut |l| match self.stream.record(l) {
+            Ok(record) => {
+                let part = &record.partitions[partition as usize];
+                part.bytes.fetch_add(payload, Relaxed);
+                part.rows.fetch_add(encoded.rows, Relaxed);
+                part.appended_rows.fetch_add(encoded.rows, Relaxed);
+                record.slot.bytes.fetch_add(payload, Relaxed);
+                record.slot.appended.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(StreamError::Removed(_)) => {
+                removed = true;
+                l.delete(id).map(|_| ())
+            }
+            Err(StreamError::Store(e)) => Err(e),
+            Err(e) => Err(StoreError::corrupted(format_args!("{e}"))),
+        })?;
+        if removed {
+            return Err(StreamError::Removed(self.stream.name().to_string()));
+        }
+        Ok(())
     }
 
     /// Splits `batch` by the hash of its column `key` and appends each part
@@ -191,14 +239,8 @@ impl Producer {
                     return Err(StoreError::corrupted("a partition head moved while its object was placed"));
                 }
                 let append_ns = now_ns().max(part.last_append_ns.load(Relaxed));
-                let payload = encoded.size + metadata.len() as u64;
                 part.head.store(offset + 1, Relaxed);
                 part.last_append_ns.store(append_ns, Relaxed);
-                part.bytes.fetch_add(payload, Relaxed);
-                part.rows.fetch_add(encoded.rows, Relaxed);
-                part.appended_rows.fetch_add(encoded.rows, Relaxed);
-                record.slot.bytes.fetch_add(payload, Relaxed);
-                record.slot.appended.fetch_add(1, Relaxed);
                 appended = Some(Appended { partition, offset, append_ns });
                 Ok(())
             };

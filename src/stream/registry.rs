@@ -270,7 +270,9 @@ pub(crate) fn drop_oldest(locked: &Locked<'_>, record: &StreamRecord, p: usize, 
     let id = ObjectId::sequential(slot.namespace.load(Relaxed), p as u32, tail);
     match locked.delete(id)? {
         Some(o) => {
-            let (rows, _) = batch_facts(id, o.metadata())?;
+            // The batch is gone either way: unreadable metadata only means
+            // its rows cannot be subtracted.
+            let rows = batch_facts(id, o.metadata()).map_or(0, |(rows, _)| rows);
             part.bytes.fetch_sub(o.payload.min(part.bytes.load(Relaxed)), Relaxed);
             part.rows.fetch_sub(rows.min(part.rows.load(Relaxed)), Relaxed);
             slot.bytes.fetch_sub(o.payload.min(slot.bytes.load(Relaxed)), Relaxed);

@@ -310,7 +310,7 @@ impl Windows {
         loop {
             let have: usize =
                 if by_rows { self.pending.iter().map(|p| p.batch.batch.num_rows()).sum() } else { self.pending.len() };
-            if have >= n || (self.ended && have > 0) {
+            if have >= n || (self.ended && !self.pending.is_empty()) {
                 break;
             }
             if !self.read_one(deadline)? && (!self.ended || self.pending.is_empty()) {
@@ -352,10 +352,19 @@ impl Windows {
             if let Some(k) = self.next_index {
                 break k;
             }
+            if self.pending.is_empty() {
+                if !self.read_one(deadline)? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            // The first window is the earliest pending batch's, once every
+            // batch appended before now has been read (on any partition).
+            if !self.read_to_snapshot(deadline)? {
+                return Ok(None);
+            }
             if let Some(first) = self.pending.iter().map(|p| p.batch.append_ns).min() {
                 self.next_index = Some(index_of(first));
-            } else if !self.read_one(deadline)? {
-                return Ok(None);
             }
         };
         if self.ended && self.pending.is_empty() {
@@ -364,6 +373,10 @@ impl Windows {
         let window_start = start.saturating_add(k.saturating_mul(interval));
         let end = window_start.saturating_add(interval);
         if !self.complete_until(deadline, end)? {
+            return Ok(None);
+        }
+        if self.ended && self.pending.is_empty() {
+            // The stream ended with the last window: no trailing empty ones.
             return Ok(None);
         }
         let pieces = self.take_before(end);
@@ -430,6 +443,18 @@ impl Windows {
                 return Ok(false);
             }
         }
+    }
+
+    /// Reads every batch appended before now (up to the heads a snapshot
+    /// sees). Returns `false` if `deadline` came first.
+    fn read_to_snapshot(&mut self, deadline: Instant) -> Result<bool> {
+        let heads = self.consumer.snapshot()?.heads;
+        while !self.consumer.reached(&heads) && !self.ended {
+            if !self.read_one(deadline)? && !self.ended {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Takes the pending pieces appended before `end`, in order.

@@ -237,3 +237,41 @@ fn the_stop_handle_ends_apply_and_run_once_never_blocks() {
     assert!(matches!(w.run_once(|_| Ok::<_, String>(())).unwrap(), WindowOutcome::End));
     assert!(Windows::new(stream.consumer(ConsumerConfig::reader()).unwrap(), WindowKind::Rows(0)).is_err());
 }
+
+#[test]
+fn row_windows_end_even_when_the_last_batches_have_no_rows() {
+    let t = TestStore::new("win-empty-rows");
+    let stream = stream_with(&t, 1, &[(0, 3), (3, 0), (3, 0)], true);
+    let got = collect(&mut windows(&stream, WindowKind::Rows(2)));
+    let rows: Vec<usize> = got.iter().map(|(_, b)| b.iter().map(|x| x.2.len()).sum()).collect();
+    assert_eq!(rows, [2, 1]);
+    assert_eq!(stream.stats().unwrap().groups[0].lag_batches, 0);
+}
+
+#[test]
+fn the_first_fixed_window_is_the_earliest_batch_of_any_partition() {
+    let t = TestStore::new("win-fixed-first");
+    let store = t.create(8 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();
+    let interval = Duration::from_millis(30);
+    let mut producer = stream.producer().unwrap();
+    let early = producer.append_to(1, &batch(0, 0, 1)).unwrap();
+    std::thread::sleep(interval * 3);
+    let late = producer.append_to(0, &batch(0, 1, 1)).unwrap();
+    stream.close().unwrap();
+    let mut got: Vec<Window> = Vec::new();
+    windows(&stream, WindowKind::FixedTime(interval))
+        .apply(|w| {
+            got.push(w.clone());
+            Ok::<_, String>(())
+        })
+        .unwrap();
+    let k = |ns: u64| (ns - stream.created_ns()) / interval.as_nanos() as u64;
+    assert_eq!(got.first().unwrap().index, k(early.append_ns));
+    assert_eq!(got.last().unwrap().index, k(late.append_ns));
+    for w in &got {
+        for b in &w.batches {
+            assert!(w.start_ns.unwrap() <= b.append_ns && b.append_ns < w.end_ns.unwrap(), "batch outside its window");
+        }
+    }
+}

@@ -507,3 +507,29 @@ fn a_seek_drops_what_was_read_ahead_and_a_trailing_hole_is_passed() {
     consumer.commit().unwrap();
     assert_eq!(stream.stats().unwrap().groups[0].lag_batches, 0);
 }
+
+#[test]
+fn an_aborted_append_is_a_hole_that_leaves_the_counters_right() {
+    let t = TestStore::new("stream-abort");
+    let store = t.create(4 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).max_bytes(1 << 20)).unwrap();
+    let mut producer = stream.producer().unwrap();
+    let (builder, appended) = producer.debug_begin_append(0, &batch(0, 0, 100)).unwrap();
+    assert_eq!(appended.offset, 0);
+    drop(builder); // aborted: offset 0 is a hole
+    producer.append(&batch(0, 1, 10)).unwrap();
+    let stats = stream.stats().unwrap();
+    assert_eq!((stats.appended, stats.partitions[0].rows, stats.partitions[0].head), (1, 10, 2));
+    let mut consumer = stream.consumer(ConsumerConfig::reader()).unwrap();
+    assert_eq!(next(&mut consumer).offset, 1);
+    assert_eq!(consumer.holes(), 1);
+    // Only the sealed batch is counted, so retention sees the true size.
+    let payload = store
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|o| o.pinned && o.id.as_bytes()[0] == b'S')
+        .map(|o| o.data_size + o.metadata_size)
+        .sum::<u64>();
+    assert_eq!(stats.bytes, payload);
+}
