@@ -17,6 +17,9 @@ use crate::error::{Result, StoreError};
 use crate::shm::wait::{WaitCell, WaitStrategy};
 use crate::shm::{liveness, lock, Region};
 
+/// Work a caller runs in the critical section of a seal.
+pub(crate) type OnSeal<'f> = &'f mut dyn FnMut(&Locked<'_>) -> Result<()>;
+
 /// What one client keeps in its own memory.
 pub(crate) struct Shared {
     pub(super) region: Region,
@@ -89,12 +92,7 @@ impl Shared {
     /// `on_seal` runs in the same critical section, just after the seal (a
     /// stream counts the batch there); its error is returned, but the
     /// object stays sealed.
-    pub(crate) fn seal(
-        self: &Arc<Self>,
-        e: u32,
-        id: ObjectId,
-        on_seal: Option<&mut dyn FnMut(&Locked<'_>) -> Result<()>>,
-    ) -> Result<()> {
+    pub(crate) fn seal(self: &Arc<Self>, e: u32, id: ObjectId, on_seal: Option<OnSeal<'_>>) -> Result<()> {
         let mut hook = Ok(());
         let mut freed = false;
         self.with_tables(|t| {

@@ -75,7 +75,7 @@ impl ObjectBuilder {
 
     /// [`seal`](Self::seal), running `on_seal` under the store's lock in
     /// the same critical section (the object is sealed even if it fails).
-    pub(crate) fn seal_with(mut self, on_seal: &mut dyn FnMut(&super::Locked<'_>) -> Result<()>) -> Result<()> {
+    pub(crate) fn seal_with(mut self, on_seal: super::client::OnSeal<'_>) -> Result<()> {
         self.finished = true;
         self.shared.seal(self.entry, self.id, Some(on_seal))
     }
