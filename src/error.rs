@@ -245,7 +245,56 @@ pub enum StreamError {
         /// The group.
         group: String,
     },
+    /// A task reported by a consumer that no longer holds it (its lease
+    /// expired or it was requeued): someone else may process it again.
+    #[error("task {0} is not held by this consumer (its lease expired, or it was requeued)")]
+    TaskNotHeld(u64),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// The stream was removed while this handle was open.
     #[error("stream {0:?} was removed")]
     Removed(String),
+}
+
+/// Errors of checkpoint files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing the file failed.
+    #[error("checkpoint file: {0}")]
+    Io(String),
+    /// The file does not start with the checkpoint magic.
+    #[error("not a quiver checkpoint (bad magic)")]
+    NotACheckpoint,
+    /// The file is shorter than its header says.
+    #[error("truncated checkpoint: {actual} bytes, expected {expected}")]
+    Truncated {
+        /// Bytes the header promises.
+        expected: u64,
+        /// Bytes in the file.
+        actual: u64,
+    },
+    /// A checkpoint of another format version.
+    #[error("checkpoint format version {found}; this build reads version {expected}")]
+    VersionMismatch {
+        /// The file's version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The bytes are damaged: a checksum mismatch, or contents that do not fit together.
+    #[error("corrupt checkpoint: {0}")]
+    Corrupted(String),
+    /// Encoding the state failed.
+    #[error("cannot encode the checkpoint: {0}")]
+    Encode(String),
+    /// The checkpoint belongs to another stream or group, or another shape.
+    #[error("the checkpoint is of {found}, not of {expected}")]
+    Mismatch {
+        /// What the checkpoint is of.
+        found: String,
+        /// What it was restored into.
+        expected: String,
+    },
 }

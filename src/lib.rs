@@ -35,12 +35,14 @@
 
 pub mod arrow;
 pub mod error;
+pub mod shard;
 pub mod shm;
 pub mod store;
 pub mod stream;
 
 pub use arrow::{BatchMeta, BatchReader, BatchWriter};
-pub use error::{BatchError, Result, StoreError, StreamError};
+pub use error::{BatchError, CheckpointError, Result, StoreError, StreamError};
+pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardManager, ShardSize, ShardStats, Task};
 pub use shm::wait::WaitStrategy;
 pub use store::{
     CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,

@@ -111,6 +111,30 @@ pub(crate) enum DebugCommand {
         #[arg(long, default_value_t = 0)]
         partition: u32,
     },
+    /// A member of a shard-managed group: takes tasks, reads their batches,
+    /// logs `task ID PARTITION START END` before reporting each done, until
+    /// the end of the stream. With `--hold`, takes one task, says
+    /// `holding ID`, and waits to be killed.
+    ShardWorker {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 8)]
+        shard_size: u64,
+        #[arg(long, default_value_t = 30_000)]
+        lease_ms: u64,
+        /// Append one line per task to this file.
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+        #[arg(long)]
+        hold: bool,
+        /// Do not read the batches (for the get/report benchmark).
+        #[arg(long)]
+        no_read: bool,
+    },
     /// `quiver bench --baseline socket`'s consumer.
     BenchSocketConsumer {
         #[arg(long)]
@@ -186,6 +210,14 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
         }
         DebugCommand::StreamProduce { store, stream, producer, count, rows } => {
             stream_produce(&store, &stream, producer, count, rows)
+        }
+        DebugCommand::ShardWorker { store, stream, group, shard_size, lease_ms, log, hold, no_read } => {
+            let config = quiver::ShardConfig {
+                shard_size: quiver::ShardSize::Batches(shard_size),
+                lease: Duration::from_millis(lease_ms),
+                ..Default::default()
+            };
+            shard_worker(&store, &stream, &group, config, log.as_deref(), hold, no_read)
         }
         DebugCommand::StreamAppendAndHold { store, stream, partition } => {
             stream_append_and_hold(&store, &stream, partition)
@@ -462,4 +494,52 @@ fn stream_append_and_hold(store: &str, stream: &str, partition: u32) -> Result<(
     let (_builder, appended) = producer.debug_begin_append(partition, &producer_batch(-1, 0, 4)?)?;
     say(&format!("holding {}", appended.offset))?;
     wait_to_be_killed()
+}
+
+fn shard_worker(
+    store: &str,
+    stream: &str,
+    group: &str,
+    config: quiver::ShardConfig,
+    log: Option<&std::path::Path>,
+    hold: bool,
+    no_read: bool,
+) -> Result<()> {
+    let store = open(store)?;
+    let stream = quiver::Stream::open(&store, stream)?;
+    let mut manager = quiver::ShardManager::join(&stream, group, config)?;
+    let mut log = match log {
+        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    say("ready")?;
+    let (mut tasks, started) = (0u64, Instant::now());
+    loop {
+        let task = match manager.next_task(Duration::from_secs(30))? {
+            quiver::Next::Task(task) => task,
+            quiver::Next::End => break,
+            quiver::Next::TimedOut => bail!("no task within 30 s"),
+        };
+        if hold {
+            say(&format!("holding {}", task.id))?;
+            wait_to_be_killed();
+        }
+        if !no_read {
+            let Some(batches) = manager.read_task(&task, Duration::from_secs(30))? else {
+                bail!("the batches of task {} did not arrive within 30 s", task.id);
+            };
+            let expected = task.end - task.start;
+            if batches.len() as u64 > expected {
+                bail!("task {} read {} batches for {expected} offsets", task.id, batches.len());
+            }
+        }
+        if let Some(log) = &mut log {
+            writeln!(log, "task {} {} {} {}", task.id, task.partition, task.start, task.end)?;
+            log.flush()?;
+        }
+        manager.report(task, quiver::Outcome::Done)?;
+        tasks += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    say(&format!("{{\"tasks\":{tasks},\"seconds\":{seconds}}}"))
 }

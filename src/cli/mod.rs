@@ -2,6 +2,7 @@
 //! commands (`debug …`) that tests and benchmarks run as separate processes.
 
 mod bench;
+mod checkpoint;
 mod debug;
 mod demo;
 mod stat;
@@ -28,8 +29,12 @@ enum Command {
     /// Measure a producer and N consumer processes moving Arrow batches
     /// (or, with --baseline socket, the same over Unix sockets).
     Bench(bench::BenchArgs),
-    /// Print a store's state: capacity, usage, clients and objects.
+    /// Print a store's state: capacity, usage, clients, objects, streams
+    /// and shard-managed groups.
     Stat(stat::StatArgs),
+    /// Work with shard-manager checkpoint files.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Helper processes for tests and benchmarks.
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
@@ -42,6 +47,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Checkpoint(command) => checkpoint::run(command),
         Command::Debug(command) => debug::run(command),
     };
     match result {

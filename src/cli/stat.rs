@@ -25,11 +25,13 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     stats.clients = stats.clients.saturating_sub(1);
     let objects = if args.objects { Some(store.list()?) } else { None };
     let streams = Stream::list(&store)?;
+    let shards = quiver::shard::list(&store)?;
     if args.json {
         let mut value = serde_json::json!({
             "path": store.path().display().to_string(),
             "stats": stats,
             "streams": streams,
+            "shard_groups": shards,
         });
         if let Some(objects) = &objects {
             value["objects"] = serde_json::to_value(objects)?;
@@ -63,6 +65,9 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     }
     for stream in &streams {
         print_stream(stream);
+    }
+    for group in &shards {
+        print_shards(group);
     }
     if let Some(objects) = objects {
         println!();
@@ -121,6 +126,38 @@ fn print_stream(s: &StreamStats) {
             committed.join(", "),
             g.lag_batches,
             g.lag_rows
+        );
+    }
+}
+
+fn print_shards(g: &quiver::ShardStats) {
+    println!();
+    println!("shard-managed group {} of stream {} ({} {} per shard)", g.group, g.stream, g.shard_size, g.unit);
+    let rows = [
+        (
+            "tasks",
+            format!(
+                "{} todo, {} doing, {} done, {} failures, {} requeued",
+                g.todo, g.doing, g.done, g.failed, g.requeued
+            ),
+        ),
+        ("next cut", format!("{:?}", g.next_cut)),
+        ("committed", format!("{:?}", g.committed)),
+        ("dead letters", g.dead_letters.len().to_string()),
+    ];
+    for (name, value) in rows {
+        println!("  {name:<24} {value}");
+    }
+    for t in &g.dead_letters {
+        println!(
+            "  dead letter: task {} partition {} [{}, {}) after {} failures",
+            t.id, t.partition, t.start, t.end, t.retries
+        );
+    }
+    for m in &g.members {
+        println!(
+            "  member {:>2} (client {:>3}): {} held, {} done, batches {:?}, rows {:?}",
+            m.member, m.client, m.tasks_held, m.tasks_done, m.done_batches, m.done_rows
         );
     }
 }

@@ -8,8 +8,8 @@
 //! 2048     space wait cell, "any seal" wait cell, 62 seal wait buckets
 //! 8192     allocator state (TLSF bitmaps and free-list heads)
 //! 20480    client slots (128 × 64 bytes)
-//! 28672    registry (1 MiB): streams, then space kept for the shard manager
-//! 1077248  object table (max_objects × 104 bytes), page aligned
+//! 28672    registry (6 MiB): streams, then the shard manager's groups
+//! 6320128  object table (max_objects × 104 bytes), page aligned
 //! …        index (index_slots × 8 bytes), page aligned
 //! …        data arena (capacity bytes), page aligned
 //! ```
@@ -22,7 +22,7 @@ use crate::shm::wait::WaitCell;
 /// "QVRSTORE" as a little-endian u64: the first eight bytes of every store.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"QVRSTORE");
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The ready word's value once the creator has published the file.
 pub(crate) const READY: u32 = 0x5244_5952; // "RYDR"
 
@@ -50,8 +50,8 @@ pub(crate) const CLIENTS_OFFSET: u64 = 20480;
 /// (zero-filled at create) and guards it with its lock; what lies inside is
 /// defined by those layers.
 pub(crate) const REGISTRY_OFFSET: u64 = CLIENTS_OFFSET + (MAX_CLIENTS as u64) * 64;
-/// Bytes of the registry.
-pub(crate) const REGISTRY_BYTES: u64 = 1 << 20;
+/// Bytes of the registry: 1 MiB for streams, then the shard manager's area.
+pub(crate) const REGISTRY_BYTES: u64 = 6 << 20;
 const TABLES_OFFSET: u64 = REGISTRY_OFFSET + REGISTRY_BYTES;
 const PAGE: u64 = 4096;
 const _: () = assert!(REGISTRY_OFFSET % PAGE == 0);
@@ -117,6 +117,8 @@ crate::shared_struct! {
         /// Non-zero while a repair is due: set before one starts, cleared when
         /// one succeeds, so a repair that failed is tried again by the next locker.
         pub repair_pending: AtomicU32,
+        /// The last client incarnation handed out.
+        pub incarnations: AtomicU64,
     }
 }
 const _: () = assert!(size_of::<Header>() as u64 <= MUTEX_OFFSET);
@@ -159,7 +161,10 @@ crate::shared_struct! {
         pub active: AtomicU32,
         pub pid: AtomicU32,
         pub started_ns: AtomicU64,
-        pub _pad: [AtomicU64; 6],
+        /// This client's incarnation: unique among all clients the store
+        /// has had, so a reused slot is never mistaken for its old client.
+        pub incarnation: AtomicU64,
+        pub _pad: [AtomicU64; 5],
     }
 }
 const _: () = assert!(size_of::<ClientSlot>() == 64);
@@ -338,11 +343,12 @@ mod offsets {
             (offset_of!(Header, lru_tail), 156),
             (offset_of!(Header, free_entry_head), 160),
             (offset_of!(Header, repair_pending), 164),
+            (offset_of!(Header, incarnations), 168),
         ];
         for (i, (actual, documented)) in fields.iter().enumerate() {
             assert_eq!(actual, documented, "header field {i}");
         }
-        assert_eq!(size_of::<Header>(), 168);
+        assert_eq!(size_of::<Header>(), 176);
     }
 
     #[test]
@@ -366,6 +372,7 @@ mod offsets {
             assert_eq!(actual, documented, "entry field {i}");
         }
         assert_eq!((offset_of!(ClientSlot, pid), offset_of!(ClientSlot, started_ns)), (4, 8));
+        assert_eq!(offset_of!(ClientSlot, incarnation), 16);
         let block =
             [offset_of!(BlockHeader, size), offset_of!(BlockHeader, prev_size), offset_of!(BlockHeader, next_free)];
         assert_eq!(block, [8, 16, 24]);
@@ -373,6 +380,6 @@ mod offsets {
         assert_eq!((offset_of!(AllocState, sl_bitmap), offset_of!(AllocState, heads)), (8, 264));
         assert_eq!(size_of::<AllocState>(), 8456);
         assert_eq!(REGISTRY_OFFSET, 28672);
-        assert_eq!(Layout::new(1, 4096).unwrap().entries_offset, 1077248);
+        assert_eq!(Layout::new(1, 4096).unwrap().entries_offset, 6320128);
     }
 }

@@ -17,6 +17,7 @@ use super::layout::{state, BLOCK_HEADER, REGISTRY_BYTES, REGISTRY_OFFSET};
 use super::table::Tables;
 use super::{ObjectId, ObjectState, ObjectView};
 use crate::error::{Result, StoreError};
+use crate::shm::liveness;
 
 /// The store with its lock held. Lives only inside [`Store::locked`] and
 /// the callbacks of [`Store::create_assigned`].
@@ -69,6 +70,29 @@ impl<'a> Locked<'a> {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
         self.t.region.get(REGISTRY_OFFSET + offset)
+    }
+
+    /// This handle's client: its slot and incarnation.
+    pub(crate) fn me(&self) -> Result<(u32, u64)> {
+        let slot = self.shared.client;
+        let c = self.t.clients.get(slot as usize).ok_or_else(|| StoreError::corrupted("client slot out of range"))?;
+        Ok((slot, c.incarnation.load(Relaxed)))
+    }
+
+    /// Whether the client incarnation `(slot, incarnation)` is still alive:
+    /// its slot is active, holds that incarnation, and its process holds the
+    /// slot's liveness lock (which the OS drops when the process dies).
+    pub(crate) fn client_alive(&self, slot: u32, incarnation: u64) -> Result<bool> {
+        let Some(c) = self.t.clients.get(slot as usize) else {
+            return Ok(false);
+        };
+        if c.active.load(Relaxed) == 0 || c.incarnation.load(Relaxed) != incarnation {
+            return Ok(false);
+        }
+        if slot == self.shared.client {
+            return Ok(true);
+        }
+        liveness::is_held_by_other(self.t.region, slot).map_err(|e| StoreError::io("probe a client liveness lock", e))
     }
 
     /// The state, size and (if sealed) metadata of object `id`.

@@ -34,6 +34,7 @@ pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
 
+pub(crate) use layout::REGISTRY_BYTES;
 pub(crate) use locked::{Locked, METADATA_HEAD};
 
 use crate::error::{Result, StoreError};
@@ -248,6 +249,9 @@ impl Store {
                 {
                     c.pid.store(std::process::id(), Relaxed);
                     c.started_ns.store(now_ns(), Relaxed);
+                    let incarnation = t.header.incarnations.load(Relaxed) + 1;
+                    t.header.incarnations.store(incarnation, Relaxed);
+                    c.incarnation.store(incarnation, Relaxed);
                     c.active.store(1, Release);
                     claimed = Some(slot as u32);
                     break;

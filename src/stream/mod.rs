@@ -24,7 +24,7 @@
 
 mod consumer;
 mod producer;
-mod registry;
+pub(crate) mod registry;
 mod window;
 
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -174,8 +174,8 @@ pub(crate) struct Inner {
     name: String,
     /// The stream's slot in the registry and the namespace of its objects;
     /// together they identify this stream even if the slot is reused.
-    slot: usize,
-    namespace: u64,
+    pub(crate) slot: usize,
+    pub(crate) namespace: u64,
     partitions: u32,
     schema: SchemaRef,
     fingerprint: u64,

@@ -3,6 +3,7 @@
 mod arrow_batches;
 mod bench_cli;
 mod common;
+mod shards;
 mod store_api;
 mod store_files;
 mod store_processes;

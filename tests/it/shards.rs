@@ -1,0 +1,398 @@
+//! The shard manager through the library: DLRover's splitter case, tasks
+//! and leases, retries and dead letters, linger, checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use quiver::shard::{Checkpoint, ShardUnit, TaskRecord};
+use quiver::stream::{ConsumerConfig, Stream, StreamConfig};
+use quiver::{
+    CheckpointError, Next, Outcome, ShardConfig, ShardManager, ShardSize, Store, StoreConfig, StreamError, Task,
+};
+
+use crate::common::TestStore;
+use crate::streams::{batch, schema};
+
+fn store(t: &TestStore) -> Store {
+    Store::create(StoreConfig::new(&t.name).capacity(64 << 20).max_objects(8192)).unwrap()
+}
+
+fn config(size: u64) -> ShardConfig {
+    ShardConfig { shard_size: ShardSize::Batches(size), ..Default::default() }
+}
+
+/// A stream with `partitions` partitions holding `per_partition` one-row batches each.
+fn filled(store: &Store, partitions: u32, per_partition: u64) -> Stream {
+    let stream = Stream::create(store, StreamConfig::new("s", schema()).partitions(partitions).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for p in 0..partitions {
+        for i in 0..per_partition {
+            producer.append_to(p, &batch(p as i64, i as i64, 1)).unwrap();
+        }
+    }
+    stream
+}
+
+fn shard(t: &Task) -> (u32, u64, u64) {
+    (t.partition, t.start, t.end)
+}
+
+/// Takes tasks and reports them done until the end; returns them.
+fn drain(manager: &mut ShardManager) -> Vec<Task> {
+    let mut done = Vec::new();
+    loop {
+        match manager.next_task(Duration::from_secs(10)).unwrap() {
+            Next::Task(task) => {
+                manager.report(task, Outcome::Done).unwrap();
+                done.push(task);
+            }
+            Next::End => return done,
+            Next::TimedOut => panic!("no task and no end within 10 s"),
+        }
+    }
+}
+
+/// Asserts the shards are disjoint and cover `[0, head)` of every partition.
+fn assert_exact_cover(tasks: &[Task], heads: &[u64]) {
+    let mut by_partition: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    for t in tasks {
+        by_partition.entry(t.partition).or_default().push((t.start, t.end));
+    }
+    for (p, &head) in heads.iter().enumerate() {
+        let mut ranges = by_partition.remove(&(p as u32)).unwrap_or_default();
+        ranges.sort();
+        let mut at = 0;
+        for (start, end) in ranges {
+            assert_eq!(start, at, "partition {p}: a gap or an overlap at {at}");
+            at = end;
+        }
+        assert_eq!(at, head, "partition {p} covered up to {at} of {head}");
+    }
+}
+
+#[test]
+fn the_splitter_cuts_dlrovers_case_exactly() {
+    let t = TestStore::new("shard-dlrover");
+    let store = store(&t);
+    let stream = filled(&store, 2, 700);
+    // Partition offsets {0: 1, 1: 0}: the group has committed offset 1 of partition 0.
+    stream.consumer(ConsumerConfig::group("g")).unwrap().commit_offsets(&[(0, 1)]).unwrap();
+    let mut manager = ShardManager::join(&stream, "g", config(200)).unwrap();
+    let shards: Vec<_> = (0..5).map(|_| shard(&manager.get_task().unwrap().unwrap())).collect();
+    assert_eq!(shards, [(0, 1, 201), (1, 0, 200), (0, 201, 401), (1, 200, 400), (0, 401, 601)]);
+}
+
+#[test]
+fn no_shard_is_handed_out_twice_and_the_group_commits_everything() {
+    let t = TestStore::new("shard-once");
+    let store = store(&t);
+    let stream = filled(&store, 3, 50);
+    stream.close().unwrap();
+    let mut a = ShardManager::join(&stream, "g", config(7)).unwrap();
+    let mut b = ShardManager::join(&stream, "g", config(7)).unwrap();
+    // Two members take turns; a partial shard is cut at the end (closed).
+    let mut tasks = Vec::new();
+    loop {
+        let (ta, tb) = (a.get_task().unwrap(), b.get_task().unwrap());
+        if ta.is_none() && tb.is_none() {
+            break;
+        }
+        for (m, task) in [(&mut a, ta), (&mut b, tb)] {
+            if let Some(task) = task {
+                m.report(task, Outcome::Done).unwrap();
+                tasks.push(task);
+            }
+        }
+    }
+    assert_exact_cover(&tasks, &[50, 50, 50]);
+    let ids: std::collections::HashSet<u64> = tasks.iter().map(|t| t.id).collect();
+    assert_eq!(ids.len(), tasks.len(), "task ids are unique");
+    assert!(matches!(a.next_task(Duration::from_secs(1)).unwrap(), Next::End));
+    let stats = stream.stats().unwrap();
+    assert_eq!(stats.groups[0].committed, [50, 50, 50]);
+    assert_eq!(stats.bytes, 0, "retention freed everything the group finished");
+    let shards = a.stats().unwrap();
+    assert_eq!((shards.todo, shards.doing, shards.done), (0, 0, tasks.len() as u64));
+    let done_batches: u64 = shards.members.iter().flat_map(|m| m.done_batches.iter()).sum();
+    assert_eq!(done_batches, 150);
+}
+
+#[test]
+fn commits_wait_for_the_contiguous_run_of_done_shards() {
+    let t = TestStore::new("shard-contiguous");
+    let store = store(&t);
+    let stream = filled(&store, 1, 30);
+    let mut m = ShardManager::join(&stream, "g", config(10)).unwrap();
+    let first = m.get_task().unwrap().unwrap();
+    let second = m.get_task().unwrap().unwrap();
+    let third = m.get_task().unwrap().unwrap();
+    m.report(third, Outcome::Done).unwrap();
+    m.report(second, Outcome::Done).unwrap();
+    assert_eq!(stream.stats().unwrap().groups[0].committed, [0], "shard [0, 10) is not done yet");
+    m.report(first, Outcome::Done).unwrap();
+    assert_eq!(stream.stats().unwrap().groups[0].committed, [30]);
+    assert_eq!(stream.stats().unwrap().partitions[0].tail, 30);
+}
+
+#[test]
+fn a_task_that_fails_too_often_becomes_a_dead_letter_and_is_kept() {
+    let t = TestStore::new("shard-dead");
+    let store = store(&t);
+    let stream = filled(&store, 2, 10);
+    stream.close().unwrap();
+    let cfg = ShardConfig { max_retries: 2, ..config(10) };
+    let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
+    let poisoned = m.get_task().unwrap().unwrap();
+    assert_eq!(shard(&poisoned), (0, 0, 10));
+    m.report(poisoned, Outcome::Failed).unwrap();
+    // A failed task goes to the back: the other partition's shard comes first.
+    let other = m.get_task().unwrap().unwrap();
+    assert_eq!(shard(&other), (1, 0, 10));
+    m.report(other, Outcome::Done).unwrap();
+    for retries in 1..=2 {
+        let again = m.get_task().unwrap().unwrap();
+        assert_eq!((again.id, again.retries), (poisoned.id, retries));
+        m.report(again, Outcome::Failed).unwrap();
+    }
+    assert!(matches!(m.next_task(Duration::from_secs(1)).unwrap(), Next::End));
+    let stats = m.stats().unwrap();
+    let dead: Vec<_> = stats.dead_letters.iter().map(|d| (d.id, d.start, d.end, d.retries)).collect();
+    assert_eq!(dead, [(poisoned.id, 0, 10, 3)]);
+    assert_eq!(stats.committed, [10, 10], "a dead letter does not hold the group back");
+    let path = t.path.with_extension("ckpt");
+    let checkpoint = m.checkpoint(&path).unwrap();
+    assert_eq!(checkpoint.dead_letters.len(), 1, "the checkpoint keeps the dead letters");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn an_expired_lease_hands_the_task_to_another_member() {
+    let t = TestStore::new("shard-lease");
+    let store = store(&t);
+    let stream = filled(&store, 1, 10);
+    let cfg = ShardConfig { lease: Duration::from_millis(50), ..config(10) };
+    let mut slow = ShardManager::join(&stream, "g", cfg).unwrap();
+    let mut other = ShardManager::join(&stream, "g", cfg).unwrap();
+    let task = slow.get_task().unwrap().unwrap();
+    assert!(other.get_task().unwrap().is_none());
+    let again = loop {
+        if let Next::Task(task) = other.next_task(Duration::from_secs(10)).unwrap() {
+            break task;
+        }
+    };
+    assert_eq!((again.id, shard(&again)), (task.id, shard(&task)));
+    assert!(matches!(slow.report(task, Outcome::Done), Err(StreamError::TaskNotHeld(_))));
+    other.report(again, Outcome::Done).unwrap();
+    assert_eq!(other.stats().unwrap().requeued, 1);
+}
+
+#[test]
+fn a_member_that_leaves_gives_its_tasks_back_to_the_front() {
+    let t = TestStore::new("shard-leave");
+    let store = store(&t);
+    let stream = filled(&store, 1, 30);
+    let mut a = ShardManager::join(&stream, "g", config(10)).unwrap();
+    let mut b = ShardManager::join(&stream, "g", config(10)).unwrap();
+    let held = a.get_task().unwrap().unwrap();
+    drop(a);
+    assert_eq!(b.get_task().unwrap().unwrap().id, held.id);
+}
+
+#[test]
+fn a_partial_shard_is_cut_only_after_the_linger_or_at_the_close() {
+    let t = TestStore::new("shard-linger");
+    let store = store(&t);
+    let stream = filled(&store, 1, 3);
+    let cfg = ShardConfig { linger: Duration::from_millis(200), ..config(10) };
+    let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
+    let started = std::time::Instant::now();
+    let task = loop {
+        if let Next::Task(task) = m.next_task(Duration::from_secs(10)).unwrap() {
+            break task;
+        }
+    };
+    assert!(started.elapsed() >= Duration::from_millis(100), "cut before the partition was idle");
+    assert_eq!(shard(&task), (0, 0, 3));
+    m.report(task, Outcome::Done).unwrap();
+    // After the close, a partial shard is cut at once.
+    let mut producer = stream.producer().unwrap();
+    producer.append(&batch(0, 3, 1)).unwrap();
+    stream.close().unwrap();
+    let cfg_long = ShardConfig { linger: Duration::from_secs(3600), ..config(10) };
+    let mut late = ShardManager::join(&stream, "g", cfg_long).unwrap();
+    assert_eq!(shard(&late.get_task().unwrap().unwrap()), (0, 3, 4));
+}
+
+#[test]
+fn row_shards_hold_whole_batches_until_the_rows_reach_the_size() {
+    let t = TestStore::new("shard-rows");
+    let store = store(&t);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for rows in [4, 4, 4, 10, 1, 1] {
+        producer.append(&batch(0, 0, rows)).unwrap();
+    }
+    stream.close().unwrap();
+    let cfg = ShardConfig { shard_size: ShardSize::Rows(8), ..Default::default() };
+    let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
+    let shards: Vec<_> = drain(&mut m).iter().map(shard).collect();
+    assert_eq!(shards, [(0, 0, 2), (0, 2, 4), (0, 4, 6)]);
+    let rows: u64 = m.stats().unwrap().members[0].done_rows.iter().sum();
+    assert_eq!(rows, 24);
+}
+
+#[test]
+fn read_task_returns_the_shards_batches_in_order() {
+    let t = TestStore::new("shard-read");
+    let store = store(&t);
+    let stream = filled(&store, 2, 12);
+    let mut m = ShardManager::join(&stream, "g", config(5)).unwrap();
+    let task = m.get_task().unwrap().unwrap();
+    let batches = m.read_task(&task, Duration::from_secs(5)).unwrap().unwrap();
+    let offsets: Vec<u64> = batches.iter().map(|b| b.offset).collect();
+    assert_eq!(offsets, (task.start..task.end).collect::<Vec<_>>());
+    assert!(batches.iter().all(|b| b.partition == task.partition));
+}
+
+fn sample_checkpoint() -> Checkpoint {
+    let task = |id, partition, start, end, retries| TaskRecord { id, partition, start, end, retries };
+    Checkpoint {
+        stream: "samples".into(),
+        group: "trainer".into(),
+        partitions: 2,
+        shard_size: 200,
+        unit: ShardUnit::Batches,
+        linger_ns: 100_000_000,
+        lease_ns: 30_000_000_000,
+        max_retries: 3,
+        next_task_id: 9,
+        next_partition: 1,
+        next_cut: vec![801, 600],
+        committed: vec![201, 200],
+        todo: vec![task(5, 0, 401, 601, 0), task(8, 0, 601, 801, 0)],
+        doing: vec![task(4, 1, 200, 400, 1)],
+        done: vec![task(6, 1, 400, 600, 0)],
+        dead_letters: vec![task(3, 0, 201, 401, 4)],
+        taken_ns: 1_763_780_000_000_000_000,
+    }
+}
+
+#[test]
+fn a_committed_checkpoint_fixture_keeps_loading() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
+    let loaded = Checkpoint::read(&path).unwrap();
+    assert_eq!(loaded, sample_checkpoint());
+}
+
+#[test]
+fn checkpoint_files_cut_short_or_damaged_give_errors_never_panics() {
+    let bytes = sample_checkpoint().to_bytes().unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), sample_checkpoint());
+    for len in 0..bytes.len() {
+        assert!(Checkpoint::from_bytes(&bytes[..len]).is_err(), "{len} bytes were accepted");
+    }
+    for at in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x40;
+        assert!(Checkpoint::from_bytes(&bad).is_err(), "a flipped byte at {at} was accepted");
+    }
+    assert!(matches!(Checkpoint::from_bytes(b"PAR1 not ours at all"), Err(CheckpointError::NotACheckpoint)));
+    let mut newer = bytes.clone();
+    newer[8] = 2;
+    assert!(matches!(Checkpoint::from_bytes(&newer), Err(CheckpointError::VersionMismatch { found: 2, .. })));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(Checkpoint::from_bytes(&longer), Err(CheckpointError::Corrupted(_))));
+}
+
+#[test]
+fn a_restore_puts_doing_then_todo_back_and_keeps_each_shards_partition() {
+    let t = TestStore::new("shard-restore");
+    let path = t.path.with_extension("ckpt");
+    let checkpoint = {
+        let store = store(&t);
+        let stream = filled(&store, 2, 40);
+        let mut m = ShardManager::join(&stream, "g", config(10)).unwrap();
+        let first = m.get_task().unwrap().unwrap();
+        let second = m.get_task().unwrap().unwrap();
+        m.report(first, Outcome::Done).unwrap();
+        let third = m.get_task().unwrap().unwrap(); // doing, with `second`
+        let checkpoint = m.checkpoint(&path).unwrap();
+        assert_eq!(checkpoint.doing.iter().map(|d| d.id).collect::<Vec<_>>(), [second.id, third.id]);
+        assert!(!checkpoint.todo.is_empty());
+        // Taking the checkpoint changed nothing: both tasks are still held.
+        m.report(second, Outcome::Done).unwrap();
+        m.report(third, Outcome::Done).unwrap();
+        checkpoint
+    };
+    assert_eq!(Checkpoint::read(&path).unwrap(), checkpoint);
+    // Every process gone, the store removed; a new store, the same stream.
+    std::fs::remove_file(&t.path).unwrap();
+    let store = store(&t);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2)).unwrap();
+    let mut m = ShardManager::restore(&stream, "g", &path).unwrap();
+    let expected: Vec<(u64, u32, u64, u64)> =
+        checkpoint.doing.iter().chain(&checkpoint.todo).map(|t| (t.id, t.partition, t.start, t.end)).collect();
+    let order: Vec<(u64, u32, u64, u64)> = (0..expected.len())
+        .map(|_| m.get_task().unwrap().unwrap())
+        .map(|t| (t.id, t.partition, t.start, t.end))
+        .collect();
+    assert_eq!(order, expected, "doing first, then todo, each shard in its partition");
+    assert_eq!(stream.stats().unwrap().groups[0].committed, checkpoint.committed);
+    let _ = std::fs::remove_file(&path);
+    // A checkpoint of another stream or group is refused.
+    let other = Stream::create(&store, StreamConfig::new("other", schema()).partitions(2)).unwrap();
+    let path2 = t.path.with_extension("ckpt2");
+    m.checkpoint(&path2).unwrap();
+    let mismatch = |r: Result<ShardManager, StreamError>| {
+        matches!(r, Err(StreamError::Checkpoint(CheckpointError::Mismatch { .. })))
+    };
+    assert!(mismatch(ShardManager::restore(&other, "g", &path2)));
+    assert!(mismatch(ShardManager::restore(&stream, "h", &path2)));
+    let _ = std::fs::remove_file(&path2);
+}
+
+#[test]
+fn checkpoint_restore_and_replay_from_the_source_loses_nothing() {
+    let t = TestStore::new("shard-replay");
+    let path = t.path.with_extension("ckpt");
+    let source = |stream: &Stream| {
+        let mut producer = stream.producer().unwrap();
+        for i in 0..120 {
+            producer.append_to((i % 3) as u32, &batch(0, i, 1)).unwrap();
+        }
+    };
+    let mut done_before = Vec::new();
+    {
+        let store = store(&t);
+        let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(3).group("g")).unwrap();
+        source(&stream);
+        let mut m = ShardManager::join(&stream, "g", config(6)).unwrap();
+        for _ in 0..4 {
+            let task = m.get_task().unwrap().unwrap();
+            m.report(task, Outcome::Done).unwrap();
+            done_before.push(task);
+        }
+        let _held = m.get_task().unwrap().unwrap(); // in flight when everything dies
+        m.checkpoint(&path).unwrap();
+        std::mem::forget(m); // as if killed: no leave
+    }
+    std::fs::remove_file(&t.path).unwrap();
+    let store = store(&t);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(3)).unwrap();
+    let mut m = ShardManager::restore(&stream, "g", &path).unwrap();
+    source(&stream); // replay from the source
+    stream.close().unwrap();
+    let mut all = done_before.clone();
+    all.extend(drain(&mut m));
+    assert_exact_cover(&all, &[40, 40, 40]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+#[ignore = "writes tests/fixtures/checkpoint-v1.qvck; run by hand when the format version changes"]
+fn write_the_checkpoint_fixture() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
+    sample_checkpoint().write(&path).unwrap();
+}
