@@ -115,26 +115,7 @@ pub(crate) enum DebugCommand {
     /// logs `task ID PARTITION START END` before reporting each done, until
     /// the end of the stream. With `--hold`, takes one task, says
     /// `holding ID`, and waits to be killed.
-    ShardWorker {
-        #[arg(long)]
-        store: String,
-        #[arg(long)]
-        stream: String,
-        #[arg(long)]
-        group: String,
-        #[arg(long, default_value_t = 8)]
-        shard_size: u64,
-        #[arg(long, default_value_t = 30_000)]
-        lease_ms: u64,
-        /// Append one line per task to this file.
-        #[arg(long)]
-        log: Option<std::path::PathBuf>,
-        #[arg(long)]
-        hold: bool,
-        /// Do not read the batches (for the get/report benchmark).
-        #[arg(long)]
-        no_read: bool,
-    },
+    ShardWorker(ShardWorkerArgs),
     /// `quiver bench --baseline socket`'s consumer.
     BenchSocketConsumer {
         #[arg(long)]
@@ -195,6 +176,33 @@ pub(crate) enum DebugCommand {
     },
 }
 
+/// `quiver debug shard-worker`'s arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ShardWorkerArgs {
+    #[arg(long)]
+    store: String,
+    #[arg(long)]
+    stream: String,
+    #[arg(long)]
+    group: String,
+    #[arg(long, default_value_t = 8)]
+    shard_size: u64,
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Append one line per task to this file.
+    #[arg(long)]
+    log: Option<std::path::PathBuf>,
+    #[arg(long)]
+    hold: bool,
+    /// Do not read the batches (for the get/report benchmark).
+    #[arg(long)]
+    no_read: bool,
+    /// Work this long on each task, after logging it and before
+    /// reporting it (so a kill can land in between).
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+}
+
 pub(crate) fn run(command: DebugCommand) -> Result<()> {
     match command {
         DebugCommand::Put { objects, size, timeout_ms } => put(&objects, size, timeout_ms),
@@ -211,14 +219,7 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
         DebugCommand::StreamProduce { store, stream, producer, count, rows } => {
             stream_produce(&store, &stream, producer, count, rows)
         }
-        DebugCommand::ShardWorker { store, stream, group, shard_size, lease_ms, log, hold, no_read } => {
-            let config = quiver::ShardConfig {
-                shard_size: quiver::ShardSize::Batches(shard_size),
-                lease: Duration::from_millis(lease_ms),
-                ..Default::default()
-            };
-            shard_worker(&store, &stream, &group, config, log.as_deref(), hold, no_read)
-        }
+        DebugCommand::ShardWorker(args) => shard_worker(&args),
         DebugCommand::StreamAppendAndHold { store, stream, partition } => {
             stream_append_and_hold(&store, &stream, partition)
         }
@@ -496,19 +497,17 @@ fn stream_append_and_hold(store: &str, stream: &str, partition: u32) -> Result<(
     wait_to_be_killed()
 }
 
-fn shard_worker(
-    store: &str,
-    stream: &str,
-    group: &str,
-    config: quiver::ShardConfig,
-    log: Option<&std::path::Path>,
-    hold: bool,
-    no_read: bool,
-) -> Result<()> {
-    let store = open(store)?;
-    let stream = quiver::Stream::open(&store, stream)?;
-    let mut manager = quiver::ShardManager::join(&stream, group, config)?;
-    let mut log = match log {
+fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
+    let config = quiver::ShardConfig {
+        shard_size: quiver::ShardSize::Batches(args.shard_size),
+        lease: Duration::from_millis(args.lease_ms),
+        ..Default::default()
+    };
+    let (hold, no_read, work) = (args.hold, args.no_read, Duration::from_millis(args.work_ms));
+    let store = open(&args.store)?;
+    let stream = quiver::Stream::open(&store, &args.stream)?;
+    let mut manager = quiver::ShardManager::join(&stream, &args.group, config)?;
+    let mut log = match &args.log {
         Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
@@ -536,6 +535,9 @@ fn shard_worker(
         if let Some(log) = &mut log {
             writeln!(log, "task {} {} {} {}", task.id, task.partition, task.start, task.end)?;
             log.flush()?;
+        }
+        if !work.is_zero() {
+            std::thread::sleep(work);
         }
         manager.report(task, quiver::Outcome::Done)?;
         tasks += 1;

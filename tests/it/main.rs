@@ -3,6 +3,7 @@
 mod arrow_batches;
 mod bench_cli;
 mod common;
+mod shard_processes;
 mod shards;
 mod store_api;
 mod store_files;
