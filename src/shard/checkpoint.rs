@@ -174,10 +174,35 @@ impl Checkpoint {
         if tasks > super::MAX_TASKS {
             return bad(format!("{tasks} tasks (a group holds at most {})", super::MAX_TASKS));
         }
-        for t in self.todo.iter().chain(&self.doing).chain(&self.done).chain(&self.dead_letters) {
-            if t.partition >= self.partitions || t.start >= t.end || t.id == 0 || t.id >= self.next_task_id {
+        if self.next_task_id >= u64::MAX / 2 {
+            return bad(format!("a task id counter of {}", self.next_task_id));
+        }
+        for (p, (&committed, &cut)) in self.committed.iter().zip(&self.next_cut).enumerate() {
+            if committed > cut {
+                return bad(format!("partition {p} committed to {committed}, past its cut {cut}"));
+            }
+        }
+        let live = self.todo.iter().chain(&self.doing).chain(&self.done).map(|t| (t, true));
+        for (t, unfinished) in live.chain(self.dead_letters.iter().map(|t| (t, false))) {
+            let p = t.partition as usize;
+            // Unfinished shards lie between the committed offset and the
+            // cut; dead letters may lie below the committed offset.
+            let inside =
+                p < self.committed.len() && (!unfinished || t.start >= self.committed[p]) && t.end <= self.next_cut[p];
+            if t.start >= t.end || t.id == 0 || t.id >= self.next_task_id || !inside {
                 return bad(format!("task {t:?}"));
             }
+        }
+        let mut all: Vec<&TaskRecord> =
+            self.todo.iter().chain(&self.doing).chain(&self.done).chain(&self.dead_letters).collect();
+        // No two tasks share an id or overlap in a partition.
+        all.sort_by_key(|t| t.id);
+        if all.windows(2).any(|w| w[0].id == w[1].id) {
+            return bad("two tasks share an id".into());
+        }
+        all.sort_by_key(|t| (t.partition, t.start));
+        if all.windows(2).any(|w| w[0].partition == w[1].partition && w[0].end > w[1].start) {
+            return bad("two tasks overlap".into());
         }
         Ok(())
     }

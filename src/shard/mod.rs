@@ -127,6 +127,9 @@ pub struct ShardManager {
     group_slot: usize,
     group_created_ns: u64,
     member: u32,
+    /// When this member joined: tells it from a later member in the same
+    /// slot (after a restore, say), even in the same process.
+    joined_ns: u64,
     reader: BatchReader,
 }
 
@@ -174,7 +177,8 @@ impl ShardManager {
             index,
             group_slot,
             group_created_ns,
-            member,
+            member: member.0,
+            joined_ns: member.1,
             reader: BatchReader::new(stream.store()).expect_schema(stream.schema().clone()),
         })
     }
@@ -246,16 +250,21 @@ impl ShardManager {
             match found {
                 Some(next) => return Ok(next),
                 None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(Next::TimedOut),
-                None => {}
+                // A producer that died mid-append leaves a batch being
+                // written, which a shard of rows cannot be cut past until
+                // recovery removes it.
+                None => {
+                    store.recover_dead_clients()?;
+                }
             }
         }
     }
 
     fn step(&mut self) -> Result<Step> {
-        let member = self.member;
+        let (member, joined_ns) = (self.member, self.joined_ns);
         self.with_group(|l, record, group, sg| {
             let now = now_ns();
-            let me = check_member(l, sg, member)?;
+            let me = check_member(l, sg, (member, joined_ns))?;
             me.last_seen_ns.store(now, Relaxed);
             let h = &sg.header;
             if now >= h.next_sweep_ns.load(Relaxed) {
@@ -267,7 +276,9 @@ impl ShardManager {
             }
             if let Some(slot) = sg.pop_front()? {
                 let t = sg.task(slot)?;
-                if t.state.load(Relaxed) != task::TODO {
+                if t.state.load(Relaxed) != task::TODO
+                    || t.partition.load(Relaxed) >= record.slot.partitions.load(Relaxed)
+                {
                     return Err(
                         StoreError::corrupted(format_args!("todo names task slot {slot}, which is not todo")).into()
                     );
@@ -301,9 +312,9 @@ impl ShardManager {
     /// letter after `max_retries` failures. Fails with
     /// [`StreamError::TaskNotHeld`] if this member no longer holds the task.
     pub fn report(&mut self, task: Task, outcome: Outcome) -> Result<()> {
-        let member = self.member;
+        let (member, joined_ns) = (self.member, self.joined_ns);
         let requeued = self.with_group(|l, record, group, sg| {
-            let me = check_member(l, sg, member)?;
+            let me = check_member(l, sg, (member, joined_ns))?;
             let t = sg.task(task.slot)?;
             let held = t.id.load(Relaxed) == task.id
                 && t.state.load(Relaxed) == task::DOING
@@ -311,22 +322,27 @@ impl ShardManager {
             if !held {
                 return Err(StreamError::TaskNotHeld(task.id));
             }
-            let h = &sg.header;
-            h.doing.fetch_sub(1, Relaxed);
-            me.tasks_held.fetch_sub(1, Relaxed);
-            me.last_seen_ns.store(now_ns(), Relaxed);
+            // Everything that can fail first, then the changes.
             let p = t.partition.load(Relaxed) as usize;
             if p >= record.slot.partitions.load(Relaxed) as usize || p >= crate::stream::MAX_PARTITIONS {
                 return Err(StoreError::corrupted(format_args!("task {} names partition {p}", task.id)).into());
             }
             let (start, end) = (t.start.load(Relaxed), t.end.load(Relaxed));
+            let rows = match outcome {
+                Outcome::Done => rows_in(l, &self.stream, p as u32, start, end)?,
+                Outcome::Failed => 0,
+            };
+            let h = &sg.header;
+            h.doing.fetch_sub(1, Relaxed);
+            me.tasks_held.fetch_sub(1, Relaxed);
+            me.last_seen_ns.store(now_ns(), Relaxed);
             match outcome {
                 Outcome::Done => {
                     t.state.store(task::DONE, Relaxed);
                     h.done_tasks.fetch_add(1, Relaxed);
                     me.tasks_done.fetch_add(1, Relaxed);
                     me.done_batches[p].fetch_add(end.saturating_sub(start), Relaxed);
-                    me.done_rows[p].fetch_add(rows_in(l, &self.stream, p as u32, start, end)?, Relaxed);
+                    me.done_rows[p].fetch_add(rows, Relaxed);
                     settle(l, record, group, sg, task.slot)?;
                     Ok(false)
                 }
@@ -357,9 +373,9 @@ impl ShardManager {
     /// Gives a task back to the group's queue front without counting a
     /// failure (for a member that stops before processing it).
     pub fn release(&mut self, task: Task) -> Result<()> {
-        let member = self.member;
+        let (member, joined_ns) = (self.member, self.joined_ns);
         self.with_group(|l, _, _, sg| {
-            let me = check_member(l, sg, member)?;
+            let me = check_member(l, sg, (member, joined_ns))?;
             let t = sg.task(task.slot)?;
             if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
             {
@@ -375,8 +391,9 @@ impl ShardManager {
 
     /// Extends this member's lease on `task` by the group's lease time from now.
     pub fn extend_lease(&mut self, task: Task) -> Result<()> {
-        let member = self.member;
-        self.with_group(|_, _, _, sg| {
+        let (member, joined_ns) = (self.member, self.joined_ns);
+        self.with_group(|l, _, _, sg| {
+            check_member(l, sg, (member, joined_ns))?;
             let t = sg.task(task.slot)?;
             if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
             {
@@ -393,6 +410,13 @@ impl ShardManager {
     /// died mid-append) are passed; so are batches a limit or `DropOldest`
     /// already dropped.
     pub fn read_task(&mut self, task: &Task, timeout: Duration) -> Result<Option<Vec<StreamBatch>>> {
+        let partitions = self.stream.partitions();
+        if task.partition >= partitions {
+            return Err(StreamError::NoSuchPartition { partition: task.partition, partitions });
+        }
+        if task.start > task.end {
+            return Err(StreamError::InvalidConfig(format!("a task from {} to {}", task.start, task.end)));
+        }
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
         let store = stream.store();
@@ -503,7 +527,8 @@ impl ShardManager {
             index,
             group_slot,
             group_created_ns,
-            member,
+            member: member.0,
+            joined_ns: member.1,
             reader: BatchReader::new(stream.store()).expect_schema(stream.schema().clone()),
         };
         manager.notify();
@@ -521,8 +546,12 @@ impl ShardManager {
         if member == NIL {
             return Ok(());
         }
-        self.with_group(|_, _, _, sg| {
-            let me = sg.member(member)?;
+        let joined_ns = self.joined_ns;
+        self.with_group(|l, _, _, sg| {
+            // Only our own slot: after a restore it may be someone else's.
+            let Ok(me) = check_member(l, sg, (member, joined_ns)) else {
+                return Ok(());
+            };
             let held: Vec<u32> = (0..MAX_TASKS as u32)
                 .filter(|&s| {
                     let t = &sg.tasks[s as usize];
@@ -641,7 +670,7 @@ fn init(
 }
 
 /// Takes a free member slot for this client.
-fn add_member(l: &Locked<'_>, sg: &ShardGroup) -> Result<u32> {
+fn add_member(l: &Locked<'_>, sg: &ShardGroup) -> Result<(u32, u64)> {
     let (client, incarnation) = l.me()?;
     let m = sg
         .members
@@ -652,18 +681,24 @@ fn add_member(l: &Locked<'_>, sg: &ShardGroup) -> Result<u32> {
     registry::reset_member(member);
     member.client.store(client, Relaxed);
     member.incarnation.store(incarnation, Relaxed);
-    member.joined_ns.store(now_ns(), Relaxed);
+    let joined_ns = now_ns();
+    member.joined_ns.store(joined_ns, Relaxed);
     member.state.store(LIVE, Release);
-    Ok(m as u32)
+    Ok((m as u32, joined_ns))
 }
 
 /// This member's record, checked to be still this client's.
-fn check_member<'a>(l: &Locked<'_>, sg: &'a ShardGroup, member: u32) -> Result<&'a registry::MemberSlot> {
+fn check_member<'a>(
+    l: &Locked<'_>,
+    sg: &'a ShardGroup,
+    (member, joined_ns): (u32, u64),
+) -> Result<&'a registry::MemberSlot> {
     let (client, incarnation) = l.me()?;
     let me = sg.member(member)?;
     if me.state.load(Relaxed) != LIVE
         || me.client.load(Relaxed) != client
         || me.incarnation.load(Relaxed) != incarnation
+        || me.joined_ns.load(Relaxed) != joined_ns
     {
         return Err(StreamError::InvalidConfig(
             "this consumer is no longer a member of the group (it left, or the group was restored)".into(),
@@ -731,7 +766,9 @@ fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u64) -> Resu
         let p = (rr + i) % partitions;
         let part = &record.partitions[p];
         let (tail, head) = streams::range(part)?;
+        // Offsets below the tail were dropped before they were cut.
         let start = sg.next_cut[p].load(Relaxed).max(tail);
+        sg.next_cut[p].store(start, Relaxed);
         if start >= head {
             continue;
         }
@@ -784,8 +821,8 @@ fn finished(record: &StreamRecord, _group: &GroupSlot, sg: &ShardGroup) -> Resul
     }
     let partitions = (record.slot.partitions.load(Relaxed) as usize).min(crate::stream::MAX_PARTITIONS);
     for p in 0..partitions {
-        let (_, head) = streams::range(&record.partitions[p])?;
-        if sg.next_cut[p].load(Relaxed) < head {
+        let (tail, head) = streams::range(&record.partitions[p])?;
+        if sg.next_cut[p].load(Relaxed).max(tail) < head {
             return Ok(false);
         }
     }
@@ -800,7 +837,10 @@ fn settle(l: &Locked<'_>, record: &StreamRecord, group: &GroupSlot, sg: &ShardGr
     loop {
         let t = sg.task(slot)?;
         let p = t.partition.load(Relaxed) as usize % crate::stream::MAX_PARTITIONS;
-        let committed = group.committed[p].load(Relaxed);
+        // What lies below the tail was dropped (a limit, `DropOldest`): no
+        // shard there can finish, so the run starts at the tail.
+        let (tail, _) = streams::range(&record.partitions[p])?;
+        let committed = group.committed[p].load(Relaxed).max(tail);
         if t.start.load(Relaxed) > committed {
             break; // an earlier shard of the partition is not finished
         }
@@ -937,7 +977,7 @@ fn load(sg: &ShardGroup, group: &GroupSlot, c: &Checkpoint) -> Result<()> {
     placed.sort_by_key(|&(_, p, start, _, _)| (p, start));
     for pair in placed.windows(2) {
         let ((a, pa, _, end, _), (b, pb, start, _, id)) = (pair[0], pair[1]);
-        if pa == pb && end == start {
+        if pa == pb && end <= start {
             sg.tasks[a as usize].next_id.store(id, Relaxed);
             sg.tasks[a as usize].next_slot.store(b, Relaxed);
         }

@@ -243,7 +243,8 @@ impl ShardGroup {
         };
         let h = &self.header;
         let id = h.next_task_id.load(Relaxed).max(1);
-        h.next_task_id.store(id + 1, Relaxed);
+        let next = id.checked_add(1).ok_or_else(|| StoreError::corrupted("the task id counter overflowed"))?;
+        h.next_task_id.store(next, Relaxed);
         let t = &self.tasks[slot as usize];
         t.id.store(id, Relaxed);
         t.start.store(start, Relaxed);

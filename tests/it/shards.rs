@@ -396,3 +396,53 @@ fn write_the_checkpoint_fixture() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
     sample_checkpoint().write(&path).unwrap();
 }
+
+#[test]
+fn data_dropped_before_it_was_cut_does_not_stall_the_group() {
+    let t = TestStore::new("shard-dropped");
+    let store = store(&t);
+    let one = batch(0, 0, 100);
+    let limited = StreamConfig::new("s", schema()).group("g").max_bytes(20 * (one.get_array_memory_size() as u64));
+    let stream = Stream::create(&store, limited).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for i in 0..200 {
+        producer.append(&batch(0, i, 100)).unwrap();
+    }
+    stream.close().unwrap();
+    let stats = stream.stats().unwrap();
+    assert!(stats.trimmed > 0 && stats.partitions[0].tail > 0, "the limit dropped the oldest batches");
+    let mut m = ShardManager::join(&stream, "g", config(10)).unwrap();
+    let done = drain(&mut m);
+    let tail = stats.partitions[0].tail;
+    assert_eq!(done.first().unwrap().start, tail);
+    assert_eq!(stream.stats().unwrap().groups[0].committed, [200]);
+}
+
+#[test]
+fn an_old_handle_dropped_after_a_restore_does_not_disturb_the_new_members() {
+    let t = TestStore::new("shard-old-handle");
+    let path = t.path.with_extension("ckpt");
+    let store = store(&t);
+    let stream = filled(&store, 1, 40);
+    let old = ShardManager::join(&stream, "g", config(10)).unwrap();
+    old.checkpoint(&path).unwrap();
+    let mut restored = ShardManager::restore(&stream, "g", &path).unwrap();
+    let task = restored.get_task().unwrap().unwrap();
+    drop(old); // same process, same member slot as before the restore
+    restored.report(task, Outcome::Done).unwrap();
+    assert_eq!(restored.stats().unwrap().members.len(), 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_checkpoint_whose_tasks_do_not_fit_together_is_refused() {
+    let mut overlapping = sample_checkpoint();
+    overlapping.todo[0].start = 350; // overlaps the dead letter [201, 401)
+    assert!(matches!(Checkpoint::from_bytes(&overlapping.to_bytes().unwrap()), Err(CheckpointError::Corrupted(_))));
+    let mut past_the_cut = sample_checkpoint();
+    past_the_cut.todo[1].end = 900;
+    assert!(matches!(Checkpoint::from_bytes(&past_the_cut.to_bytes().unwrap()), Err(CheckpointError::Corrupted(_))));
+    let mut same_id = sample_checkpoint();
+    same_id.todo[1].id = same_id.todo[0].id;
+    assert!(matches!(Checkpoint::from_bytes(&same_id.to_bytes().unwrap()), Err(CheckpointError::Corrupted(_))));
+}
