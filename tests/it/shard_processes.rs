@@ -170,3 +170,40 @@ fn members_killed_at_random_moments_lose_nothing_and_duplicate_only_what_they_he
         }
     }
 }
+
+#[test]
+fn quiver_checkpoint_show_and_stat_print_the_group() {
+    use crate::common::run_quiver;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
+    let out = run_quiver(&["checkpoint", "show", &fixture.display().to_string(), "--json"], LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["stream"].as_str(), v["group"].as_str()), (Some("samples"), Some("trainer")));
+    assert_eq!(v["dead_letters"][0]["retries"], 4);
+    let text = run_quiver(&["checkpoint", "show", &fixture.display().to_string()], LONG);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("dead letter  task      3"));
+    // A file that is not a checkpoint is a clear error.
+    let t = TestStore::new("shard-cli");
+    let bogus = t.path.with_extension("bogus");
+    std::fs::write(&bogus, b"not a checkpoint").unwrap();
+    let out = run_quiver(&["checkpoint", "show", &bogus.display().to_string()], LONG);
+    let _ = std::fs::remove_file(&bogus);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a quiver checkpoint"));
+    // `quiver stat` shows the shard-managed group and its dead letters.
+    let store = Store::create(StoreConfig::new(&t.name).capacity(16 << 20)).unwrap();
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("g")).unwrap();
+    stream.producer().unwrap().append(&batch(0, 0, 1)).unwrap();
+    stream.close().unwrap();
+    let cfg = ShardConfig { max_retries: 0, ..Default::default() };
+    let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
+    let task = m.get_task().unwrap().unwrap();
+    m.report(task, Outcome::Failed).unwrap();
+    let out = run_quiver(&["stat", &t.name, "--json"], LONG);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["shard_groups"][0]["group"], "g");
+    assert_eq!(v["shard_groups"][0]["dead_letters"][0]["id"], task.id);
+    let text = String::from_utf8_lossy(&run_quiver(&["stat", &t.name], LONG).stdout).to_string();
+    assert!(text.contains("shard-managed group g of stream s"), "{text}");
+    assert!(text.contains("dead letter: task"), "{text}");
+}
