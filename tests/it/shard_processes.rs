@@ -207,3 +207,69 @@ fn quiver_checkpoint_show_and_stat_print_the_group() {
     assert!(text.contains("shard-managed group g of stream s"), "{text}");
     assert!(text.contains("dead letter: task"), "{text}");
 }
+
+#[test]
+fn checkpoint_kill_everything_remove_the_store_restore_and_replay_loses_nothing() {
+    let t = TestStore::new("shard-disaster");
+    let dir = Dir(std::env::temp_dir().join(format!("{}-logs", t.name)));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let checkpoint = dir.0.join("group.qvck");
+    let total = 240u64;
+    // The source: batch i goes to partition i % 2, so a replay recreates
+    // the same offsets.
+    let replay = |stream: &Stream, upto: u64| {
+        let mut producer = stream.producer().unwrap();
+        for i in 0..upto {
+            producer.append_to((i % 2) as u32, &batch(0, i as i64, 1)).unwrap();
+        }
+    };
+    let cfg = ShardConfig { shard_size: ShardSize::Batches(4), ..Default::default() };
+    {
+        let store = Store::create(StoreConfig::new(&t.name).capacity(32 << 20)).unwrap();
+        let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();
+        replay(&stream, total);
+        let observer = ShardManager::join(&stream, "g", cfg).unwrap();
+        let mut workers: Vec<Proc> =
+            (0..2).map(|w| worker(&t, Some(&dir.0.join(format!("before-{w}.log"))), &["--work-ms", "2"])).collect();
+        // Let them get some way, then checkpoint while they work.
+        let deadline = Instant::now() + LONG;
+        while observer.stats().unwrap().done < 10 {
+            assert!(Instant::now() < deadline, "the workers made no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        observer.checkpoint(&checkpoint).unwrap();
+        for w in &mut workers {
+            w.kill();
+        }
+        std::mem::forget(observer); // killed too: no goodbye
+    }
+    std::fs::remove_file(&t.path).unwrap();
+    // A new store: restore the group, replay the source, run new workers.
+    let store = Store::create(StoreConfig::new(&t.name).capacity(32 << 20)).unwrap();
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2)).unwrap();
+    let restored = ShardManager::restore(&stream, "g", &checkpoint).unwrap();
+    replay(&stream, total);
+    stream.close().unwrap();
+    let mut workers: Vec<Proc> = (0..2).map(|w| worker(&t, Some(&dir.0.join(format!("after-{w}.log"))), &[])).collect();
+    for w in &mut workers {
+        assert!(w.wait(LONG).success());
+    }
+    drop(restored);
+    assert_eq!(stream.stats().unwrap().groups[0].committed, [total / 2, total / 2]);
+    // Every offset was processed before the checkpoint (and so is known done
+    // to it) or after the restore.
+    let mut processed = HashSet::new();
+    for entry in std::fs::read_dir(&dir.0).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            for (p, start, end) in read_log(&path) {
+                processed.extend((start..end).map(|o| (p, o)));
+            }
+        }
+    }
+    for p in 0..2u32 {
+        for o in 0..total / 2 {
+            assert!(processed.contains(&(p, o)), "offset {o} of partition {p} was lost");
+        }
+    }
+}
