@@ -39,6 +39,7 @@ pub mod shard;
 pub mod shm;
 pub mod store;
 pub mod stream;
+pub mod train;
 
 pub use arrow::{BatchMeta, BatchReader, BatchWriter};
 pub use error::{BatchError, CheckpointError, Result, StoreError, StreamError};
@@ -52,3 +53,4 @@ pub use stream::{
     Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, StartAt, Stream, StreamBatch, StreamConfig,
     StreamStats, Window, WindowKind, WindowOutcome, Windows,
 };
+pub use train::SgdRegressor;
