@@ -50,12 +50,15 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         delete: bool,
     },
-    /// The demo's consumer: read objects 0..count as they are sealed, print a JSON report.
-    Consume {
+    /// The demo's consumer: trains a model on the demo stream, prints
+    /// `ready`, `progress ROWS BATCHES` lines and a JSON report.
+    DemoConsumer {
         #[arg(long)]
         store: String,
         #[arg(long)]
-        count: u64,
+        consumer: u32,
+        #[arg(long, value_enum)]
+        mode: super::demo::Mode,
     },
     /// Decode record batches `(ns, 0, 0..count)` from the store and write
     /// them to an Arrow IPC stream file.
@@ -207,7 +210,7 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
     match command {
         DebugCommand::Put { objects, size, timeout_ms } => put(&objects, size, timeout_ms),
         DebugCommand::Get { objects, timeout_ms, delete } => get(&objects, timeout_ms, delete),
-        DebugCommand::Consume { store, count } => super::demo::consume(&store, count),
+        DebugCommand::DemoConsumer { store, consumer, mode } => super::demo::consume(&store, consumer, mode),
         DebugCommand::Hold { objects } => hold(&objects),
         DebugCommand::BenchConsumer { store, consumer, step, spin_us } => {
             super::bench::consume_store(&store, consumer, step, spin_us)

@@ -1,67 +1,128 @@
-//! `quiver demo`: the main job. A producer (this process) and N consumer
-//! processes (this binary, hidden subcommand) exchange objects through a
-//! fresh store in /dev/shm; every consumer reads every object in place and
-//! checks it; a table of what each consumer read, how fast, and whether its
-//! checksum matches the producer's is printed; the store is removed.
+//! `quiver demo`: the main job, the Plasma streaming example grown up. A
+//! producer (this process) appends `y = 4 + 3x + noise` in batches of 1 to
+//! 40 rows to a stream in a fresh store; consumer processes (this binary,
+//! `debug demo-consumer`) train scikit-learn-style SGD regressors on it.
 //!
-//! (The online SGD trainer becomes the demo once the stream, shard and
-//! train layers exist; see the issues.)
+//! - `--mode broadcast` (default): every consumer is the one member of its
+//!   own group, reads every batch, and must end with the producer's
+//!   checksum and a model within 0.3 of the truth.
+//! - `--mode shared`: the consumers are the members of one group and split
+//!   the stream through the shard manager; their checksums add up to the
+//!   producer's, and the average of their models must be within 0.3.
+//!
+//! Live progress bars while it runs (on a terminal), a table at the end (or
+//! one JSON object with `--json`); the store is removed however the demo
+//! ends, Ctrl-C included.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use quiver::{CreateOptions, ObjectId, Store, StoreConfig};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use quiver::train::{row_checksum, LinearData};
+use quiver::{ConsumerConfig, Next, Outcome, Polled, SgdRegressor, ShardConfig, ShardManager, ShardSize};
+use quiver::{Store, StoreConfig, Stream, StreamConfig};
+
+/// How the consumers share the stream.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// Every consumer reads every batch (one group each).
+    Broadcast,
+    /// The consumers split the stream (one group, the shard manager).
+    Shared,
+}
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct DemoArgs {
-    /// Consumer processes, each reading every object.
+    /// Consumer processes.
     #[arg(long, default_value_t = 3)]
-    consumers: usize,
-    /// Objects the producer writes.
-    #[arg(long, default_value_t = 4096)]
-    objects: u64,
-    /// Bytes per object.
-    #[arg(long, default_value_t = 64 << 10)]
-    size: u64,
-    /// Print one JSON object instead of a table.
+    consumers: u32,
+    /// Rows the producer appends (default: 10,000; in shared mode 10,000
+    /// per consumer, since each trains on its share).
+    #[arg(long)]
+    rows: Option<u64>,
+    /// Rows per batch, drawn uniformly from MIN..MAX.
+    #[arg(long, default_value = "1..40", value_parser = parse_range)]
+    batch_rows: (u64, u64),
+    /// How the consumers share the stream.
+    #[arg(long, value_enum, default_value_t = Mode::Broadcast)]
+    mode: Mode,
+    /// Shared mode: checkpoint the group to this file every second and at the end.
+    #[arg(long)]
+    checkpoint: Option<std::path::PathBuf>,
+    /// The data's seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one JSON object at the end instead of progress and a table.
     #[arg(long)]
     json: bool,
 }
 
-/// A checksum of an object's bytes: fast (a word at a time) and sensitive to
-/// order, so a byte read from the wrong place or the wrong object shows.
-pub(crate) fn checksum(acc: u64, bytes: &[u8]) -> u64 {
-    let mut acc = acc;
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
-        acc = (acc ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (min, max) = s.split_once("..").ok_or_else(|| format!("{s:?} is not MIN..MAX"))?;
+    let parse = |x: &str| x.trim().parse::<u64>().map_err(|e| format!("{x:?}: {e}"));
+    let (min, max) = (parse(min)?, parse(max)?);
+    if min == 0 || min > max {
+        return Err(format!("{s:?}: need 1 <= MIN <= MAX"));
     }
-    for &b in words.remainder() {
-        acc = (acc ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-    acc
+    Ok((min, max))
 }
 
-/// The bytes of object `i`: a pattern cheap to make and to check.
-pub(crate) fn fill(i: u64, data: &mut [u8]) {
-    let mut x = i.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-    for chunk in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let bytes = x.to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
+const STREAM: &str = "samples";
+const SHARED_GROUP: &str = "trainers";
+/// How far a model may be from the truth, in intercept and in slope.
+const TOLERANCE: f64 = 0.3;
+
+/// Set by the SIGINT handler; every loop of the demo looks at it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_sigint_handler() {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe; `sigaction` gets a zeroed, then filled, struct.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize, Debug)]
+fn interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: every process stopped and the store removed");
+    }
+    Ok(())
+}
+
+/// What a consumer reports at the end (one JSON line).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct ConsumerReport {
-    pub objects: u64,
-    pub bytes: u64,
-    pub seconds: f64,
-    pub checksum: u64,
+    name: String,
+    rows: u64,
+    batches: u64,
+    seconds: f64,
+    checksum: u64,
+    intercept: f64,
+    slope: f64,
+}
+
+/// The demo's consumer processes; killed (and reaped) on drop.
+struct Children(Vec<Child>);
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Removes the demo store however the demo ends.
@@ -72,122 +133,391 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// A line from consumer `i`.
+enum Line {
+    Ready,
+    Progress { rows: u64, batches: u64 },
+    Report(ConsumerReport),
+}
+
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
-    if args.consumers == 0 || args.objects == 0 {
-        bail!("--consumers and --objects must be at least 1");
+    if args.consumers == 0 {
+        bail!("--consumers must be at least 1");
     }
+    if args.checkpoint.is_some() && args.mode != Mode::Shared {
+        bail!("--checkpoint needs --mode shared (it checkpoints the shard manager)");
+    }
+    install_sigint_handler();
+    let n = args.consumers;
+    let rows = args.rows.unwrap_or(match args.mode {
+        Mode::Broadcast => 10_000,
+        Mode::Shared => 10_000 * n as u64,
+    });
     let name = format!("demo-{}", std::process::id());
-    // Room for every object: each consumer must see all of them, and the
-    // demo has no retention policy yet (streams bring one).
-    let block = args.size.div_ceil(64) * 64 + 64;
-    let capacity = block * args.objects + (1 << 20);
-    let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(args.objects + 16))
-        .with_context(|| format!("create a {capacity}-byte store in /dev/shm"))?;
+    let store = Store::create(StoreConfig::new(&name).capacity(256 << 20))?;
     let _remove = RemoveOnDrop(store.path().to_path_buf());
+    let schema = LinearData::new(0).batch(0).schema();
+    let mut config = StreamConfig::new(STREAM, schema).partitions(match args.mode {
+        Mode::Broadcast => 1,
+        Mode::Shared => n.clamp(1, 8),
+    });
+    match args.mode {
+        Mode::Broadcast => {
+            for c in 0..n {
+                config = config.group(format!("consumer-{c}"));
+            }
+        }
+        Mode::Shared => config = config.group(SHARED_GROUP),
+    }
+    let stream = Stream::create(&store, config)?;
+
+    // The consumers, and a thread per consumer turning its lines into events.
     let exe = std::env::current_exe().context("find the quiver binary")?;
-    let mut children = Vec::new();
-    for _ in 0..args.consumers {
-        let child = Command::new(&exe)
-            .args(["debug", "consume", "--store", &name, "--count", &args.objects.to_string()])
+    let mut children = Children(Vec::new());
+    let (tx, events) = mpsc::channel::<(usize, Line)>();
+    for c in 0..n as usize {
+        let mode = format!("{:?}", args.mode).to_lowercase();
+        let mut child = Command::new(&exe)
+            .args(["debug", "demo-consumer", "--store", &name, "--consumer", &c.to_string(), "--mode", &mode])
             .stdout(Stdio::piped())
             .spawn()
             .context("start a consumer process")?;
-        children.push(KillOnDrop(Some(child)));
+        let stdout = child.stdout.take().context("a consumer's output")?;
+        children.0.push(child);
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event = if line == "ready" {
+                    Line::Ready
+                } else if let Some(rest) = line.strip_prefix("progress ") {
+                    let mut f = rest.split_whitespace().map(|x| x.parse().unwrap_or(0));
+                    Line::Progress { rows: f.next().unwrap_or(0), batches: f.next().unwrap_or(0) }
+                } else if let Ok(report) = serde_json::from_str(&line) {
+                    Line::Report(report)
+                } else {
+                    continue;
+                };
+                if tx.send((c, event)).is_err() {
+                    break;
+                }
+            }
+        });
     }
-    let start = Instant::now();
-    let mut producer_sum = 0u64;
-    let options = CreateOptions { timeout: Duration::from_secs(30), pinned: true };
-    for i in 0..args.objects {
-        let mut builder = store.create_object_with(ObjectId::sequential(1, 0, i), args.size, &[], options)?;
-        fill(i, builder.data_mut());
-        producer_sum = checksum(producer_sum, builder.data());
-        builder.seal()?;
-    }
-    let produced = start.elapsed().as_secs_f64();
-    let mut reports = Vec::new();
-    for child in &mut children {
-        let output = child.0.take().context("consumer already collected")?.wait_with_output()?;
-        if !output.status.success() {
-            bail!("a consumer failed ({})", output.status);
+    drop(tx);
+    let mut ready = 0;
+    while ready < n {
+        interrupted()?;
+        match events.recv_timeout(Duration::from_millis(50)) {
+            Ok((_, Line::Ready)) => ready += 1,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a consumer exited before it was ready"),
         }
-        let report: ConsumerReport = serde_json::from_slice(&output.stdout).context("read a consumer's report")?;
-        reports.push(report);
     }
-    let all_match = reports.iter().all(|r| r.checksum == producer_sum && r.objects == args.objects);
-    let gb = |bytes: u64, s: f64| bytes as f64 / s.max(1e-9) / 1e9;
+
+    // Progress bars: the producer's and one per consumer.
+    let bars = MultiProgress::with_draw_target(if args.json {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos:>7}/{len} rows {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let per_consumer = if args.mode == Mode::Broadcast { rows } else { rows / n as u64 };
+    let producer_bar = bars.add(ProgressBar::new(rows).with_style(style.clone()).with_prefix("producer"));
+    let consumer_bars: Vec<ProgressBar> = (0..n)
+        .map(|c| {
+            bars.add(ProgressBar::new(per_consumer).with_style(style.clone()).with_prefix(format!("consumer-{c}")))
+        })
+        .collect();
+
+    // Produce.
+    let started = Instant::now();
+    let observer = match (&args.checkpoint, args.mode) {
+        (Some(_), Mode::Shared) => Some(ShardManager::join(&stream, SHARED_GROUP, shard_config())?),
+        _ => None,
+    };
+    let mut last_checkpoint = Instant::now();
+    let mut data = LinearData::new(args.seed);
+    // A short timeout, so that Ctrl-C is seen even while the store is full.
+    let mut producer = stream.producer()?.with_timeout(Duration::from_millis(200));
+    let (mut produced, mut batches, mut checksum) = (0u64, 0u64, 0u64);
+    let mut consumed = vec![(0u64, 0u64); n as usize];
+    let mut reports: Vec<Option<ConsumerReport>> = vec![None; n as usize];
+    while produced < rows {
+        interrupted()?;
+        let size = data.between(args.batch_rows.0, args.batch_rows.1).min(rows - produced) as usize;
+        let batch = data.batch(size);
+        loop {
+            match producer.append(&batch) {
+                Ok(_) => break,
+                Err(quiver::StreamError::Full { .. }) => interrupted()?, // the consumers are behind: wait on
+                Err(e) => return Err(e.into()),
+            }
+        }
+        checksum = checksum.wrapping_add(row_checksum(&batch));
+        produced += size as u64;
+        batches += 1;
+        if batches % 64 == 0 {
+            while let Ok(event) = events.try_recv() {
+                handle(event, &mut consumed, &mut reports);
+            }
+            update_bars(&producer_bar, &consumer_bars, produced, &consumed, started);
+        }
+    }
+    stream.close()?;
+
+    // Wait for every consumer's report.
+    let mut failed = None;
+    while reports.iter().any(Option::is_none) {
+        interrupted()?;
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => handle(event, &mut consumed, &mut reports),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                failed = Some("a consumer exited without a report");
+                break;
+            }
+        }
+        update_bars(&producer_bar, &consumer_bars, produced, &consumed, started);
+        if let (Some(path), Some(observer)) = (&args.checkpoint, &observer) {
+            if last_checkpoint.elapsed() >= Duration::from_secs(1) {
+                observer.checkpoint(path)?;
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+    if let (Some(path), Some(observer)) = (&args.checkpoint, &observer) {
+        observer.checkpoint(path)?;
+    }
+    update_bars(&producer_bar, &consumer_bars, produced, &consumed, started);
+    let seconds = started.elapsed().as_secs_f64();
+    for bar in consumer_bars.iter().chain([&producer_bar]) {
+        bar.finish();
+    }
+    drop(bars);
+    for child in &mut children.0 {
+        let status = child.wait()?;
+        if !status.success() {
+            failed = failed.or(Some("a consumer failed"));
+        }
+    }
+    if let Some(why) = failed {
+        bail!(why);
+    }
+    let reports: Vec<ConsumerReport> = reports.into_iter().flatten().collect();
+    summarize(&args, rows, batches, checksum, seconds, &reports)
+}
+
+/// Records what consumer `c` said.
+fn handle((c, line): (usize, Line), consumed: &mut [(u64, u64)], reports: &mut [Option<ConsumerReport>]) {
+    match line {
+        Line::Progress { rows, batches } => consumed[c] = (rows, batches),
+        Line::Report(report) => {
+            consumed[c] = (report.rows, report.batches);
+            reports[c] = Some(report);
+        }
+        Line::Ready => {}
+    }
+}
+
+/// The shard manager's configuration in shared mode.
+fn shard_config() -> ShardConfig {
+    ShardConfig { shard_size: ShardSize::Batches(8), linger: Duration::from_millis(20), ..Default::default() }
+}
+
+fn update_bars(
+    producer: &ProgressBar,
+    consumers: &[ProgressBar],
+    produced: u64,
+    consumed: &[(u64, u64)],
+    started: Instant,
+) {
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    producer.set_position(produced);
+    for (bar, &(rows, batches)) in consumers.iter().zip(consumed) {
+        bar.set_position(rows.min(bar.length().unwrap_or(rows)));
+        let expected = if consumers.len() > 1 && bar.length() != producer.length() { share } else { produced };
+        let lag = expected.saturating_sub(rows);
+        bar.set_message(format!("{:>8.0} batches/s, lag {lag} rows", batches as f64 / seconds));
+    }
+}
+
+fn within(intercept: f64, slope: f64) -> bool {
+    (intercept - LinearData::INTERCEPT).abs() <= TOLERANCE && (slope - LinearData::SLOPE).abs() <= TOLERANCE
+}
+
+/// Checks the run and prints the table (or the JSON object).
+fn summarize(
+    args: &DemoArgs,
+    rows: u64,
+    batches: u64,
+    checksum: u64,
+    seconds: f64,
+    reports: &[ConsumerReport],
+) -> Result<()> {
+    let n = reports.len() as f64;
+    let (avg_intercept, avg_slope) =
+        (reports.iter().map(|r| r.intercept).sum::<f64>() / n, reports.iter().map(|r| r.slope).sum::<f64>() / n);
+    let mut problems = Vec::new();
+    match args.mode {
+        Mode::Broadcast => {
+            for r in reports {
+                if r.checksum != checksum || r.rows != rows {
+                    problems.push(format!("{} read {} rows with checksum {:016x}", r.name, r.rows, r.checksum));
+                }
+                if !within(r.intercept, r.slope) {
+                    problems.push(format!("{}'s model is {:.3} + {:.3}x", r.name, r.intercept, r.slope));
+                }
+            }
+        }
+        Mode::Shared => {
+            let total_rows: u64 = reports.iter().map(|r| r.rows).sum();
+            let total_checksum = reports.iter().fold(0u64, |s, r| s.wrapping_add(r.checksum));
+            if total_rows != rows || total_checksum != checksum {
+                problems.push(format!("the workers read {total_rows} rows with checksum {total_checksum:016x}"));
+            }
+            if !within(avg_intercept, avg_slope) {
+                problems.push(format!("the average model is {avg_intercept:.3} + {avg_slope:.3}x"));
+            }
+        }
+    }
     if args.json {
-        let consumers: Vec<_> = reports
-            .iter()
-            .enumerate()
-            .map(|(n, r)| {
-                serde_json::json!({
-                    "name": format!("consumer-{n}"), "objects": r.objects, "bytes": r.bytes,
-                    "seconds": r.seconds, "gb_per_s": gb(r.bytes, r.seconds), "checksum": r.checksum,
-                })
-            })
-            .collect();
         let value = serde_json::json!({
-            "objects": args.objects, "object_bytes": args.size, "producer_seconds": produced,
-            "producer_checksum": producer_sum, "checksums_match": all_match, "consumers": consumers,
+            "mode": args.mode,
+            "rows": rows,
+            "batches": batches,
+            "producer_checksum": format!("{checksum:016x}"),
+            "seconds": seconds,
+            "truth": { "intercept": LinearData::INTERCEPT, "slope": LinearData::SLOPE },
+            "average": { "intercept": avg_intercept, "slope": avg_slope },
+            "consumers": reports.iter().map(|r| serde_json::json!({
+                "name": r.name, "rows": r.rows, "batches": r.batches, "seconds": r.seconds,
+                "rows_per_s": r.rows as f64 / r.seconds.max(1e-9),
+                "checksum": format!("{:016x}", r.checksum), "intercept": r.intercept, "slope": r.slope,
+            })).collect::<Vec<_>>(),
+            "ok": problems.is_empty(),
+            "problems": problems,
         });
         println!("{value}");
     } else {
-        let total = args.objects * args.size;
         println!(
-            "producer: {} objects of {} bytes in {produced:.3} s ({:.2} GB/s), checksum {producer_sum:016x}",
-            args.objects,
-            args.size,
-            gb(total, produced)
+            "{:?} mode: {rows} rows in {batches} batches, {seconds:.2} s; producer checksum {checksum:016x}",
+            args.mode
         );
         println!(
-            "{:<12} {:>8} {:>14} {:>9} {:>8} {:>18} {:>6}",
-            "consumer", "objects", "bytes", "seconds", "GB/s", "checksum", "match"
+            "{:<12} {:>8} {:>8} {:>12} {:>18} {:>10} {:>8}",
+            "consumer", "rows", "batches", "rows/s", "checksum", "intercept", "slope"
         );
-        for (n, r) in reports.iter().enumerate() {
+        for r in reports {
             println!(
-                "{:<12} {:>8} {:>14} {:>9.3} {:>8.2} {:>18} {:>6}",
-                format!("consumer-{n}"),
-                r.objects,
-                r.bytes,
-                r.seconds,
-                gb(r.bytes, r.seconds),
+                "{:<12} {:>8} {:>8} {:>12.0} {:>18} {:>10.3} {:>8.3}",
+                r.name,
+                r.rows,
+                r.batches,
+                r.rows as f64 / r.seconds.max(1e-9),
                 format!("{:016x}", r.checksum),
-                if r.checksum == producer_sum { "yes" } else { "NO" }
+                r.intercept,
+                r.slope
             );
         }
-    }
-    if !all_match {
-        bail!("a consumer's checksum differs from the producer's");
-    }
-    Ok(())
-}
-
-/// A consumer process: reads objects 0..count in order, each as soon as it
-/// is sealed, and prints its report as JSON.
-pub(crate) fn consume(store: &str, count: u64) -> Result<()> {
-    let store = Store::open(store)?;
-    let mut report = ConsumerReport { objects: 0, bytes: 0, seconds: 0.0, checksum: 0 };
-    let mut start = None;
-    for i in 0..count {
-        let id = ObjectId::sequential(1, 0, i);
-        let view =
-            store.get(id, Duration::from_secs(30))?.with_context(|| format!("object {id} not sealed within 30 s"))?;
-        start.get_or_insert_with(Instant::now);
-        report.checksum = checksum(report.checksum, view.data());
-        report.objects += 1;
-        report.bytes += view.len() as u64;
-    }
-    report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
-}
-
-struct KillOnDrop(Option<std::process::Child>);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        if args.mode == Mode::Shared {
+            println!(
+                "{:<12} {:>8} {:>8} {:>12} {:>18} {:>10.3} {:>8.3}",
+                "average", "", "", "", "", avg_intercept, avg_slope
+            );
+        }
+        println!(
+            "{:<12} {:>8} {:>8} {:>12} {:>18} {:>10.3} {:>8.3}",
+            "truth",
+            "",
+            "",
+            "",
+            "",
+            LinearData::INTERCEPT,
+            LinearData::SLOPE
+        );
+        if problems.is_empty() {
+            println!("ok: every checksum matches and the models are within {TOLERANCE} of the truth");
         }
     }
+    if !problems.is_empty() {
+        bail!("the demo's checks failed: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// A demo consumer: `quiver debug demo-consumer`.
+pub(crate) fn consume(store: &str, consumer: u32, mode: Mode) -> Result<()> {
+    let store = Store::open(store)?;
+    let stream = Stream::open(&store, STREAM)?;
+    let name = format!("consumer-{consumer}");
+    let mut model = SgdRegressor::new();
+    let (mut rows, mut batches, mut checksum) = (0u64, 0u64, 0u64);
+    let mut last_progress = Instant::now();
+    let started = Instant::now();
+    let mut train = |batch: &arrow_array::RecordBatch, rows: &mut u64, batches: &mut u64| -> Result<()> {
+        model.partial_fit(batch, &["x"], "y")?;
+        checksum = checksum.wrapping_add(row_checksum(batch));
+        *rows += batch.num_rows() as u64;
+        *batches += 1;
+        Ok(())
+    };
+    let progress = |rows: u64, batches: u64| println!("progress {rows} {batches}");
+    match mode {
+        Mode::Broadcast => {
+            let mut reader = stream.consumer(ConsumerConfig::group(name.clone()))?;
+            println!("ready");
+            loop {
+                match reader.poll(Duration::from_secs(60))? {
+                    Polled::Batch(b) => train(&b.batch, &mut rows, &mut batches)?,
+                    Polled::EndOfStream => break,
+                    Polled::TimedOut => bail!("no batch for 60 s"),
+                }
+                if batches % 32 == 0 {
+                    reader.commit()?;
+                }
+                if last_progress.elapsed() >= Duration::from_millis(100) {
+                    progress(rows, batches);
+                    last_progress = Instant::now();
+                }
+            }
+            reader.commit()?;
+        }
+        Mode::Shared => {
+            let mut manager = ShardManager::join(&stream, SHARED_GROUP, shard_config())?;
+            println!("ready");
+            loop {
+                let task = match manager.next_task(Duration::from_secs(60))? {
+                    Next::Task(task) => task,
+                    Next::End => break,
+                    Next::TimedOut => bail!("no task for 60 s"),
+                };
+                let Some(read) = manager.read_task(&task, Duration::from_secs(60))? else {
+                    manager.report(task, Outcome::Failed)?;
+                    continue;
+                };
+                for b in &read {
+                    train(&b.batch, &mut rows, &mut batches)?;
+                }
+                manager.report(task, Outcome::Done)?;
+                if last_progress.elapsed() >= Duration::from_millis(100) {
+                    progress(rows, batches);
+                    last_progress = Instant::now();
+                }
+            }
+        }
+    }
+    let report = ConsumerReport {
+        name,
+        rows,
+        batches,
+        seconds: started.elapsed().as_secs_f64(),
+        checksum,
+        intercept: model.intercept(),
+        slope: model.coef().first().copied().unwrap_or(0.0),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }

@@ -92,7 +92,15 @@ impl SgdRegressor {
     /// A model with scikit-learn's defaults; its features are fixed by the
     /// first batch it is trained on.
     pub fn new() -> Self {
-        SgdRegressor { coef: Vec::new(), intercept: 0.0, t: 1.0, eta0: 0.01, power_t: 0.25, alpha: 0.0001, fit_intercept: true }
+        SgdRegressor {
+            coef: Vec::new(),
+            intercept: 0.0,
+            t: 1.0,
+            eta0: 0.01,
+            power_t: 0.25,
+            alpha: 0.0001,
+            fit_intercept: true,
+        }
     }
 
     /// The weights, one per feature (empty before the first batch).
