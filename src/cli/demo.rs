@@ -336,9 +336,11 @@ fn update_bars(
 ) {
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     producer.set_position(produced);
+    // In shared mode (a consumer's bar is its share) lag is against the share.
+    let share = produced / consumers.len().max(1) as u64;
     for (bar, &(rows, batches)) in consumers.iter().zip(consumed) {
         bar.set_position(rows.min(bar.length().unwrap_or(rows)));
-        let expected = if consumers.len() > 1 && bar.length() != producer.length() { share } else { produced };
+        let expected = if bar.length() != producer.length() { share } else { produced };
         let lag = expected.saturating_sub(rows);
         bar.set_message(format!("{:>8.0} batches/s, lag {lag} rows", batches as f64 / seconds));
     }
