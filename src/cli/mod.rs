@@ -5,6 +5,7 @@ mod bench;
 mod checkpoint;
 mod debug;
 mod demo;
+mod io;
 mod stat;
 
 use std::process::ExitCode;
@@ -32,6 +33,11 @@ enum Command {
     /// Print a store's state: capacity, usage, clients, objects, streams
     /// and shard-managed groups.
     Stat(stat::StatArgs),
+    /// Append the batches of an Arrow IPC or CSV file to a stream
+    /// (creating the store and the stream if needed).
+    Produce(io::ProduceArgs),
+    /// Write what a consumer group reads from a stream to an Arrow IPC file.
+    Consume(io::ConsumeArgs),
     /// Work with shard-manager checkpoint files.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
@@ -48,6 +54,8 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Checkpoint(command) => checkpoint::run(command),
+        Command::Produce(args) => io::produce(args),
+        Command::Consume(args) => io::consume(args),
         Command::Debug(command) => debug::run(command),
     };
     match result {

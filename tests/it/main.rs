@@ -3,6 +3,7 @@
 mod arrow_batches;
 mod bench_cli;
 mod common;
+mod demo_cli;
 mod shard_processes;
 mod shards;
 mod store_api;

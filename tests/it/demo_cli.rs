@@ -1,0 +1,197 @@
+//! The main job and the data commands, run as users run them: `quiver demo`
+//! in both modes (the Plasma SGD example ported: broadcast mode), Ctrl-C in
+//! the middle of a demo, and `quiver produce` / `quiver consume` round trips.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+
+use crate::common::{quiver, run_quiver, TestStore, LONG};
+
+fn demo(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["demo", "--json"];
+    args.extend_from_slice(extra);
+    let out = run_quiver(&args, LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn near(v: &serde_json::Value, key: &str, truth: f64) -> bool {
+    (v[key].as_f64().unwrap() - truth).abs() <= 0.3
+}
+
+#[test]
+fn the_demo_broadcasts_the_plasma_example_to_every_consumer() {
+    let v = demo(&["--consumers", "3"]);
+    assert_eq!(v["mode"], "broadcast");
+    assert_eq!(v["rows"], 10_000);
+    assert_eq!(v["ok"], true);
+    let consumers = v["consumers"].as_array().unwrap();
+    assert_eq!(consumers.len(), 3);
+    for c in consumers {
+        assert_eq!(c["rows"], 10_000, "{c}");
+        assert_eq!(c["checksum"], v["producer_checksum"], "{c}");
+        assert!(near(c, "intercept", 4.0) && near(c, "slope", 3.0), "{c}");
+        assert!(c["name"].as_str().unwrap().starts_with("consumer-"));
+    }
+}
+
+#[test]
+fn the_shared_demo_splits_the_stream_and_checkpoints_the_group() {
+    let t = TestStore::new("demo-ckpt");
+    let path = t.path.with_extension("qvck");
+    let v = demo(&[
+        "--mode",
+        "shared",
+        "--consumers",
+        "2",
+        "--batch-rows",
+        "5..20",
+        "--checkpoint",
+        &path.display().to_string(),
+    ]);
+    assert_eq!(v["mode"], "shared");
+    assert_eq!(v["ok"], true);
+    let consumers = v["consumers"].as_array().unwrap();
+    let rows: u64 = consumers.iter().map(|c| c["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, v["rows"].as_u64().unwrap(), "every row trained on once");
+    assert!(near(&v["average"], "intercept", 4.0) && near(&v["average"], "slope", 3.0), "{v}");
+    let show = run_quiver(&["checkpoint", "show", &path.display().to_string(), "--json"], LONG);
+    let _ = std::fs::remove_file(&path);
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let checkpoint: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(checkpoint["group"], "trainers");
+    assert_eq!(checkpoint["todo"].as_array().unwrap().len(), 0, "the last checkpoint is of a finished group");
+}
+
+#[test]
+fn the_demo_refuses_nonsense() {
+    for args in [&["demo", "--consumers", "0"][..], &["demo", "--batch-rows", "5..2"], &["demo", "--checkpoint", "x"]] {
+        let out = run_quiver(args, LONG);
+        assert!(!out.status.success(), "{args:?} was accepted");
+    }
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_stops_every_process_and_removes_the_store() {
+    let mut demo = quiver(&["demo", "--rows", "2000000000", "--consumers", "2"]);
+    let pid = demo.child.id();
+    let store = Path::new("/dev/shm").join(format!("quiver-demo-{pid}"));
+    let needle = format!("demo-{pid}");
+    let deadline = Instant::now() + LONG;
+    while !(store.exists() && processes_mentioning(&needle).len() >= 2) {
+        assert!(Instant::now() < deadline, "the demo never started its consumers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // let it run a little
+                                                    // SAFETY: sending a signal to a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let status = demo.wait(LONG);
+    assert!(!status.success(), "an interrupted demo does not claim success");
+    assert!(!store.exists(), "the store was left in /dev/shm");
+    let deadline = Instant::now() + LONG;
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(Instant::now() < deadline, "consumer processes were left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn sample() -> RecordBatch {
+    let columns: [(&str, ArrayRef); 4] = [
+        ("id", Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(4)]))),
+        ("score", Arc::new(Float64Array::from(vec![Some(0.5), None, Some(2.25), Some(-1.0)]))),
+        ("ok", Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true)]))),
+        ("name", Arc::new(StringArray::from(vec![Some("a"), Some("b, \"quoted\""), Some("c"), None]))),
+    ];
+    RecordBatch::try_from_iter_with_nullable(columns.map(|(n, a)| (n, a, true))).unwrap()
+}
+
+fn read_ipc(path: &Path) -> Vec<RecordBatch> {
+    let reader = arrow_ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None).unwrap();
+    reader.map(Result::unwrap).collect()
+}
+
+#[test]
+fn produce_then_consume_gives_back_the_same_data_for_every_group() {
+    let t = TestStore::new("io-roundtrip");
+    let dir = tempfile::tempdir().unwrap();
+    // An Arrow IPC file in, through the store, to one file per group.
+    let input = dir.path().join("in.arrow");
+    let batch = sample();
+    let mut writer =
+        arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(&input).unwrap(), &batch.schema()).unwrap();
+    writer.write(&batch).unwrap();
+    writer.write(&batch.slice(1, 2)).unwrap();
+    writer.finish().unwrap();
+    let from = input.display().to_string();
+    let out = run_quiver(
+        &["produce", "--store", &t.name, "--stream", "s", "--from", &from, "--groups", "a,b", "--close"],
+        LONG,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for group in ["a", "b"] {
+        let to = dir.path().join(format!("{group}.arrow"));
+        let out = run_quiver(
+            &["consume", "--store", &t.name, "--stream", "s", "--group", group, "--to", &to.display().to_string()],
+            LONG,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("end of stream"));
+        assert_eq!(read_ipc(&to), vec![batch.clone(), batch.slice(1, 2)], "group {group}");
+    }
+    // CSV in: the schema is inferred, and the data comes back.
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "id,score,ok,name\n1,0.5,true,a\n2,,false,\"b, \"\"quoted\"\"\"\n,2.25,,c\n4,-1,true,\n")
+        .unwrap();
+    let from = csv.display().to_string();
+    let out = run_quiver(
+        &["produce", "--store", &t.name, "--stream", "csv", "--from", &from, "--groups", "g", "--close"],
+        LONG,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let to = dir.path().join("csv.arrow");
+    let out = run_quiver(
+        &["consume", "--store", &t.name, "--stream", "csv", "--group", "g", "--to", &to.display().to_string()],
+        LONG,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read_ipc(&to), vec![batch]);
+    // A stream that is not closed: consume stops after its timeout.
+    let out = run_quiver(&["produce", "--store", &t.name, "--stream", "open", "--from", &from], LONG);
+    assert!(out.status.success());
+    let to = dir.path().join("open.arrow");
+    let out = run_quiver(
+        &[
+            "consume",
+            "--store",
+            &t.name,
+            "--stream",
+            "open",
+            "--group",
+            "g",
+            "--to",
+            &to.display().to_string(),
+            "--timeout",
+            "0.2",
+        ],
+        LONG,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("before the timeout"));
+    assert_eq!(read_ipc(&to).iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
+}
