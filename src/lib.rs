@@ -1,10 +1,10 @@
 //! quiver: a shared-memory producer/consumer runtime for single-host,
 //! multi-process online learning.
 //!
-//! A producer writes objects (later: Arrow record batches) into an
-//! mmap-backed store in shared memory, keyed by deterministic IDs; consumer
-//! processes wait for them with timeouts and read them in place. There is no
-//! daemon: every process maps the same file.
+//! A producer writes Arrow record batches into an mmap-backed store in
+//! shared memory, keyed by deterministic IDs; consumer processes wait for
+//! them with timeouts and read them in place. There is no daemon: every
+//! process maps the same file.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -29,9 +29,11 @@
 //!
 //! The layers, each a module (see ARCHITECTURE.md): [`shm`] (the mapped
 //! file, lock, futex, liveness), [`store`] (objects and their lifecycle),
-//! [`arrow`] (record batches in objects, read zero-copy) and [`stream`]
+//! [`arrow`] (record batches in objects, read zero-copy), [`stream`]
 //! (partitioned logs of batches: producers, consumers that poll with
-//! timeouts, consumer groups, retention, back-pressure, windows).
+//! timeouts, consumer groups, retention, back-pressure, windows), [`shard`]
+//! (a consumer group's shards, tasks, leases and checkpoints) and [`train`]
+//! (online SGD regression).
 
 pub mod arrow;
 pub mod error;
