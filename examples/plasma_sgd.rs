@@ -68,7 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             && (intercept - 4.0).abs() <= 0.3
             && (slope - 3.0).abs() <= 0.3;
         ok &= good;
-        println!("{name}: {rows} rows, checksum {sum}, y = {intercept:.3} + {slope:.3}x {}", if good { "ok" } else { "WRONG" });
+        println!(
+            "{name}: {rows} rows, checksum {sum}, y = {intercept:.3} + {slope:.3}x {}",
+            if good { "ok" } else { "WRONG" }
+        );
     }
     if !ok {
         return Err("a consumer's checksum or model is wrong".into());
