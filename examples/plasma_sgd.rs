@@ -40,9 +40,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let stream = Stream::create(&store, config)?;
     let exe = std::env::current_exe()?;
-    let children: Vec<_> = (0..CONSUMERS)
-        .map(|c| Command::new(&exe).args(["consumer", &name, &c.to_string()]).stdout(Stdio::piped()).spawn())
-        .collect::<Result<_, _>>()?;
+    // Killed if the producer fails part-way.
+    struct Children(Vec<std::process::Child>);
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut children = Children(Vec::new());
+    for c in 0..CONSUMERS {
+        children.0.push(Command::new(&exe).args(["consumer", &name, &c.to_string()]).stdout(Stdio::piped()).spawn()?);
+    }
 
     let mut data = LinearData::new(42);
     let mut producer = stream.producer()?;
@@ -58,11 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("producer: {rows} rows, checksum {checksum:016x}");
 
     let mut ok = true;
-    for child in children {
+    for child in std::mem::take(&mut children.0) {
         let out = child.wait_with_output()?;
         let line = String::from_utf8(out.stdout)?;
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (name, rows, sum, intercept, slope) = (f[0], f[1], f[2], f[3].parse::<f64>()?, f[4].parse::<f64>()?);
+        let [name, rows, sum, intercept, slope] = f[..] else {
+            return Err(format!("a consumer failed ({}) and said {line:?}", out.status).into());
+        };
+        let (intercept, slope) = (intercept.parse::<f64>()?, slope.parse::<f64>()?);
         let good = out.status.success()
             && sum == format!("{checksum:016x}")
             && (intercept - 4.0).abs() <= 0.3
@@ -98,6 +112,7 @@ fn consumer(store: &str, c: &str) -> Result<(), Box<dyn std::error::Error>> {
             Polled::TimedOut => return Err("no batch for 30 s".into()),
         }
     }
-    println!("consumer-{c} {rows} {checksum:016x} {} {}", model.intercept(), model.coef()[0]);
+    let slope = model.coef().first().copied().unwrap_or(0.0);
+    println!("consumer-{c} {rows} {checksum:016x} {} {slope}", model.intercept());
     Ok(())
 }

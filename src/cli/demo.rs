@@ -8,7 +8,8 @@
 //!   checksum and a model within 0.3 of the truth.
 //! - `--mode shared`: the consumers are the members of one group and split
 //!   the stream through the shard manager; their checksums add up to the
-//!   producer's, and the average of their models must be within 0.3.
+//!   producer's, and the average of their models (weighted by rows) must
+//!   be within 0.3.
 //!
 //! Live progress bars while it runs (on a terminal), a table at the end (or
 //! one JSON object with `--json`); the store is removed however the demo
@@ -77,7 +78,8 @@ const SHARED_GROUP: &str = "trainers";
 /// How far a model may be from the truth, in intercept and in slope.
 const TOLERANCE: f64 = 0.3;
 
-/// Set by the SIGINT handler; every loop of the demo looks at it.
+/// Set by the handler of SIGINT (Ctrl-C), SIGTERM and SIGHUP; every loop
+/// of the demo looks at it.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int) {
@@ -91,7 +93,9 @@ fn install_sigint_handler() {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as usize;
         libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
     }
 }
 
@@ -116,6 +120,20 @@ pub(crate) struct ConsumerReport {
 
 /// The demo's consumer processes; killed (and reaped) on drop.
 struct Children(Vec<Child>);
+
+impl Children {
+    /// Fails if a consumer has exited before its report came.
+    fn check(&mut self, reported: &[bool]) -> Result<()> {
+        for (c, child) in self.0.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                if !reported.get(c).copied().unwrap_or(false) || !status.success() {
+                    bail!("consumer-{c} exited early ({status})");
+                }
+            }
+        }
+        Ok(())
+    }
+}
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -207,6 +225,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let mut ready = 0;
     while ready < n {
         interrupted()?;
+        children.check(&[])?;
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok((_, Line::Ready)) => ready += 1,
             Ok(_) => {}
@@ -252,7 +271,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         loop {
             match producer.append(&batch) {
                 Ok(_) => break,
-                Err(quiver::StreamError::Full { .. }) => interrupted()?, // the consumers are behind: wait on
+                Err(quiver::StreamError::Full { .. }) => {
+                    // The consumers are behind: wait on, unless one is gone.
+                    interrupted()?;
+                    children.check(&[])?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -272,6 +295,16 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let mut failed = None;
     while reports.iter().any(Option::is_none) {
         interrupted()?;
+        // A consumer's last line may still be in its pipe when it exits:
+        // drain the events first, then look at the processes.
+        while let Ok(event) = events.try_recv() {
+            handle(event, &mut consumed, &mut reports);
+        }
+        let reported: Vec<bool> = reports.iter().map(Option::is_some).collect();
+        if reported.iter().all(|&r| r) {
+            break;
+        }
+        children.check(&reported)?;
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(event) => handle(event, &mut consumed, &mut reports),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -299,6 +332,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     drop(bars);
     for child in &mut children.0 {
         let status = child.wait()?;
+        interrupted()?;
         if !status.success() {
             failed = failed.or(Some("a consumer failed"));
         }
@@ -359,9 +393,11 @@ fn summarize(
     seconds: f64,
     reports: &[ConsumerReport],
 ) -> Result<()> {
-    let n = reports.len() as f64;
-    let (avg_intercept, avg_slope) =
-        (reports.iter().map(|r| r.intercept).sum::<f64>() / n, reports.iter().map(|r| r.slope).sum::<f64>() / n);
+    // The models' average, weighted by the rows each was trained on (in
+    // shared mode a worker that got a small share counts for little).
+    let total = reports.iter().map(|r| r.rows).sum::<u64>().max(1) as f64;
+    let weighted = |f: fn(&ConsumerReport) -> f64| reports.iter().map(|r| f(r) * r.rows as f64).sum::<f64>() / total;
+    let (avg_intercept, avg_slope) = (weighted(|r| r.intercept), weighted(|r| r.slope));
     let mut problems = Vec::new();
     match args.mode {
         Mode::Broadcast => {

@@ -14,6 +14,7 @@
 //! | 32.. | the payload: a [`Checkpoint`], bincode 2 (standard configuration) |
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -219,8 +220,16 @@ impl Checkpoint {
         };
         let name = path.file_name().ok_or_else(|| CheckpointError::Io(format!("{} names no file", path.display())))?;
         let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        // A temporary file left by a writer that crashed (with this pid).
+        let _ = std::fs::remove_file(&tmp);
         let result = (|| {
-            let mut file = std::fs::File::create(&tmp).map_err(|e| io("create a temporary file for", e))?;
+            // Mode 0600, like the store: a checkpoint is its owner's business.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| io("create a temporary file for", e))?;
             file.write_all(&bytes).map_err(|e| io("write", e))?;
             file.sync_all().map_err(|e| io("fsync", e))?;
             std::fs::rename(&tmp, path).map_err(|e| io("rename onto", e))?;

@@ -32,6 +32,13 @@ pub enum TrainError {
     /// A column has nulls, which SGD cannot use.
     #[error("column {0:?} has nulls")]
     Nulls(String),
+    /// A value is NaN or infinite (scikit-learn refuses these too).
+    #[error("column {0:?} has a NaN or infinite value")]
+    NotFinite(String),
+    /// The weights became NaN or infinite: the learning rate is too large
+    /// for the data's scale (scikit-learn raises the same).
+    #[error("the model diverged (weights are no longer finite); scale the features or lower eta0")]
+    Diverged,
     /// The batch has another number of features than the model.
     #[error("the model has {model} features; {given} were given")]
     Features {
@@ -129,6 +136,11 @@ impl SgdRegressor {
         if self.coef.len() != x.len() {
             return Err(TrainError::Features { model: self.coef.len(), given: x.len() });
         }
+        for (name, col) in features.iter().zip(&x).chain([(&target, &y)]) {
+            if col.iter().any(|v| !v.is_finite()) {
+                return Err(TrainError::NotFinite(name.to_string()));
+            }
+        }
         for row in 0..batch.num_rows() {
             let eta = self.eta0 / self.t.powf(self.power_t);
             let p = self.coef.iter().zip(&x).map(|(w, col)| w * col[row]).sum::<f64>() + self.intercept;
@@ -142,6 +154,9 @@ impl SgdRegressor {
                 self.intercept += update;
             }
             self.t += 1.0;
+        }
+        if !self.intercept.is_finite() || self.coef.iter().any(|w| !w.is_finite()) {
+            return Err(TrainError::Diverged);
         }
         Ok(())
     }
@@ -240,6 +255,10 @@ mod tests {
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![1]));
         let b = RecordBatch::try_from_iter([("x", ints.clone()), ("y", ints)]).unwrap();
         assert!(matches!(m.partial_fit(&b, &["x"], "y"), Err(TrainError::NotFloat64 { .. })));
+        let nan = batch(&[f64::NAN], &[1.0]);
+        assert_eq!(m.partial_fit(&nan, &["x"], "y"), Err(TrainError::NotFinite("x".into())));
+        let huge = batch(&[1e300, 1e300], &[1.0, 1.0]);
+        assert_eq!(SgdRegressor::new().partial_fit(&huge, &["x"], "y"), Err(TrainError::Diverged));
         let nulls: ArrayRef = Arc::new(Float64Array::from(vec![None, Some(1.0)]));
         let b = RecordBatch::try_from_iter([("x", nulls.clone()), ("y", nulls)]).unwrap();
         assert!(matches!(m.partial_fit(&b, &["x"], "y"), Err(TrainError::Nulls(_))));

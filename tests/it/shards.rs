@@ -163,6 +163,8 @@ fn a_task_that_fails_too_often_becomes_a_dead_letter_and_is_kept() {
     let path = t.path.with_extension("ckpt");
     let checkpoint = m.checkpoint(&path).unwrap();
     assert_eq!(checkpoint.dead_letters.len(), 1, "the checkpoint keeps the dead letters");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let _ = std::fs::remove_file(path);
 }
 
