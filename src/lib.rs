@@ -37,6 +37,8 @@
 
 pub mod arrow;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod shard;
 pub mod shm;
 pub mod store;

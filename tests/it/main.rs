@@ -4,6 +4,7 @@ mod arrow_batches;
 mod bench_cli;
 mod common;
 mod demo_cli;
+mod fuzz_regressions;
 mod shard_processes;
 mod shards;
 mod store_api;

@@ -1,0 +1,59 @@
+//! Replays every input under `fuzz/regressions/TARGET/` (and the seeds under
+//! `fuzz/corpus/TARGET/seed-*`) through the fuzz targets' functions, so what
+//! a fuzzer once found stays fixed in `cargo test`, without nightly.
+
+use std::path::Path;
+
+fn inputs(target: &str) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut found = Vec::new();
+    for dir in [root.join("regressions").join(target), root.join("corpus").join(target)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dir.ends_with(target) && (dir.parent().unwrap().ends_with("regressions") || name.starts_with("seed-")) {
+                found.push(std::fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn checkpoint_inputs_give_errors_or_checkpoints() {
+    for input in inputs("checkpoint") {
+        quiver::fuzzing::checkpoint_bytes(&input);
+    }
+}
+
+#[test]
+fn ipc_object_inputs_give_errors_or_batches() {
+    for input in inputs("ipc_object") {
+        quiver::fuzzing::ipc_object(&input);
+    }
+}
+
+#[test]
+fn store_file_inputs_give_errors_or_work() {
+    for input in inputs("store_file") {
+        quiver::fuzzing::store_patches(&input);
+    }
+}
+
+/// Writes the seed inputs (run by hand when the formats change).
+#[test]
+#[ignore = "writes fuzz/corpus/*/seed-*"]
+fn write_the_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for target in ["checkpoint", "ipc_object", "store_file"] {
+        std::fs::create_dir_all(root.join(target)).unwrap();
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
+    std::fs::copy(fixture, root.join("checkpoint/seed-fixture")).unwrap();
+    std::fs::write(root.join("ipc_object/seed-batch"), quiver::fuzzing::sample_message()).unwrap();
+    // A patch of four bytes at offset 0 (the magic), and one in the table region.
+    std::fs::write(root.join("store_file/seed-magic"), [0, 0, 0, 0, 4, 1, 2, 3, 4]).unwrap();
+    let mut table = 6_320_128u32.to_le_bytes().to_vec();
+    table.extend([8, 0xff, 0, 0, 0, 0, 0, 0, 0]);
+    std::fs::write(root.join("store_file/seed-table"), table).unwrap();
+}
