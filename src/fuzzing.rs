@@ -50,31 +50,38 @@ fn template() -> &'static (PathBuf, Vec<u8>) {
         let _ = std::fs::remove_file(&path);
         let config = StoreConfig::at_path(&path).capacity(256 << 10).max_objects(64).prefault(false);
         let store = Store::create(config).expect("create the template store");
-        for i in 0..4u64 {
-            let mut b = store.create_object(ObjectId::sequential(1, 0, i), 100, b"meta").expect("room");
-            b.data_mut().fill(i as u8);
-            b.seal().expect("seal");
-        }
-        let batch = sample_batch();
-        let stream =
-            Stream::create(&store, StreamConfig::new("s", batch.schema()).partitions(2).group("g")).expect("stream");
-        let mut producer = stream.producer().expect("producer");
-        for _ in 0..6 {
-            producer.append(&batch).expect("append");
-        }
-        let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
-        let mut manager = ShardManager::join(&stream, "g", config).expect("join");
-        let task = manager.get_task().expect("get").expect("a task");
-        manager.report(task, crate::shard::Outcome::Done).expect("report");
-        let _held = manager.get_task().expect("get");
-        std::mem::forget(manager);
-        drop(producer);
-        drop(stream);
+        populate(&store).expect("populate the template store");
         drop(store);
         let bytes = std::fs::read(&path).expect("read the template");
         let _ = std::fs::remove_file(&path);
         (path, bytes)
     })
+}
+
+/// Puts something of every layer in `store`: objects `(1, 0, 0..4)`, a
+/// stream `"s"` (2 partitions, group `"g"`) with 6 batches, and a
+/// shard-managed group with a task done and one held by a member that is
+/// never seen again.
+pub fn populate(store: &Store) -> crate::stream::Result<()> {
+    for i in 0..4u64 {
+        let mut b = store.create_object(ObjectId::sequential(1, 0, i), 100, b"meta")?;
+        b.data_mut().fill(i as u8);
+        b.seal()?;
+    }
+    let batch = sample_batch();
+    let stream = Stream::create(store, StreamConfig::new("s", batch.schema()).partitions(2).group("g"))?;
+    let mut producer = stream.producer()?;
+    for _ in 0..6 {
+        producer.append(&batch)?;
+    }
+    let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
+    let mut manager = ShardManager::join(&stream, "g", config)?;
+    if let Some(task) = manager.get_task()? {
+        manager.report(task, crate::shard::Outcome::Done)?;
+    }
+    let _held = manager.get_task()?;
+    std::mem::forget(manager); // as if its process died holding the task
+    Ok(())
 }
 
 /// The store file: the template store with the input applied as patches
@@ -108,7 +115,15 @@ pub fn store_patches(data: &[u8]) {
 fn exercise(path: &Path) {
     let config =
         OpenConfig::at_path(path).prefault(false).ready_timeout(Duration::ZERO).lock_timeout(Duration::from_millis(50));
-    let Ok(store) = Store::open_with(config) else { return };
+    if let Ok(store) = Store::open_with(config) {
+        exercise_store(&store);
+    }
+}
+
+/// Runs the operations of every layer on `store` once, never waiting:
+/// what [`populate`] put there is read, changed and added to. Errors are
+/// ignored: the point is that there is no panic, no hang and no crash.
+pub fn exercise_store(store: &Store) {
     let _ = store.stats();
     let _ = store.list();
     for i in 0..5u64 {
@@ -136,7 +151,7 @@ fn exercise(path: &Path) {
             }
             let _ = consumer.commit();
         }
-        if let Ok(mut producer) = stream.producer() {
+        if let Ok(mut producer) = stream.producer().map(|p| p.with_timeout(Duration::ZERO)) {
             let _ = producer.append(&sample_batch());
         }
         let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };

@@ -85,6 +85,11 @@ pub(crate) fn check_batch_message(
     header_len: usize,
 ) -> Result<(), BatchError> {
     let not = |why: String| BatchError::NotABatch { id, why };
+    // The body must start 64-byte aligned, as quiver's writer pads the
+    // header to, or its buffers would be misaligned in memory (see below).
+    if header_len % IPC_ALIGNMENT != 0 {
+        return Err(not(format!("the IPC header ends at {header_len}, not on a {IPC_ALIGNMENT}-byte boundary")));
+    }
     let message = arrow_ipc::root_as_message(&data[8..header_len])
         .map_err(|e| not(format!("invalid IPC message header: {e}")))?;
     let batch = message.header_as_record_batch().ok_or_else(|| not("the IPC message is not a record batch".into()))?;
@@ -107,6 +112,12 @@ pub(crate) fn check_batch_message(
                 buffer.length()
             )));
         }
+        // Quiver's writer aligns every buffer to 64 bytes. A misaligned one
+        // would reach arrow's validation, which asserts alignment (a panic)
+        // before arrow-ipc's own alignment check gets to refuse it.
+        if buffer.offset() % IPC_ALIGNMENT as i64 != 0 {
+            return Err(not(format!("an IPC buffer at {} is not {IPC_ALIGNMENT}-byte aligned", buffer.offset())));
+        }
     }
     // Lengths that no buffer backs (null columns, all-null children) would
     // otherwise let a few bytes make arrow allocate and fill gigabytes of
@@ -127,7 +138,108 @@ pub(crate) fn check_batch_message(
     if nodes.next().is_some() {
         return Err(not("more IPC nodes than the schema has fields".into()));
     }
+    // Each buffer's length must be whole values of its type: arrow asserts
+    // that (a panic) when it validates offsets and builds primitive arrays.
+    let mut buffers = batch.buffers().into_iter().flatten().map(|b| b.length());
+    let mut variadic = batch.variadicBufferCounts().into_iter().flatten();
+    for field in schema.fields() {
+        check_buffers(field.data_type(), &mut buffers, &mut variadic).map_err(&not)?;
+    }
     Ok(())
+}
+
+/// Walks the buffers of a column of type `t` in the order arrow-ipc reads
+/// them, checking that each fixed-width one holds whole values.
+fn check_buffers(
+    t: &DataType,
+    buffers: &mut impl Iterator<Item = i64>,
+    variadic: &mut impl Iterator<Item = i64>,
+) -> Result<(), String> {
+    let mut next = |width: i64| -> Result<(), String> {
+        let len = buffers.next().ok_or("fewer IPC buffers than the schema needs")?;
+        if width > 1 && len % width != 0 {
+            return Err(format!("an IPC buffer of {len} bytes is not whole {width}-byte values of {t}"));
+        }
+        Ok(())
+    };
+    match t {
+        DataType::Null => Ok(()),
+        DataType::Boolean => {
+            next(1)?;
+            next(1)
+        }
+        DataType::Utf8 | DataType::Binary => {
+            next(1)?;
+            next(4)?;
+            next(1)
+        }
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            next(1)?;
+            next(8)?;
+            next(1)
+        }
+        DataType::Utf8View | DataType::BinaryView => {
+            next(1)?;
+            next(16)?;
+            let count = variadic.next().ok_or("a view column without its variadic buffer count")?;
+            for _ in 0..count.clamp(0, 1 << 16) {
+                next(1)?;
+            }
+            Ok(())
+        }
+        DataType::List(child) | DataType::Map(child, _) => {
+            next(1)?;
+            next(4)?;
+            check_buffers(child.data_type(), buffers, variadic)
+        }
+        DataType::LargeList(child) => {
+            next(1)?;
+            next(8)?;
+            check_buffers(child.data_type(), buffers, variadic)
+        }
+        DataType::ListView(child) => {
+            next(1)?;
+            next(4)?;
+            next(4)?;
+            check_buffers(child.data_type(), buffers, variadic)
+        }
+        DataType::LargeListView(child) => {
+            next(1)?;
+            next(8)?;
+            next(8)?;
+            check_buffers(child.data_type(), buffers, variadic)
+        }
+        DataType::FixedSizeList(child, _) => {
+            next(1)?;
+            check_buffers(child.data_type(), buffers, variadic)
+        }
+        DataType::Struct(children) => {
+            next(1)?;
+            children.iter().try_for_each(|c| check_buffers(c.data_type(), buffers, variadic))
+        }
+        DataType::Union(children, mode) => {
+            next(1)?;
+            if *mode == arrow_schema::UnionMode::Dense {
+                next(4)?;
+            }
+            children.iter().try_for_each(|(_, c)| check_buffers(c.data_type(), buffers, variadic))
+        }
+        DataType::RunEndEncoded(ends, values) => {
+            check_buffers(ends.data_type(), buffers, variadic)?;
+            check_buffers(values.data_type(), buffers, variadic)
+        }
+        other => {
+            // Fixed-width values: validity, then values of the type's width
+            // (bytes for FixedSizeBinary; bits, so any length, for others
+            // without a byte width).
+            next(1)?;
+            let width = match other {
+                DataType::FixedSizeBinary(n) => (*n).max(1) as i64,
+                _ => other.primitive_width().map_or(1, |w| w as i64),
+            };
+            next(width)
+        }
+    }
 }
 
 /// Checks the IPC node of `field` (and, recursively, of its children) in

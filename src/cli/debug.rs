@@ -119,6 +119,28 @@ pub(crate) enum DebugCommand {
     /// the end of the stream. With `--hold`, takes one task, says
     /// `holding ID`, and waits to be killed.
     ShardWorker(ShardWorkerArgs),
+    /// A hostile peer: for `seconds`, writes random bytes at random places
+    /// of the store file's metadata (header counters, wait cells, allocator,
+    /// client slots, registry, object table, index), through the file (no
+    /// mapping), as fast as it can. Spares the magic, version and ready
+    /// word, the robust mutex (glibc follows pointers stored in it) and the
+    /// data arena (payload a live peer is trusted not to rewrite).
+    Scribble {
+        #[arg(long)]
+        path: std::path::PathBuf,
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A victim of the hostile peer: opens the store, says `ready`, then
+    /// runs every layer's operations on it for `seconds`, ignoring errors.
+    HostileVictim {
+        #[arg(long)]
+        path: std::path::PathBuf,
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// `quiver bench --baseline socket`'s consumer.
     BenchSocketConsumer {
         #[arg(long)]
@@ -210,6 +232,18 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
     match command {
         DebugCommand::Put { objects, size, timeout_ms } => put(&objects, size, timeout_ms),
         DebugCommand::Get { objects, timeout_ms, delete } => get(&objects, timeout_ms, delete),
+        DebugCommand::Scribble { path, seconds, seed } => scribble(&path, seconds, seed),
+        DebugCommand::HostileVictim { path, seconds } => {
+            let config = OpenConfig::at_path(&path).lock_timeout(Duration::from_millis(200));
+            let store = Store::open_with(config)?;
+            say("ready")?;
+            let (deadline, mut rounds) = (Instant::now() + Duration::from_secs_f64(seconds), 0u64);
+            while Instant::now() < deadline {
+                quiver::fuzzing::exercise_store(&store);
+                rounds += 1;
+            }
+            say(&format!("survived {rounds} rounds"))
+        }
         DebugCommand::DemoConsumer { store, consumer, mode } => super::demo::consume(&store, consumer, mode),
         DebugCommand::Hold { objects } => hold(&objects),
         DebugCommand::BenchConsumer { store, consumer, step, spin_us } => {
@@ -547,4 +581,47 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     say(&format!("{{\"tasks\":{tasks},\"seconds\":{seconds}}}"))
+}
+
+fn scribble(path: &std::path::Path, seconds: f64, seed: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, 56)?; // the header's arena offset
+    let arena = u64::from_le_bytes(word).min(file.metadata()?.len());
+    // Spared: magic, version and ready word (0..16), the mutex (1024..1088).
+    let spans = [(16u64, 1024u64), (1088, arena)];
+    let total: u64 = spans.iter().map(|(a, b)| b.saturating_sub(*a)).sum();
+    if total == 0 {
+        bail!("no metadata to scribble on");
+    }
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    say("scribbling")?;
+    let (deadline, mut writes) = (Instant::now() + Duration::from_secs_f64(seconds), 0u64);
+    while Instant::now() < deadline {
+        let mut at = next() % total;
+        let offset = spans
+            .iter()
+            .find_map(|&(a, b)| {
+                let len = b.saturating_sub(a);
+                if at < len {
+                    Some(a + at)
+                } else {
+                    at -= len;
+                    None
+                }
+            })
+            .unwrap_or(16);
+        let len = (next() % 8 + 1) as usize;
+        let bytes = next().to_le_bytes();
+        file.write_at(&bytes[..len], offset)?;
+        writes += 1;
+    }
+    say(&format!("scribbled {writes} times"))
 }

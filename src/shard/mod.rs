@@ -777,7 +777,7 @@ fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u64) -> Resu
             // Whole batches until the rows reach the size; a batch still
             // being written ends the walk (its rows are not known yet).
             let (mut rows, mut at, mut complete) = (0u64, start, false);
-            while at < head {
+            while at < head.min(start.saturating_add(streams::MAX_STEP)) {
                 let id = crate::store::ObjectId::sequential(namespace, p as u32, at);
                 match l.object(id)? {
                     Some(o) if o.state == ObjectState::Sealed => rows += streams::batch_facts(id, o.metadata())?.0,
@@ -866,7 +866,7 @@ fn settle(l: &Locked<'_>, record: &StreamRecord, group: &GroupSlot, sg: &ShardGr
 /// Rows in the sealed batches `[start, end)` of partition `p`.
 fn rows_in(l: &Locked<'_>, stream: &Stream, p: u32, start: u64, end: u64) -> Result<u64> {
     let mut rows = 0;
-    for offset in start..end {
+    for offset in start..end.min(start.saturating_add(streams::MAX_STEP)) {
         let id = stream.object_id(p, offset);
         if let Some(o) = l.object(id)? {
             if o.state == ObjectState::Sealed {

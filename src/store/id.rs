@@ -58,6 +58,13 @@ impl ObjectId {
         ObjectId(bytes)
     }
 
+    /// The namespace of a sequential ID (`None` for other kinds).
+    pub fn sequential_namespace(&self) -> Option<u64> {
+        let b = &self.0;
+        (b[0] == KIND_SEQUENTIAL && b[1..4] == [0; 3])
+            .then(|| u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()))
+    }
+
     /// The ID of the object that holds the Arrow schema with this fingerprint.
     pub fn schema(fingerprint: u64) -> Self {
         let mut bytes = [0u8; Self::LEN];

@@ -136,6 +136,24 @@ impl<'a> Locked<'a> {
         super::take_view(self.t, self.shared, id, id.table_hash())
     }
 
+    /// Deletes every sealed object whose ID satisfies `matches`: a scan of
+    /// the object table. Returns how many were deleted.
+    pub(crate) fn delete_where(&self, matches: impl Fn(&ObjectId) -> bool) -> Result<usize> {
+        let mut doomed = Vec::new();
+        for entry in self.t.entries {
+            if entry.state.load(Relaxed) == state::SEALED {
+                let id = Tables::id_of(entry);
+                if matches(&id) {
+                    doomed.push(id);
+                }
+            }
+        }
+        for &id in &doomed {
+            self.delete(id)?;
+        }
+        Ok(doomed.len())
+    }
+
     /// Deletes the sealed object `id` (deferred while views of it exist).
     /// Returns what it was, or `None` if there is no such sealed object.
     pub(crate) fn delete(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {

@@ -369,7 +369,8 @@ impl Consumer {
                     *fetched = tail;
                     *pos = (*pos).max(tail);
                 }
-                while *fetched < head && self.ready.len() < READ_AHEAD {
+                let mut passed = 0;
+                while *fetched < head && self.ready.len() < READ_AHEAD && passed < registry::HOLE_BUDGET {
                     let id = ObjectId::sequential(namespace, p, *fetched);
                     if let Some(view) = l.view(id)? {
                         self.ready.push_back(Ahead { partition: p, offset: *fetched, view });
@@ -384,6 +385,7 @@ impl Consumer {
                     // A hole: pass it (and move the position too if nothing
                     // before it waits for delivery).
                     self.holes += 1;
+                    passed += 1;
                     if *pos == *fetched {
                         *pos += 1;
                     }

@@ -343,12 +343,9 @@ impl Stream {
             let record = &reg.streams[s];
             let partitions = (record.slot.partitions.load(Relaxed) as usize).min(MAX_PARTITIONS);
             let namespace = record.slot.namespace.load(Relaxed);
-            for p in 0..partitions {
-                let (tail, head) = registry::range(&record.partitions[p])?;
-                for offset in tail..head {
-                    l.delete(ObjectId::sequential(namespace, p as u32, offset))?;
-                }
-            }
+            // A scan of the object table (bounded by its size), rather than a
+            // walk over the offsets (which the registry could overstate).
+            l.delete_where(|id| id.sequential_namespace() == Some(namespace))?;
             record.slot.state.store(FREE, Release);
             Ok((s, partitions))
         })?;
@@ -472,11 +469,21 @@ impl Stream {
         let (max_age, max_bytes) = (self.inner.max_age_ns, self.inner.max_bytes);
         self.with_record(|l, record| {
             registry::release_consumed(l, record)?;
+            // Holes passed are budgeted (see `registry::HOLE_BUDGET`).
+            let mut holes = 0;
+            let mut go_on = |dropped: registry::Dropped| match dropped {
+                registry::Dropped::Batch => true,
+                registry::Dropped::Hole if holes < registry::HOLE_BUDGET => {
+                    holes += 1;
+                    true
+                }
+                _ => false,
+            };
             if max_age > 0 {
                 let cutoff = now_ns().saturating_sub(max_age);
                 for p in 0..self.inner.partitions as usize {
                     while registry::oldest_append_ns(l, record, p)?.is_some_and(|t| t < cutoff) {
-                        if !registry::drop_oldest(l, record, p, registry::Drop::Expired)? {
+                        if !go_on(registry::drop_oldest(l, record, p, registry::Drop::Expired)?) {
                             break;
                         }
                     }
@@ -484,7 +491,7 @@ impl Stream {
             }
             if max_bytes > 0 {
                 while record.slot.bytes.load(Relaxed) > max_bytes {
-                    if !registry::drop_stream_oldest(l, record, registry::Drop::Trimmed)? {
+                    if !go_on(registry::drop_stream_oldest(l, record, registry::Drop::Trimmed)?) {
                         break;
                     }
                 }
@@ -555,7 +562,7 @@ impl Stream {
     /// Rows in the retained batches `[from, to)` of partition `p`.
     fn rows_between(&self, l: &Locked<'_>, p: u32, from: u64, to: u64) -> Result<u64> {
         let mut rows = 0;
-        for offset in from..to {
+        for offset in from..to.min(from.saturating_add(registry::MAX_STEP)) {
             let id = self.object_id(p, offset);
             if let Some(o) = l.object(id)? {
                 if o.state == crate::store::ObjectState::Sealed {

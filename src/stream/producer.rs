@@ -210,6 +210,7 @@ impl Producer {
             BackPressure::DropOldest | BackPressure::Error => Duration::ZERO,
         };
         let options = CreateOptions { timeout, pinned: true };
+        let mut holes = 0;
         loop {
             let mut refusal = None;
             let mut appended = None;
@@ -260,8 +261,10 @@ impl Producer {
                     let dropped = stream.with_record(|l, record| {
                         Ok(registry::drop_stream_oldest(l, record, registry::Drop::BackPressure)?)
                     })?;
-                    if !dropped {
-                        return Err(self.full(encoded, timeout));
+                    match dropped {
+                        registry::Dropped::Batch => {}
+                        registry::Dropped::Hole if holes < registry::HOLE_BUDGET => holes += 1,
+                        _ => return Err(self.full(encoded, timeout)),
                     }
                 }
                 Err(StoreError::StoreFull { .. }) => return Err(self.full(encoded, timeout)),

@@ -220,6 +220,12 @@ pub(crate) fn find_group(record: &StreamRecord, name: &str) -> Result<Option<usi
 /// keeps every walk over `[tail, head)` bounded.
 const MAX_RETAINED: u64 = 1 << 31;
 
+/// The most offsets one walk over a partition takes under the lock (freeing,
+/// counting rows, passing holes): corrupt or hostile registry bytes can
+/// claim up to [`MAX_RETAINED`] offsets, and the lock must not be held for
+/// minutes. Work beyond it is done by later calls.
+pub(crate) const MAX_STEP: u64 = 1 << 16;
+
 /// A partition's `(tail, head)`, checked: a tail past the head, or more
 /// offsets than a store can retain, is corruption.
 pub(crate) fn range(part: &PartitionSlot) -> Result<(u64, u64), StoreError> {
@@ -256,16 +262,37 @@ pub(crate) enum Drop {
     Trimmed,
 }
 
+/// What [`drop_oldest`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Dropped {
+    /// Freed a batch and moved the tail.
+    Batch,
+    /// Passed an offset without an object (a hole) and moved the tail.
+    Hole,
+    /// Nothing: the partition is empty, or its oldest batch is being written.
+    Nothing,
+}
+
+/// Holes one call may pass under the lock. Real batches are bounded by the
+/// object table; holes only by the registry's word, which corrupt or
+/// hostile bytes can overstate, so loops that pass them stop here and
+/// leave the rest to the next call.
+pub(crate) const HOLE_BUDGET: u32 = 4096;
+
 /// Frees the oldest retained batch of partition `p` and advances the tail,
-/// counting it as `why` says. Returns `false` (and changes nothing) if the
-/// partition is empty or its oldest batch is still being written. An offset
-/// with no object at all (its producer died before sealing it) is passed.
-pub(crate) fn drop_oldest(locked: &Locked<'_>, record: &StreamRecord, p: usize, why: Drop) -> Result<bool, StoreError> {
+/// counting it as `why` says. An offset with no object at all (its producer
+/// died before sealing it) is passed.
+pub(crate) fn drop_oldest(
+    locked: &Locked<'_>,
+    record: &StreamRecord,
+    p: usize,
+    why: Drop,
+) -> Result<Dropped, StoreError> {
     let slot = &record.slot;
     let part = &record.partitions[p];
     let (tail, head) = range(part)?;
     if tail == head {
-        return Ok(false);
+        return Ok(Dropped::Nothing);
     }
     let id = ObjectId::sequential(slot.namespace.load(Relaxed), p as u32, tail);
     match locked.delete(id)? {
@@ -290,11 +317,14 @@ pub(crate) fn drop_oldest(locked: &Locked<'_>, record: &StreamRecord, p: usize, 
             }
         }
         // Not sealed: still being written (wait for it), or a hole (pass it).
-        None if locked.object(id)?.is_some() => return Ok(false),
-        None => {}
+        None if locked.object(id)?.is_some() => return Ok(Dropped::Nothing),
+        None => {
+            part.tail.store(tail + 1, Relaxed);
+            return Ok(Dropped::Hole);
+        }
     }
     part.tail.store(tail + 1, Relaxed);
-    Ok(true)
+    Ok(Dropped::Batch)
 }
 
 /// Frees what every group of the stream has committed past, in every
@@ -306,9 +336,13 @@ pub(crate) fn release_consumed(locked: &Locked<'_>, record: &StreamRecord) -> Re
         let Some(upto) = min_committed(record, p, tail) else {
             return Ok(());
         };
+        let mut holes = 0;
         for _ in tail..upto {
-            if !drop_oldest(locked, record, p, Drop::Consumed)? {
-                break;
+            match drop_oldest(locked, record, p, Drop::Consumed)? {
+                Dropped::Batch => {}
+                // Bounded work under the lock: the next commit goes on.
+                Dropped::Hole if holes < HOLE_BUDGET => holes += 1,
+                Dropped::Hole | Dropped::Nothing => break,
             }
         }
     }
@@ -336,7 +370,7 @@ pub(crate) fn oldest_append_ns(
 
 /// Drops the stream's oldest retained batch (by append time, over all
 /// partitions). Returns `false` if there is nothing to drop.
-pub(crate) fn drop_stream_oldest(locked: &Locked<'_>, record: &StreamRecord, why: Drop) -> Result<bool, StoreError> {
+pub(crate) fn drop_stream_oldest(locked: &Locked<'_>, record: &StreamRecord, why: Drop) -> Result<Dropped, StoreError> {
     let partitions = (record.slot.partitions.load(Relaxed) as usize).min(MAX_PARTITIONS);
     let mut oldest: Option<(u64, usize)> = None;
     for p in 0..partitions {
@@ -348,7 +382,7 @@ pub(crate) fn drop_stream_oldest(locked: &Locked<'_>, record: &StreamRecord, why
     }
     match oldest {
         Some((_, p)) => drop_oldest(locked, record, p, why),
-        None => Ok(false),
+        None => Ok(Dropped::Nothing),
     }
 }
 

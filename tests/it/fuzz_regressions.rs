@@ -19,25 +19,42 @@ fn inputs(target: &str) -> Vec<Vec<u8>> {
     found
 }
 
+/// Runs `f` on every input of `target`, failing if any of them panicked,
+/// even where the code under test catches the panic (as the batch reader
+/// does around arrow-ipc): the fuzzer treats those as crashes too.
+fn replay(target: &str, f: fn(&[u8])) {
+    use std::cell::Cell;
+    // Per thread: the tests run in parallel, and the hook runs on the
+    // panicking thread.
+    thread_local!(static PANICS: Cell<u32> = const { Cell::new(0) });
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            previous(info);
+        }));
+    });
+    for (i, input) in inputs(target).iter().enumerate() {
+        let before = PANICS.with(Cell::get);
+        f(input);
+        assert_eq!(PANICS.with(Cell::get), before, "{target} input {i} panicked");
+    }
+}
+
 #[test]
 fn checkpoint_inputs_give_errors_or_checkpoints() {
-    for input in inputs("checkpoint") {
-        quiver::fuzzing::checkpoint_bytes(&input);
-    }
+    replay("checkpoint", quiver::fuzzing::checkpoint_bytes);
 }
 
 #[test]
 fn ipc_object_inputs_give_errors_or_batches() {
-    for input in inputs("ipc_object") {
-        quiver::fuzzing::ipc_object(&input);
-    }
+    replay("ipc_object", quiver::fuzzing::ipc_object);
 }
 
 #[test]
 fn store_file_inputs_give_errors_or_work() {
-    for input in inputs("store_file") {
-        quiver::fuzzing::store_patches(&input);
-    }
+    replay("store_file", quiver::fuzzing::store_patches);
 }
 
 /// Writes the seed inputs (run by hand when the formats change).

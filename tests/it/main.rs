@@ -5,6 +5,7 @@ mod bench_cli;
 mod common;
 mod demo_cli;
 mod fuzz_regressions;
+mod hostile;
 mod shard_processes;
 mod shards;
 mod store_api;

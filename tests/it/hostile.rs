@@ -1,0 +1,34 @@
+//! A hostile (or buggy) peer scribbles random bytes over the store file's
+//! metadata while other processes use every layer on it: they get errors or
+//! recover, and never crash, hang or read out of bounds.
+
+use std::os::unix::process::ExitStatusExt;
+
+use quiver::{Store, StoreConfig};
+
+use crate::common::{quiver, TestStore, LONG};
+
+#[test]
+fn processes_survive_a_peer_scribbling_over_the_tables() {
+    let t = TestStore::new("hostile");
+    let store = Store::create(StoreConfig::new(&t.name).capacity(1 << 20).max_objects(256)).unwrap();
+    quiver::fuzzing::populate(&store).unwrap();
+    let path = t.path.display().to_string();
+    let mut victims: Vec<_> =
+        (0..2).map(|_| quiver(&["debug", "hostile-victim", "--path", &path, "--seconds", "3"])).collect();
+    for v in &mut victims {
+        v.expect_line("ready", LONG);
+    }
+    let mut scribbler = quiver(&["debug", "scribble", "--path", &path, "--seconds", "2.5", "--seed", "7"]);
+    // This process is a victim too, through the library.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        quiver::fuzzing::exercise_store(&store);
+    }
+    assert!(scribbler.wait(LONG).success());
+    for v in &mut victims {
+        let status = v.wait(LONG);
+        assert_eq!(status.signal(), None, "a victim was killed by a signal: {status}");
+        assert!(status.success(), "a victim failed: {status}");
+    }
+}
