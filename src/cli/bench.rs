@@ -80,6 +80,18 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Stream mode: every this many seconds, print (to stderr) the resident
+    /// memory of the producer and of each consumer and the store's usage: a
+    /// soak run shows whether they stay flat.
+    #[arg(long)]
+    sample_every: Option<f64>,
+}
+
+/// Resident memory of process `pid` in KiB (`/proc/PID/statm`).
+fn resident_kib(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,6 +404,7 @@ fn run_stream(
     }
     let deadline = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
+    let mut next_sample = args.sample_every.map(|s| (Duration::from_secs_f64(s.max(0.1)), start));
     let mut i = 0u64;
     loop {
         let done = match args.count {
@@ -404,6 +417,20 @@ fn run_stream(
         pace(args.rate, start, i);
         producer.append(batch)?;
         i += 1;
+        if let Some((every, at)) = &mut next_sample {
+            if i % 64 == 0 && at.elapsed() >= *every {
+                *at = Instant::now();
+                let stats = store.stats()?;
+                let consumers: Vec<u64> = children.0.iter().map(|c| resident_kib(c.id())).collect();
+                eprintln!(
+                    "sample t={:.0}s batches={i} producer_rss_kib={} consumer_rss_kib={consumers:?} store_used={} objects={}",
+                    start.elapsed().as_secs_f64(),
+                    resident_kib(std::process::id()),
+                    stats.used,
+                    stats.objects
+                );
+            }
+        }
     }
     stream.close()?;
     let reports = collect(std::mem::take(&mut children.0))?;
