@@ -137,9 +137,9 @@ pub fn exercise_store(store: &Store) {
         let _ = store.delete(ObjectId::sequential(9, 0, 0));
     }
     let _ = store.delete(ObjectId::sequential(1, 0, 0));
-    let _ = Stream::list(&store);
-    let _ = crate::shard::list(&store);
-    if let Ok(stream) = Stream::open(&store, "s") {
+    let _ = Stream::list(store);
+    let _ = crate::shard::list(store);
+    if let Ok(stream) = Stream::open(store, "s") {
         if let Ok(mut consumer) = stream.consumer(ConsumerConfig::group("g")) {
             for _ in 0..8 {
                 match consumer.poll(Duration::ZERO) {

@@ -141,6 +141,19 @@ pub(crate) enum DebugCommand {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// `quiver chaos`'s producer: appends source batches `from..to`, logging each.
+    ChaosProducer {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long)]
+        log: std::path::PathBuf,
+    },
     /// `quiver bench --baseline socket`'s consumer.
     BenchSocketConsumer {
         #[arg(long)]
@@ -243,6 +256,9 @@ pub(crate) fn run(command: DebugCommand) -> Result<()> {
                 rounds += 1;
             }
             say(&format!("survived {rounds} rounds"))
+        }
+        DebugCommand::ChaosProducer { store, from, to, rate, log } => {
+            super::chaos::produce(&store, from, to, rate, &log)
         }
         DebugCommand::DemoConsumer { store, consumer, mode } => super::demo::consume(&store, consumer, mode),
         DebugCommand::Hold { objects } => hold(&objects),

@@ -2,6 +2,7 @@
 //! commands (`debug …`) that tests and benchmarks run as separate processes.
 
 mod bench;
+mod chaos;
 mod checkpoint;
 mod debug;
 mod demo;
@@ -38,6 +39,9 @@ enum Command {
     Produce(io::ProduceArgs),
     /// Write what a consumer group reads from a stream to an Arrow IPC file.
     Consume(io::ConsumeArgs),
+    /// Proof under faults: processes killed at random, disasters restored
+    /// from checkpoints, and a check that nothing was lost or leaked.
+    Chaos(chaos::ChaosArgs),
     /// Work with shard-manager checkpoint files.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
@@ -55,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Stat(args) => stat::run(args),
         Command::Checkpoint(command) => checkpoint::run(command),
         Command::Produce(args) => io::produce(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Consume(args) => io::consume(args),
         Command::Debug(command) => debug::run(command),
     };

@@ -1,6 +1,7 @@
 //! A hostile (or buggy) peer scribbles random bytes over the store file's
 //! metadata while other processes use every layer on it: they get errors or
-//! recover, and never crash, hang or read out of bounds.
+//! recover, and never crash, hang or read out of bounds. And `quiver chaos`:
+//! processes killed at random, disasters restored from checkpoints.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -31,4 +32,16 @@ fn processes_survive_a_peer_scribbling_over_the_tables() {
         assert_eq!(status.signal(), None, "a victim was killed by a signal: {status}");
         assert!(status.success(), "a victim failed: {status}");
     }
+}
+
+#[test]
+fn a_short_chaos_run_loses_nothing_and_leaks_nothing() {
+    let out = crate::common::run_quiver(&["chaos", "--json", "--rounds", "24", "--batches", "4000"], LONG * 2);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["leaked_bytes"], 0);
+    assert_eq!(v["leaked_objects"], 0);
+    assert!(v["kills"].as_u64().unwrap() >= 24);
+    assert!(v["restores"].as_u64().unwrap() >= 2, "{v}");
 }

@@ -1,0 +1,499 @@
+//! `quiver chaos`: proof under faults. A producer process and worker
+//! processes in several shard-managed groups run on one store while this
+//! driver SIGKILLs random processes at random moments and restarts them;
+//! every few rounds it kills everything, removes the store, restores every
+//! group from its last checkpoint into a new store and replays the source.
+//! At the end it checks, from an independent record (the producer's log of
+//! what it appended, and the workers' logs of what they processed):
+//!
+//! - every batch the producer logged was processed by every group;
+//! - a batch processed twice by a group was held by a killed process at
+//!   least once (the only source of duplicates at-least-once allows);
+//! - once the stream is drained and removed, no object and no byte is left
+//!   allocated (but the schema object);
+//! - no process waited past its deadline.
+//!
+//! How offsets survive a disaster: the driver keeps, per partition, which
+//! source sequence number lives at each offset (from the producer's log and
+//! its own replays). A replay appends exactly that, with an empty batch
+//! where the offset held nothing known (a hole, or an append the producer
+//! died before logging; the restarted producer appends those again), so
+//! the restored checkpoints' offsets name the same batches.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use quiver::{ShardConfig, ShardManager, ShardSize, Store, StoreConfig, Stream, StreamConfig};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ChaosArgs {
+    /// Kill rounds.
+    #[arg(long, default_value_t = 30)]
+    rounds: u32,
+    /// Or run kill rounds for this long (seconds) instead.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Batches the source holds.
+    #[arg(long, default_value_t = 6000)]
+    batches: u64,
+    /// The producer appends at most this many batches per second, so that
+    /// the kills land while it works.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// Partitions of the stream.
+    #[arg(long, default_value_t = 2)]
+    partitions: u32,
+    /// Shard-managed groups, each of which must process everything.
+    #[arg(long, default_value_t = 2)]
+    groups: u32,
+    /// Worker processes per group.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Every this many rounds, kill everything and restore from checkpoints.
+    #[arg(long, default_value_t = 8)]
+    disaster_every: u32,
+    /// The random seed (printed, so a run can be repeated).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+const STREAM: &str = "chaos";
+/// How long any process may take to get ready, finish, or be reaped.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The source's schema: one `seq` column.
+pub(crate) fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("seq", DataType::Int64, false)]))
+}
+
+/// Batch `seq` of the source (1 to 4 rows, all holding `seq`), or an empty
+/// placeholder.
+pub(crate) fn source_batch(seq: Option<u64>) -> Result<RecordBatch> {
+    let values: Vec<i64> = match seq {
+        Some(seq) => vec![seq as i64; (seq % 4 + 1) as usize],
+        None => Vec::new(),
+    };
+    Ok(RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values)) as ArrayRef])?)
+}
+
+/// The chaos producer: `quiver debug chaos-producer`. Appends source batches
+/// `from..to` (batch `seq` to partition `seq % partitions`), logging
+/// `seq partition offset` after each append; closes the stream at the end.
+pub(crate) fn produce(store: &str, from: u64, to: u64, rate: u64, log: &Path) -> Result<()> {
+    use std::io::Write;
+    let store = Store::open(store)?;
+    let stream = Stream::open(&store, STREAM)?;
+    let mut producer = stream.producer()?;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let started = Instant::now();
+    for seq in from..to {
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64((seq - from) as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let appended = producer.append_to((seq % stream.partitions() as u64) as u32, &source_batch(Some(seq))?)?;
+        writeln!(log, "{seq} {} {}", appended.partition, appended.offset)?;
+        log.flush()?;
+    }
+    stream.close()?;
+    Ok(())
+}
+
+/// A process the driver runs, and the log it writes.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+    /// `Some(g)` for a worker of group `g`; `None` for the producer.
+    group: Option<u32>,
+}
+
+/// What the driver knows of a run.
+#[derive(Default)]
+struct Record {
+    /// Per epoch, per partition: offset → the source batch there.
+    tables: Vec<Vec<BTreeMap<u64, u64>>>,
+    /// Logs of processes that were killed (their work may be redone).
+    killed: HashSet<PathBuf>,
+    /// Logs written in epochs that ended in a disaster.
+    disaster_epochs: HashSet<usize>,
+    /// Every worker log: (epoch, group, path).
+    worker_logs: Vec<(usize, u32, PathBuf)>,
+    /// Every producer log: (epoch, path).
+    producer_logs: Vec<(usize, PathBuf)>,
+}
+
+struct Driver<'a> {
+    args: &'a ChaosArgs,
+    exe: PathBuf,
+    dir: PathBuf,
+    epoch: usize,
+    store_name: String,
+    incarnation: u64,
+    procs: Vec<Proc>,
+    record: Record,
+    rng: u64,
+}
+
+impl Driver<'_> {
+    fn random(&mut self, n: u64) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % n.max(1)
+    }
+
+    fn checkpoint_path(&self, g: u32) -> PathBuf {
+        self.dir.join(format!("group-{g}.qvck"))
+    }
+
+    fn fresh_log(&mut self, what: &str) -> PathBuf {
+        self.incarnation += 1;
+        self.dir.join(format!("e{}-{what}-{}.log", self.epoch, self.incarnation))
+    }
+
+    /// Reads the current epoch's producer logs into its table.
+    fn absorb_producer_logs(&mut self) {
+        let epoch = self.epoch;
+        for (e, path) in &self.record.producer_logs {
+            if *e != epoch {
+                continue;
+            }
+            for line in complete_lines(path) {
+                let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                if let [seq, p, offset] = f[..] {
+                    if let Some(table) = self.record.tables[epoch].get_mut(p as usize) {
+                        table.insert(offset, seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next source batch the producer has not logged yet.
+    fn next_seq(&mut self) -> u64 {
+        self.absorb_producer_logs();
+        self.record.tables[self.epoch].iter().flat_map(|t| t.values()).map(|s| s + 1).max().unwrap_or(0)
+    }
+
+    fn spawn_producer(&mut self) -> Result<()> {
+        let from = self.next_seq();
+        if from >= self.args.batches {
+            // Everything was appended (in an earlier epoch, perhaps): the
+            // stream only needs its end.
+            let store = Store::open(&self.store_name)?;
+            Stream::open(&store, STREAM)?.close()?;
+            return Ok(());
+        }
+        let log = self.fresh_log("producer");
+        let (from, to, rate) = (from.to_string(), self.args.batches.to_string(), self.args.rate.to_string());
+        let child = Command::new(&self.exe)
+            .args(["debug", "chaos-producer", "--store", &self.store_name, "--from", &from, "--to", &to])
+            .args(["--rate", &rate])
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start the producer")?;
+        self.record.producer_logs.push((self.epoch, log.clone()));
+        self.procs.push(Proc { child, log, group: None });
+        Ok(())
+    }
+
+    fn spawn_worker(&mut self, g: u32) -> Result<()> {
+        let log = self.fresh_log(&format!("g{g}"));
+        let group = format!("g{g}");
+        let child = Command::new(&self.exe)
+            .args(["debug", "shard-worker", "--store", &self.store_name, "--stream", STREAM, "--group", &group])
+            .args(["--shard-size", "8", "--work-ms", "1"])
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start a worker")?;
+        self.record.worker_logs.push((self.epoch, g, log.clone()));
+        self.procs.push(Proc { child, log, group: Some(g) });
+        Ok(())
+    }
+
+    /// A new store for this epoch: the stream, its groups restored from the
+    /// last checkpoints (if any), the known source replayed at its offsets.
+    fn start_epoch(&mut self, previous: Option<Vec<BTreeMap<u64, u64>>>) -> Result<(Store, Vec<ShardManager>)> {
+        self.store_name = format!("chaos-{}-{}", std::process::id(), self.epoch);
+        let store = Store::create(StoreConfig::new(&self.store_name).capacity(64 << 20))?;
+        let mut config = StreamConfig::new(STREAM, schema()).partitions(self.args.partitions);
+        for g in 0..self.args.groups {
+            config = config.group(format!("g{g}"));
+        }
+        let stream = Stream::create(&store, config)?;
+        let shard_config = ShardConfig { shard_size: ShardSize::Batches(8), ..Default::default() };
+        let mut observers = Vec::new();
+        for g in 0..self.args.groups {
+            let group = format!("g{g}");
+            let observer = match &previous {
+                Some(_) => ShardManager::restore(&stream, &group, self.checkpoint_path(g))?,
+                None => ShardManager::join(&stream, &group, shard_config)?,
+            };
+            observer.checkpoint(self.checkpoint_path(g))?;
+            observers.push(observer);
+        }
+        let mut table = vec![BTreeMap::new(); self.args.partitions as usize];
+        if let Some(previous) = previous {
+            // Up to the last offset any checkpoint cut (an append the
+            // producer died before logging may have been cut, even done).
+            let mut cut = vec![0u64; self.args.partitions as usize];
+            for g in 0..self.args.groups {
+                let checkpoint = quiver::Checkpoint::read(&self.checkpoint_path(g))?;
+                for (p, &c) in checkpoint.next_cut.iter().enumerate() {
+                    cut[p] = cut[p].max(c);
+                }
+            }
+            let mut producer = stream.producer()?;
+            for (p, known) in previous.iter().enumerate() {
+                let end = known.keys().next_back().map_or(0, |&o| o + 1).max(cut[p]);
+                for offset in 0..end {
+                    let seq = known.get(&offset).copied();
+                    let appended = producer.append_to(p as u32, &source_batch(seq)?)?;
+                    if appended.offset != offset {
+                        bail!("the replay put partition {p}'s offset {offset} at {}", appended.offset);
+                    }
+                    if let Some(seq) = seq {
+                        table[p].insert(offset, seq);
+                    }
+                }
+            }
+        }
+        self.record.tables.push(table);
+        Ok((store, observers))
+    }
+
+    fn kill(&mut self, i: usize) {
+        let mut proc = self.procs.remove(i);
+        let _ = proc.child.kill();
+        let _ = proc.child.wait();
+        self.record.killed.insert(proc.log);
+    }
+}
+
+/// The complete lines of a log (a killed writer may leave half of one).
+fn complete_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    text[..end].lines().map(str::to_string).collect()
+}
+
+pub(crate) fn run(args: ChaosArgs) -> Result<()> {
+    if args.partitions == 0 || args.groups == 0 || args.workers == 0 || args.batches == 0 {
+        bail!("--partitions, --groups, --workers and --batches must be at least 1");
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    let dir = std::env::temp_dir().join(format!("quiver-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    struct Cleanup(PathBuf, Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+            for name in &self.1 {
+                let _ = Store::remove(name);
+            }
+        }
+    }
+    let mut cleanup = Cleanup(dir.clone(), Vec::new());
+    let mut d = Driver {
+        args: &args,
+        exe: std::env::current_exe()?,
+        dir,
+        epoch: 0,
+        store_name: String::new(),
+        incarnation: 0,
+        procs: Vec::new(),
+        record: Record::default(),
+        rng: seed | 1,
+    };
+    let started = Instant::now();
+    let (mut store, mut observers) = d.start_epoch(None)?;
+    cleanup.1.push(d.store_name.clone());
+    d.spawn_producer()?;
+    for g in 0..args.groups {
+        for _ in 0..args.workers {
+            d.spawn_worker(g)?;
+        }
+    }
+    let (mut kills, mut restores, mut round) = (0u64, 0u64, 0u32);
+    let more = |round: u32| match args.seconds {
+        Some(s) => started.elapsed().as_secs_f64() < s,
+        None => round < args.rounds,
+    };
+    while more(round) {
+        round += 1;
+        let pause = 30 + d.random(150);
+        std::thread::sleep(Duration::from_millis(pause));
+        for (g, observer) in observers.iter().enumerate() {
+            observer.checkpoint(d.checkpoint_path(g as u32))?;
+        }
+        if args.disaster_every > 0 && round % args.disaster_every == 0 {
+            // Everything dies; the store goes; the checkpoints remain.
+            while !d.procs.is_empty() {
+                d.kill(0);
+            }
+            kills += 1;
+            d.absorb_producer_logs();
+            d.record.disaster_epochs.insert(d.epoch);
+            let previous = d.record.tables[d.epoch].clone();
+            for observer in observers.drain(..) {
+                std::mem::forget(observer); // as if killed
+            }
+            drop(store);
+            let _ = Store::remove(&d.store_name);
+            d.epoch += 1;
+            (store, observers) = d.start_epoch(Some(previous))?;
+            cleanup.1.push(d.store_name.clone());
+            restores += 1;
+            d.spawn_producer()?;
+            for g in 0..args.groups {
+                for _ in 0..args.workers {
+                    d.spawn_worker(g)?;
+                }
+            }
+            continue;
+        }
+        // One random process dies and comes back.
+        if d.procs.is_empty() {
+            continue;
+        }
+        let victim = d.random(d.procs.len() as u64) as usize;
+        let group = d.procs[victim].group;
+        d.kill(victim);
+        kills += 1;
+        match group {
+            None => d.spawn_producer()?,
+            Some(g) => d.spawn_worker(g)?,
+        }
+    }
+    // Let everything finish: the producer appends the rest and closes the
+    // stream; the workers drain their groups and stop at the end.
+    if !d.procs.iter().any(|p| p.group.is_none()) {
+        d.spawn_producer()?;
+    }
+    let deadline = Instant::now() + DEADLINE;
+    for proc in &mut d.procs {
+        loop {
+            if let Some(status) = proc.child.try_wait()? {
+                if !status.success() {
+                    bail!("a process failed ({status}); its log is {} (seed {seed})", proc.log.display());
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("a process did not finish within {DEADLINE:?} (seed {seed})");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    d.absorb_producer_logs();
+    let report = verify(&d, &store, observers, &args, seed)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "seed": seed, "rounds": round, "kills": kills, "restores": restores, "batches": args.batches,
+                "duplicates": report.duplicates, "leaked_bytes": report.leaked_bytes,
+                "leaked_objects": report.leaked_objects, "seconds": seconds, "ok": true,
+            })
+        );
+    } else {
+        println!(
+            "chaos: {round} rounds, {kills} kills, {restores} restores, {} batches, {} duplicates, {} leaked bytes in {seconds:.1} s (seed {seed}): ok",
+            args.batches, report.duplicates, report.leaked_bytes
+        );
+    }
+    Ok(())
+}
+
+struct Report {
+    duplicates: u64,
+    leaked_bytes: u64,
+    leaked_objects: u64,
+}
+
+fn verify(d: &Driver<'_>, store: &Store, observers: Vec<ShardManager>, args: &ChaosArgs, seed: u64) -> Result<Report> {
+    let fail = |why: String| anyhow::anyhow!("{why} (seed {seed})");
+    // What was produced: every logged source batch.
+    let mut produced = HashSet::new();
+    for (_, path) in &d.record.producer_logs {
+        for line in complete_lines(path) {
+            if let Some(seq) = line.split_whitespace().next().and_then(|s| s.parse::<u64>().ok()) {
+                produced.insert(seq);
+            }
+        }
+    }
+    if produced.len() as u64 != args.batches {
+        return Err(fail(format!("the producer logged {} of {} batches", produced.len(), args.batches)));
+    }
+    // What each group processed, and by whom.
+    let mut duplicates = 0;
+    for g in 0..args.groups {
+        let mut seen: HashMap<u64, Vec<bool>> = HashMap::new();
+        for (epoch, group, path) in &d.record.worker_logs {
+            if *group != g {
+                continue;
+            }
+            let excused = d.record.killed.contains(path) || d.record.disaster_epochs.contains(epoch);
+            let table = &d.record.tables[*epoch];
+            for line in complete_lines(path) {
+                let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                let [_, p, start, end] = f[..] else { continue };
+                for offset in start..end {
+                    if let Some(&seq) = table.get(p as usize).and_then(|t| t.get(&offset)) {
+                        seen.entry(seq).or_default().push(excused);
+                    }
+                }
+            }
+        }
+        for seq in &produced {
+            let Some(by) = seen.get(seq) else {
+                return Err(fail(format!("group g{g} never processed source batch {seq}")));
+            };
+            if by.len() > 1 {
+                duplicates += by.len() as u64 - 1;
+                if !by.iter().any(|&excused| excused) {
+                    return Err(fail(format!("group g{g} processed batch {seq} twice with no process killed")));
+                }
+            }
+        }
+    }
+    // Drained: every group committed everything; then nothing is left.
+    let stream = Stream::open(store, STREAM)?;
+    let stats = stream.stats()?;
+    for group in &stats.groups {
+        let heads: Vec<u64> = stats.partitions.iter().map(|p| p.head).collect();
+        if group.committed != heads {
+            return Err(fail(format!("group {} committed {:?} of {heads:?}", group.name, group.committed)));
+        }
+    }
+    drop(observers);
+    drop(stream);
+    Stream::remove(store, STREAM)?;
+    let after = store.stats()?;
+    let schema_objects = store.list()?.into_iter().filter(|o| o.id.as_bytes()[0] == b'F').collect::<Vec<_>>();
+    let schema_payload: u64 = schema_objects.iter().map(|o| o.data_size + o.metadata_size).sum();
+    let leaked_objects = after.objects - schema_objects.len() as u64;
+    let leaked_bytes = after.payload - schema_payload;
+    if leaked_objects != 0 || leaked_bytes != 0 {
+        return Err(fail(format!("{leaked_objects} objects and {leaked_bytes} bytes left after the drain")));
+    }
+    Ok(Report { duplicates, leaked_bytes, leaked_objects })
+}
