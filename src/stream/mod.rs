@@ -518,6 +518,10 @@ impl Stream {
                 });
             }
             let mut groups = Vec::new();
+            // Lag in rows is counted batch by batch under the lock, up to a
+            // budget for the whole call; past it, it is estimated from the
+            // partition's average rows per retained batch.
+            let mut budget = registry::MAX_STEP;
             for group in record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE) {
                 let mut stats = GroupStats {
                     name: registry::read_name(&group.name, &group.name_len)?,
@@ -531,11 +535,19 @@ impl Stream {
                     let from = committed.clamp(part.tail, part.head);
                     stats.lag_batches += part.head - from;
                     // Walk the shorter side of the committed offset.
-                    stats.lag_rows += if from - part.tail < part.head - from {
-                        part.rows.saturating_sub(self.rows_between(l, p as u32, part.tail, from)?)
+                    let (side, walk_lag) = if from - part.tail < part.head - from {
+                        ((part.tail, from), false)
                     } else {
-                        self.rows_between(l, p as u32, from, part.head)?
+                        ((from, part.head), true)
                     };
+                    let rows = if side.1 - side.0 <= budget {
+                        budget -= side.1 - side.0;
+                        self.rows_between(l, p as u32, side.0, side.1)?
+                    } else {
+                        let retained = (part.head - part.tail).max(1) as u128;
+                        ((side.1 - side.0) as u128 * part.rows as u128 / retained) as u64
+                    };
+                    stats.lag_rows += if walk_lag { rows } else { part.rows.saturating_sub(rows) };
                 }
                 groups.push(stats);
             }
@@ -562,7 +574,7 @@ impl Stream {
     /// Rows in the retained batches `[from, to)` of partition `p`.
     fn rows_between(&self, l: &Locked<'_>, p: u32, from: u64, to: u64) -> Result<u64> {
         let mut rows = 0;
-        for offset in from..to.min(from.saturating_add(registry::MAX_STEP)) {
+        for offset in from..to {
             let id = self.object_id(p, offset);
             if let Some(o) = l.object(id)? {
                 if o.state == crate::store::ObjectState::Sealed {
