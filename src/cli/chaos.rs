@@ -143,6 +143,22 @@ struct Driver<'a> {
     procs: Vec<Proc>,
     record: Record,
     rng: u64,
+    /// Every store made, removed (with the log directory) when the driver
+    /// ends, however it ends.
+    stores: Vec<String>,
+}
+
+impl Drop for Driver<'_> {
+    fn drop(&mut self) {
+        for proc in &mut self.procs {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+        for name in &self.stores {
+            let _ = Store::remove(name);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Driver<'_> {
@@ -230,7 +246,8 @@ impl Driver<'_> {
     /// last checkpoints (if any), the known source replayed at its offsets.
     fn start_epoch(&mut self, previous: Option<Vec<BTreeMap<u64, u64>>>) -> Result<(Store, Vec<ShardManager>)> {
         self.store_name = format!("chaos-{}-{}", std::process::id(), self.epoch);
-        let store = Store::create(StoreConfig::new(&self.store_name).capacity(64 << 20))?;
+        let store = Store::create(StoreConfig::new(&self.store_name).capacity(64 << 20).max_objects(1 << 16))?;
+        self.stores.push(self.store_name.clone());
         let mut config = StreamConfig::new(STREAM, schema()).partitions(self.args.partitions);
         for g in 0..self.args.groups {
             config = config.group(format!("g{g}"));
@@ -264,6 +281,10 @@ impl Driver<'_> {
                 for offset in 0..end {
                     let seq = known.get(&offset).copied();
                     let appended = producer.append_to(p as u32, &source_batch(seq)?)?;
+                    if offset % 1024 == 1023 {
+                        // What the restored groups had done is freed as it is replayed.
+                        stream.enforce_retention()?;
+                    }
                     if appended.offset != offset {
                         bail!("the replay put partition {p}'s offset {offset} at {}", appended.offset);
                     }
@@ -299,18 +320,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
+    super::signals::install();
     let dir = std::env::temp_dir().join(format!("quiver-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    struct Cleanup(PathBuf, Vec<String>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-            for name in &self.1 {
-                let _ = Store::remove(name);
-            }
-        }
-    }
-    let mut cleanup = Cleanup(dir.clone(), Vec::new());
     let mut d = Driver {
         args: &args,
         exe: std::env::current_exe()?,
@@ -321,10 +333,10 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         procs: Vec::new(),
         record: Record::default(),
         rng: seed | 1,
+        stores: Vec::new(),
     };
     let started = Instant::now();
     let (mut store, mut observers) = d.start_epoch(None)?;
-    cleanup.1.push(d.store_name.clone());
     d.spawn_producer()?;
     for g in 0..args.groups {
         for _ in 0..args.workers {
@@ -337,6 +349,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         None => round < args.rounds,
     };
     while more(round) {
+        super::signals::interrupted()?;
         round += 1;
         let pause = 30 + d.random(150);
         std::thread::sleep(Duration::from_millis(pause));
@@ -359,7 +372,6 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             let _ = Store::remove(&d.store_name);
             d.epoch += 1;
             (store, observers) = d.start_epoch(Some(previous))?;
-            cleanup.1.push(d.store_name.clone());
             restores += 1;
             d.spawn_producer()?;
             for g in 0..args.groups {
@@ -399,6 +411,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             if Instant::now() > deadline {
                 bail!("a process did not finish within {DEADLINE:?} (seed {seed})");
             }
+            super::signals::interrupted()?;
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -17,7 +17,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -78,34 +77,6 @@ const SHARED_GROUP: &str = "trainers";
 /// How far a model may be from the truth, in intercept and in slope.
 const TOLERANCE: f64 = 0.3;
 
-/// Set by the handler of SIGINT (Ctrl-C), SIGTERM and SIGHUP; every loop
-/// of the demo looks at it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_sigint_handler() {
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe; `sigaction` gets a zeroed, then filled, struct.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut action.sa_mask);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
-}
-
-fn interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted: every process stopped and the store removed");
-    }
-    Ok(())
-}
-
 /// What a consumer reports at the end (one JSON line).
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct ConsumerReport {
@@ -165,7 +136,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if args.checkpoint.is_some() && args.mode != Mode::Shared {
         bail!("--checkpoint needs --mode shared (it checkpoints the shard manager)");
     }
-    install_sigint_handler();
+    super::signals::install();
     let n = args.consumers;
     let rows = args.rows.unwrap_or(match args.mode {
         Mode::Broadcast => 10_000,
@@ -224,7 +195,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     drop(tx);
     let mut ready = 0;
     while ready < n {
-        interrupted()?;
+        super::signals::interrupted()?;
         children.check(&[])?;
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok((_, Line::Ready)) => ready += 1,
@@ -265,7 +236,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let mut consumed = vec![(0u64, 0u64); n as usize];
     let mut reports: Vec<Option<ConsumerReport>> = vec![None; n as usize];
     while produced < rows {
-        interrupted()?;
+        super::signals::interrupted()?;
         let size = data.between(args.batch_rows.0, args.batch_rows.1).min(rows - produced) as usize;
         let batch = data.batch(size);
         loop {
@@ -273,7 +244,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
                 Ok(_) => break,
                 Err(quiver::StreamError::Full { .. }) => {
                     // The consumers are behind: wait on, unless one is gone.
-                    interrupted()?;
+                    super::signals::interrupted()?;
                     children.check(&[])?;
                 }
                 Err(e) => return Err(e.into()),
@@ -294,7 +265,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     // Wait for every consumer's report.
     let mut failed = None;
     while reports.iter().any(Option::is_none) {
-        interrupted()?;
+        super::signals::interrupted()?;
         // A consumer's last line may still be in its pipe when it exits:
         // drain the events first, then look at the processes.
         while let Ok(event) = events.try_recv() {
@@ -332,7 +303,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     drop(bars);
     for child in &mut children.0 {
         let status = child.wait()?;
-        interrupted()?;
+        super::signals::interrupted()?;
         if !status.success() {
             failed = failed.or(Some("a consumer failed"));
         }

@@ -7,6 +7,7 @@ mod checkpoint;
 mod debug;
 mod demo;
 mod io;
+mod signals;
 mod stat;
 
 use std::process::ExitCode;

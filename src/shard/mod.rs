@@ -422,37 +422,57 @@ impl ShardManager {
         let store = stream.store();
         let cell = store.registry_cell(streams::partition_cell_offset(stream.inner().slot, task.partition as usize))?;
         let mut out = Vec::with_capacity((task.end - task.start).min(1024) as usize);
-        for offset in task.start..task.end {
+        let mut holes = 0;
+        let mut offset = task.start;
+        while offset < task.end {
             let id = stream.object_id(task.partition, offset);
             loop {
                 let mut unsealed = false;
                 let left = deadline.map_or(SWEEP, |d| d.saturating_duration_since(Instant::now()));
+                // `Ok(view)`: the batch; `Err(next)`: nothing here, go on at `next`.
                 let found = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
                     stream.with_record(|l, record| {
                         let (tail, head) = streams::range(&record.partitions[task.partition as usize])?;
                         if offset < tail {
-                            return Ok(Some(None)); // dropped
+                            return Ok(Some(Err(tail))); // dropped by a limit or DropOldest
                         }
                         if offset >= head {
                             return Ok(None); // not appended yet
                         }
                         if let Some(view) = l.view(id)? {
-                            return Ok(Some(Some(view)));
+                            return Ok(Some(Ok(view)));
                         }
                         if l.object(id)?.is_some() {
                             unsealed = true;
                             return Ok(None);
                         }
-                        Ok(Some(None)) // a hole
+                        Ok(Some(Err(offset + 1))) // a hole
                     })
                 })?;
                 match found {
-                    Some(Some(view)) => {
+                    Some(Ok(view)) => {
                         let (batch, meta) = self.reader.decode(view)?;
                         out.push(StreamBatch { partition: task.partition, offset, append_ns: meta.append_ns, batch });
+                        offset += 1;
                         break;
                     }
-                    Some(None) => break,
+                    Some(Err(next)) => {
+                        if next == offset + 1 {
+                            // A hole. More of them than producer deaths
+                            // could explain is corruption.
+                            holes += 1;
+                            if holes > streams::HOLE_BUDGET {
+                                return Err(StoreError::corrupted(format_args!(
+                                    "task {} covers more than {} offsets without batches",
+                                    task.id,
+                                    streams::HOLE_BUDGET
+                                ))
+                                .into());
+                            }
+                        }
+                        offset = next.max(offset + 1);
+                        break;
+                    }
                     None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(None),
                     None if unsealed => {
                         store.recover_dead_clients()?;
@@ -762,6 +782,8 @@ fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u64) -> Resu
     let namespace = record.slot.namespace.load(Relaxed);
     let rr = h.rr.load(Relaxed) as usize % partitions.max(1);
     let mut last = None;
+    // Walks for rows share one budget per round (see `MAX_STEP`).
+    let mut walk_budget = streams::MAX_STEP;
     for i in 0..partitions {
         let p = (rr + i) % partitions;
         let part = &record.partitions[p];
@@ -777,7 +799,8 @@ fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u64) -> Resu
             // Whole batches until the rows reach the size; a batch still
             // being written ends the walk (its rows are not known yet).
             let (mut rows, mut at, mut complete) = (0u64, start, false);
-            while at < head.min(start.saturating_add(streams::MAX_STEP)) {
+            while at < head && walk_budget > 0 {
+                walk_budget -= 1;
                 let id = crate::store::ObjectId::sequential(namespace, p as u32, at);
                 match l.object(id)? {
                     Some(o) if o.state == ObjectState::Sealed => rows += streams::batch_facts(id, o.metadata())?.0,

@@ -359,6 +359,9 @@ impl Consumer {
         let n = self.parts.len();
         let end = stream.with_record(|l, record| {
             let mut drained = true;
+            // Holes passed in one look, over all partitions (bounded work
+            // under the lock, whatever the registry claims).
+            let mut passed = 0;
             for i in 0..n {
                 let index = (self.next + i) % n;
                 let p = self.parts[index];
@@ -369,7 +372,6 @@ impl Consumer {
                     *fetched = tail;
                     *pos = (*pos).max(tail);
                 }
-                let mut passed = 0;
                 while *fetched < head && self.ready.len() < READ_AHEAD && passed < registry::HOLE_BUDGET {
                     let id = ObjectId::sequential(namespace, p, *fetched);
                     if let Some(view) = l.view(id)? {
