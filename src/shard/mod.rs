@@ -348,7 +348,7 @@ impl ShardManager {
                 }
                 Outcome::Failed => {
                     h.failed_tasks.fetch_add(1, Relaxed);
-                    let retries = t.retries.load(Relaxed) + 1;
+                    let retries = t.retries.load(Relaxed).saturating_add(1);
                     t.retries.store(retries, Relaxed);
                     t.member.store(NIL, Relaxed);
                     if retries > h.max_retries.load(Relaxed) {
@@ -803,7 +803,9 @@ fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u64) -> Resu
                 walk_budget -= 1;
                 let id = crate::store::ObjectId::sequential(namespace, p as u32, at);
                 match l.object(id)? {
-                    Some(o) if o.state == ObjectState::Sealed => rows += streams::batch_facts(id, o.metadata())?.0,
+                    Some(o) if o.state == ObjectState::Sealed => {
+                        rows = rows.saturating_add(streams::batch_facts(id, o.metadata())?.0)
+                    }
                     Some(_) => break,
                     None => {}
                 }
@@ -888,12 +890,12 @@ fn settle(l: &Locked<'_>, record: &StreamRecord, group: &GroupSlot, sg: &ShardGr
 
 /// Rows in the sealed batches `[start, end)` of partition `p`.
 fn rows_in(l: &Locked<'_>, stream: &Stream, p: u32, start: u64, end: u64) -> Result<u64> {
-    let mut rows = 0;
+    let mut rows = 0u64;
     for offset in start..end.min(start.saturating_add(streams::MAX_STEP)) {
         let id = stream.object_id(p, offset);
         if let Some(o) = l.object(id)? {
             if o.state == ObjectState::Sealed {
-                rows += streams::batch_facts(id, o.metadata()).map_or(0, |(r, _)| r);
+                rows = rows.saturating_add(streams::batch_facts(id, o.metadata()).map_or(0, |(r, _)| r));
             }
         }
     }

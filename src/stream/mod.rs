@@ -213,7 +213,12 @@ impl Stream {
                 .iter()
                 .position(|r| r.slot.state.load(Relaxed) == FREE)
                 .ok_or(StreamError::RegistryFull { what: "streams", limit: MAX_STREAMS })?;
-            let serial = reg.serial.load(Relaxed) + 1;
+            let serial = reg
+                .serial
+                .load(Relaxed)
+                .checked_add(1)
+                .filter(|&s| s < registry::STREAM_NAMESPACE)
+                .ok_or_else(|| StoreError::corrupted("the stream serial counter is exhausted"))?;
             reg.serial.store(serial, Relaxed);
             let namespace = registry::STREAM_NAMESPACE | serial;
             let record = &reg.streams[s];
@@ -547,7 +552,8 @@ impl Stream {
                         let retained = (part.head - part.tail).max(1) as u128;
                         ((side.1 - side.0) as u128 * part.rows as u128 / retained) as u64
                     };
-                    stats.lag_rows += if walk_lag { rows } else { part.rows.saturating_sub(rows) };
+                    stats.lag_rows =
+                        stats.lag_rows.saturating_add(if walk_lag { rows } else { part.rows.saturating_sub(rows) });
                 }
                 groups.push(stats);
             }
@@ -573,12 +579,12 @@ impl Stream {
 
     /// Rows in the retained batches `[from, to)` of partition `p`.
     fn rows_between(&self, l: &Locked<'_>, p: u32, from: u64, to: u64) -> Result<u64> {
-        let mut rows = 0;
+        let mut rows = 0u64;
         for offset in from..to {
             let id = self.object_id(p, offset);
             if let Some(o) = l.object(id)? {
                 if o.state == crate::store::ObjectState::Sealed {
-                    rows += registry::batch_facts(id, o.metadata())?.0;
+                    rows = rows.saturating_add(registry::batch_facts(id, o.metadata())?.0);
                 }
             }
         }

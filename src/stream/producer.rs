@@ -240,7 +240,9 @@ impl Producer {
                     return Err(StoreError::corrupted("a partition head moved while its object was placed"));
                 }
                 let append_ns = now_ns().max(part.last_append_ns.load(Relaxed));
-                part.head.store(offset + 1, Relaxed);
+                let next =
+                    offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
+                part.head.store(next, Relaxed);
                 part.last_append_ns.store(append_ns, Relaxed);
                 appended = Some(Appended { partition, offset, append_ns });
                 Ok(())
