@@ -399,7 +399,10 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     if !d.procs.iter().any(|p| p.group.is_none()) {
         d.spawn_producer()?;
     }
-    let deadline = Instant::now() + DEADLINE;
+    // The producer still has the rest of the source to append, at its rate.
+    let left = args.batches.saturating_sub(d.next_seq());
+    let appending = Duration::from_secs_f64(if args.rate > 0 { left as f64 / args.rate as f64 } else { 0.0 });
+    let deadline = Instant::now() + appending + DEADLINE;
     for proc in &mut d.procs {
         loop {
             if let Some(status) = proc.child.try_wait()? {
