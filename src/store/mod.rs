@@ -249,7 +249,7 @@ impl Store {
                 {
                     c.pid.store(std::process::id(), Relaxed);
                     c.started_ns.store(now_ns(), Relaxed);
-                    let incarnation = t.header.incarnations.load(Relaxed) + 1;
+                    let incarnation = t.header.incarnations.load(Relaxed).wrapping_add(1);
                     t.header.incarnations.store(incarnation, Relaxed);
                     c.incarnation.store(incarnation, Relaxed);
                     c.active.store(1, Release);
