@@ -20,15 +20,62 @@ const _: () = assert!(size_of::<libc::pthread_mutex_t>() as u64 <= MUTEX_BYTES);
 /// How many times `lock` retries `trylock` before it blocks.
 const LOCK_SPINS: u32 = 200;
 
+/// Where glibc keeps a mutex's kind (its type and robust, shared and
+/// elision flags) in a `pthread_mutex_t`, on x86-64 and aarch64 alike.
+const KIND_OFFSET: u64 = 16;
+
+/// The kind word of a mutex made by [`init`]: computed once, on a local mutex.
+fn expected_kind() -> Result<u32> {
+    static KIND: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let kind = KIND.get_or_init(|| {
+        let mut local = std::mem::MaybeUninit::<libc::pthread_mutex_t>::zeroed();
+        let rc = init_at(local.as_mut_ptr());
+        // SAFETY: `local` is a zeroed, then initialised, mutex of this
+        // process; reading four bytes at KIND_OFFSET stays inside it (it is
+        // 40 bytes), and `read_unaligned` needs no alignment.
+        let kind =
+            unsafe { std::ptr::read_unaligned(local.as_ptr().cast::<u8>().add(KIND_OFFSET as usize).cast::<u32>()) };
+        // SAFETY: the mutex was initialised (rc == 0) and is not locked.
+        (rc == 0).then(|| unsafe { libc::pthread_mutex_destroy(local.as_mut_ptr()) }).map(|_| kind)
+    });
+    kind.ok_or_else(|| {
+        StoreError::io("initialise a reference mutex", std::io::Error::other("pthread_mutex_init failed"))
+    })
+}
+
+/// Checks that the mutex at `offset` of a file being opened is of the kind
+/// [`init`] makes. Its bytes are glibc's: garbage there (a corrupt or
+/// foreign file) could send `pthread_mutex_trylock` down a path that
+/// crashes (lock elision), so such a file is refused before it is locked.
+pub(crate) fn check(region: &Region, offset: u64) -> Result<()> {
+    let found: &std::sync::atomic::AtomicU32 = region.get(offset + KIND_OFFSET)?;
+    let found = found.load(std::sync::atomic::Ordering::Relaxed);
+    let expected = expected_kind()?;
+    if found != expected {
+        return Err(StoreError::corrupted(format_args!("the store lock's kind is {found:#x}, not {expected:#x}")));
+    }
+    Ok(())
+}
+
 /// Initialises a robust process-shared mutex at `offset` in a fresh region.
 pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
     let ptr = mutex_ptr(region, offset)?;
+    let rc = init_at(ptr);
+    if rc != 0 {
+        return Err(StoreError::io("initialise the store lock", std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+/// `pthread_mutex_init` with quiver's attributes at `ptr`; the return code.
+fn init_at(ptr: *mut libc::pthread_mutex_t) -> i32 {
     let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is a local attribute object initialised by
     // pthread_mutexattr_init before any other use, and destroyed after;
-    // `ptr` points at MUTEX_BYTES bytes in the mapping (checked), which no
-    // other process uses yet because the header is not published.
-    let rc = unsafe {
+    // `ptr` points at a mutex nobody else uses yet: MUTEX_BYTES bytes in the
+    // mapping (checked by the caller) before the header is published, or a
+    // local reference mutex.
+    unsafe {
         let mut rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
         if rc == 0 {
             rc = libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
@@ -41,11 +88,7 @@ pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
         }
         libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
         rc
-    };
-    if rc != 0 {
-        return Err(StoreError::io("initialise the store lock", std::io::Error::from_raw_os_error(rc)));
     }
-    Ok(())
 }
 
 fn mutex_ptr(region: &Region, offset: u64) -> Result<*mut libc::pthread_mutex_t> {

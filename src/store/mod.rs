@@ -230,6 +230,8 @@ impl Store {
                 actual: region.len(),
             });
         }
+        // The lock's bytes are glibc's: refuse garbage before locking it.
+        lock::check(&region, MUTEX_OFFSET)?;
         Self::attach(region, layout, config)
     }
 
