@@ -170,7 +170,7 @@ pub fn exercise_store(store: &Store) {
 }
 
 /// The data of a real batch object (an encapsulated IPC message of
-/// [`sample_batch`]'s rows): the seed of the `ipc_object` target. Its first
+/// `sample_batch`'s rows): the seed of the `ipc_object` target. Its first
 /// byte is 0xFF, which the target reads as the row count, so the seed's
 /// metadata disagrees with it at first; the fuzzer finds the way from there.
 pub fn sample_message() -> Vec<u8> {
