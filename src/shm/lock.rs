@@ -30,11 +30,9 @@ fn expected_kind() -> Result<u32> {
     let kind = KIND.get_or_init(|| {
         let mut local = std::mem::MaybeUninit::<libc::pthread_mutex_t>::zeroed();
         let rc = init_at(local.as_mut_ptr());
-        // SAFETY: `local` is a zeroed, then initialised, mutex of this
-        // process; reading four bytes at KIND_OFFSET stays inside it (it is
-        // 40 bytes), and `read_unaligned` needs no alignment.
-        let kind =
-            unsafe { std::ptr::read_unaligned(local.as_ptr().cast::<u8>().add(KIND_OFFSET as usize).cast::<u32>()) };
+        let at = local.as_ptr().cast::<u8>().wrapping_add(KIND_OFFSET as usize).cast::<u32>();
+        // SAFETY: `at` is four bytes inside a zeroed, initialised local mutex (40 bytes); no alignment needed.
+        let kind = unsafe { std::ptr::read_unaligned(at) };
         // SAFETY: the mutex was initialised (rc == 0) and is not locked.
         (rc == 0).then(|| unsafe { libc::pthread_mutex_destroy(local.as_mut_ptr()) }).map(|_| kind)
     });
