@@ -1,0 +1,160 @@
+//! What `quiver stat` and [`ShardManager::stats`](super::ShardManager::stats)
+//! report of a shard-managed group.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::registry::{self, task, ShardGroup, LIVE};
+use super::steps::record_of;
+use super::TaskRecord;
+use crate::error::StreamError;
+use crate::store::Store;
+use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
+use crate::stream::{Result, Stream};
+
+/// A shard-managed group's numbers, as [`ShardManager::stats`] and
+/// [`list`] report them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStats {
+    /// The stream.
+    pub stream: String,
+    /// The group.
+    pub group: String,
+    /// Shard size and unit.
+    pub shard_size: u64,
+    /// `"batches"` or `"rows"`.
+    pub unit: &'static str,
+    /// Tasks waiting.
+    pub todo: u64,
+    /// Tasks leased.
+    pub doing: u64,
+    /// Tasks done, since the group's shard state was made.
+    pub done: u64,
+    /// Failures reported.
+    pub failed: u64,
+    /// Tasks put back because their member died or their lease expired.
+    pub requeued: u64,
+    /// Per partition: the first offset not yet cut.
+    pub next_cut: Vec<u64>,
+    /// Per partition: the committed offset.
+    pub committed: Vec<u64>,
+    /// The dead letters.
+    pub dead_letters: Vec<TaskRecord>,
+    /// The members.
+    pub members: Vec<MemberStats>,
+}
+
+/// One member's numbers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberStats {
+    /// Its member slot.
+    pub member: u32,
+    /// Its store client slot.
+    pub client: u32,
+    /// Tasks it holds.
+    pub tasks_held: u64,
+    /// Tasks it finished.
+    pub tasks_done: u64,
+    /// Per partition: batches it finished.
+    pub done_batches: Vec<u64>,
+    /// Per partition: rows it finished.
+    pub done_rows: Vec<u64>,
+    /// When it was last seen (ns since the epoch).
+    pub last_seen_ns: u64,
+}
+
+pub(super) fn group_stats(
+    stream: &Stream,
+    record: &StreamRecord,
+    group: &GroupSlot,
+    sg: &ShardGroup,
+) -> Result<ShardStats> {
+    let h = &sg.header;
+    let partitions = stream.partitions() as usize;
+    let mut dead_letters: Vec<TaskRecord> =
+        sg.tasks.iter().filter(|t| t.state.load(Relaxed) == task::DEAD).map(record_of).collect();
+    dead_letters.sort_by_key(|t| t.id);
+    let members = sg
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.state.load(Relaxed) == LIVE)
+        .map(|(i, m)| MemberStats {
+            member: i as u32,
+            client: m.client.load(Relaxed),
+            tasks_held: m.tasks_held.load(Relaxed),
+            tasks_done: m.tasks_done.load(Relaxed),
+            done_batches: (0..partitions).map(|p| m.done_batches[p].load(Relaxed)).collect(),
+            done_rows: (0..partitions).map(|p| m.done_rows[p].load(Relaxed)).collect(),
+            last_seen_ns: m.last_seen_ns.load(Relaxed),
+        })
+        .collect();
+    let _ = record;
+    Ok(ShardStats {
+        stream: stream.name().to_string(),
+        group: streams::read_name(&group.name, &group.name_len)?,
+        shard_size: h.shard_size.load(Relaxed),
+        unit: if h.unit.load(Relaxed) == 1 { "rows" } else { "batches" },
+        todo: h.todo_len.load(Relaxed) as u64,
+        doing: h.doing.load(Relaxed) as u64,
+        done: h.done_tasks.load(Relaxed),
+        failed: h.failed_tasks.load(Relaxed),
+        requeued: h.requeued_tasks.load(Relaxed),
+        next_cut: (0..partitions).map(|p| sg.next_cut[p].load(Relaxed)).collect(),
+        committed: (0..partitions).map(|p| group.committed[p].load(Relaxed)).collect(),
+        dead_letters,
+        members,
+    })
+}
+
+/// Every live shard-managed group in `store`.
+pub fn list(store: &Store) -> Result<Vec<ShardStats>> {
+    let found = store.locked(|l| -> Result<_> {
+        let area = registry::area(l)?;
+        let reg = streams::registry(l)?;
+        let mut found = Vec::new();
+        for sg in &area.groups {
+            let h = &sg.header;
+            if h.state.load(Relaxed) != LIVE {
+                continue;
+            }
+            if let Some(r) = reg.streams.get(h.stream_slot.load(Relaxed) as usize) {
+                let live = r.slot.state.load(Relaxed) == streams::LIVE
+                    && r.slot.namespace.load(Relaxed) == h.stream_namespace.load(Relaxed);
+                if live {
+                    found.push(streams::read_name(&r.slot.name, &r.slot.name_len)?);
+                }
+            }
+        }
+        Ok(found)
+    })?;
+    let mut names = found;
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let stream = match Stream::open(store, &name) {
+            Ok(stream) => stream,
+            Err(StreamError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let stats = stream.with_record(|l, record| {
+            let area = registry::area(l)?;
+            let mut stats = Vec::new();
+            for sg in &area.groups {
+                let h = &sg.header;
+                if h.state.load(Relaxed) != LIVE || h.stream_namespace.load(Relaxed) != stream.inner().namespace {
+                    continue;
+                }
+                if let Some(group) = record.groups.get(h.group_slot.load(Relaxed) as usize) {
+                    if group.state.load(Relaxed) == streams::LIVE
+                        && group.created_ns.load(Relaxed) == h.group_created_ns.load(Relaxed)
+                    {
+                        stats.push(group_stats(&stream, record, group, sg)?);
+                    }
+                }
+            }
+            Ok(stats)
+        })?;
+        out.extend(stats);
+    }
+    Ok(out)
+}
