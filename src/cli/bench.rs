@@ -87,6 +87,17 @@ pub(crate) struct BenchArgs {
     sample_every: Option<f64>,
 }
 
+impl BenchArgs {
+    /// Whether a run that has sent `i` batches since `start` is over:
+    /// `--count` batches, or `--seconds` elapsed (checked only `at_boundary`).
+    fn finished(&self, i: u64, start: Instant, at_boundary: bool) -> bool {
+        match self.count {
+            Some(count) => i >= count,
+            None => at_boundary && start.elapsed() >= Duration::from_secs_f64(self.seconds),
+        }
+    }
+}
+
 /// Resident memory of process `pid` in KiB (`/proc/PID/statm`).
 fn resident_kib(pid: u32) -> u64 {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
@@ -320,17 +331,13 @@ fn run_store(
             bail!("consumer {c} did not start within 30 s");
         }
     }
-    let deadline = Duration::from_secs_f64(args.seconds);
     let wait = CreateOptions { timeout: Duration::from_secs(30), pinned: true };
     let start = Instant::now();
     let mut freed = 0u64;
     let mut i = 0u64;
     loop {
-        let done = match args.count {
-            Some(count) => i >= count,
-            None => i % window.step == 0 && start.elapsed() >= deadline,
-        };
-        if done {
+        // In timed runs, stop only on a progress-step boundary.
+        if args.finished(i, start, i % window.step == 0) {
             break;
         }
         if i >= window.batches && i % window.step == 0 {
@@ -402,16 +409,11 @@ fn run_stream(
             bail!("consumer {c} did not start within 30 s");
         }
     }
-    let deadline = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
     let mut next_sample = args.sample_every.map(|s| (Duration::from_secs_f64(s.max(0.1)), start));
     let mut i = 0u64;
     loop {
-        let done = match args.count {
-            Some(count) => i >= count,
-            None => start.elapsed() >= deadline,
-        };
-        if done {
+        if args.finished(i, start, true) {
             break;
         }
         pace(args.rate, start, i);
@@ -525,7 +527,6 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
         streams.push(listener.accept()?.0);
     }
     let mut encoder = arrow_ipc::writer::StreamEncoder::try_new(&batch.schema())?;
-    let deadline = Duration::from_secs_f64(args.seconds);
     let start = Instant::now();
     let mut i = 0u64;
     let mut send = |buffers: &[Buffer]| -> Result<()> {
@@ -540,11 +541,7 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
         Ok(())
     };
     loop {
-        let done = match args.count {
-            Some(count) => i >= count,
-            None => start.elapsed() >= deadline,
-        };
-        if done {
+        if args.finished(i, start, true) {
             break;
         }
         pace(args.rate, start, i);
