@@ -21,15 +21,15 @@
 //!   the contiguous run of finished shards (done, or given up as dead
 //!   letters); retention frees data up to it. Each task links to the shard
 //!   cut after it in its partition, so the run advances in O(1) per shard.
-//! Files: this one holds [`ShardManager`] and its types; `steps` the steps
-//! run under the lock (splitter, sweep, committed run, checkpoint copies);
-//! `registry` the shared structs; `checkpoint` the file format; `stats`
-//! what `quiver stat` reports.
-//!
 //! - **Checkpoints.** [`ShardManager::checkpoint`] copies the state under
 //!   the lock and writes it outside it (the live state is never disturbed);
 //!   [`ShardManager::restore`] puts doing and todo back into todo, doing
 //!   first, each shard keeping its partition.
+//!
+//! Files: this one holds [`ShardManager`] and its types; `steps` the steps
+//! run under the lock (splitter, sweep, committed run, checkpoint copies);
+//! `registry` the shared structs; `checkpoint` the file format; `stats`
+//! what `quiver stat` reports.
 
 mod checkpoint;
 mod registry;
