@@ -11,7 +11,7 @@ use crate::store::Store;
 use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
 use crate::stream::{Result, Stream};
 
-/// A shard-managed group's numbers, as [`ShardManager::stats`] and
+/// A shard-managed group's numbers, as [`ShardManager::stats`](super::ShardManager::stats) and
 /// [`list`] report them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ShardStats {
