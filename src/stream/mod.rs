@@ -488,7 +488,7 @@ impl Stream {
                 let cutoff = now_ns().saturating_sub(max_age);
                 for p in 0..self.inner.partitions as usize {
                     while registry::oldest_append_ns(l, record, p)?.is_some_and(|t| t < cutoff) {
-                        if !go_on(registry::drop_oldest(l, record, p, registry::Drop::Expired)?) {
+                        if !go_on(registry::drop_oldest(l, record, p, registry::DropReason::Expired)?) {
                             break;
                         }
                     }
@@ -496,7 +496,7 @@ impl Stream {
             }
             if max_bytes > 0 {
                 while record.slot.bytes.load(Relaxed) > max_bytes {
-                    if !go_on(registry::drop_stream_oldest(l, record, registry::Drop::Trimmed)?) {
+                    if !go_on(registry::drop_stream_oldest(l, record, registry::DropReason::Trimmed)?) {
                         break;
                     }
                 }
