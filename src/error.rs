@@ -245,13 +245,6 @@ pub enum StreamError {
         /// The group.
         group: String,
     },
-    /// A task reported by a consumer that no longer holds it (its lease
-    /// expired or it was requeued): someone else may process it again.
-    #[error("task {0} is not held by this consumer (its lease expired, or it was requeued)")]
-    TaskNotHeld(u64),
-    /// A checkpoint could not be written or read.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
     /// The stream was removed while this handle was open.
     #[error("stream {0:?} was removed")]
     Removed(String),

@@ -32,6 +32,7 @@
 //! what `quiver stat` reports.
 
 mod checkpoint;
+mod error;
 mod registry;
 mod stats;
 mod steps;
@@ -41,6 +42,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
 pub use checkpoint::{Checkpoint, ShardUnit, TaskRecord};
+pub use error::{Result, ShardError};
 pub use registry::{MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 pub use stats::{list, MemberStats, ShardStats};
 
@@ -52,7 +54,7 @@ use steps::{
 
 use crate::arrow::{now_ns, BatchReader};
 use crate::error::{CheckpointError, StoreError, StreamError};
-use crate::stream::{GroupKey, Result, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
+use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
 use registry::{task, ShardGroup, FREE, LIVE, NIL};
 
 /// How often `get_task` looks for dead members and expired leases.
@@ -168,7 +170,7 @@ impl ShardManager {
     /// batch), and its shard state with `config`.
     pub fn join(stream: &Stream, group: &str, config: ShardConfig) -> Result<ShardManager> {
         check_config(&config)?;
-        let (index, group_key, member) = stream.transaction(|tx| {
+        let (index, group_key, member) = stream.transaction(|tx| -> Result<_> {
             let l = tx.locked();
             let g = tx.join_group(group, StartAt::Oldest)?;
             let index = match find(l, stream, g)? {
@@ -207,13 +209,14 @@ impl ShardManager {
     /// Runs `f` under the lock on this group's records, after checking they
     /// are still this group's and that this member is still one.
     fn with_group<R>(&self, f: impl FnOnce(&StreamTxn<'_>, &ShardGroup) -> Result<R>) -> Result<R> {
-        self.stream.transaction(|tx| {
+        self.stream.transaction(|tx| -> Result<_> {
             let sg = &registry::area(tx.locked())?.groups[self.index];
             if !manages(sg, self.stream.identity().1, self.group_key) || !tx.group_live(self.group_key) {
                 return Err(StreamError::NoSuchGroup {
                     stream: self.stream.name().to_string(),
                     group: self.group.clone(),
-                });
+                }
+                .into());
             }
             f(tx, sg)
         })
@@ -240,7 +243,7 @@ impl ShardManager {
             // Slices: a partition can turn idle (linger) and a member can die
             // without anyone notifying.
             let found = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
-                Ok::<_, StreamError>(match self.step()? {
+                Ok::<_, ShardError>(match self.step()? {
                     Step::Task(task) => Some(Next::Task(task)),
                     Step::End => Some(Next::End),
                     Step::Nothing => None,
@@ -308,7 +311,7 @@ impl ShardManager {
     /// committed offset over every contiguous finished shard, which lets
     /// retention free them); `Failed` hands it out again, or makes it a dead
     /// letter after `max_retries` failures. Fails with
-    /// [`StreamError::TaskNotHeld`] if this member no longer holds the task.
+    /// [`ShardError::TaskNotHeld`] if this member no longer holds the task.
     pub fn report(&mut self, task: Task, outcome: Outcome) -> Result<()> {
         let (member, joined_ns) = (self.member, self.joined_ns);
         let (group, partitions) = (self.group_key, self.stream.partitions());
@@ -319,7 +322,7 @@ impl ShardManager {
                 && t.state.load(Relaxed) == task::DOING
                 && t.member.load(Relaxed) == member;
             if !held {
-                return Err(StreamError::TaskNotHeld(task.id));
+                return Err(ShardError::TaskNotHeld(task.id));
             }
             // Everything that can fail first, then the changes.
             let p = t.partition.load(Relaxed);
@@ -375,7 +378,7 @@ impl ShardManager {
             let t = sg.task(task.slot)?;
             if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
             {
-                return Err(StreamError::TaskNotHeld(task.id));
+                return Err(ShardError::TaskNotHeld(task.id));
             }
             me.tasks_held.fetch_sub(1, Relaxed);
             requeue(sg, &[task.slot])?;
@@ -392,7 +395,7 @@ impl ShardManager {
             let t = sg.task(task.slot)?;
             if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
             {
-                return Err(StreamError::TaskNotHeld(task.id));
+                return Err(ShardError::TaskNotHeld(task.id));
             }
             t.lease_ns.store(now_ns().saturating_add(sg.header.lease_ns.load(Relaxed)), Relaxed);
             Ok(())
@@ -407,10 +410,10 @@ impl ShardManager {
     pub fn read_task(&mut self, task: &Task, timeout: Duration) -> Result<Option<Vec<StreamBatch>>> {
         let partitions = self.stream.partitions();
         if task.partition >= partitions {
-            return Err(StreamError::NoSuchPartition { partition: task.partition, partitions });
+            return Err(StreamError::NoSuchPartition { partition: task.partition, partitions }.into());
         }
         if task.start > task.end {
-            return Err(StreamError::InvalidConfig(format!("a task from {} to {}", task.start, task.end)));
+            return Err(ShardError::InvalidArgument(format!("a task from {} to {}", task.start, task.end)));
         }
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
@@ -428,12 +431,12 @@ impl ShardManager {
             let moved = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
                 let before = offset;
                 let mut hole_budget = HOLE_BUDGET;
-                let found = stream.transaction(|tx| {
+                let found = stream.transaction(|tx| -> crate::stream::Result<_> {
                     tx.fetch(task.partition, &mut offset, task.end, READ_AHEAD, &mut hole_budget, &mut taken)
                 })?;
                 holes += found.holes;
                 writing = found.writing;
-                Ok::<_, StreamError>((offset > before).then_some(()))
+                Ok::<_, ShardError>((offset > before).then_some(()))
             })?;
             for t in taken.drain(..) {
                 let (batch, meta) = self.reader.decode(t.view)?;
@@ -458,6 +461,49 @@ impl ShardManager {
             }
         }
         Ok(Some(out))
+    }
+
+    /// The whole loop of a member: takes each task (waiting up to `wait` at
+    /// a time, as long as the stream goes on), reads its batches, hands them
+    /// to `work` and reports what it returns, until the stream is closed and
+    /// every shard is finished. Returns how many tasks this member did.
+    ///
+    /// A task whose batches do not all come within `wait` is reported
+    /// [`Outcome::Failed`] (handed out again later). If `work` fails, its task
+    /// is given back without counting a failure and the error is returned.
+    pub fn run<E>(
+        &mut self,
+        wait: Duration,
+        mut work: impl FnMut(&Task, Vec<StreamBatch>) -> std::result::Result<Outcome, E>,
+    ) -> std::result::Result<u64, E>
+    where
+        E: From<ShardError>,
+    {
+        let mut done = 0;
+        loop {
+            let task = match self.next_task(wait)? {
+                Next::Task(task) => task,
+                Next::TimedOut => continue,
+                Next::End => return Ok(done),
+            };
+            let Some(batches) = self.read_task(&task, wait)? else {
+                self.report(task, Outcome::Failed)?;
+                continue;
+            };
+            match work(&task, batches) {
+                Ok(outcome) => {
+                    self.report(task, outcome)?;
+                    done += u64::from(outcome == Outcome::Done);
+                }
+                Err(e) => {
+                    // The task is still held: give it back, then report the
+                    // error (a failure to give it back is the lesser news;
+                    // its lease expires anyway).
+                    let _ = self.release(task);
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// The group's state: tasks, dead letters, members, offsets.
@@ -501,7 +547,7 @@ impl ShardManager {
             max_retries: checkpoint.max_retries,
         };
         check_config(&config)?;
-        let (index, group_key, member) = stream.transaction(|tx| {
+        let (index, group_key, member) = stream.transaction(|tx| -> Result<_> {
             let l = tx.locked();
             let g = tx.join_group(group, StartAt::Oldest)?;
             let index = match find(l, stream, g)? {

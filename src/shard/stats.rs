@@ -3,12 +3,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::error::Result;
 use super::registry::{self, task, ShardGroup, LIVE};
 use super::steps::{managed_group, manages, record_of};
 use super::TaskRecord;
 use crate::error::StreamError;
 use crate::store::Store;
-use crate::stream::{stream_name, GroupKey, Result, Stream, StreamTxn};
+use crate::stream::{stream_name, GroupKey, Stream, StreamTxn};
 
 /// A shard-managed group's numbers, as [`ShardManager::stats`](super::ShardManager::stats) and
 /// [`list`] report them.
@@ -93,7 +94,7 @@ pub(super) fn group_stats(tx: &StreamTxn<'_>, stream: &Stream, g: GroupKey, sg: 
         failed: h.failed_tasks.load(Relaxed),
         requeued: h.requeued_tasks.load(Relaxed),
         next_cut: (0..partitions).map(|p| sg.next_cut[p].load(Relaxed)).collect(),
-        committed: (0..partitions as u32).map(|p| tx.committed(g, p)).collect::<Result<_>>()?,
+        committed: (0..partitions as u32).map(|p| tx.committed(g, p)).collect::<Result<_, _>>()?,
         dead_letters,
         members,
     })
@@ -123,9 +124,9 @@ pub fn list(store: &Store) -> Result<Vec<ShardStats>> {
         let stream = match Stream::open(store, &name) {
             Ok(stream) => stream,
             Err(StreamError::NotFound(_)) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let stats = stream.transaction(|tx| {
+        let stats = stream.transaction(|tx| -> Result<_> {
             let area = registry::area(tx.locked())?;
             let namespace = stream.identity().1;
             let mut stats = Vec::new();

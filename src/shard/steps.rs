@@ -8,16 +8,17 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use super::registry::{self, task, ShardGroup, FREE, LIVE, NIL};
 use super::{Checkpoint, ShardConfig, ShardSize, ShardUnit, TaskRecord, MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 use crate::arrow::now_ns;
-use crate::error::StreamError;
+
+use super::error::{Result, ShardError};
 use crate::store::Locked;
-use crate::stream::{group_exists, GroupKey, Result, SlotState, Stream, StreamTxn, MAX_STEP};
+use crate::stream::{group_exists, GroupKey, SlotState, Stream, StreamTxn, MAX_STEP};
 
 pub(super) fn check_config(config: &ShardConfig) -> Result<()> {
     let size = match config.shard_size {
         ShardSize::Batches(n) | ShardSize::Rows(n) => n,
     };
     if size == 0 || config.lease.is_zero() {
-        return Err(StreamError::InvalidConfig("a shard size and a lease must be above zero".into()));
+        return Err(ShardError::InvalidConfig("a shard size and a lease must be above zero".into()));
     }
     Ok(())
 }
@@ -61,7 +62,7 @@ pub(super) fn allocate<'a>(l: &Locked<'a>) -> Result<(usize, &'a ShardGroup)> {
             return Ok((i, sg));
         }
     }
-    Err(StreamError::RegistryFull { what: "shard-managed groups", limit: MAX_SHARD_GROUPS })
+    Err(ShardError::RegistryFull { what: "shard-managed groups", limit: MAX_SHARD_GROUPS })
 }
 
 /// Sets a fresh shard group's identity, configuration and splitter (which
@@ -103,7 +104,7 @@ pub(super) fn add_member(l: &Locked<'_>, sg: &ShardGroup) -> Result<(u32, u64)> 
         .members
         .iter()
         .position(|m| m.state.load(Relaxed) == FREE)
-        .ok_or(StreamError::RegistryFull { what: "members per shard-managed group", limit: MAX_MEMBERS })?;
+        .ok_or(ShardError::RegistryFull { what: "members per shard-managed group", limit: MAX_MEMBERS })?;
     let member = &sg.members[m];
     registry::reset_member(member);
     member.client.store(client, Relaxed);
@@ -127,9 +128,7 @@ pub(super) fn check_member<'a>(
         || me.incarnation.load(Relaxed) != incarnation
         || me.joined_ns.load(Relaxed) != joined_ns
     {
-        return Err(StreamError::InvalidConfig(
-            "this consumer is no longer a member of the group (it left, or the group was restored)".into(),
-        ));
+        return Err(ShardError::NotAMember);
     }
     Ok(me)
 }
@@ -286,7 +285,7 @@ pub(super) fn settle(tx: &StreamTxn<'_>, g: GroupKey, sg: &ShardGroup, slot: u32
         }
         slot = next_slot;
     }
-    tx.release_consumed()
+    Ok(tx.release_consumed()?)
 }
 
 pub(super) fn record_of(t: &registry::TaskSlot) -> TaskRecord {
@@ -337,7 +336,7 @@ pub(super) fn snapshot(
         next_task_id: h.next_task_id.load(Relaxed).max(1),
         next_partition: h.rr.load(Relaxed),
         next_cut: (0..partitions).map(|p| sg.next_cut[p].load(Relaxed)).collect(),
-        committed: (0..partitions as u32).map(|p| tx.committed(g, p)).collect::<Result<_>>()?,
+        committed: (0..partitions as u32).map(|p| tx.committed(g, p)).collect::<Result<_, _>>()?,
         todo,
         doing,
         done,
@@ -358,7 +357,7 @@ pub(super) fn load(sg: &ShardGroup, tx: &StreamTxn<'_>, g: GroupKey, c: &Checkpo
     // Every task gets a slot; doing then todo go into todo, in that order.
     let mut placed: Vec<(u32, u32, u64, u64, u64)> = Vec::new(); // (slot, partition, start, end, id)
     let mut place = |t: &TaskRecord, state: u32| -> Result<u32> {
-        let slot = sg.free_slot().ok_or(StreamError::RegistryFull { what: "tasks per group", limit: MAX_TASKS })?;
+        let slot = sg.free_slot().ok_or(ShardError::RegistryFull { what: "tasks per group", limit: MAX_TASKS })?;
         let s = &sg.tasks[slot as usize];
         s.id.store(t.id, Relaxed);
         s.start.store(t.start, Relaxed);

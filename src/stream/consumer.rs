@@ -345,7 +345,7 @@ impl Consumer {
         }
         let stream = self.stream.clone();
         let n = self.parts.len();
-        let end = stream.transaction(|tx| {
+        let end = stream.transaction(|tx| -> Result<_> {
             let mut drained = true;
             // Holes passed in one look, over all partitions (bounded work
             // under the lock, whatever the registry claims).

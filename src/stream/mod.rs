@@ -583,7 +583,10 @@ impl Stream {
     /// Runs `f` as one store transaction on this stream, through the typed
     /// interface the layers above use (see [`StreamTxn`]). Fails with
     /// [`StreamError::Removed`] if the stream was removed.
-    pub(crate) fn transaction<R>(&self, f: impl FnOnce(&StreamTxn<'_>) -> Result<R>) -> Result<R> {
+    pub(crate) fn transaction<R, E>(&self, f: impl FnOnce(&StreamTxn<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StreamError> + From<StoreError>,
+    {
         self.inner.store.locked(|l| {
             let record = self.record(l)?;
             f(&StreamTxn::new(l, record, self))
