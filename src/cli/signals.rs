@@ -1,7 +1,8 @@
 //! Stopping cleanly on Ctrl-C, SIGTERM and SIGHUP: a handler that only sets
-//! a flag, for the long-running commands (`demo`, `chaos`) that call
-//! [`interrupted`] in every loop and return, so their guards kill their
-//! processes and remove their stores.
+//! a flag, for the long-running commands (`quiver demo`, and `chaos` in
+//! `quiver-harness`, which includes this file) that call [`interrupted`] in
+//! every loop and return, so their guards kill their processes and remove
+//! their stores.
 //!
 //! The one `unsafe` block outside `shm` and the zero-copy decode: neither
 //! std nor rustix installs a signal handler safely, and a crate for it

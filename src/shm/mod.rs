@@ -16,7 +16,6 @@
 
 pub(crate) mod liveness;
 pub(crate) mod lock;
-pub mod pingpong;
 pub(crate) mod region;
 pub mod wait;
 
