@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 /// quiver's test harness: chaos runs and helper processes for the tests and
 /// benchmarks. Not part of the product.
 #[derive(Parser, Debug)]
-#[command(name = "quiver-harness", version, about)]
+#[command(name = "quiver-harness", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
