@@ -9,18 +9,14 @@
 //!   reports when its previous holder died so the caller can repair;
 //! - [`wait`]: futex waits with timeouts on words in the file, and the
 //!   spin-then-park strategy;
-//! - `liveness`: per-client locks that the OS releases when a process dies;
-//! - [`signals`]: a stop flag set by SIGINT, SIGTERM and SIGHUP (for the
-//!   binary's long-running commands).
+//! - `liveness`: per-client locks that the OS releases when a process dies.
 //!
 //! Everything above this module works with offsets and the plain types made
 //! by `shared_struct!`, never with pointers.
 
 pub(crate) mod liveness;
 pub(crate) mod lock;
-pub mod pingpong;
 pub(crate) mod region;
-pub mod signals;
 pub mod wait;
 
 pub(crate) use region::Region;
