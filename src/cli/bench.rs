@@ -25,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::guard::{Children, RemoveOnDrop};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::Buffer;
@@ -289,17 +290,6 @@ fn collect(children: Vec<std::process::Child>) -> Result<Vec<ConsumerReport>> {
         .collect()
 }
 
-/// Kills still-running consumers if the producer fails part-way.
-struct Children(Vec<std::process::Child>);
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn run_store(
     args: &BenchArgs,
     window: Window,
@@ -311,13 +301,7 @@ fn run_store(
     let capacity = (object * (window.batches + 2 * window.step) * 2).max(64 << 20);
     let max_objects = (window.batches + 2 * window.step) * 2 + 64 * args.consumers as u64 + 1024;
     let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(max_objects))?;
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(store.path().to_path_buf());
+    let _remove = RemoveOnDrop(store.path().to_path_buf());
     let mut writer = BatchWriter::new(&store, batch.schema())?;
     let mut children = Children(Vec::new());
     for c in 0..args.consumers {
@@ -384,13 +368,7 @@ fn run_stream(
     let object = batch.get_array_memory_size() as u64 + 4096;
     let capacity = object * (window.batches + window.step) + (1 << 20);
     let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(4096))?;
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _remove = Remove(store.path().to_path_buf());
+    let _remove = RemoveOnDrop(store.path().to_path_buf());
     let mut config = StreamConfig::new(STREAM, batch.schema());
     for c in 0..args.consumers {
         config = config.group(format!("c{c}"));
@@ -544,16 +522,9 @@ fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<
 }
 
 fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> Result<(u64, f64, Vec<ConsumerReport>)> {
-    let dir = std::env::temp_dir().join(format!("quiver-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    struct RemoveDir(std::path::PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _remove = RemoveDir(dir.clone());
-    let path = dir.join("socket");
+    // Exclusive, random and 0700: nobody else can plant the socket's path.
+    let dir = tempfile::Builder::new().prefix("quiver-bench-").tempdir()?;
+    let path = dir.path().join("socket");
     let listener = UnixListener::bind(&path)?;
     let mut children = Children(Vec::new());
     let mut streams = Vec::new();

@@ -16,10 +16,11 @@
 //! ends, Ctrl-C included.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::guard::{Children, RemoveOnDrop};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver::train::{row_checksum, LinearData};
@@ -87,39 +88,6 @@ pub(crate) struct ConsumerReport {
     checksum: u64,
     intercept: f64,
     slope: f64,
-}
-
-/// The demo's consumer processes; killed (and reaped) on drop.
-struct Children(Vec<Child>);
-
-impl Children {
-    /// Fails if a consumer has exited before its report came.
-    fn check(&mut self, reported: &[bool]) -> Result<()> {
-        for (c, child) in self.0.iter_mut().enumerate() {
-            if let Some(status) = child.try_wait()? {
-                if !reported.get(c).copied().unwrap_or(false) || !status.success() {
-                    bail!("consumer-{c} exited early ({status})");
-                }
-            }
-        }
-        Ok(())
-    }
-}
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Removes the demo store however the demo ends.
-struct RemoveOnDrop(std::path::PathBuf);
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// A line from consumer `i`.
@@ -196,7 +164,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let mut ready = 0;
     while ready < n {
         super::signals::interrupted()?;
-        children.check(&[])?;
+        children.check("consumer", &[])?;
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok((_, Line::Ready)) => ready += 1,
             Ok(_) => {}
@@ -245,7 +213,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
                 Err(quiver::StreamError::Full { .. }) => {
                     // The consumers are behind: wait on, unless one is gone.
                     super::signals::interrupted()?;
-                    children.check(&[])?;
+                    children.check("consumer", &[])?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -275,7 +243,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         if reported.iter().all(|&r| r) {
             break;
         }
-        children.check(&reported)?;
+        children.check("consumer", &reported)?;
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(event) => handle(event, &mut consumed, &mut reports),
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -9,11 +9,14 @@
 //! - `stat.rs`: `quiver stat`;
 //! - `io.rs`: `produce` and `consume` (Arrow IPC and CSV in, Arrow IPC out);
 //! - `checkpoint.rs`: `quiver checkpoint show`;
-//! - `signals.rs`: the stop flag that Ctrl-C sets.
+//! - `signals.rs`: the stop flag that Ctrl-C sets;
+//! - `guard.rs`: child processes and store files cleaned up however a
+//!   command ends.
 
 mod bench;
 mod checkpoint;
 mod demo;
+mod guard;
 mod io;
 mod signals;
 mod stat;

@@ -5,11 +5,16 @@
 //! under one robust lock (`shm::lock`); waiting is a futex on a
 //! word in the file; reading is a slice of the mapping.
 //!
-//! - `id`: object IDs, including the deterministic sequential ones;
+//! - `id`: object IDs, including the deterministic sequential ones, and
+//!   the fixed hashes every process computes alike;
+//! - `config`: what a user sets to create or open a store, and names → paths;
 //! - `layout`: every shared struct and where it lies in the file;
 //! - `alloc`: the TLSF allocator over the data arena;
 //! - `table`: the object table, its index and its LRU list;
 //! - `recovery`: repair after a dead lock holder, release of dead clients;
+//! - `client`: one client's own state, and the drops of views and builders;
+//! - `locked`: `Locked`, one transaction: the store with its lock held,
+//!   as the layers above work in it;
 //! - `object`: the builder of a new object and the view of a sealed one;
 //! - this file: [`Store`], which ties them together.
 

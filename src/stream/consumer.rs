@@ -76,9 +76,9 @@ impl ConsumerConfig {
         self
     }
 
-    /// Read only these partitions (all of them by default). How the
-    /// partitions of a stream are shared among the members of a group is
-    /// the shard manager's work; this is where it tells a consumer.
+    /// Read only these partitions (all of them by default): for consumers
+    /// the user places by hand. The members of a shard-managed group do not
+    /// use this: they take shards as tasks from the shard manager.
     pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
         self.partitions = Some(partitions);
         self
