@@ -7,11 +7,12 @@ use arrow_ipc::writer::{write_message, DictionaryTracker, IpcDataGenerator, IpcW
 use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
 
+use super::BatchError;
 use super::{
     check_supported, fingerprint, BATCH_MAGIC, BATCH_META_LEN, FORMAT_VERSION, IPC_ALIGNMENT, SCHEMA_MAGIC,
     SCHEMA_META_LEN,
 };
-use crate::error::{BatchError, StoreError};
+use crate::store::StoreError;
 use crate::store::{CreateOptions, ObjectBuilder, ObjectId, Store};
 
 /// Writes record batches of one schema into store objects, one batch per

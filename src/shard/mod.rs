@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
-pub use checkpoint::{Checkpoint, ShardUnit, TaskRecord};
+pub use checkpoint::{Checkpoint, CheckpointError, ShardUnit, TaskRecord};
 pub use registry::{MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 pub use stats::{list, MemberStats, ShardStats};
 
@@ -51,9 +51,10 @@ use steps::{
 };
 
 use crate::arrow::{now_ns, BatchReader};
-use crate::error::{CheckpointError, StoreError, StreamError};
 use crate::store::Locked;
+use crate::store::StoreError;
 use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
+use crate::stream::StreamError;
 use crate::stream::{join_group, Result, StartAt, Stream, StreamBatch};
 use registry::{task, ShardGroup, FREE, LIVE, NIL};
 

@@ -6,8 +6,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::StoreError;
 use crate::store::Locked;
+use crate::store::StoreError;
 use crate::stream::MAX_PARTITIONS;
 
 /// Shard-managed groups a store can hold.

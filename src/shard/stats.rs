@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::registry::{self, task, ShardGroup, LIVE};
 use super::steps::record_of;
 use super::TaskRecord;
-use crate::error::StreamError;
 use crate::store::Store;
 use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
+use crate::stream::StreamError;
 use crate::stream::{Result, Stream};
 
 /// A shard-managed group's numbers, as [`ShardManager::stats`](super::ShardManager::stats) and

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use super::registry::{self, task, ShardGroup, FREE, LIVE, NIL};
 use super::{Checkpoint, ShardConfig, ShardSize, ShardUnit, TaskRecord, MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 use crate::arrow::now_ns;
-use crate::error::StreamError;
 use crate::store::{Locked, ObjectState};
 use crate::stream::registry::{self as streams, GroupSlot, StreamRecord, CLOSED};
+use crate::stream::StreamError;
 use crate::stream::{Result, Stream};
 
 pub(super) fn check_config(config: &ShardConfig) -> Result<()> {

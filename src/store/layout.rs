@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::wait::WaitCell;
 
 /// "QVRSTORE" as a little-endian u64: the first eight bytes of every store.

@@ -16,7 +16,7 @@ use super::client::Shared;
 use super::layout::{state, BLOCK_HEADER, REGISTRY_BYTES, REGISTRY_OFFSET};
 use super::table::Tables;
 use super::{ObjectId, ObjectState, ObjectView};
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::liveness;
 
 /// The store with its lock held. Lives only inside [`Store::locked`] and
@@ -69,7 +69,7 @@ impl<'a> Locked<'a> {
         if !fits {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
-        self.t.region.get(REGISTRY_OFFSET + offset)
+        Ok(self.t.region.get(REGISTRY_OFFSET + offset)?)
     }
 
     /// This handle's client: its slot and incarnation.
@@ -122,9 +122,10 @@ impl<'a> Locked<'a> {
             }
             let at = self.shared.layout.arena_offset + block + BLOCK_HEADER + data_size;
             let len = meta_size.min(METADATA_HEAD as u64);
-            // A sealed object is never written, and it cannot be freed while
+            let span = self.t.region.span(at, len)?;
+            // SAFETY: a span of this region. A sealed object is never written, and it cannot be freed while
             // we hold the lock: the copy is of settled bytes.
-            metadata[..len as usize].copy_from_slice(self.t.region.read_bytes(at, len)?);
+            metadata[..len as usize].copy_from_slice(unsafe { self.t.region.read_bytes(span) });
         }
         Ok(Some(ObjectRecord { state, payload: data_size + meta_size, metadata, metadata_len: meta_size as usize }))
     }

@@ -16,6 +16,7 @@
 mod alloc;
 mod client;
 mod config;
+mod error;
 mod id;
 mod layout;
 mod locked;
@@ -30,14 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX, STORE_DIR};
+pub use error::{Result, StoreError};
 pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
 
 pub(crate) use layout::REGISTRY_BYTES;
 pub(crate) use locked::{Locked, METADATA_HEAD};
-
-use crate::error::{Result, StoreError};
 
 use crate::shm::{liveness, lock, Region};
 use client::{bucket_of, sweep_dead_clients, Shared, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
@@ -367,9 +367,9 @@ impl Store {
         match found {
             Placed::At { entry, block, id } => {
                 let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-                let builder =
-                    ObjectBuilder::new(self.shared.clone(), entry, id, data_offset, data_size, meta_size as u64);
-                s.region.write_bytes(data_offset + data_size, meta_size as u64)?.copy_from_slice(metadata);
+                let mut builder =
+                    ObjectBuilder::new(self.shared.clone(), entry, id, data_offset, data_size, meta_size as u64)?;
+                builder.metadata_mut().copy_from_slice(metadata);
                 Ok(Some(builder))
             }
             Placed::Refused => Ok(None),
@@ -463,7 +463,7 @@ impl Store {
         if !offset.checked_add(size_of::<T>() as u64).is_some_and(|end| end <= layout::REGISTRY_BYTES) {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
-        self.shared.region.get(layout::REGISTRY_OFFSET + offset)
+        Ok(self.shared.region.get(layout::REGISTRY_OFFSET + offset)?)
     }
 
     /// The wait cell at `offset` in the registry.
@@ -471,7 +471,7 @@ impl Store {
         if !offset.checked_add(64).is_some_and(|end| end <= layout::REGISTRY_BYTES) {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
-        self.shared.region.get(layout::REGISTRY_OFFSET + offset)
+        Ok(self.shared.region.get(layout::REGISTRY_OFFSET + offset)?)
     }
 
     /// How this handle waits (its [`OpenConfig`]'s strategy).
@@ -499,7 +499,7 @@ impl Store {
                     *view = self.try_get(*id, id.table_hash())?;
                 }
             }
-            Ok(views.iter().all(Option::is_some).then_some(()))
+            Ok::<_, StoreError>(views.iter().all(Option::is_some).then_some(()))
         })?;
         Ok(views)
     }
@@ -717,7 +717,7 @@ fn take_view(t: &Tables<'_>, shared: &Arc<Shared>, id: ObjectId, hash: u64) -> R
     }
     count.fetch_add(1, Relaxed);
     let data_offset = shared.layout.arena_offset + block + BLOCK_HEADER;
-    Ok(Some(ObjectView::new(shared.clone(), e, id, data_offset, data_size, meta_size)))
+    Ok(Some(ObjectView::new(shared.clone(), e, id, data_offset, data_size, meta_size)?))
 }
 
 /// Finds an entry and a block for an object of `block_size` bytes, evicting

@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 
 use super::registry::{self, CLOSED, LIVE};
+use super::StreamError;
 use super::{join_group, Result, Stream};
 use crate::arrow::BatchReader;
-use crate::error::{StoreError, StreamError};
+use crate::store::StoreError;
 use crate::store::{ObjectId, ObjectView};
 
 /// Where a new group (or a consumer without a group) starts reading.

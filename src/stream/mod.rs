@@ -23,6 +23,7 @@
 //! its timeout and then fails.
 
 mod consumer;
+mod error;
 mod producer;
 pub(crate) mod registry;
 mod window;
@@ -34,12 +35,13 @@ use std::time::Duration;
 use arrow_schema::SchemaRef;
 
 pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
+pub use error::StreamError;
 pub use producer::{Appended, Producer};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
 use crate::arrow::{load_schema, now_ns, BatchWriter};
-use crate::error::{StoreError, StreamError};
+use crate::store::StoreError;
 use crate::store::{Locked, ObjectId, Store};
 use registry::{GroupSlot, StreamRecord, CLOSED, FREE, LIVE};
 

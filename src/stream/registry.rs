@@ -11,8 +11,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::StoreError;
 use crate::shm::wait::WaitCell;
+use crate::store::StoreError;
 use crate::store::{Locked, ObjectId, ObjectState};
 
 /// Streams a store can hold.

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use super::consumer::{Consumer, Polled, StreamBatch};
 use super::Result;
+use super::StreamError;
 use crate::arrow::now_ns;
-use crate::error::StreamError;
 
 /// How a stream is cut into windows (the rules are in the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
