@@ -171,7 +171,7 @@ impl ShardManager {
     /// batch), and its shard state with `config`.
     pub fn join(stream: &Stream, group: &str, config: ShardConfig) -> Result<ShardManager> {
         check_config(&config)?;
-        streams::check_name("group", group)?;
+        streams::check_name("group", group).map_err(StreamError::InvalidArgument)?;
         let (index, group_slot, group_created_ns, member) = stream.with_record(|l, record| {
             let (g, created) = join_group(record, group, StartAt::Oldest)?;
             let index = match find(l, stream, g, created)? {
@@ -430,7 +430,7 @@ impl ShardManager {
             return Err(StreamError::NoSuchPartition { partition: task.partition, partitions });
         }
         if task.start > task.end {
-            return Err(StreamError::InvalidConfig(format!("a task from {} to {}", task.start, task.end)));
+            return Err(StreamError::InvalidArgument(format!("a task from {} to {}", task.start, task.end)));
         }
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();

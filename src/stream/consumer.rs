@@ -200,7 +200,7 @@ impl Consumer {
             }
         };
         if let Some(name) = &config.group {
-            registry::check_name("group", name)?;
+            registry::check_name("group", name).map_err(StreamError::InvalidConfig)?;
         }
         let (group, pos) = stream.with_record(|_, record| {
             let mut pos = Vec::with_capacity(partitions as usize);

@@ -142,7 +142,7 @@ impl StreamConfig {
     }
 
     fn check(&self) -> Result<()> {
-        registry::check_name("stream", &self.name)?;
+        registry::check_name("stream", &self.name).map_err(StreamError::InvalidConfig)?;
         if self.partitions == 0 || self.partitions as usize > MAX_PARTITIONS {
             return Err(StreamError::InvalidConfig(format!(
                 "a stream has 1 to {MAX_PARTITIONS} partitions, not {}",
@@ -153,7 +153,7 @@ impl StreamConfig {
             return Err(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS });
         }
         for (i, group) in self.groups.iter().enumerate() {
-            registry::check_name("group", group)?;
+            registry::check_name("group", group).map_err(StreamError::InvalidConfig)?;
             if self.groups[..i].contains(group) {
                 return Err(StreamError::InvalidConfig(format!("group {group:?} is declared twice")));
             }
@@ -453,7 +453,7 @@ impl Stream {
     /// Adds a consumer group, starting at the oldest retained batch or at
     /// the head. Does nothing if the group exists.
     pub fn add_group(&self, name: &str, start: StartAt) -> Result<()> {
-        registry::check_name("group", name)?;
+        registry::check_name("group", name).map_err(StreamError::InvalidArgument)?;
         self.with_record(|_, record| join_group(record, name, start).map(|_| ()))
     }
 
