@@ -35,7 +35,7 @@ pub use error::BatchError;
 pub(crate) use reader::load_schema;
 pub use reader::{BatchMeta, BatchReader};
 pub use writer::BatchWriter;
-pub(crate) use writer::{now_ns, stamp_append_time, Encoded};
+pub(crate) use writer::{stamp_append_time, Encoded};
 
 use arrow_schema::{DataType, Field};
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use quiver::shm::clock::monotonic_ns;
 use quiver::shm::pingpong::FutexPair;
 use quiver::shm::wait;
 use quiver::{CreateOptions, ObjectId, OpenConfig, Store};
@@ -462,12 +463,6 @@ pub(crate) fn request_id(i: u64) -> ObjectId {
 }
 pub(crate) fn reply_id(i: u64) -> ObjectId {
     ObjectId::sequential(0xB1, 0, i)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
-pub(crate) fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn busy_wait(micros: u64) {

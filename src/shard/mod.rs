@@ -50,7 +50,8 @@ use steps::{
     snapshot, sweep,
 };
 
-use crate::arrow::{now_ns, BatchReader};
+use crate::arrow::BatchReader;
+use crate::shm::clock::{monotonic_ns, wall_ns};
 use crate::store::Locked;
 use crate::store::StoreError;
 use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
@@ -278,7 +279,9 @@ impl ShardManager {
     fn step(&mut self) -> Result<Step> {
         let (member, joined_ns) = (self.member, self.joined_ns);
         self.with_group(|l, record, group, sg| {
-            let now = now_ns();
+            // Leases, sweeps and liveness on the monotonic clock; the linger
+            // against append times, which are wall-clock times.
+            let now = monotonic_ns();
             let me = check_member(l, sg, (member, joined_ns))?;
             me.last_seen_ns.store(now, Relaxed);
             let h = &sg.header;
@@ -287,7 +290,7 @@ impl ShardManager {
                 h.next_sweep_ns.store(now + SWEEP.as_nanos() as u64, Relaxed);
             }
             if sg.todo_is_empty()? {
-                cut(l, record, sg, now)?;
+                cut(l, record, sg, wall_ns())?;
             }
             if let Some(slot) = sg.pop_front()? {
                 let t = sg.task(slot)?;
@@ -350,7 +353,7 @@ impl ShardManager {
             let h = &sg.header;
             h.doing.fetch_sub(1, Relaxed);
             me.tasks_held.fetch_sub(1, Relaxed);
-            me.last_seen_ns.store(now_ns(), Relaxed);
+            me.last_seen_ns.store(monotonic_ns(), Relaxed);
             match outcome {
                 Outcome::Done => {
                     t.state.store(task::DONE, Relaxed);
@@ -414,7 +417,7 @@ impl ShardManager {
             {
                 return Err(StreamError::TaskNotHeld(task.id));
             }
-            t.lease_ns.store(now_ns().saturating_add(sg.header.lease_ns.load(Relaxed)), Relaxed);
+            t.lease_ns.store(monotonic_ns().saturating_add(sg.header.lease_ns.load(Relaxed)), Relaxed);
             Ok(())
         })
     }

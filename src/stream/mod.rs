@@ -40,7 +40,8 @@ pub use producer::{Appended, Producer};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
-use crate::arrow::{load_schema, now_ns, BatchWriter};
+use crate::arrow::{load_schema, BatchWriter};
+use crate::shm::clock::wall_ns;
 use crate::store::StoreError;
 use crate::store::{Locked, ObjectId, Store};
 use registry::{GroupSlot, StreamRecord, CLOSED, FREE, LIVE};
@@ -204,7 +205,7 @@ impl Stream {
         config.check()?;
         // Publishes the schema object (pinned, shared by fingerprint).
         let fingerprint = BatchWriter::new(store, config.schema.clone())?.fingerprint();
-        let created_ns = now_ns();
+        let created_ns = wall_ns();
         let (slot, namespace) = store.locked(|l| -> Result<_> {
             let reg = registry::registry(l)?;
             if registry::find_stream(reg, &config.name)?.is_some() {
@@ -487,7 +488,7 @@ impl Stream {
                 _ => false,
             };
             if max_age > 0 {
-                let cutoff = now_ns().saturating_sub(max_age);
+                let cutoff = wall_ns().saturating_sub(max_age);
                 for p in 0..self.inner.partitions as usize {
                     while registry::oldest_append_ns(l, record, p)?.is_some_and(|t| t < cutoff) {
                         if !go_on(registry::drop_oldest(l, record, p, registry::Drop::Expired)?) {
@@ -657,7 +658,7 @@ pub(crate) fn join_group(record: &StreamRecord, name: &str, start: StartAt) -> R
         .iter()
         .position(|g| g.state.load(Relaxed) == FREE)
         .ok_or(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS })?;
-    let created_ns = now_ns();
+    let created_ns = wall_ns();
     let mut bounds = Vec::with_capacity(MAX_PARTITIONS);
     for part in &record.partitions {
         bounds.push(registry::range(part)?);

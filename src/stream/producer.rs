@@ -16,8 +16,9 @@ use arrow_schema::DataType;
 
 use super::registry::{self, CLOSED};
 use super::{BackPressure, Result, Stream};
-use crate::arrow::{now_ns, stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
+use crate::arrow::{stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
 use crate::error::{StoreError, StreamError};
+use crate::shm::clock::wall_ns;
 use crate::store::{CreateOptions, ObjectBuilder, ObjectId};
 
 /// Where an append put its batch.
@@ -239,7 +240,7 @@ impl Producer {
                 if id != ObjectId::sequential(inner.namespace, partition, offset) {
                     return Err(StoreError::corrupted("a partition head moved while its object was placed"));
                 }
-                let append_ns = now_ns().max(part.last_append_ns.load(Relaxed));
+                let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
                 let next =
                     offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
                 part.head.store(next, Relaxed);
