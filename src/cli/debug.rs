@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use quiver::shm::clock::monotonic_ns;
 use quiver::shm::pingpong::FutexPair;
+use quiver::shm::rand::SplitMix64;
 use quiver::shm::wait;
 use quiver::{CreateOptions, ObjectId, OpenConfig, Store};
 
@@ -388,27 +389,9 @@ fn create_unsealed(objects: &Objects, size: u64) -> Result<()> {
     wait_to_be_killed()
 }
 
-/// A small deterministic generator (xorshift64*), so runs can be repeated.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn hammer(store: &str, ns: u64, seed: u64) -> Result<()> {
     let store = open(store)?;
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut views = Vec::new();
     say("hammering")?;
     loop {
@@ -606,13 +589,8 @@ fn scribble(path: &std::path::Path, seconds: f64, seed: u64) -> Result<()> {
     if total == 0 {
         bail!("no metadata to scribble on");
     }
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut next = move || rng.next_u64();
     say("scribbling")?;
     let (deadline, mut writes) = (Instant::now() + Duration::from_secs_f64(seconds), 0u64);
     while Instant::now() < deadline {
