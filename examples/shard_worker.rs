@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch};
-use quiver::{Next, Outcome, ShardConfig, ShardManager, ShardSize, Store, StoreConfig, Stream, StreamConfig};
+use quiver::{Outcome, ShardConfig, ShardManager, ShardSize, Store, StoreConfig, Stream, StreamConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = format!("example-shards-{}", std::process::id());
@@ -24,24 +24,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|member| {
             // In a real job each member is its own process: Store::open(name), Stream::open(.., "samples").
             let stream = Stream::open(&Store::open(&name)?, "samples")?;
-            Ok::<_, quiver::StreamError>(std::thread::spawn(move || -> Result<u64, quiver::StreamError> {
+            Ok::<_, quiver::StreamError>(std::thread::spawn(move || -> Result<u64, quiver::ShardError> {
                 let config = ShardConfig { shard_size: ShardSize::Batches(8), ..Default::default() };
                 let mut manager = ShardManager::join(&stream, "trainer", config)?;
                 let mut rows = 0;
-                loop {
-                    // The whole loop a user writes: get a task, read it, report it.
-                    let task = match manager.next_task(Duration::from_secs(10))? {
-                        Next::Task(task) => task,
-                        Next::End => break,
-                        Next::TimedOut => continue,
-                    };
-                    let Some(batches) = manager.read_task(&task, Duration::from_secs(10))? else {
-                        manager.report(task, Outcome::Failed)?; // its data did not come: try again later
-                        continue;
-                    };
+                // The whole loop a user writes: what to do with a task's batches.
+                manager.run(Duration::from_secs(10), |_task, batches| {
                     rows += batches.iter().map(|b| b.batch.num_rows() as u64).sum::<u64>();
-                    manager.report(task, Outcome::Done)?;
-                }
+                    Ok::<_, quiver::ShardError>(Outcome::Done)
+                })?;
                 println!("member {member} processed {rows} rows");
                 Ok(rows)
             }))

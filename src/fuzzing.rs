@@ -62,7 +62,7 @@ fn template() -> &'static (PathBuf, Vec<u8>) {
 /// stream `"s"` (2 partitions, group `"g"`) with 6 batches, and a
 /// shard-managed group with a task done and one held by a member that is
 /// never seen again.
-pub fn populate(store: &Store) -> crate::stream::Result<()> {
+pub fn populate(store: &Store) -> Result<(), crate::shard::ShardError> {
     for i in 0..4u64 {
         let mut b = store.create_object(ObjectId::sequential(1, 0, i), 100, b"meta")?;
         b.data_mut().fill(i as u8);

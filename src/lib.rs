@@ -47,7 +47,7 @@ pub mod train;
 
 pub use arrow::{BatchMeta, BatchReader, BatchWriter};
 pub use error::{BatchError, CheckpointError, ShmError, StoreError, StreamError};
-pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardManager, ShardSize, ShardStats, Task};
+pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Task};
 pub use shm::wait::WaitStrategy;
 pub use store::{
     CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,

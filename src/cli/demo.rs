@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver::train::{row_checksum, LinearData};
-use quiver::{ConsumerConfig, Next, Outcome, Polled, SgdRegressor, ShardConfig, ShardManager, ShardSize};
+use quiver::{ConsumerConfig, Outcome, Polled, SgdRegressor, ShardConfig, ShardManager, ShardSize};
 use quiver::{Store, StoreConfig, Stream, StreamConfig};
 
 /// How the consumers share the stream.
@@ -497,25 +497,16 @@ pub(crate) fn consume(store: &str, consumer: u32, mode: Mode) -> Result<()> {
         Mode::Shared => {
             let mut manager = ShardManager::join(&stream, SHARED_GROUP, shard_config())?;
             println!("ready");
-            loop {
-                let task = match manager.next_task(Duration::from_secs(60))? {
-                    Next::Task(task) => task,
-                    Next::End => break,
-                    Next::TimedOut => bail!("no task for 60 s"),
-                };
-                let Some(read) = manager.read_task(&task, Duration::from_secs(60))? else {
-                    manager.report(task, Outcome::Failed)?;
-                    continue;
-                };
+            manager.run(Duration::from_secs(60), |_task, read| {
                 for b in &read {
                     train(&b.batch, &mut rows, &mut batches)?;
                 }
-                manager.report(task, Outcome::Done)?;
                 if last_progress.elapsed() >= Duration::from_millis(100) {
                     progress(rows, batches);
                     last_progress = Instant::now();
                 }
-            }
+                Ok::<_, anyhow::Error>(Outcome::Done)
+            })?;
         }
     }
     let report = ConsumerReport {

@@ -32,6 +32,7 @@
 //! what `quiver stat` reports.
 
 mod checkpoint;
+mod error;
 mod registry;
 mod stats;
 mod steps;
@@ -41,22 +42,20 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
 pub use checkpoint::{Checkpoint, CheckpointError, ShardUnit, TaskRecord};
+pub use error::{Result, ShardError};
 pub use registry::{MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 pub use stats::{list, MemberStats, ShardStats};
 
 use stats::group_stats;
 use steps::{
-    add_member, allocate, check_config, check_member, cut, find, finished, init, load, requeue, rows_in, settle,
+    add_member, allocate, check_config, check_member, cut, find, finished, init, load, manages, requeue, settle,
     snapshot, sweep,
 };
 
 use crate::arrow::BatchReader;
+use crate::error::{StoreError, StreamError};
 use crate::shm::clock::{monotonic_ns, wall_ns};
-use crate::store::Locked;
-use crate::store::StoreError;
-use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
-use crate::stream::StreamError;
-use crate::stream::{join_group, Result, StartAt, Stream, StreamBatch};
+use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
 use registry::{task, ShardGroup, FREE, LIVE, NIL};
 
 /// How often `get_task` looks for dead members and expired leases.
@@ -138,10 +137,10 @@ pub enum Next {
 pub struct ShardManager {
     stream: Stream,
     group: String,
-    /// The shard group's slot in the shard area, and what identifies it.
+    /// The shard group's slot in the shard area, and the stream group it
+    /// manages.
     index: usize,
-    group_slot: usize,
-    group_created_ns: u64,
+    group_key: GroupKey,
     member: u32,
     /// When this member joined: tells it from a later member in the same
     /// slot (after a restore, say), even in the same process.
@@ -172,27 +171,26 @@ impl ShardManager {
     /// batch), and its shard state with `config`.
     pub fn join(stream: &Stream, group: &str, config: ShardConfig) -> Result<ShardManager> {
         check_config(&config)?;
-        streams::check_name("group", group).map_err(StreamError::InvalidArgument)?;
-        let (index, group_slot, group_created_ns, member) = stream.with_record(|l, record| {
-            let (g, created) = join_group(record, group, StartAt::Oldest)?;
-            let index = match find(l, stream, g, created)? {
+        let (index, group_key, member) = stream.transaction(|tx| -> Result<_> {
+            let l = tx.locked();
+            let g = tx.join_group(group, StartAt::Oldest)?;
+            let index = match find(l, stream, g)? {
                 Some(index) => index,
                 None => {
                     let (index, sg) = allocate(l)?;
-                    init(sg, stream, record, g, created, &config)?;
+                    init(sg, tx, stream, g, &config)?;
                     sg.header.state.store(LIVE, Release);
                     index
                 }
             };
             let member = add_member(l, &registry::area(l)?.groups[index])?;
-            Ok((index, g, created, member))
+            Ok((index, g, member))
         })?;
         Ok(ShardManager {
             stream: stream.clone(),
             group: group.to_string(),
             index,
-            group_slot,
-            group_created_ns,
+            group_key,
             member: member.0,
             joined_ns: member.1,
             reader: BatchReader::new(stream.store()).expect_schema(stream.schema().clone()),
@@ -211,28 +209,17 @@ impl ShardManager {
 
     /// Runs `f` under the lock on this group's records, after checking they
     /// are still this group's and that this member is still one.
-    fn with_group<R>(
-        &self,
-        f: impl FnOnce(&Locked<'_>, &StreamRecord, &GroupSlot, &ShardGroup) -> Result<R>,
-    ) -> Result<R> {
-        self.stream.with_record(|l, record| {
-            let sg = &registry::area(l)?.groups[self.index];
-            let h = &sg.header;
-            let group =
-                record.groups.get(self.group_slot).ok_or_else(|| StoreError::corrupted("group slot out of range"))?;
-            let ours = h.state.load(Relaxed) == LIVE
-                && h.stream_namespace.load(Relaxed) == self.stream.inner().namespace
-                && h.group_slot.load(Relaxed) as usize == self.group_slot
-                && h.group_created_ns.load(Relaxed) == self.group_created_ns
-                && group.state.load(Relaxed) == LIVE
-                && group.created_ns.load(Relaxed) == self.group_created_ns;
-            if !ours {
+    fn with_group<R>(&self, f: impl FnOnce(&StreamTxn<'_>, &ShardGroup) -> Result<R>) -> Result<R> {
+        self.stream.transaction(|tx| -> Result<_> {
+            let sg = &registry::area(tx.locked())?.groups[self.index];
+            if !manages(sg, self.stream.identity().1, self.group_key) || !tx.group_live(self.group_key) {
                 return Err(StreamError::NoSuchGroup {
                     stream: self.stream.name().to_string(),
                     group: self.group.clone(),
-                });
+                }
+                .into());
             }
-            f(l, record, group, sg)
+            f(tx, sg)
         })
     }
 
@@ -251,13 +238,13 @@ impl ShardManager {
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
         let store = stream.store();
-        let cell = store.registry_cell(streams::stream_cell_offset(stream.inner().slot))?;
+        let cell = stream.stream_cell()?;
         loop {
             let left = deadline.map_or(SWEEP, |d| d.saturating_duration_since(Instant::now()));
             // Slices: a partition can turn idle (linger) and a member can die
             // without anyone notifying.
             let found = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
-                Ok::<_, StreamError>(match self.step()? {
+                Ok::<_, ShardError>(match self.step()? {
                     Step::Task(task) => Some(Next::Task(task)),
                     Step::End => Some(Next::End),
                     Step::Nothing => None,
@@ -278,7 +265,9 @@ impl ShardManager {
 
     fn step(&mut self) -> Result<Step> {
         let (member, joined_ns) = (self.member, self.joined_ns);
-        self.with_group(|l, record, group, sg| {
+        let stream = &self.stream;
+        self.with_group(|tx, sg| {
+            let l = tx.locked();
             // Leases, sweeps and liveness on the monotonic clock; the linger
             // against append times, which are wall-clock times.
             let now = monotonic_ns();
@@ -290,13 +279,11 @@ impl ShardManager {
                 h.next_sweep_ns.store(now + SWEEP.as_nanos() as u64, Relaxed);
             }
             if sg.todo_is_empty()? {
-                cut(l, record, sg, wall_ns())?;
+                cut(tx, stream, sg, wall_ns())?;
             }
             if let Some(slot) = sg.pop_front()? {
                 let t = sg.task(slot)?;
-                if t.state.load(Relaxed) != task::TODO
-                    || t.partition.load(Relaxed) >= record.slot.partitions.load(Relaxed)
-                {
+                if t.state.load(Relaxed) != task::TODO || t.partition.load(Relaxed) >= stream.partitions() {
                     return Err(
                         StoreError::corrupted(format_args!("todo names task slot {slot}, which is not todo")).into()
                     );
@@ -316,10 +303,9 @@ impl ShardManager {
                 };
                 return Ok(Step::Task(task));
             }
-            if finished(record, group, sg)? {
+            if finished(tx, stream, sg)? {
                 return Ok(Step::End);
             }
-            let _ = group;
             Ok(Step::Nothing)
         })
     }
@@ -328,28 +314,30 @@ impl ShardManager {
     /// committed offset over every contiguous finished shard, which lets
     /// retention free them); `Failed` hands it out again, or makes it a dead
     /// letter after `max_retries` failures. Fails with
-    /// [`StreamError::TaskNotHeld`] if this member no longer holds the task.
+    /// [`ShardError::TaskNotHeld`] if this member no longer holds the task.
     pub fn report(&mut self, task: Task, outcome: Outcome) -> Result<()> {
         let (member, joined_ns) = (self.member, self.joined_ns);
-        let requeued = self.with_group(|l, record, group, sg| {
-            let me = check_member(l, sg, (member, joined_ns))?;
+        let (group, partitions) = (self.group_key, self.stream.partitions());
+        self.with_group(|tx, sg| {
+            let me = check_member(tx.locked(), sg, (member, joined_ns))?;
             let t = sg.task(task.slot)?;
             let held = t.id.load(Relaxed) == task.id
                 && t.state.load(Relaxed) == task::DOING
                 && t.member.load(Relaxed) == member;
             if !held {
-                return Err(StreamError::TaskNotHeld(task.id));
+                return Err(ShardError::TaskNotHeld(task.id));
             }
             // Everything that can fail first, then the changes.
-            let p = t.partition.load(Relaxed) as usize;
-            if p >= record.slot.partitions.load(Relaxed) as usize || p >= crate::stream::MAX_PARTITIONS {
+            let p = t.partition.load(Relaxed);
+            if p >= partitions {
                 return Err(StoreError::corrupted(format_args!("task {} names partition {p}", task.id)).into());
             }
             let (start, end) = (t.start.load(Relaxed), t.end.load(Relaxed));
             let rows = match outcome {
-                Outcome::Done => rows_in(l, &self.stream, p as u32, start, end)?,
+                Outcome::Done => tx.rows_in(p, start, end)?,
                 Outcome::Failed => 0,
             };
+            let p = p as usize;
             let h = &sg.header;
             h.doing.fetch_sub(1, Relaxed);
             me.tasks_held.fetch_sub(1, Relaxed);
@@ -361,8 +349,7 @@ impl ShardManager {
                     me.tasks_done.fetch_add(1, Relaxed);
                     me.done_batches[p].fetch_add(end.saturating_sub(start), Relaxed);
                     me.done_rows[p].fetch_add(rows, Relaxed);
-                    settle(l, record, group, sg, task.slot)?;
-                    Ok(false)
+                    settle(tx, group, sg, task.slot)
                 }
                 Outcome::Failed => {
                     h.failed_tasks.fetch_add(1, Relaxed);
@@ -372,50 +359,46 @@ impl ShardManager {
                     if retries > h.max_retries.load(Relaxed) {
                         t.state.store(task::DEAD, Relaxed);
                         h.dead.fetch_add(1, Relaxed);
-                        settle(l, record, group, sg, task.slot)?;
-                        Ok(false)
+                        settle(tx, group, sg, task.slot)
                     } else {
                         t.state.store(task::TODO, Relaxed);
                         sg.push_back(task.slot)?;
-                        Ok(true)
+                        // Members waiting for a task wait on the stream's cell.
+                        tx.wake_stream();
+                        Ok(())
                     }
                 }
             }
-        })?;
-        if requeued {
-            self.notify();
-        }
-        Ok(())
+        })
     }
 
     /// Gives a task back to the group's queue front without counting a
     /// failure (for a member that stops before processing it).
     pub fn release(&mut self, task: Task) -> Result<()> {
         let (member, joined_ns) = (self.member, self.joined_ns);
-        self.with_group(|l, _, _, sg| {
-            let me = check_member(l, sg, (member, joined_ns))?;
+        self.with_group(|tx, sg| {
+            let me = check_member(tx.locked(), sg, (member, joined_ns))?;
             let t = sg.task(task.slot)?;
             if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
             {
-                return Err(StreamError::TaskNotHeld(task.id));
+                return Err(ShardError::TaskNotHeld(task.id));
             }
             me.tasks_held.fetch_sub(1, Relaxed);
             requeue(sg, &[task.slot])?;
+            tx.wake_stream();
             Ok(())
-        })?;
-        self.notify();
-        Ok(())
+        })
     }
 
     /// Extends this member's lease on `task` by the group's lease time from now.
     pub fn extend_lease(&mut self, task: Task) -> Result<()> {
         let (member, joined_ns) = (self.member, self.joined_ns);
-        self.with_group(|l, _, _, sg| {
-            check_member(l, sg, (member, joined_ns))?;
+        self.with_group(|tx, sg| {
+            check_member(tx.locked(), sg, (member, joined_ns))?;
             let t = sg.task(task.slot)?;
             if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
             {
-                return Err(StreamError::TaskNotHeld(task.id));
+                return Err(ShardError::TaskNotHeld(task.id));
             }
             t.lease_ns.store(monotonic_ns().saturating_add(sg.header.lease_ns.load(Relaxed)), Relaxed);
             Ok(())
@@ -430,89 +413,112 @@ impl ShardManager {
     pub fn read_task(&mut self, task: &Task, timeout: Duration) -> Result<Option<Vec<StreamBatch>>> {
         let partitions = self.stream.partitions();
         if task.partition >= partitions {
-            return Err(StreamError::NoSuchPartition { partition: task.partition, partitions });
+            return Err(StreamError::NoSuchPartition { partition: task.partition, partitions }.into());
         }
         if task.start > task.end {
-            return Err(StreamError::InvalidArgument(format!("a task from {} to {}", task.start, task.end)));
+            return Err(ShardError::InvalidArgument(format!("a task from {} to {}", task.start, task.end)));
         }
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
         let store = stream.store();
-        let cell = store.registry_cell(streams::partition_cell_offset(stream.inner().slot, task.partition as usize))?;
+        let cell = stream.partition_cell(task.partition)?;
+        let mut taken = std::collections::VecDeque::with_capacity(READ_AHEAD);
         let mut out = Vec::with_capacity((task.end - task.start).min(1024) as usize);
-        let mut holes = 0;
+        let mut holes = 0u64;
         let mut offset = task.start;
         while offset < task.end {
-            let id = stream.object_id(task.partition, offset);
-            loop {
-                let mut unsealed = false;
-                let left = deadline.map_or(SWEEP, |d| d.saturating_duration_since(Instant::now()));
-                // `Ok(view)`: the batch; `Err(next)`: nothing here, go on at `next`.
-                let found = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
-                    stream.with_record(|l, record| {
-                        let (tail, head) = streams::range(&record.partitions[task.partition as usize])?;
-                        if offset < tail {
-                            return Ok(Some(Err(tail))); // dropped by a limit or DropOldest
-                        }
-                        if offset >= head {
-                            return Ok(None); // not appended yet
-                        }
-                        if let Some(view) = l.view(id)? {
-                            return Ok(Some(Ok(view)));
-                        }
-                        if l.object(id)?.is_some() {
-                            unsealed = true;
-                            return Ok(None);
-                        }
-                        Ok(Some(Err(offset + 1))) // a hole
-                    })
+            let left = deadline.map_or(SWEEP, |d| d.saturating_duration_since(Instant::now()));
+            let mut writing = false;
+            // One look takes up to READ_AHEAD batches, passing holes and
+            // what a limit or `DropOldest` already dropped.
+            let moved = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
+                let before = offset;
+                let mut hole_budget = HOLE_BUDGET;
+                let found = stream.transaction(|tx| -> crate::stream::Result<_> {
+                    tx.fetch(task.partition, &mut offset, task.end, READ_AHEAD, &mut hole_budget, &mut taken)
                 })?;
-                match found {
-                    Some(Ok(view)) => {
-                        let (batch, meta) = self.reader.decode(view)?;
-                        out.push(StreamBatch { partition: task.partition, offset, append_ns: meta.append_ns, batch });
-                        offset += 1;
-                        break;
-                    }
-                    Some(Err(next)) => {
-                        if next == offset + 1 {
-                            // A hole. More of them than producer deaths
-                            // could explain is corruption.
-                            holes += 1;
-                            if holes > streams::HOLE_BUDGET {
-                                return Err(StoreError::corrupted(format_args!(
-                                    "task {} covers more than {} offsets without batches",
-                                    task.id,
-                                    streams::HOLE_BUDGET
-                                ))
-                                .into());
-                            }
-                        }
-                        offset = next.max(offset + 1);
-                        break;
-                    }
-                    None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(None),
-                    None if unsealed => {
-                        store.recover_dead_clients()?;
-                    }
-                    None => {}
+                holes += found.holes;
+                writing = found.writing;
+                Ok::<_, ShardError>((offset > before).then_some(()))
+            })?;
+            for t in taken.drain(..) {
+                let (batch, meta) = self.reader.decode(t.view)?;
+                out.push(StreamBatch { partition: t.partition, offset: t.offset, append_ns: meta.append_ns, batch });
+            }
+            // More holes than producer deaths could explain is corruption.
+            if holes > HOLE_BUDGET as u64 {
+                return Err(StoreError::corrupted(format_args!(
+                    "task {} covers more than {HOLE_BUDGET} offsets without batches",
+                    task.id
+                ))
+                .into());
+            }
+            match moved {
+                Some(()) => {}
+                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(None),
+                // A producer that died mid-append: recovery removes its batch.
+                None if writing => {
+                    store.recover_dead_clients()?;
                 }
+                None => {}
             }
         }
         Ok(Some(out))
     }
 
+    /// The whole loop of a member: takes each task (waiting up to `wait` at
+    /// a time, as long as the stream goes on), reads its batches, hands them
+    /// to `work` and reports what it returns, until the stream is closed and
+    /// every shard is finished. Returns how many tasks this member did.
+    ///
+    /// A task whose batches do not all come within `wait` is reported
+    /// [`Outcome::Failed`] (handed out again later). If `work` fails, its task
+    /// is given back without counting a failure and the error is returned.
+    pub fn run<E>(
+        &mut self,
+        wait: Duration,
+        mut work: impl FnMut(&Task, Vec<StreamBatch>) -> std::result::Result<Outcome, E>,
+    ) -> std::result::Result<u64, E>
+    where
+        E: From<ShardError>,
+    {
+        let mut done = 0;
+        loop {
+            let task = match self.next_task(wait)? {
+                Next::Task(task) => task,
+                Next::TimedOut => continue,
+                Next::End => return Ok(done),
+            };
+            let Some(batches) = self.read_task(&task, wait)? else {
+                self.report(task, Outcome::Failed)?;
+                continue;
+            };
+            match work(&task, batches) {
+                Ok(outcome) => {
+                    self.report(task, outcome)?;
+                    done += u64::from(outcome == Outcome::Done);
+                }
+                Err(e) => {
+                    // The task is still held: give it back, then report the
+                    // error (a failure to give it back is the lesser news;
+                    // its lease expires anyway).
+                    let _ = self.release(task);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// The group's state: tasks, dead letters, members, offsets.
     pub fn stats(&self) -> Result<ShardStats> {
-        self.with_group(|_, record, group, sg| group_stats(&self.stream, record, group, sg))
+        self.with_group(|tx, sg| group_stats(tx, &self.stream, self.group_key, sg))
     }
 
     /// Writes a checkpoint of the group to `path` (atomically): the state is
     /// copied under the lock and written after it is released, so taking a
     /// checkpoint never disturbs the live state. Returns what was written.
     pub fn checkpoint(&self, path: impl AsRef<Path>) -> Result<Checkpoint> {
-        let checkpoint =
-            self.with_group(|_, record, group, sg| snapshot(&self.stream, &self.group, record, group, sg))?;
+        let checkpoint = self.with_group(|tx, sg| snapshot(tx, &self.stream, &self.group, self.group_key, sg))?;
         checkpoint.write(path.as_ref())?;
         Ok(checkpoint)
     }
@@ -544,32 +550,32 @@ impl ShardManager {
             max_retries: checkpoint.max_retries,
         };
         check_config(&config)?;
-        let (index, group_slot, group_created_ns, member) = stream.with_record(|l, record| {
-            let (g, created) = join_group(record, group, StartAt::Oldest)?;
-            let index = match find(l, stream, g, created)? {
+        let (index, group_key, member) = stream.transaction(|tx| -> Result<_> {
+            let l = tx.locked();
+            let g = tx.join_group(group, StartAt::Oldest)?;
+            let index = match find(l, stream, g)? {
                 Some(index) => index,
                 None => allocate(l)?.0,
             };
             let sg = &registry::area(l)?.groups[index];
             sg.reset();
-            init(sg, stream, record, g, created, &config)?;
-            load(sg, &record.groups[g], &checkpoint)?;
+            init(sg, tx, stream, g, &config)?;
+            load(sg, tx, g, &checkpoint)?;
             sg.header.state.store(LIVE, Release);
             let member = add_member(l, sg)?;
-            streams::release_consumed(l, record)?;
-            Ok((index, g, created, member))
+            tx.release_consumed()?;
+            Ok((index, g, member))
         })?;
         let manager = ShardManager {
             stream: stream.clone(),
             group: group.to_string(),
             index,
-            group_slot,
-            group_created_ns,
+            group_key,
             member: member.0,
             joined_ns: member.1,
             reader: BatchReader::new(stream.store()).expect_schema(stream.schema().clone()),
         };
-        manager.notify();
+        stream.notify_stream();
         Ok(manager)
     }
 
@@ -585,9 +591,9 @@ impl ShardManager {
             return Ok(());
         }
         let joined_ns = self.joined_ns;
-        self.with_group(|l, _, _, sg| {
+        self.with_group(|tx, sg| {
             // Only our own slot: after a restore it may be someone else's.
-            let Ok(me) = check_member(l, sg, (member, joined_ns)) else {
+            let Ok(me) = check_member(tx.locked(), sg, (member, joined_ns)) else {
                 return Ok(());
             };
             let held: Vec<u32> = (0..MAX_TASKS as u32)
@@ -598,15 +604,9 @@ impl ShardManager {
                 .collect();
             requeue(sg, &held)?;
             me.state.store(FREE, Release);
+            tx.wake_stream();
             Ok(())
-        })?;
-        self.notify();
-        Ok(())
-    }
-
-    /// Wakes members waiting for a task (they wait on the stream's cell).
-    fn notify(&self) {
-        self.stream.store().notify_registry_cell(streams::stream_cell_offset(self.stream.inner().slot));
+        })
     }
 }
 

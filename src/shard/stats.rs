@@ -3,13 +3,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::error::Result;
 use super::registry::{self, task, ShardGroup, LIVE};
-use super::steps::record_of;
+use super::steps::{managed_group, manages, record_of};
 use super::TaskRecord;
+use crate::error::StreamError;
 use crate::store::Store;
-use crate::stream::registry::{self as streams, GroupSlot, StreamRecord};
-use crate::stream::StreamError;
-use crate::stream::{Result, Stream};
+use crate::stream::{stream_name, GroupKey, Stream, StreamTxn};
 
 /// A shard-managed group's numbers, as [`ShardManager::stats`](super::ShardManager::stats) and
 /// [`list`] report them.
@@ -63,12 +63,7 @@ pub struct MemberStats {
     pub last_seen_ns: u64,
 }
 
-pub(super) fn group_stats(
-    stream: &Stream,
-    record: &StreamRecord,
-    group: &GroupSlot,
-    sg: &ShardGroup,
-) -> Result<ShardStats> {
+pub(super) fn group_stats(tx: &StreamTxn<'_>, stream: &Stream, g: GroupKey, sg: &ShardGroup) -> Result<ShardStats> {
     let h = &sg.header;
     let partitions = stream.partitions() as usize;
     let mut dead_letters: Vec<TaskRecord> =
@@ -89,10 +84,9 @@ pub(super) fn group_stats(
             last_seen_ns: m.last_seen_ns.load(Relaxed),
         })
         .collect();
-    let _ = record;
     Ok(ShardStats {
         stream: stream.name().to_string(),
-        group: streams::read_name(&group.name, &group.name_len)?,
+        group: tx.group_name(g)?,
         shard_size: h.shard_size.load(Relaxed),
         unit: if h.unit.load(Relaxed) == 1 { "rows" } else { "batches" },
         todo: h.todo_len.load(Relaxed) as u64,
@@ -101,7 +95,7 @@ pub(super) fn group_stats(
         failed: h.failed_tasks.load(Relaxed),
         requeued: h.requeued_tasks.load(Relaxed),
         next_cut: (0..partitions).map(|p| sg.next_cut[p].load(Relaxed)).collect(),
-        committed: (0..partitions).map(|p| group.committed[p].load(Relaxed)).collect(),
+        committed: (0..partitions as u32).map(|p| tx.committed(g, p)).collect::<Result<_, _>>()?,
         dead_letters,
         members,
     })
@@ -111,19 +105,15 @@ pub(super) fn group_stats(
 pub fn list(store: &Store) -> Result<Vec<ShardStats>> {
     let found = store.locked(|l| -> Result<_> {
         let area = registry::area(l)?;
-        let reg = streams::registry(l)?;
         let mut found = Vec::new();
         for sg in &area.groups {
             let h = &sg.header;
             if h.state.load(Relaxed) != LIVE {
                 continue;
             }
-            if let Some(r) = reg.streams.get(h.stream_slot.load(Relaxed) as usize) {
-                let live = r.slot.state.load(Relaxed) == streams::LIVE
-                    && r.slot.namespace.load(Relaxed) == h.stream_namespace.load(Relaxed);
-                if live {
-                    found.push(streams::read_name(&r.slot.name, &r.slot.name_len)?);
-                }
+            let (slot, namespace) = (h.stream_slot.load(Relaxed) as usize, h.stream_namespace.load(Relaxed));
+            if let Some(name) = stream_name(l, slot, namespace)? {
+                found.push(name);
             }
         }
         Ok(found)
@@ -135,22 +125,16 @@ pub fn list(store: &Store) -> Result<Vec<ShardStats>> {
         let stream = match Stream::open(store, &name) {
             Ok(stream) => stream,
             Err(StreamError::NotFound(_)) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
-        let stats = stream.with_record(|l, record| {
-            let area = registry::area(l)?;
+        let stats = stream.transaction(|tx| -> Result<_> {
+            let area = registry::area(tx.locked())?;
+            let namespace = stream.identity().1;
             let mut stats = Vec::new();
             for sg in &area.groups {
-                let h = &sg.header;
-                if h.state.load(Relaxed) != LIVE || h.stream_namespace.load(Relaxed) != stream.inner().namespace {
-                    continue;
-                }
-                if let Some(group) = record.groups.get(h.group_slot.load(Relaxed) as usize) {
-                    if group.state.load(Relaxed) == streams::LIVE
-                        && group.created_ns.load(Relaxed) == h.group_created_ns.load(Relaxed)
-                    {
-                        stats.push(group_stats(&stream, record, group, sg)?);
-                    }
+                let g = managed_group(sg);
+                if manages(sg, namespace, g) && tx.group_live(g) {
+                    stats.push(group_stats(tx, &stream, g, sg)?);
                 }
             }
             Ok(stats)

@@ -8,83 +8,78 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use super::registry::{self, task, ShardGroup, FREE, LIVE, NIL};
 use super::{Checkpoint, ShardConfig, ShardSize, ShardUnit, TaskRecord, MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 use crate::shm::clock::{monotonic_ns, wall_ns};
-use crate::store::{Locked, ObjectState};
-use crate::stream::registry::{self as streams, GroupSlot, StreamRecord, CLOSED};
-use crate::stream::StreamError;
-use crate::stream::{Result, Stream};
+
+use super::error::{Result, ShardError};
+use crate::store::Locked;
+use crate::stream::{group_exists, GroupKey, SlotState, Stream, StreamTxn, MAX_STEP};
 
 pub(super) fn check_config(config: &ShardConfig) -> Result<()> {
     let size = match config.shard_size {
         ShardSize::Batches(n) | ShardSize::Rows(n) => n,
     };
     if size == 0 || config.lease.is_zero() {
-        return Err(StreamError::InvalidConfig("a shard size and a lease must be above zero".into()));
+        return Err(ShardError::InvalidConfig("a shard size and a lease must be above zero".into()));
     }
     Ok(())
 }
 
-/// The live shard group managing stream group `(g, created)`.
-pub(super) fn find(l: &Locked<'_>, stream: &Stream, g: usize, created: u64) -> Result<Option<usize>> {
+/// Whether shard group `sg` is live and manages stream group `g` of the
+/// stream with `namespace`.
+pub(super) fn manages(sg: &ShardGroup, namespace: u64, g: GroupKey) -> bool {
+    let h = &sg.header;
+    h.state.load(Relaxed) == LIVE
+        && h.stream_namespace.load(Relaxed) == namespace
+        && h.group_slot.load(Relaxed) as usize == g.slot
+        && h.group_created_ns.load(Relaxed) == g.created_ns
+}
+
+/// The stream group a shard group manages.
+pub(super) fn managed_group(sg: &ShardGroup) -> GroupKey {
+    let h = &sg.header;
+    GroupKey { slot: h.group_slot.load(Relaxed) as usize, created_ns: h.group_created_ns.load(Relaxed) }
+}
+
+/// The live shard group managing stream group `g`.
+pub(super) fn find(l: &Locked<'_>, stream: &Stream, g: GroupKey) -> Result<Option<usize>> {
     let area = registry::area(l)?;
-    Ok(area.groups.iter().position(|sg| {
-        let h = &sg.header;
-        h.state.load(Relaxed) == LIVE
-            && h.stream_namespace.load(Relaxed) == stream.inner().namespace
-            && h.group_slot.load(Relaxed) as usize == g
-            && h.group_created_ns.load(Relaxed) == created
-    }))
+    let namespace = stream.identity().1;
+    Ok(area.groups.iter().position(|sg| manages(sg, namespace, g)))
 }
 
 /// A shard group record no live group uses (a stale one whose stream or
 /// group is gone is taken over).
 pub(super) fn allocate<'a>(l: &Locked<'a>) -> Result<(usize, &'a ShardGroup)> {
     let area = registry::area(l)?;
-    let reg = streams::registry(l)?;
     for (i, sg) in area.groups.iter().enumerate() {
         let h = &sg.header;
-        let stale = h.state.load(Relaxed) == LIVE && {
-            let s = h.stream_slot.load(Relaxed) as usize;
-            match reg.streams.get(s) {
-                Some(r) => {
-                    let g = r.groups.get(h.group_slot.load(Relaxed) as usize);
-                    r.slot.state.load(Relaxed) != streams::LIVE
-                        || r.slot.namespace.load(Relaxed) != h.stream_namespace.load(Relaxed)
-                        || group_gone(g, h.group_created_ns.load(Relaxed))
-                }
-                None => true,
-            }
+        let state = h.state.load(Relaxed);
+        let stale = state == LIVE && {
+            let (slot, namespace) = (h.stream_slot.load(Relaxed) as usize, h.stream_namespace.load(Relaxed));
+            !group_exists(l, slot, namespace, managed_group(sg))?
         };
-        if h.state.load(Relaxed) == FREE || stale {
+        if state == FREE || stale {
             sg.reset();
             return Ok((i, sg));
         }
     }
-    Err(StreamError::RegistryFull { what: "shard-managed groups", limit: MAX_SHARD_GROUPS })
-}
-
-/// Whether the stream group a shard group managed is gone.
-pub(super) fn group_gone(group: Option<&GroupSlot>, created: u64) -> bool {
-    match group {
-        Some(g) => g.state.load(Relaxed) != streams::LIVE || g.created_ns.load(Relaxed) != created,
-        None => true,
-    }
+    Err(ShardError::RegistryFull { what: "shard-managed groups", limit: MAX_SHARD_GROUPS })
 }
 
 /// Sets a fresh shard group's identity, configuration and splitter (which
 /// starts at the group's committed offsets).
 pub(super) fn init(
     sg: &ShardGroup,
+    tx: &StreamTxn<'_>,
     stream: &Stream,
-    record: &StreamRecord,
-    g: usize,
-    created: u64,
+    g: GroupKey,
     config: &ShardConfig,
 ) -> Result<()> {
     let h = &sg.header;
-    h.stream_slot.store(stream.inner().slot as u32, Relaxed);
-    h.stream_namespace.store(stream.inner().namespace, Relaxed);
-    h.group_slot.store(g as u32, Relaxed);
-    h.group_created_ns.store(created, Relaxed);
+    let (slot, namespace) = stream.identity();
+    h.stream_slot.store(slot as u32, Relaxed);
+    h.stream_namespace.store(namespace, Relaxed);
+    h.group_slot.store(g.slot as u32, Relaxed);
+    h.group_created_ns.store(g.created_ns, Relaxed);
     let (unit, size) = match config.shard_size {
         ShardSize::Batches(n) => (0, n),
         ShardSize::Rows(n) => (1, n),
@@ -95,9 +90,9 @@ pub(super) fn init(
     h.lease_ns.store(config.lease.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
     h.max_retries.store(config.max_retries, Relaxed);
     h.next_task_id.store(1, Relaxed);
-    for p in 0..stream.partitions() as usize {
-        let (tail, head) = streams::range(&record.partitions[p])?;
-        sg.next_cut[p].store(record.groups[g].committed[p].load(Relaxed).clamp(tail, head), Relaxed);
+    for p in 0..stream.partitions() {
+        let (tail, head) = tx.range(p)?;
+        sg.next_cut[p as usize].store(tx.committed(g, p)?.clamp(tail, head), Relaxed);
     }
     Ok(())
 }
@@ -109,7 +104,7 @@ pub(super) fn add_member(l: &Locked<'_>, sg: &ShardGroup) -> Result<(u32, u64)> 
         .members
         .iter()
         .position(|m| m.state.load(Relaxed) == FREE)
-        .ok_or(StreamError::RegistryFull { what: "members per shard-managed group", limit: MAX_MEMBERS })?;
+        .ok_or(ShardError::RegistryFull { what: "members per shard-managed group", limit: MAX_MEMBERS })?;
     let member = &sg.members[m];
     registry::reset_member(member);
     member.client.store(client, Relaxed);
@@ -133,9 +128,7 @@ pub(super) fn check_member<'a>(
         || me.incarnation.load(Relaxed) != incarnation
         || me.joined_ns.load(Relaxed) != joined_ns
     {
-        return Err(StreamError::InvalidConfig(
-            "this consumer is no longer a member of the group (it left, or the group was restored)".into(),
-        ));
+        return Err(ShardError::NotAMember);
     }
     Ok(me)
 }
@@ -186,41 +179,37 @@ pub(super) fn sweep(l: &Locked<'_>, sg: &ShardGroup, now: u64) -> Result<()> {
 /// Cuts one round of shards: one from each partition that has enough data
 /// (or, when the stream is closed or the partition idle past the linger,
 /// whatever it has), starting at the round-robin partition.
-pub(super) fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u64) -> Result<()> {
+pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup, now: u64) -> Result<()> {
     let h = &sg.header;
-    let partitions = (record.slot.partitions.load(Relaxed) as usize).min(crate::stream::MAX_PARTITIONS);
-    let closed = record.slot.flags.load(Relaxed) & CLOSED != 0;
+    let partitions = stream.partitions();
+    let closed = tx.is_closed();
     let (size, by_rows) = (h.shard_size.load(Relaxed).max(1), h.unit.load(Relaxed) == 1);
     let linger = h.linger_ns.load(Relaxed);
-    let namespace = record.slot.namespace.load(Relaxed);
-    let rr = h.rr.load(Relaxed) as usize % partitions.max(1);
+    let rr = h.rr.load(Relaxed) % partitions;
     let mut last = None;
     // Walks for rows share one budget per round (see `MAX_STEP`).
-    let mut walk_budget = streams::MAX_STEP;
+    let mut walk_budget = MAX_STEP;
     for i in 0..partitions {
         let p = (rr + i) % partitions;
-        let part = &record.partitions[p];
-        let (tail, head) = streams::range(part)?;
+        let (tail, head) = tx.range(p)?;
+        let next_cut = &sg.next_cut[p as usize];
         // Offsets below the tail were dropped before they were cut.
-        let start = sg.next_cut[p].load(Relaxed).max(tail);
-        sg.next_cut[p].store(start, Relaxed);
+        let start = next_cut.load(Relaxed).max(tail);
+        next_cut.store(start, Relaxed);
         if start >= head {
             continue;
         }
-        let idle = closed || now.saturating_sub(part.last_append_ns.load(Relaxed)) >= linger;
+        let idle = closed || now.saturating_sub(tx.last_append_ns(p)?) >= linger;
         let end = if by_rows {
             // Whole batches until the rows reach the size; a batch still
             // being written ends the walk (its rows are not known yet).
             let (mut rows, mut at, mut complete) = (0u64, start, false);
             while at < head && walk_budget > 0 {
                 walk_budget -= 1;
-                let id = crate::store::ObjectId::sequential(namespace, p as u32, at);
-                match l.object(id)? {
-                    Some(o) if o.state == ObjectState::Sealed => {
-                        rows = rows.saturating_add(streams::batch_facts(id, o.metadata())?.0)
-                    }
-                    Some(_) => break,
-                    None => {}
+                match tx.slot_at(p, at)? {
+                    SlotState::Batch { rows: n } => rows = rows.saturating_add(n),
+                    SlotState::Writing => break,
+                    SlotState::Hole | SlotState::Dropped | SlotState::NotYet => {}
                 }
                 at += 1;
                 if rows >= size {
@@ -239,28 +228,27 @@ pub(super) fn cut(l: &Locked<'_>, record: &StreamRecord, sg: &ShardGroup, now: u
         } else {
             continue;
         };
-        if sg.make_task(p as u32, start, end)?.is_none() {
+        if sg.make_task(p, start, end)?.is_none() {
             break; // the task table is full: cut again when tasks finish
         }
-        sg.next_cut[p].store(end, Relaxed);
+        next_cut.store(end, Relaxed);
         last = Some(p);
     }
     if let Some(p) = last {
-        h.rr.store(((p + 1) % partitions) as u32, Relaxed);
+        h.rr.store((p + 1) % partitions, Relaxed);
     }
     Ok(())
 }
 
 /// Whether everything is finished: the stream is closed, every partition
 /// cut to its head, and nothing is todo or doing.
-pub(super) fn finished(record: &StreamRecord, _group: &GroupSlot, sg: &ShardGroup) -> Result<bool> {
-    if record.slot.flags.load(Relaxed) & CLOSED == 0 || !sg.todo_is_empty()? || sg.header.doing.load(Relaxed) != 0 {
+pub(super) fn finished(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<bool> {
+    if !tx.is_closed() || !sg.todo_is_empty()? || sg.header.doing.load(Relaxed) != 0 {
         return Ok(false);
     }
-    let partitions = (record.slot.partitions.load(Relaxed) as usize).min(crate::stream::MAX_PARTITIONS);
-    for p in 0..partitions {
-        let (tail, head) = streams::range(&record.partitions[p])?;
-        if sg.next_cut[p].load(Relaxed).max(tail) < head {
+    for p in 0..stream.partitions() {
+        let (tail, head) = tx.range(p)?;
+        if sg.next_cut[p as usize].load(Relaxed).max(tail) < head {
             return Ok(false);
         }
     }
@@ -270,25 +258,19 @@ pub(super) fn finished(record: &StreamRecord, _group: &GroupSlot, sg: &ShardGrou
 /// Moves the group's committed offset over the contiguous run of finished
 /// shards that `slot` (just done, or just dead) may complete, frees the done
 /// ones, and lets retention free what every group is past.
-pub(super) fn settle(
-    l: &Locked<'_>,
-    record: &StreamRecord,
-    group: &GroupSlot,
-    sg: &ShardGroup,
-    slot: u32,
-) -> Result<()> {
+pub(super) fn settle(tx: &StreamTxn<'_>, g: GroupKey, sg: &ShardGroup, slot: u32) -> Result<()> {
     let mut slot = slot;
     loop {
         let t = sg.task(slot)?;
-        let p = t.partition.load(Relaxed) as usize % crate::stream::MAX_PARTITIONS;
+        let p = t.partition.load(Relaxed);
         // What lies below the tail was dropped (a limit, `DropOldest`): no
         // shard there can finish, so the run starts at the tail.
-        let (tail, _) = streams::range(&record.partitions[p])?;
-        let committed = group.committed[p].load(Relaxed).max(tail);
+        let (tail, _) = tx.range(p)?;
+        let committed = tx.committed(g, p)?.max(tail);
         if t.start.load(Relaxed) > committed {
             break; // an earlier shard of the partition is not finished
         }
-        group.committed[p].store(committed.max(t.end.load(Relaxed)), Relaxed);
+        tx.set_committed(g, p, committed.max(t.end.load(Relaxed)))?;
         let (next_slot, next_id) = (t.next_slot.load(Relaxed), t.next_id.load(Relaxed));
         if t.state.load(Relaxed) == task::DONE {
             t.state.store(task::FREE, Relaxed);
@@ -303,22 +285,7 @@ pub(super) fn settle(
         }
         slot = next_slot;
     }
-    streams::release_consumed(l, record)?;
-    Ok(())
-}
-
-/// Rows in the sealed batches `[start, end)` of partition `p`.
-pub(super) fn rows_in(l: &Locked<'_>, stream: &Stream, p: u32, start: u64, end: u64) -> Result<u64> {
-    let mut rows = 0u64;
-    for offset in start..end.min(start.saturating_add(streams::MAX_STEP)) {
-        let id = stream.object_id(p, offset);
-        if let Some(o) = l.object(id)? {
-            if o.state == ObjectState::Sealed {
-                rows = rows.saturating_add(streams::batch_facts(id, o.metadata()).map_or(0, |(r, _)| r));
-            }
-        }
-    }
-    Ok(rows)
+    Ok(tx.release_consumed()?)
 }
 
 pub(super) fn record_of(t: &registry::TaskSlot) -> TaskRecord {
@@ -333,10 +300,10 @@ pub(super) fn record_of(t: &registry::TaskSlot) -> TaskRecord {
 
 /// A copy of the group's state, taken under the lock.
 pub(super) fn snapshot(
+    tx: &StreamTxn<'_>,
     stream: &Stream,
     group_name: &str,
-    record: &StreamRecord,
-    group: &GroupSlot,
+    g: GroupKey,
     sg: &ShardGroup,
 ) -> Result<Checkpoint> {
     let h = &sg.header;
@@ -357,7 +324,6 @@ pub(super) fn snapshot(
     doing.sort_by_key(|t| t.id);
     done.sort_by_key(|t| t.id);
     dead_letters.sort_by_key(|t| t.id);
-    let _ = record;
     Ok(Checkpoint {
         stream: stream.name().to_string(),
         group: group_name.to_string(),
@@ -370,7 +336,7 @@ pub(super) fn snapshot(
         next_task_id: h.next_task_id.load(Relaxed).max(1),
         next_partition: h.rr.load(Relaxed),
         next_cut: (0..partitions).map(|p| sg.next_cut[p].load(Relaxed)).collect(),
-        committed: (0..partitions).map(|p| group.committed[p].load(Relaxed)).collect(),
+        committed: (0..partitions as u32).map(|p| tx.committed(g, p)).collect::<Result<_, _>>()?,
         todo,
         doing,
         done,
@@ -380,18 +346,18 @@ pub(super) fn snapshot(
 }
 
 /// Loads a checkpoint's state into a fresh shard group.
-pub(super) fn load(sg: &ShardGroup, group: &GroupSlot, c: &Checkpoint) -> Result<()> {
+pub(super) fn load(sg: &ShardGroup, tx: &StreamTxn<'_>, g: GroupKey, c: &Checkpoint) -> Result<()> {
     let h = &sg.header;
     h.next_task_id.store(c.next_task_id, Relaxed);
     h.rr.store(c.next_partition % c.partitions, Relaxed);
-    for p in 0..c.partitions as usize {
-        sg.next_cut[p].store(c.next_cut[p], Relaxed);
-        group.committed[p].store(c.committed[p], Relaxed);
+    for p in 0..c.partitions {
+        sg.next_cut[p as usize].store(c.next_cut[p as usize], Relaxed);
+        tx.set_committed(g, p, c.committed[p as usize])?;
     }
     // Every task gets a slot; doing then todo go into todo, in that order.
     let mut placed: Vec<(u32, u32, u64, u64, u64)> = Vec::new(); // (slot, partition, start, end, id)
     let mut place = |t: &TaskRecord, state: u32| -> Result<u32> {
-        let slot = sg.free_slot().ok_or(StreamError::RegistryFull { what: "tasks per group", limit: MAX_TASKS })?;
+        let slot = sg.free_slot().ok_or(ShardError::RegistryFull { what: "tasks per group", limit: MAX_TASKS })?;
         let s = &sg.tasks[slot as usize];
         s.id.store(t.id, Relaxed);
         s.start.store(t.start, Relaxed);

@@ -58,6 +58,24 @@ impl WaitCell {
         }
     }
 
+    /// The cell's sequence number now: a ticket for
+    /// [`wait_changed`](Self::wait_changed). Take it before checking the
+    /// condition the wait is for.
+    pub fn ticket(&self) -> u32 {
+        // SeqCst: the same Dekker pair as the load in `wait_until`.
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a [`notify`](Self::notify) has happened since `ticket`
+    /// was taken (true) or `timeout` passes (false). Nothing notified after
+    /// the ticket is missed, even if it came before this call.
+    pub fn wait_changed(&self, ticket: u32, timeout: Duration, strategy: WaitStrategy) -> bool {
+        let changed = self.wait_until(timeout, strategy, || {
+            Ok::<_, std::convert::Infallible>((self.seq.load(Ordering::SeqCst) != ticket).then_some(()))
+        });
+        matches!(changed, Ok(Some(())))
+    }
+
     /// Calls `attempt` until it returns `Some`, an error, or `timeout` passes
     /// (`Ok(None)`); between attempts waits for a [`notify`]. A zero timeout
     /// makes exactly one attempt; a timeout too large for the clock means no

@@ -1,15 +1,19 @@
 //! One client's side of a store: what a process keeps in its own memory
 //! (the validated layout, its client slot, its per-object view counts), and
-//! the locked operations that views and builders call back into: seal,
-//! abort, release. Also the sweep that recovers dead clients.
+//! the locked operations that views and builders call back into: abort and
+//! release. Also the sweep that recovers dead clients.
+//!
+//! A view or builder may be dropped by a thread that holds the store's lock
+//! (inside a transaction, on an error path): the lock is not re-entrant, so
+//! such a drop is deferred and applied by the same thread just before it
+//! releases the lock, in the same critical section.
 
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{self, Relaxed, Release};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::{self, Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use super::layout::{self, state, Layout, MUTEX_OFFSET, NIL, SEAL_BUCKETS, WAIT_OFFSET};
-use super::locked::Locked;
+use super::layout::{self, state, Layout, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
 use super::recovery;
 use super::table::Tables;
 use super::ObjectId;
@@ -17,11 +21,8 @@ use super::{Result, StoreError};
 use crate::shm::wait::{WaitCell, WaitStrategy};
 use crate::shm::{liveness, lock, Region};
 
-/// Work a caller runs in the critical section of a seal.
-pub(crate) type OnSeal<'f> = &'f mut dyn FnMut(&Locked<'_>) -> Result<()>;
-
 /// What one client keeps in its own memory.
-pub(crate) struct Shared {
+pub(crate) struct ClientState {
     pub(super) region: Region,
     /// Validated once at open; never re-read from the file.
     pub(super) layout: Layout,
@@ -31,6 +32,27 @@ pub(crate) struct Shared {
     pub(super) local_refs: Box<[AtomicU32]>,
     pub(super) wait: WaitStrategy,
     pub(super) lock_timeout: Duration,
+    /// The thread of this process that holds the store's lock through this
+    /// client (its [`thread_token`]), or 0.
+    pub(super) lock_holder: AtomicUsize,
+    /// Drops that happened while this process held the lock, applied before
+    /// it is released. Process memory, not shared.
+    pub(super) deferred: Mutex<Vec<Deferred>>,
+}
+
+/// A drop that had to wait for the lock's release.
+pub(super) enum Deferred {
+    /// The last local view of an entry was dropped.
+    Release(u32),
+    /// An unsealed builder was dropped.
+    Abort(u32, ObjectId),
+}
+
+/// A number unique to the calling thread among the live threads of this
+/// process (the address of a thread-local).
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| t as *const u8 as usize)
 }
 
 /// Recovers every client slot that is marked active but whose liveness lock
@@ -63,7 +85,7 @@ pub(super) fn bucket_of(hash: u64) -> u64 {
     2 + hash % SEAL_BUCKETS
 }
 
-impl Shared {
+impl ClientState {
     pub(super) fn cell(&self, i: u64) -> Result<&WaitCell> {
         Ok(self.region.get(WAIT_OFFSET + i * size_of::<WaitCell>() as u64)?)
     }
@@ -74,58 +96,69 @@ impl Shared {
         }
     }
 
+    /// Runs `f` on the tables under the lock, repairing first if the
+    /// previous holder died, and applying the drops deferred meanwhile
+    /// before the lock is released. A `Corrupted` error from `f` or from a
+    /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
         let guard = lock::lock(&self.region, MUTEX_OFFSET, self.lock_timeout)?;
-        let t = Tables::new(&self.region, &self.layout)?;
-        recovery::repair_if_needed(&t, guard.owner_died())?;
-        let result = f(&t);
-        if let Err(StoreError::Corrupted(_)) = &result {
-            // The change may have stopped half-way: have the next holder of
-            // the lock rebuild the derived state from the table.
-            t.header.repair_pending.store(1, Relaxed);
-        }
+        // Relaxed: only this thread compares the token with its own.
+        self.lock_holder.store(thread_token(), Relaxed);
+        let t = Tables::new(&self.region, &self.layout);
+        let result = t.and_then(|t| {
+            recovery::repair_if_needed(&t, guard.owner_died())?;
+            let result = f(&t);
+            let deferred = self.apply_deferred(&t);
+            if matches!(&result, Err(StoreError::Corrupted(_))) || deferred.is_err() {
+                // A change may have stopped half-way: have the next holder
+                // of the lock rebuild the derived state from the table.
+                t.header.repair_pending.store(1, Relaxed);
+            }
+            result
+        });
+        self.lock_holder.store(0, Relaxed);
         drop(guard);
         result
     }
 
-    /// Seals an object this client created: called by the builder.
-    /// `on_seal` runs in the same critical section, just after the seal (a
-    /// stream counts the batch there); its error is returned, but the
-    /// object stays sealed.
-    pub(crate) fn seal(self: &Arc<Self>, e: u32, id: ObjectId, on_seal: Option<OnSeal<'_>>) -> Result<()> {
-        let mut hook = Ok(());
-        let mut freed = false;
-        self.with_tables(|t| {
-            let entry = self.owned_entry(t, e, id)?;
-            // Release: a reader that sees SEALED (under the lock, or through
-            // the index) also sees the payload this process wrote. The state
-            // before the owner, so a crash between them leaves a sealed object.
-            entry.state.store(state::SEALED, Release);
-            entry.owner.store(NIL, Relaxed);
-            let evictable = Tables::is_evictable(entry);
-            if evictable {
-                t.lru_push(e)?;
+    /// Whether the calling thread holds the store's lock through this client.
+    pub(super) fn lock_held_here(&self) -> bool {
+        self.lock_holder.load(Relaxed) == thread_token()
+    }
+
+    fn defer(&self, drop: Deferred) {
+        self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(drop);
+    }
+
+    /// Applies the drops deferred while the lock was held (see the module
+    /// docs). Every one is applied even if one fails; the first error is
+    /// returned.
+    fn apply_deferred(&self, t: &Tables<'_>) -> Result<bool> {
+        let drops = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut outcome = Ok(!drops.is_empty());
+        for drop in drops {
+            let applied = match drop {
+                Deferred::Release(e) => self.release_locked(t, e),
+                Deferred::Abort(e, id) => self.owned_entry(t, e, id).and_then(|_| t.free_object(e)),
+            };
+            if let Err(err) = applied {
+                outcome = outcome.and(Err(err));
             }
-            if let Some(on_seal) = on_seal {
-                let locked = Locked::new(t, self);
-                hook = on_seal(&locked);
-                freed = locked.freed();
-            }
-            Ok(evictable || freed)
-        })
-        .inspect(|&evictable| {
-            // A creator waiting for space may now evict this object.
-            if evictable {
-                self.notify(SPACE_CELL);
-            }
-        })?;
-        self.notify(bucket_of(id.table_hash()));
-        self.notify(ANY_SEAL_CELL);
-        hook
+        }
+        if matches!(outcome, Ok(true)) {
+            // Memory may have been freed: the caller cannot know, so wake
+            // creators waiting for space (a spurious wake is harmless).
+            self.notify(SPACE_CELL);
+        }
+        outcome
     }
 
     /// Aborts an object this client created: called by the builder.
     pub(crate) fn abort(&self, e: u32, id: ObjectId) -> Result<()> {
+        if self.lock_held_here() {
+            self.defer(Deferred::Abort(e, id));
+            return Ok(());
+        }
         self.with_tables(|t| {
             self.owned_entry(t, e, id)?;
             t.free_object(e)
@@ -134,7 +167,8 @@ impl Shared {
         Ok(())
     }
 
-    fn owned_entry<'t>(&self, t: &Tables<'t>, e: u32, id: ObjectId) -> Result<&'t layout::Entry> {
+    /// The entry `e` if it is `id`, being created by this client.
+    pub(super) fn owned_entry<'t>(&self, t: &Tables<'t>, e: u32, id: ObjectId) -> Result<&'t layout::Entry> {
         let entry = t.entry(e)?;
         if entry.state.load(Relaxed) != state::CREATING
             || entry.owner.load(Relaxed) != self.client
@@ -160,7 +194,18 @@ impl Shared {
                 Err(now) => n = now,
             }
         }
-        self.with_tables(|t| match count.load(Relaxed) {
+        if self.lock_held_here() {
+            self.defer(Deferred::Release(e));
+            return Ok(());
+        }
+        self.with_tables(|t| self.release_locked(t, e))?;
+        self.notify(SPACE_CELL);
+        Ok(())
+    }
+
+    fn release_locked(&self, t: &Tables<'_>, e: u32) -> Result<()> {
+        let count = &self.local_refs[e as usize];
+        match count.load(Relaxed) {
             0 => Ok(()),
             // Only this view is left in this process, so nothing can race us.
             1 => {
@@ -171,9 +216,7 @@ impl Shared {
                 count.fetch_sub(1, Relaxed);
                 Ok(())
             }
-        })?;
-        self.notify(SPACE_CELL);
-        Ok(())
+        }
     }
 
     /// Adds one view of entry `e`, which this client already holds (the view
@@ -187,9 +230,9 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for ClientState {
     fn drop(&mut self) {
-        // Every view and builder holds this `Shared`, so none is left: release
+        // Every view and builder holds this `ClientState`, so none is left: release
         // the slot (and, defensively, anything still recorded against it).
         let _ = self.with_tables(|t| recovery::release_client(t, self.client));
         let _ = liveness::release(&self.region, self.client);

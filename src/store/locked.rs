@@ -1,35 +1,99 @@
-//! The store under its lock, as the layers above it see it: the registry
-//! area of the file, and the few object operations they need to run in the
-//! same critical section as a change to the registry (look an object up,
-//! take a view of it, delete it).
+//! A transaction: the store with its lock held, as the layers above it see
+//! it. One critical section, one typed handle (after redb's and LMDB's
+//! transactions): the caller looks objects up, creates an object under an
+//! ID it computes from the registry, seals, deletes, and reads and writes
+//! the registry area, all under the same lock, and returns its own errors.
+//! No callback crosses the layers.
 //!
 //! The stream layer keeps its partitions' head offsets in the registry and
-//! assigns an offset in the same critical section that creates the offset's
-//! object ([`Store::create_assigned`](super::Store::create_assigned)), so
-//! no other process ever sees an offset without its object or the reverse.
+//! assigns an offset in the same transaction that creates the offset's
+//! object, so no other process ever sees an offset without its object or
+//! the reverse.
+//!
+//! The wake-ups a transaction causes (space freed, objects sealed, registry
+//! cells) are collected and sent once the lock is released. Views and
+//! builders dropped inside a transaction are released or aborted in the
+//! same critical section (see `client`).
 
-use std::cell::Cell;
-use std::sync::atomic::Ordering::Relaxed;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc;
 
-use super::client::Shared;
-use super::layout::{state, BLOCK_HEADER, REGISTRY_BYTES, REGISTRY_OFFSET};
+use super::client::{bucket_of, ClientState, ANY_SEAL_CELL, SPACE_CELL};
+use super::layout::{state, BLOCK_HEADER, FLAG_PINNED, NIL, REGISTRY_BYTES, REGISTRY_OFFSET};
 use super::table::Tables;
-use super::{ObjectId, ObjectState, ObjectView};
+use super::{ObjectBuilder, ObjectId, ObjectState, ObjectView, ALIGN};
 use super::{Result, StoreError};
 use crate::shm::liveness;
+use crate::shm::wait::WaitCell;
 
-/// The store with its lock held. Lives only inside [`Store::locked`] and
-/// the callbacks of [`Store::create_assigned`].
-///
-/// [`Store::locked`]: super::Store::locked
-/// [`Store::create_assigned`]: super::Store::create_assigned
+/// The store with its lock held: a transaction. Lives only inside
+/// [`Store::locked`](super::Store::locked).
 pub(crate) struct Locked<'a> {
     t: &'a Tables<'a>,
-    shared: &'a Arc<Shared>,
-    /// Set when an operation freed memory, so the caller wakes creators
-    /// waiting for space once the lock is released.
-    freed: Cell<bool>,
+    shared: &'a Arc<ClientState>,
+    /// The wake-ups to send once the lock is released.
+    wake: Wake,
+    /// The first `Corrupted` error a store operation of this transaction
+    /// returned: the change may have stopped half-way, so the store is
+    /// repaired by the next holder of the lock.
+    damaged: RefCell<Option<StoreError>>,
+}
+
+/// Wake-ups collected during a transaction.
+#[derive(Default)]
+pub(super) struct Wake {
+    /// Memory was freed or became evictable: wake creators waiting for space.
+    space: Cell<bool>,
+    /// Store wait cells of sealed objects.
+    cells: RefCell<Vec<u64>>,
+    /// Registry wait cells, by offset in the registry.
+    registry: RefCell<Vec<u64>>,
+}
+
+impl Wake {
+    /// Sends the wake-ups (after the lock is released).
+    pub(super) fn send(self, shared: &ClientState) {
+        if self.space.get() {
+            shared.notify(SPACE_CELL);
+        }
+        let cells = self.cells.into_inner();
+        for &cell in &cells {
+            shared.notify(cell);
+        }
+        if !cells.is_empty() {
+            shared.notify(ANY_SEAL_CELL);
+        }
+        for offset in self.registry.into_inner() {
+            if let Ok(cell) = shared.region.get::<WaitCell>(REGISTRY_OFFSET + offset) {
+                cell.notify();
+            }
+        }
+    }
+}
+
+/// What a new object needs from the allocator.
+pub(super) struct Placement {
+    pub block_size: u64,
+    pub data_size: u64,
+    pub meta_size: u32,
+}
+
+impl Placement {
+    /// The block an object of `data_size` bytes and `meta_len` bytes of
+    /// metadata needs, or [`StoreError::TooLarge`] if no arena of `capacity`
+    /// bytes can hold it.
+    pub(super) fn new(data_size: u64, meta_len: usize, capacity: u64) -> Result<Placement> {
+        let meta_size =
+            u32::try_from(meta_len).map_err(|_| StoreError::TooLarge { requested: meta_len as u64, capacity })?;
+        let payload = data_size.checked_add(meta_size as u64);
+        let block_size = payload
+            .and_then(|p| p.checked_add(BLOCK_HEADER + ALIGN - 1))
+            .map(|b| b / ALIGN * ALIGN)
+            .filter(|&b| b <= capacity)
+            .ok_or(StoreError::TooLarge { requested: payload.unwrap_or(u64::MAX), capacity })?;
+        Ok(Placement { block_size, data_size, meta_size })
+    }
 }
 
 /// What [`Locked::object`] finds.
@@ -55,12 +119,123 @@ impl ObjectRecord {
 pub(crate) const METADATA_HEAD: usize = 32;
 
 impl<'a> Locked<'a> {
-    pub(super) fn new(t: &'a Tables<'a>, shared: &'a Arc<Shared>) -> Self {
-        Locked { t, shared, freed: Cell::new(false) }
+    pub(super) fn new(t: &'a Tables<'a>, shared: &'a Arc<ClientState>) -> Self {
+        Locked { t, shared, wake: Wake::default(), damaged: RefCell::new(None) }
     }
 
-    pub(super) fn freed(&self) -> bool {
-        self.freed.get()
+    /// Ends the transaction: the corruption a store operation found, if
+    /// any, and the wake-ups to send once the lock is released.
+    pub(super) fn finish(self) -> (Option<StoreError>, Wake) {
+        (self.damaged.into_inner(), self.wake)
+    }
+
+    /// Passes `result` on, remembering a `Corrupted` error (see `damaged`).
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(StoreError::Corrupted(why)) = &result {
+            self.damaged.borrow_mut().get_or_insert_with(|| StoreError::Corrupted(why.clone()));
+        }
+        result
+    }
+
+    /// Wakes the processes waiting on the wait cell at `offset` in the
+    /// registry, once the lock is released.
+    pub(crate) fn wake_registry(&self, offset: u64) {
+        self.wake.registry.borrow_mut().push(offset);
+    }
+
+    /// Creates an object `id` of `data_size` bytes with `metadata`, evicting
+    /// least recently used objects if needed. `Ok(None)` means nothing more
+    /// can be evicted (the caller decides whether to wait for space, see
+    /// [`Store::wait_for_space`](super::Store::wait_for_space)); fails with
+    /// [`StoreError::AlreadyExists`] if the ID is taken and
+    /// [`StoreError::TooLarge`] if it can never fit.
+    ///
+    /// The metadata is written here; the builder writes the data outside
+    /// the lock. A builder dropped before the transaction ends aborts the
+    /// object in the same critical section.
+    pub(crate) fn create(
+        &self,
+        id: ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+        pinned: bool,
+    ) -> Result<Option<ObjectBuilder>> {
+        self.noted(self.create_object(id, data_size, metadata, pinned))
+    }
+
+    fn create_object(
+        &self,
+        id: ObjectId,
+        data_size: u64,
+        metadata: &[u8],
+        pinned: bool,
+    ) -> Result<Option<ObjectBuilder>> {
+        let (t, s) = (self.t, self.shared);
+        let object = Placement::new(data_size, metadata.len(), s.layout.arena_size)?;
+        let hash = id.table_hash();
+        if t.lookup(&id, hash)?.is_some() {
+            return Err(StoreError::AlreadyExists(id));
+        }
+        let Some((e, block)) = allocate(t, object.block_size)? else {
+            return Ok(None);
+        };
+        let entry = t.entry(e)?;
+        for (word, value) in entry.id.iter().zip(id.to_words()) {
+            word.store(value, Relaxed);
+        }
+        entry.block.store(block, Relaxed);
+        entry.block_size.store(object.block_size, Relaxed);
+        entry.data_size.store(object.data_size, Relaxed);
+        entry.meta_size.store(object.meta_size, Relaxed);
+        entry.flags.store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
+        entry.owner.store(s.client, Relaxed);
+        entry.holders[0].store(0, Relaxed);
+        entry.holders[1].store(0, Relaxed);
+        entry.created_ns.store(super::now_ns(), Relaxed);
+        // The state word last: until it is written, repair treats the
+        // entry and its block as free.
+        entry.state.store(state::CREATING, Release);
+        t.index_insert(hash, e)?;
+        t.header.used.fetch_add(object.block_size, Relaxed);
+        t.header.payload.fetch_add(object.data_size + object.meta_size as u64, Relaxed);
+        t.header.objects.fetch_add(1, Relaxed);
+        let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
+        let mut builder = ObjectBuilder::new(s.clone(), e, id, data_offset, data_size, object.meta_size as u64)?;
+        builder.metadata_mut().copy_from_slice(metadata);
+        Ok(Some(builder))
+    }
+
+    /// Seals `builder`'s object: immutable and visible from now on; the
+    /// processes waiting for it are woken once the lock is released.
+    pub(crate) fn seal(&self, builder: ObjectBuilder) -> Result<()> {
+        self.noted(self.seal_object(builder))
+    }
+
+    fn seal_object(&self, builder: ObjectBuilder) -> Result<()> {
+        let (e, id) = builder.disarm(self.shared)?;
+        let t = self.t;
+        let entry = self.shared.owned_entry(t, e, id)?;
+        // Release: a reader that sees SEALED (under the lock, or through
+        // the index) also sees the payload this process wrote. The state
+        // before the owner, so a crash between them leaves a sealed object.
+        entry.state.store(state::SEALED, Release);
+        entry.owner.store(NIL, Relaxed);
+        if Tables::is_evictable(entry) {
+            t.lru_push(e)?;
+            // A creator waiting for space may now evict this object.
+            self.wake.space.set(true);
+        }
+        self.wake.cells.borrow_mut().push(bucket_of(id.table_hash()));
+        Ok(())
+    }
+
+    /// Gives `builder`'s object up and frees its memory now (dropping the
+    /// builder does the same, at the end of the transaction).
+    pub(crate) fn abort(&self, builder: ObjectBuilder) -> Result<()> {
+        let (e, id) = builder.disarm(self.shared)?;
+        self.noted(self.shared.owned_entry(self.t, e, id).and_then(|_| self.t.free_object(e)))?;
+        self.wake.space.set(true);
+        Ok(())
     }
 
     /// The `T` at `offset` in the registry, bounds- and alignment-checked.
@@ -131,8 +306,6 @@ impl<'a> Locked<'a> {
     }
 
     /// A view of the sealed object `id`, or `None` if it is not sealed.
-    /// Drop the view only after the lock is released (dropping the last
-    /// view of an object takes the lock).
     pub(crate) fn view(&self, id: ObjectId) -> Result<Option<ObjectView>> {
         super::take_view(self.t, self.shared, id, id.table_hash())
     }
@@ -158,6 +331,10 @@ impl<'a> Locked<'a> {
     /// Deletes the sealed object `id` (deferred while views of it exist).
     /// Returns what it was, or `None` if there is no such sealed object.
     pub(crate) fn delete(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {
+        self.noted(self.delete_object(id))
+    }
+
+    fn delete_object(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {
         let hash = id.table_hash();
         let Some(e) = self.t.lookup(&id, hash)? else {
             return Ok(None);
@@ -169,11 +346,77 @@ impl<'a> Locked<'a> {
         let entry = self.t.entry(e)?;
         if Tables::holder_count(entry) == 0 {
             self.t.free_object(e)?;
-            self.freed.set(true);
+            self.wake.space.set(true);
         } else {
             self.t.index_remove(hash, e)?;
-            entry.state.store(state::DELETED, std::sync::atomic::Ordering::Release);
+            entry.state.store(state::DELETED, Release);
         }
         Ok(Some(record))
+    }
+}
+
+/// Finds an entry and a block for an object of `block_size` bytes, evicting
+/// least recently used objects until both are found or nothing is left.
+pub(super) fn allocate(t: &Tables<'_>, block_size: u64) -> Result<Option<(u32, u64)>> {
+    loop {
+        if let Some(e) = t.pop_free_entry()? {
+            if let Some(block) = t.arena().alloc(block_size)? {
+                return Ok(Some((e, block)));
+            }
+            t.push_free_entry(e)?;
+        }
+        let Some(victim) = t.lru_oldest() else {
+            return Ok(None);
+        };
+        // The LRU list is derived: never free what it names without checking.
+        if !Tables::is_evictable(t.entry(victim)?) {
+            return Err(StoreError::corrupted(format_args!(
+                "the LRU list names entry {victim}, which is not evictable"
+            )));
+        }
+        t.free_object(victim)?;
+        t.header.evictions.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::store::{Store, StoreConfig};
+    use crate::{ObjectId, StoreError};
+
+    fn store(dir: &tempfile::TempDir) -> Store {
+        let config =
+            StoreConfig::at_path(dir.path().join("store")).capacity(1 << 20).lock_timeout(Duration::from_secs(5));
+        Store::create(config).unwrap()
+    }
+
+    #[test]
+    fn views_and_builders_dropped_inside_a_transaction_are_settled_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let id = ObjectId::sequential(1, 0, 0);
+        store.create_object(id, 8, b"").unwrap().seal().unwrap();
+        // The last view of an object, dropped under the lock: its reference
+        // is released in the same critical section (no deadlock, no leak).
+        store
+            .locked(|l| {
+                let view = l.view(id)?.expect("sealed");
+                drop(view);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(store.list().unwrap()[0].references, 0);
+        // A builder dropped on an error path aborts its object.
+        let other = ObjectId::sequential(1, 0, 1);
+        let refused = store.locked(|l| {
+            let _builder = l.create(other, 8, b"meta", false)?.expect("room");
+            Err::<(), _>(StoreError::InvalidConfig("refused".into()))
+        });
+        assert!(matches!(refused, Err(StoreError::InvalidConfig(_))));
+        assert!(!store.contains(other).unwrap());
+        assert_eq!(store.stats().unwrap().objects, 1);
+        assert_eq!(store.stats().unwrap().repairs, 0, "a refusal of the caller's own is not damage");
     }
 }

@@ -37,10 +37,11 @@ pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
 
 pub(crate) use layout::REGISTRY_BYTES;
+use locked::{allocate, Placement};
 pub(crate) use locked::{Locked, METADATA_HEAD};
 
 use crate::shm::{liveness, lock, Region};
-use client::{bucket_of, sweep_dead_clients, Shared, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
+use client::{bucket_of, sweep_dead_clients, ClientState, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
 use layout::{state, Header, Layout, BLOCK_HEADER, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
 use table::Tables;
 
@@ -48,7 +49,7 @@ use table::Tables;
 /// client); every view and builder keeps the handle's state alive.
 #[derive(Clone)]
 pub struct Store {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
 }
 
 /// The lifecycle state of an object.
@@ -262,8 +263,16 @@ impl Store {
             claimed.ok_or(StoreError::TooManyClients(layout::MAX_CLIENTS))?
         };
         let local_refs = (0..layout.max_objects).map(|_| AtomicU32::new(0)).collect();
-        let shared =
-            Shared { region, layout, client, local_refs, wait: config.wait, lock_timeout: config.lock_timeout };
+        let shared = ClientState {
+            region,
+            layout,
+            client,
+            local_refs,
+            wait: config.wait,
+            lock_timeout: config.lock_timeout,
+            lock_holder: Default::default(),
+            deferred: Default::default(),
+        };
         Ok(Store { shared: Arc::new(shared) })
     }
 
@@ -308,151 +317,94 @@ impl Store {
         metadata: &[u8],
         options: CreateOptions,
     ) -> Result<ObjectBuilder> {
-        let built = self.create_assigned(data_size, metadata, options, &mut |_| Ok(Some(id)), &mut |_, _| Ok(()))?;
-        // `assign` never refuses, so a missing builder cannot happen.
-        built.ok_or_else(|| StoreError::corrupted("an object creation was refused without a reason"))
+        let deadline = deadline_after(options.timeout);
+        loop {
+            let ticket = self.space_ticket()?;
+            if let Some(builder) = self.locked(|l| l.create(id, data_size, metadata, options.pinned))? {
+                return Ok(builder);
+            }
+            if !self.wait_for_space(ticket, deadline)? {
+                return Err(self.full_error(data_size, metadata.len()));
+            }
+        }
     }
 
-    /// Creates an object whose ID is chosen under the store's lock, in the
-    /// same critical section that allocates it: `assign` picks the ID (or
-    /// refuses, giving `Ok(None)`) and `placed` records it once the object
-    /// exists. Each attempt to find space calls `assign` again, and `placed`
-    /// runs only for the attempt that succeeded, so a failed or timed-out
-    /// creation leaves no trace in what `placed` keeps. If `placed` fails the
-    /// object is freed again.
-    pub(crate) fn create_assigned(
-        &self,
-        data_size: u64,
-        metadata: &[u8],
-        options: CreateOptions,
-        assign: &mut dyn FnMut(&Locked<'_>) -> Result<Option<ObjectId>>,
-        placed: &mut dyn FnMut(&Locked<'_>, ObjectId) -> Result<()>,
-    ) -> Result<Option<ObjectBuilder>> {
-        let s = &*self.shared;
-        let capacity = s.layout.arena_size;
-        let meta_size = u32::try_from(metadata.len())
-            .map_err(|_| StoreError::TooLarge { requested: metadata.len() as u64, capacity })?;
-        let payload = data_size.checked_add(meta_size as u64);
-        let block_size = payload
-            .and_then(|p| p.checked_add(BLOCK_HEADER + ALIGN - 1))
-            .map(|b| b / ALIGN * ALIGN)
-            .filter(|&b| b <= capacity)
-            .ok_or(StoreError::TooLarge { requested: payload.unwrap_or(u64::MAX), capacity })?;
-        let object = Placement { block_size, data_size, meta_size, pinned: options.pinned };
-        let mut place = || self.try_place(&object, &mut *assign, &mut *placed);
-        // A client that dies holding space never notifies: wait in slices,
-        // and look for dead clients before each one.
-        let deadline = Instant::now().checked_add(options.timeout);
-        let mut found = place()?;
-        while let Placed::Full = found {
+    /// A ticket for [`wait_for_space`](Self::wait_for_space): take it before
+    /// the attempt that may find the store full, so that space freed
+    /// between the attempt and the wait is not missed.
+    pub(crate) fn space_ticket(&self) -> Result<SpaceTicket> {
+        Ok(SpaceTicket(self.shared.cell(SPACE_CELL)?.ticket()))
+    }
+
+    /// Waits until space may have been freed since `ticket` was taken:
+    /// `Ok(true)` when something was freed (or a dead client's memory
+    /// recovered) and the caller should try again, `Ok(false)` once
+    /// `deadline` has passed (`None`: no limit). Dead clients are looked for
+    /// first and then every 100 ms, since a client that dies holding space
+    /// never notifies; so even a deadline already passed recovers them once.
+    pub(crate) fn wait_for_space(&self, ticket: SpaceTicket, deadline: Option<Instant>) -> Result<bool> {
+        let cell = self.shared.cell(SPACE_CELL)?;
+        loop {
             if self.recover_dead_clients()? > 0 {
-                found = place()?;
-                continue;
+                return Ok(true);
             }
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => DEAD_CLIENT_SWEEP,
             };
             if left.is_zero() {
-                break;
+                return Ok(false);
             }
-            let waited = s.cell(SPACE_CELL)?.wait_until(left.min(DEAD_CLIENT_SWEEP), s.wait, || {
-                Ok::<_, StoreError>(match place()? {
-                    Placed::Full => None,
-                    other => Some(other),
-                })
-            })?;
-            found = waited.unwrap_or(Placed::Full);
-        }
-        match found {
-            Placed::At { entry, block, id } => {
-                let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-                let mut builder =
-                    ObjectBuilder::new(self.shared.clone(), entry, id, data_offset, data_size, meta_size as u64)?;
-                builder.metadata_mut().copy_from_slice(metadata);
-                Ok(Some(builder))
-            }
-            Placed::Refused => Ok(None),
-            Placed::Full => {
-                let stats = self.stats()?;
-                Err(StoreError::StoreFull { requested: block_size, free: stats.largest_free, objects: stats.objects })
+            if cell.wait_changed(ticket.0, left.min(DEAD_CLIENT_SWEEP), self.shared.wait) {
+                return Ok(true);
             }
         }
     }
 
-    /// Allocates an entry and a block for a new object and records it as
-    /// CREATING by this client.
-    fn try_place(
-        &self,
-        object: &Placement,
-        assign: &mut dyn FnMut(&Locked<'_>) -> Result<Option<ObjectId>>,
-        placed: &mut dyn FnMut(&Locked<'_>, ObjectId) -> Result<()>,
-    ) -> Result<Placed> {
-        let client = self.shared.client;
-        let (found, freed) = self.with_tables(|t| {
-            let locked = Locked::new(t, &self.shared);
-            let Some(id) = assign(&locked)? else {
-                return Ok((Placed::Refused, locked.freed()));
-            };
-            let hash = id.table_hash();
-            if t.lookup(&id, hash)?.is_some() {
-                return Err(StoreError::AlreadyExists(id));
-            }
-            let Some((e, block)) = allocate(t, object.block_size)? else {
-                return Ok((Placed::Full, locked.freed()));
-            };
-            let entry = t.entry(e)?;
-            for (word, value) in entry.id.iter().zip(id.to_words()) {
-                word.store(value, Relaxed);
-            }
-            entry.block.store(block, Relaxed);
-            entry.block_size.store(object.block_size, Relaxed);
-            entry.data_size.store(object.data_size, Relaxed);
-            entry.meta_size.store(object.meta_size, Relaxed);
-            entry.flags.store(if object.pinned { FLAG_PINNED } else { 0 }, Relaxed);
-            entry.owner.store(client, Relaxed);
-            entry.holders[0].store(0, Relaxed);
-            entry.holders[1].store(0, Relaxed);
-            entry.created_ns.store(now_ns(), Relaxed);
-            // The state word last: until it is written, repair treats the
-            // entry and its block as free.
-            entry.state.store(state::CREATING, Release);
-            t.index_insert(hash, e)?;
-            t.header.used.fetch_add(object.block_size, Relaxed);
-            t.header.payload.fetch_add(object.data_size + object.meta_size as u64, Relaxed);
-            t.header.objects.fetch_add(1, Relaxed);
-            if let Err(err) = placed(&locked, id) {
-                t.free_object(e)?;
-                return Err(err);
-            }
-            Ok((Placed::At { entry: e, block, id }, locked.freed()))
-        })?;
-        if freed {
-            self.shared.notify(SPACE_CELL);
+    /// The [`StoreError::StoreFull`] (or `TooLarge`) of an object that found
+    /// no room, with the store's numbers as they are now.
+    pub(crate) fn full_error(&self, data_size: u64, meta_len: usize) -> StoreError {
+        let placement = match Placement::new(data_size, meta_len, self.shared.layout.arena_size) {
+            Ok(placement) => placement,
+            Err(e) => return e,
+        };
+        match self.stats() {
+            Ok(stats) => StoreError::StoreFull {
+                requested: placement.block_size,
+                free: stats.largest_free,
+                objects: stats.objects,
+            },
+            Err(e) => e,
         }
-        Ok(found)
     }
 
-    /// Runs `f` with the store's lock held, for layers above the store that
-    /// keep state in the registry. Wakes creators waiting for space if `f`
-    /// deleted objects. `f` must not drop views (dropping a view may take
-    /// the lock): return them instead.
+    /// Runs `f` as one transaction: with the store's lock held, through a
+    /// [`Locked`] handle whose calls return [`StoreError`], for layers above
+    /// the store that keep state in the registry. `f` returns its own
+    /// error type. The wake-ups the transaction caused (space freed, objects
+    /// sealed, registry cells) are sent after the lock is released. A
+    /// refusal of `f`'s own never marks the store for repair; a `Corrupted`
+    /// error from a store operation inside it does (the change may have
+    /// stopped half-way).
     pub(crate) fn locked<R, E: From<StoreError>>(&self, f: impl FnOnce(&Locked<'_>) -> Result<R, E>) -> Result<R, E> {
-        let (result, freed) = self.with_tables(|t| {
+        let (result, wake) = self.with_tables(|t| {
             let locked = Locked::new(t, &self.shared);
             let result = f(&locked);
-            Ok((result, locked.freed()))
+            let (damaged, wake) = locked.finish();
+            match damaged {
+                Some(corrupted) => Err(corrupted),
+                None => Ok((result, wake)),
+            }
         })?;
-        if freed {
-            self.shared.notify(SPACE_CELL);
-        }
+        wake.send(&self.shared);
         result
     }
 
     /// Wakes every process waiting on the wait cell at `offset` in the
-    /// registry (after the lock is released).
+    /// registry (outside a transaction; inside one, see
+    /// [`Locked::wake_registry`]).
     pub(crate) fn notify_registry_cell(&self, offset: u64) {
-        if let Ok(cell) = self.shared.region.get::<crate::shm::wait::WaitCell>(layout::REGISTRY_OFFSET + offset) {
+        if let Ok(cell) = self.registry_cell(offset) {
             cell.notify();
         }
     }
@@ -672,30 +624,13 @@ impl Store {
     }
 }
 
-/// What a new object needs from the allocator.
-struct Placement {
-    block_size: u64,
-    data_size: u64,
-    meta_size: u32,
-    pinned: bool,
-}
-
-/// The outcome of one attempt to place a new object.
-enum Placed {
-    At {
-        entry: u32,
-        block: u64,
-        id: ObjectId,
-    },
-    /// `assign` declined to name an object.
-    Refused,
-    /// No space could be found or freed.
-    Full,
-}
+/// See [`Store::space_ticket`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpaceTicket(u32);
 
 /// A view of the sealed object `id`, taken under the lock: the holder bit
 /// is set (if this client had no view of it) and the local count raised.
-fn take_view(t: &Tables<'_>, shared: &Arc<Shared>, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
+fn take_view(t: &Tables<'_>, shared: &Arc<ClientState>, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
     let Some(e) = t.lookup(&id, hash)? else {
         return Ok(None);
     };
@@ -718,30 +653,6 @@ fn take_view(t: &Tables<'_>, shared: &Arc<Shared>, id: ObjectId, hash: u64) -> R
     count.fetch_add(1, Relaxed);
     let data_offset = shared.layout.arena_offset + block + BLOCK_HEADER;
     Ok(Some(ObjectView::new(shared.clone(), e, id, data_offset, data_size, meta_size)?))
-}
-
-/// Finds an entry and a block for an object of `block_size` bytes, evicting
-/// least recently used objects until both are found or nothing is left.
-fn allocate(t: &Tables<'_>, block_size: u64) -> Result<Option<(u32, u64)>> {
-    loop {
-        if let Some(e) = t.pop_free_entry()? {
-            if let Some(block) = t.arena().alloc(block_size)? {
-                return Ok(Some((e, block)));
-            }
-            t.push_free_entry(e)?;
-        }
-        let Some(victim) = t.lru_oldest() else {
-            return Ok(None);
-        };
-        // The LRU list is derived: never free what it names without checking.
-        if !Tables::is_evictable(t.entry(victim)?) {
-            return Err(StoreError::corrupted(format_args!(
-                "the LRU list names entry {victim}, which is not evictable"
-            )));
-        }
-        t.free_object(victim)?;
-        t.header.evictions.fetch_add(1, Relaxed);
-    }
 }
 
 impl std::fmt::Debug for Store {

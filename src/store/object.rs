@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 
-use super::client::Shared;
-use super::ObjectId;
-use super::Result;
+use super::client::ClientState;
+use super::{ObjectId, Result, Store, StoreError};
 use crate::shm::Span;
 
 /// An object being created. Write its data with [`data_mut`], then
@@ -18,7 +17,7 @@ use crate::shm::Span;
 /// [`data_mut`]: ObjectBuilder::data_mut
 /// [`seal`]: ObjectBuilder::seal
 pub struct ObjectBuilder {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
     entry: u32,
     id: ObjectId,
     /// The data and the metadata, checked against the mapping once, here.
@@ -33,7 +32,7 @@ impl ObjectBuilder {
     /// checked against the arena, so only a bug gets here), the object is
     /// aborted and the error returned.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ClientState>,
         entry: u32,
         id: ObjectId,
         data_offset: u64,
@@ -87,23 +86,29 @@ impl ObjectBuilder {
 
     /// Makes the object immutable and visible, and wakes every process
     /// waiting for it in `get`.
-    pub fn seal(mut self) -> Result<()> {
-        self.finished = true;
-        self.shared.seal(self.entry, self.id, None)
-    }
-
-    /// [`seal`](Self::seal), running `on_seal` under the store's lock in
-    /// the same critical section (the object is sealed even if it fails).
-    pub(crate) fn seal_with(mut self, on_seal: super::client::OnSeal<'_>) -> Result<()> {
-        self.finished = true;
-        self.shared.seal(self.entry, self.id, Some(on_seal))
+    pub fn seal(self) -> Result<()> {
+        let store = Store { shared: self.shared.clone() };
+        store.locked(|l| l.seal(self))
     }
 
     /// Gives the object up and frees its memory (what dropping does, with
     /// the error reported).
-    pub fn abort(mut self) -> Result<()> {
+    pub fn abort(self) -> Result<()> {
+        let store = Store { shared: self.shared.clone() };
+        store.locked(|l| l.abort(self))
+    }
+
+    /// Hands the object over to a transaction of the same client, which
+    /// seals or aborts it: the builder's drop does nothing from here on.
+    pub(super) fn disarm(mut self, client: &Arc<ClientState>) -> Result<(u32, ObjectId)> {
+        if !Arc::ptr_eq(&self.shared, client) {
+            return Err(StoreError::InvalidArgument(format!(
+                "object {} was created through another store handle",
+                self.id
+            )));
+        }
         self.finished = true;
-        self.shared.abort(self.entry, self.id)
+        Ok((self.entry, self.id))
     }
 }
 
@@ -127,7 +132,7 @@ impl std::fmt::Debug for ObjectBuilder {
 /// The object stays in memory (it is neither evicted nor freed, even if
 /// deleted) until the last view of it is dropped. Views are `Send + Sync`.
 pub struct ObjectView {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
     entry: u32,
     id: ObjectId,
     /// The data and the metadata, checked against the mapping once, here.
@@ -142,7 +147,7 @@ impl ObjectView {
     /// here), the error is returned and the reference stays recorded until
     /// this client closes: the safe direction, never freed early.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ClientState>,
         entry: u32,
         id: ObjectId,
         data_offset: u64,

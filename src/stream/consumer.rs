@@ -32,11 +32,10 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 
 use super::registry::{self, CLOSED, LIVE};
-use super::StreamError;
+use super::txn::{Taken, READ_AHEAD};
 use super::{join_group, Result, Stream};
 use crate::arrow::BatchReader;
-use crate::store::StoreError;
-use crate::store::{ObjectId, ObjectView};
+use crate::error::{StoreError, StreamError};
 
 /// Where a new group (or a consumer without a group) starts reading.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -133,7 +132,7 @@ pub struct Consumer {
     fetched: Vec<u64>,
     /// Views of sealed batches taken ahead, in delivery order: one look
     /// under the lock takes up to [`READ_AHEAD`] of them.
-    ready: std::collections::VecDeque<Ahead>,
+    ready: std::collections::VecDeque<Taken>,
     /// Where in `parts` the next look starts.
     next: usize,
     holes: u64,
@@ -164,20 +163,9 @@ const DEAD_PRODUCER_SWEEP: Duration = Duration::from_millis(100);
 
 /// What one look at the stream found.
 enum Step {
-    Batch(Ahead),
+    Batch(Taken),
     End,
 }
-
-/// A sealed batch taken ahead of delivery.
-struct Ahead {
-    partition: u32,
-    offset: u64,
-    view: ObjectView,
-}
-
-/// The most batches one look under the lock takes from a partition. Views
-/// cost nothing but a reference, and a look costs a lock round trip.
-const READ_AHEAD: usize = 8;
 
 impl Consumer {
     pub(super) fn new(stream: Stream, config: ConsumerConfig) -> Result<Self> {
@@ -315,8 +303,8 @@ impl Consumer {
     }
 
     /// Decodes a batch taken ahead and moves past it.
-    fn deliver(&mut self, ahead: Ahead) -> Result<StreamBatch> {
-        let Ahead { partition, offset, view } = ahead;
+    fn deliver(&mut self, ahead: Taken) -> Result<StreamBatch> {
+        let Taken { partition, offset, view } = ahead;
         let decoded = self.reader.decode(view);
         let p = partition as usize;
         if decoded.is_err() {
@@ -356,51 +344,31 @@ impl Consumer {
             return Ok(None);
         }
         let stream = self.stream.clone();
-        let namespace = stream.inner().namespace;
         let n = self.parts.len();
-        let end = stream.with_record(|l, record| {
+        let end = stream.transaction(|tx| -> Result<_> {
             let mut drained = true;
             // Holes passed in one look, over all partitions (bounded work
             // under the lock, whatever the registry claims).
-            let mut passed = 0;
+            let mut hole_budget = registry::HOLE_BUDGET;
             for i in 0..n {
                 let index = (self.next + i) % n;
                 let p = self.parts[index];
-                let (tail, head) = registry::range(&record.partitions[p as usize])?;
-                let (pos, fetched) = (&mut self.pos[p as usize], &mut self.fetched[p as usize]);
-                if *fetched < tail {
-                    self.missed += tail - *fetched;
-                    *fetched = tail;
-                    *pos = (*pos).max(tail);
-                }
-                while *fetched < head && self.ready.len() < READ_AHEAD && passed < registry::HOLE_BUDGET {
-                    let id = ObjectId::sequential(namespace, p, *fetched);
-                    if let Some(view) = l.view(id)? {
-                        self.ready.push_back(Ahead { partition: p, offset: *fetched, view });
-                        *fetched += 1;
-                        continue;
-                    }
-                    if l.object(id)?.is_some() {
-                        // Being written: wait for its seal.
-                        *unsealed = true;
-                        break;
-                    }
-                    // A hole: pass it (and move the position too if nothing
-                    // before it waits for delivery).
-                    self.holes += 1;
-                    passed += 1;
-                    if *pos == *fetched {
-                        *pos += 1;
-                    }
-                    *fetched += 1;
-                }
+                let fetched = &mut self.fetched[p as usize];
+                let found = tx.fetch(p, fetched, u64::MAX, READ_AHEAD, &mut hole_budget, &mut self.ready)?;
+                self.missed += found.missed;
+                self.holes += found.holes;
+                *unsealed |= found.writing;
+                // Nothing waits for delivery when a look runs, so the
+                // position is the first batch taken, or past everything
+                // passed.
+                self.pos[p as usize] = self.ready.front().map_or(*fetched, |first| first.offset);
                 if !self.ready.is_empty() {
                     self.next = (index + 1) % n;
                     return Ok(false);
                 }
-                drained &= *fetched == head;
+                drained &= *fetched == tx.range(p)?.1;
             }
-            Ok(drained && record.slot.flags.load(Relaxed) & CLOSED != 0)
+            Ok(drained && tx.is_closed())
         })?;
         Ok(match self.ready.pop_front() {
             Some(ahead) => Some(Step::Batch(ahead)),

@@ -1,8 +1,7 @@
 //! [`StreamError`]: what can go wrong with streams, their producers,
-//! consumers, groups and windows, and with the shard manager on top of them.
+//! consumers, groups and windows.
 
 use crate::arrow::BatchError;
-use crate::shard::CheckpointError;
 use crate::store::StoreError;
 
 /// Errors of streams: producers, consumers, groups and windows.
@@ -81,13 +80,6 @@ pub enum StreamError {
         /// The group.
         group: String,
     },
-    /// A task reported by a consumer that no longer holds it (its lease
-    /// expired or it was requeued): someone else may process it again.
-    #[error("task {0} is not held by this consumer (its lease expired, or it was requeued)")]
-    TaskNotHeld(u64),
-    /// A checkpoint could not be written or read.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
     /// The stream was removed while this handle was open.
     #[error("stream {0:?} was removed")]
     Removed(String),

@@ -25,7 +25,8 @@
 mod consumer;
 mod error;
 mod producer;
-pub(crate) mod registry;
+mod registry;
+mod txn;
 mod window;
 
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -37,7 +38,9 @@ use arrow_schema::SchemaRef;
 pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
 pub use error::StreamError;
 pub use producer::{Appended, Producer};
+pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
+pub(crate) use txn::{group_exists, stream_name, GroupKey, SlotState, StreamTxn, READ_AHEAD};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
 use crate::arrow::{load_schema, BatchWriter};
@@ -172,7 +175,7 @@ pub struct Stream {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+pub(super) struct Inner {
     store: Store,
     name: String,
     /// The stream's slot in the registry and the namespace of its objects;
@@ -491,7 +494,7 @@ impl Stream {
                 let cutoff = wall_ns().saturating_sub(max_age);
                 for p in 0..self.inner.partitions as usize {
                     while registry::oldest_append_ns(l, record, p)?.is_some_and(|t| t < cutoff) {
-                        if !go_on(registry::drop_oldest(l, record, p, registry::Drop::Expired)?) {
+                        if !go_on(registry::drop_oldest(l, record, p, registry::DropReason::Expired)?) {
                             break;
                         }
                     }
@@ -499,7 +502,7 @@ impl Stream {
             }
             if max_bytes > 0 {
                 while record.slot.bytes.load(Relaxed) > max_bytes {
-                    if !go_on(registry::drop_stream_oldest(l, record, registry::Drop::Trimmed)?) {
+                    if !go_on(registry::drop_stream_oldest(l, record, registry::DropReason::Trimmed)?) {
                         break;
                     }
                 }
@@ -550,7 +553,7 @@ impl Stream {
                     };
                     let rows = if side.1 - side.0 <= budget {
                         budget -= side.1 - side.0;
-                        self.rows_between(l, p as u32, side.0, side.1)?
+                        StreamTxn::new(l, record, self).rows_in(p as u32, side.0, side.1)?
                     } else {
                         let retained = (part.head - part.tail).max(1) as u128;
                         ((side.1 - side.0) as u128 * part.rows as u128 / retained) as u64
@@ -580,23 +583,48 @@ impl Stream {
         })
     }
 
-    /// Rows in the retained batches `[from, to)` of partition `p`.
-    fn rows_between(&self, l: &Locked<'_>, p: u32, from: u64, to: u64) -> Result<u64> {
-        let mut rows = 0u64;
-        for offset in from..to {
-            let id = self.object_id(p, offset);
-            if let Some(o) = l.object(id)? {
-                if o.state == crate::store::ObjectState::Sealed {
-                    rows = rows.saturating_add(registry::batch_facts(id, o.metadata())?.0);
-                }
-            }
+    /// Runs `f` as one store transaction on this stream, through the typed
+    /// interface the layers above use (see [`StreamTxn`]). Fails with
+    /// [`StreamError::Removed`] if the stream was removed.
+    pub(crate) fn transaction<R, E>(&self, f: impl FnOnce(&StreamTxn<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StreamError> + From<StoreError>,
+    {
+        self.inner.store.locked(|l| {
+            let record = self.record(l)?;
+            f(&StreamTxn::new(l, record, self))
+        })
+    }
+
+    /// The wait cell every append, the close and the shard manager's
+    /// requeues notify.
+    pub(crate) fn stream_cell(&self) -> Result<&crate::shm::wait::WaitCell> {
+        Ok(self.inner.store.registry_cell(registry::stream_cell_offset(self.inner.slot))?)
+    }
+
+    /// The wait cell every append to partition `p` and the close notify.
+    pub(crate) fn partition_cell(&self, p: u32) -> Result<&crate::shm::wait::WaitCell> {
+        let partitions = self.inner.partitions;
+        if p >= partitions {
+            return Err(StreamError::NoSuchPartition { partition: p, partitions });
         }
-        Ok(rows)
+        Ok(self.inner.store.registry_cell(registry::partition_cell_offset(self.inner.slot, p as usize))?)
+    }
+
+    /// The stream's registry slot and namespace, which together identify it
+    /// even if the slot is reused (for records that refer to the stream).
+    pub(crate) fn identity(&self) -> (usize, u64) {
+        (self.inner.slot, self.inner.namespace)
+    }
+
+    /// Wakes whoever waits on the stream's cell.
+    pub(crate) fn notify_stream(&self) {
+        self.inner.store.notify_registry_cell(registry::stream_cell_offset(self.inner.slot));
     }
 
     /// Runs `f` under the store's lock on this stream's registry record,
     /// after checking the record still belongs to this stream.
-    pub(crate) fn with_record<R>(&self, f: impl FnOnce(&Locked<'_>, &StreamRecord) -> Result<R>) -> Result<R> {
+    pub(super) fn with_record<R>(&self, f: impl FnOnce(&Locked<'_>, &StreamRecord) -> Result<R>) -> Result<R> {
         self.inner.store.locked(|l| {
             let record = self.record(l)?;
             f(l, record)
@@ -604,7 +632,7 @@ impl Stream {
     }
 
     /// This stream's registry record, checked to be still this stream's.
-    pub(crate) fn record<'a>(&self, l: &Locked<'a>) -> Result<&'a StreamRecord> {
+    pub(super) fn record<'a>(&self, l: &Locked<'a>) -> Result<&'a StreamRecord> {
         let reg = registry::registry(l)?;
         let record =
             reg.streams.get(self.inner.slot).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?;
@@ -617,7 +645,7 @@ impl Stream {
     /// This stream's registry record read without the lock: only for hints
     /// (atomic loads whose result is checked again under the lock) and for
     /// the wait cells.
-    pub(crate) fn shared_record(&self) -> Result<&StreamRecord> {
+    pub(super) fn shared_record(&self) -> Result<&StreamRecord> {
         let reg: &registry::StreamRegistry = self.inner.store.registry(registry::REGISTRY_AT)?;
         Ok(reg.streams.get(self.inner.slot).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?)
     }
@@ -631,7 +659,7 @@ impl Stream {
         }
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
+    pub(super) fn inner(&self) -> &Inner {
         &self.inner
     }
 }
@@ -649,7 +677,7 @@ fn init_group(group: &GroupSlot, name: &str, created_ns: u64, start: impl Fn(usi
 
 /// Finds the group `name`, making it (starting at `start`) if it does not
 /// exist. Returns its slot and creation time (which identify it).
-pub(crate) fn join_group(record: &StreamRecord, name: &str, start: StartAt) -> Result<(usize, u64)> {
+pub(super) fn join_group(record: &StreamRecord, name: &str, start: StartAt) -> Result<(usize, u64)> {
     if let Some(g) = registry::find_group(record, name)? {
         return Ok((g, record.groups[g].created_ns.load(Relaxed)));
     }

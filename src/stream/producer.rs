@@ -1,8 +1,9 @@
 //! Appending to a stream.
 //!
-//! An append assigns the partition's next offset in the same critical
-//! section that creates the batch's object (`Store::create_assigned`): the
-//! head moves only for an object that exists. The append time is taken
+//! An append is two transactions. The first assigns the partition's next
+//! offset and creates the batch's object under that ID (the head moves only
+//! for an object that exists); the data is then written outside the lock;
+//! the second seals the object and counts the batch in its partition. The append time is taken
 //! there too, and never goes back within a partition, so time windows can
 //! rely on offsets and times growing together.
 
@@ -19,7 +20,7 @@ use super::{BackPressure, Result, Stream};
 use crate::arrow::{stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
 use crate::error::{StoreError, StreamError};
 use crate::shm::clock::wall_ns;
-use crate::store::{CreateOptions, ObjectBuilder, ObjectId};
+use crate::store::{ObjectBuilder, ObjectId};
 
 /// Where an append put its batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +55,6 @@ pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a producer checks the stream's `max_age`.
 const AGE_CHECK: Duration = Duration::from_millis(10);
-
-/// Why `assign` refused to name an object.
-enum Refusal {
-    Closed,
-    Removed,
-}
 
 impl Producer {
     pub(super) fn new(stream: Stream) -> Result<Self> {
@@ -110,44 +105,41 @@ impl Producer {
         encoded.write_into(&mut builder)?;
         stamp_append_time(&mut builder, appended.append_ns);
         self.seal(builder, partition, &encoded)?;
-        let (store, slot) = (self.stream.store(), self.stream.inner().slot);
-        store.notify_registry_cell(registry::partition_cell_offset(slot, partition as usize));
-        store.notify_registry_cell(registry::stream_cell_offset(slot));
         // The batch is in: a failure to apply the limits now is not this
         // append's failure (see above).
         self.limits_failed = self.apply_limits().is_err();
         Ok(appended)
     }
 
-    /// Seals a batch and, in the same critical section, counts it in its
+    /// Seals a batch and, in the same transaction, counts it in its
     /// partition: a batch whose producer dies before this point is never
     /// counted, so holes leave the counters right. If the stream was removed
-    /// meanwhile, the batch is deleted at once rather than left pinned.
+    /// meanwhile, the batch is aborted rather than left pinned.
     fn seal(&self, builder: ObjectBuilder, partition: u32, encoded: &Encoded) -> Result<()> {
-        let id = builder.id();
         let payload = encoded.size + BATCH_META_LEN as u64;
-        let mut removed = false;
-        builder.seal_with(&mut |l| match self.stream.record(l) {
-            Ok(record) => {
-                let part = &record.partitions[partition as usize];
-                part.bytes.fetch_add(payload, Relaxed);
-                part.rows.fetch_add(encoded.rows, Relaxed);
-                part.appended_rows.fetch_add(encoded.rows, Relaxed);
-                record.slot.bytes.fetch_add(payload, Relaxed);
-                record.slot.appended.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(StreamError::Removed(_)) => {
-                removed = true;
-                l.delete(id).map(|_| ())
-            }
-            Err(StreamError::Store(e)) => Err(e),
-            Err(e) => Err(StoreError::corrupted(format_args!("{e}"))),
-        })?;
-        if removed {
-            return Err(StreamError::Removed(self.stream.name().to_string()));
-        }
-        Ok(())
+        let slot = self.stream.inner().slot;
+        self.stream.store().locked(|l| {
+            let record = match self.stream.record(l) {
+                Ok(record) => record,
+                Err(removed @ StreamError::Removed(_)) => {
+                    l.abort(builder)?;
+                    return Err(removed);
+                }
+                // The builder is dropped: the object is aborted in this
+                // same critical section.
+                Err(e) => return Err(e),
+            };
+            l.seal(builder)?;
+            let part = &record.partitions[partition as usize];
+            part.bytes.fetch_add(payload, Relaxed);
+            part.rows.fetch_add(encoded.rows, Relaxed);
+            part.appended_rows.fetch_add(encoded.rows, Relaxed);
+            record.slot.bytes.fetch_add(payload, Relaxed);
+            record.slot.appended.fetch_add(1, Relaxed);
+            l.wake_registry(registry::partition_cell_offset(slot, partition as usize));
+            l.wake_registry(registry::stream_cell_offset(slot));
+            Ok(())
+        })
     }
 
     /// Splits `batch` by the hash of its column `key` and appends each part
@@ -201,79 +193,70 @@ impl Producer {
     }
 
     /// Creates the object for the next offset of `partition`, applying the
-    /// back-pressure policy when the store is full.
+    /// back-pressure policy when the store is full: the one retry loop of
+    /// an append.
     fn create(&mut self, partition: u32, encoded: &Encoded) -> Result<(ObjectBuilder, Appended)> {
-        let stream = &self.stream;
-        let inner = stream.inner();
+        let store = self.stream.store();
+        let policy = self.stream.inner().back_pressure;
         let metadata = self.writer.metadata(encoded, 0);
-        let timeout = match inner.back_pressure {
-            BackPressure::Block => self.timeout,
-            BackPressure::DropOldest | BackPressure::Error => Duration::ZERO,
+        let started = Instant::now();
+        let deadline = match policy {
+            BackPressure::Block => started.checked_add(self.timeout),
+            // Still look for dead clients' memory once.
+            BackPressure::DropOldest | BackPressure::Error => Some(started),
         };
-        let options = CreateOptions { timeout, pinned: true };
         let mut holes = 0;
         loop {
-            let mut refusal = None;
-            let mut appended = None;
-            let p = partition as usize;
-            let mut assign = |l: &crate::store::Locked<'_>| -> Result<Option<ObjectId>, StoreError> {
-                let record = match stream.record(l) {
-                    Ok(record) => record,
-                    Err(StreamError::Removed(_)) => {
-                        refusal = Some(Refusal::Removed);
-                        return Ok(None);
+            let ticket = store.space_ticket()?;
+            if let Some(created) = self.try_create(partition, encoded, &metadata)? {
+                return Ok(created);
+            }
+            if policy == BackPressure::DropOldest {
+                let dropped = self.stream.with_record(|l, record| {
+                    Ok(registry::drop_stream_oldest(l, record, registry::DropReason::BackPressure)?)
+                })?;
+                match dropped {
+                    registry::Dropped::Batch => continue,
+                    registry::Dropped::Hole if holes < registry::HOLE_BUDGET => {
+                        holes += 1;
+                        continue;
                     }
-                    Err(StreamError::Store(e)) => return Err(e),
-                    Err(e) => return Err(StoreError::corrupted(format_args!("{e}"))),
-                };
-                if record.slot.flags.load(Relaxed) & CLOSED != 0 {
-                    refusal = Some(Refusal::Closed);
-                    return Ok(None);
+                    _ => {}
                 }
-                let head = record.partitions[p].head.load(Relaxed);
-                Ok(Some(ObjectId::sequential(inner.namespace, partition, head)))
-            };
-            let mut placed = |l: &crate::store::Locked<'_>, id: ObjectId| -> Result<(), StoreError> {
-                let record = stream.record(l).map_err(|e| StoreError::corrupted(format_args!("{e}")))?;
-                let part = &record.partitions[p];
-                let offset = part.head.load(Relaxed);
-                if id != ObjectId::sequential(inner.namespace, partition, offset) {
-                    return Err(StoreError::corrupted("a partition head moved while its object was placed"));
-                }
-                let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
-                let next =
-                    offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
-                part.head.store(next, Relaxed);
-                part.last_append_ns.store(append_ns, Relaxed);
-                appended = Some(Appended { partition, offset, append_ns });
-                Ok(())
-            };
-            let created = stream.store().create_assigned(encoded.size, &metadata, options, &mut assign, &mut placed);
-            match created {
-                Ok(Some(builder)) => {
-                    let appended = appended.ok_or_else(|| StoreError::corrupted("an object was placed unrecorded"))?;
-                    return Ok((builder, appended));
-                }
-                Ok(None) => {
-                    return Err(match refusal {
-                        Some(Refusal::Closed) => StreamError::Closed(stream.name().to_string()),
-                        _ => StreamError::Removed(stream.name().to_string()),
-                    })
-                }
-                Err(StoreError::StoreFull { .. }) if inner.back_pressure == BackPressure::DropOldest => {
-                    let dropped = stream.with_record(|l, record| {
-                        Ok(registry::drop_stream_oldest(l, record, registry::Drop::BackPressure)?)
-                    })?;
-                    match dropped {
-                        registry::Dropped::Batch => {}
-                        registry::Dropped::Hole if holes < registry::HOLE_BUDGET => holes += 1,
-                        _ => return Err(self.full(encoded, timeout)),
-                    }
-                }
-                Err(StoreError::StoreFull { .. }) => return Err(self.full(encoded, timeout)),
-                Err(e) => return Err(e.into()),
+            }
+            if !store.wait_for_space(ticket, deadline)? {
+                let waited = if policy == BackPressure::Block { started.elapsed() } else { Duration::ZERO };
+                return Err(self.full(encoded, waited));
             }
         }
+    }
+
+    /// One transaction: assigns the partition's next offset and creates its
+    /// object, or finds no room (`None`). A closed or removed stream is
+    /// refused with its own error; nothing in the store changes.
+    fn try_create(
+        &self,
+        partition: u32,
+        encoded: &Encoded,
+        metadata: &[u8],
+    ) -> Result<Option<(ObjectBuilder, Appended)>> {
+        let namespace = self.stream.inner().namespace;
+        self.stream.with_record(|l, record| {
+            if record.slot.flags.load(Relaxed) & CLOSED != 0 {
+                return Err(StreamError::Closed(self.stream.name().to_string()));
+            }
+            let part = &record.partitions[partition as usize];
+            let offset = part.head.load(Relaxed);
+            let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
+            let id = ObjectId::sequential(namespace, partition, offset);
+            let Some(builder) = l.create(id, encoded.size, metadata, true)? else {
+                return Ok(None);
+            };
+            let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
+            part.head.store(next, Relaxed);
+            part.last_append_ns.store(append_ns, Relaxed);
+            Ok(Some((builder, Appended { partition, offset, append_ns })))
+        })
     }
 
     fn full(&self, encoded: &Encoded, waited: Duration) -> StreamError {

@@ -250,7 +250,7 @@ pub(crate) fn batch_facts(id: ObjectId, metadata: &[u8]) -> Result<(u64, u64), S
 
 /// Why the tail of a partition moves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Drop {
+pub(crate) enum DropReason {
     /// Every group committed past it.
     Consumed,
     /// `DropOldest` made room.
@@ -285,7 +285,7 @@ pub(crate) fn drop_oldest(
     locked: &Locked<'_>,
     record: &StreamRecord,
     p: usize,
-    why: Drop,
+    why: DropReason,
 ) -> Result<Dropped, StoreError> {
     let slot = &record.slot;
     let part = &record.partitions[p];
@@ -303,13 +303,13 @@ pub(crate) fn drop_oldest(
             part.rows.fetch_sub(rows.min(part.rows.load(Relaxed)), Relaxed);
             slot.bytes.fetch_sub(o.payload.min(slot.bytes.load(Relaxed)), Relaxed);
             let counter = match why {
-                Drop::Consumed => None,
-                Drop::BackPressure => {
+                DropReason::Consumed => None,
+                DropReason::BackPressure => {
                     slot.dropped_bytes.fetch_add(o.payload, Relaxed);
                     Some(&slot.dropped)
                 }
-                Drop::Expired => Some(&slot.expired),
-                Drop::Trimmed => Some(&slot.trimmed),
+                DropReason::Expired => Some(&slot.expired),
+                DropReason::Trimmed => Some(&slot.trimmed),
             };
             if let Some(counter) = counter {
                 counter.fetch_add(1, Relaxed);
@@ -337,7 +337,7 @@ pub(crate) fn release_consumed(locked: &Locked<'_>, record: &StreamRecord) -> Re
         };
         let mut holes = 0;
         for _ in tail..upto {
-            match drop_oldest(locked, record, p, Drop::Consumed)? {
+            match drop_oldest(locked, record, p, DropReason::Consumed)? {
                 Dropped::Batch => {}
                 // Bounded work under the lock: the next commit goes on.
                 Dropped::Hole if holes < HOLE_BUDGET => holes += 1,
@@ -369,7 +369,11 @@ pub(crate) fn oldest_append_ns(
 
 /// Drops the stream's oldest retained batch (by append time, over all
 /// partitions). Returns `false` if there is nothing to drop.
-pub(crate) fn drop_stream_oldest(locked: &Locked<'_>, record: &StreamRecord, why: Drop) -> Result<Dropped, StoreError> {
+pub(crate) fn drop_stream_oldest(
+    locked: &Locked<'_>,
+    record: &StreamRecord,
+    why: DropReason,
+) -> Result<Dropped, StoreError> {
     let partitions = (record.slot.partitions.load(Relaxed) as usize).min(MAX_PARTITIONS);
     let mut oldest: Option<(u64, usize)> = None;
     for p in 0..partitions {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use quiver::shard::{Checkpoint, ShardUnit, TaskRecord};
 use quiver::stream::{ConsumerConfig, Stream, StreamConfig};
 use quiver::{
-    CheckpointError, Next, Outcome, ShardConfig, ShardManager, ShardSize, Store, StoreConfig, StreamError, Task,
+    CheckpointError, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, Store, StoreConfig, Task,
 };
 
 use crate::common::TestStore;
@@ -119,6 +119,32 @@ fn no_shard_is_handed_out_twice_and_the_group_commits_everything() {
 }
 
 #[test]
+fn run_is_the_whole_member_loop_and_a_failing_work_gives_its_task_back() {
+    let t = TestStore::new("shard-run");
+    let store = store(&t);
+    let stream = filled(&store, 3, 20);
+    stream.close().unwrap();
+    let mut manager = ShardManager::join(&stream, "g", config(4)).unwrap();
+    // Work that fails gives its task back uncounted, and run returns the error.
+    let failed =
+        manager.run(Duration::from_secs(10), |_, _| Err::<Outcome, _>(ShardError::InvalidArgument("no".into())));
+    assert!(matches!(failed, Err(ShardError::InvalidArgument(_))), "{failed:?}");
+    let stats = manager.stats().unwrap();
+    assert_eq!((stats.failed, stats.doing, stats.requeued), (0, 0, 1), "the task went back to todo, uncounted");
+    let mut seen = Vec::new();
+    let done = manager
+        .run(Duration::from_secs(10), |task, batches| {
+            assert_eq!(batches.len() as u64, task.end - task.start);
+            seen.push(*task);
+            Ok::<_, ShardError>(Outcome::Done)
+        })
+        .unwrap();
+    assert_eq!(done, 15);
+    assert_exact_cover(&seen, &[20, 20, 20]);
+    assert_eq!(stream.stats().unwrap().groups[0].committed, vec![20, 20, 20]);
+}
+
+#[test]
 fn commits_wait_for_the_contiguous_run_of_done_shards() {
     let t = TestStore::new("shard-contiguous");
     let store = store(&t);
@@ -184,7 +210,7 @@ fn an_expired_lease_hands_the_task_to_another_member() {
         }
     };
     assert_eq!((again.id, shard(&again)), (task.id, shard(&task)));
-    assert!(matches!(slow.report(task, Outcome::Done), Err(StreamError::TaskNotHeld(_))));
+    assert!(matches!(slow.report(task, Outcome::Done), Err(ShardError::TaskNotHeld(_))));
     other.report(again, Outcome::Done).unwrap();
     assert_eq!(other.stats().unwrap().requeued, 1);
 }
@@ -258,8 +284,11 @@ fn read_task_returns_the_shards_batches_in_order() {
     // A task turned around is a bad argument; a bad group name too.
     let mut backwards = task;
     (backwards.start, backwards.end) = (task.end, task.start);
-    assert!(matches!(m.read_task(&backwards, Duration::ZERO), Err(StreamError::InvalidArgument(_))));
-    assert!(matches!(ShardManager::join(&stream, "", config(5)), Err(StreamError::InvalidArgument(_))));
+    assert!(matches!(m.read_task(&backwards, Duration::ZERO), Err(ShardError::InvalidArgument(_))));
+    assert!(matches!(
+        ShardManager::join(&stream, "", config(5)),
+        Err(ShardError::Stream(quiver::StreamError::InvalidArgument(_)))
+    ));
 }
 
 fn sample_checkpoint() -> Checkpoint {
@@ -352,8 +381,8 @@ fn a_restore_puts_doing_then_todo_back_and_keeps_each_shards_partition() {
     let other = Stream::create(&store, StreamConfig::new("other", schema()).partitions(2)).unwrap();
     let path2 = t.path.with_extension("ckpt2");
     m.checkpoint(&path2).unwrap();
-    let mismatch = |r: Result<ShardManager, StreamError>| {
-        matches!(r, Err(StreamError::Checkpoint(CheckpointError::Mismatch { .. })))
+    let mismatch = |r: Result<ShardManager, ShardError>| {
+        matches!(r, Err(ShardError::Checkpoint(CheckpointError::Mismatch { .. })))
     };
     assert!(mismatch(ShardManager::restore(&other, "g", &path2)));
     assert!(mismatch(ShardManager::restore(&stream, "h", &path2)));

@@ -1,0 +1,259 @@
+//! A stream inside a store transaction: the typed interface the layer above
+//! (the shard manager) works through, so that the registry's structs stay
+//! private to the stream layer.
+//!
+//! [`StreamTxn`] answers what a partition holds (its retained range, the
+//! state of the slot at an offset, the rows in a range), reads and moves a
+//! group's committed offsets, applies retention, and takes batches ahead
+//! for reading: [`StreamTxn::fetch`] is the one partition reader behind
+//! both `Consumer::poll` and `ShardManager::read_task`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::registry::{self, GroupSlot, StreamRecord, CLOSED, LIVE};
+use super::{Result, StartAt, Stream};
+use crate::error::{StoreError, StreamError};
+use crate::store::{Locked, ObjectState, ObjectView};
+
+/// One consumer group of a stream: its slot, and the creation time that
+/// tells it from a later group in the same slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GroupKey {
+    pub slot: usize,
+    pub created_ns: u64,
+}
+
+/// What the slot at an offset of a partition holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// A sealed batch of this many rows.
+    Batch { rows: u64 },
+    /// A batch still being written.
+    Writing,
+    /// Nothing, below the head: its producer died before sealing it.
+    Hole,
+    /// Below the tail: dropped (consumed, a limit, or `DropOldest`).
+    Dropped,
+    /// At or past the head: not appended yet.
+    NotYet,
+}
+
+/// A sealed batch taken under the lock, to be decoded after it.
+pub(crate) struct Taken {
+    pub partition: u32,
+    pub offset: u64,
+    pub view: ObjectView,
+}
+
+/// Where [`StreamTxn::fetch`] stopped, and what it passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fetched {
+    /// Offsets passed because they held no object.
+    pub holes: u64,
+    /// Offsets passed because they were dropped before being read.
+    pub missed: u64,
+    /// The next offset holds a batch still being written.
+    pub writing: bool,
+}
+
+/// Batches one look under the lock takes from a partition. Views cost
+/// nothing but a reference, and a look costs a lock round trip.
+pub(crate) const READ_AHEAD: usize = 8;
+
+/// A stream inside a store transaction; see the module docs.
+pub(crate) struct StreamTxn<'a> {
+    l: &'a Locked<'a>,
+    record: &'a StreamRecord,
+    stream: &'a Stream,
+}
+
+impl<'a> StreamTxn<'a> {
+    pub(super) fn new(l: &'a Locked<'a>, record: &'a StreamRecord, stream: &'a Stream) -> Self {
+        StreamTxn { l, record, stream }
+    }
+
+    /// The store transaction this runs in.
+    pub(crate) fn locked(&self) -> &'a Locked<'a> {
+        self.l
+    }
+
+    /// Whether the stream is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.record.slot.flags.load(Relaxed) & CLOSED != 0
+    }
+
+    fn partition(&self, p: u32) -> Result<&'a registry::PartitionSlot> {
+        let partitions = self.stream.partitions();
+        if p >= partitions {
+            return Err(StreamError::NoSuchPartition { partition: p, partitions });
+        }
+        Ok(&self.record.partitions[p as usize])
+    }
+
+    /// Partition `p`'s retained offsets `(tail, head)`: `[tail, head)`.
+    pub(crate) fn range(&self, p: u32) -> Result<(u64, u64)> {
+        Ok(registry::range(self.partition(p)?)?)
+    }
+
+    /// The append time of partition `p`'s newest batch.
+    pub(crate) fn last_append_ns(&self, p: u32) -> Result<u64> {
+        Ok(self.partition(p)?.last_append_ns.load(Relaxed))
+    }
+
+    /// What the slot at `offset` of partition `p` holds.
+    pub(crate) fn slot_at(&self, p: u32, offset: u64) -> Result<SlotState> {
+        let (tail, head) = self.range(p)?;
+        if offset < tail {
+            return Ok(SlotState::Dropped);
+        }
+        if offset >= head {
+            return Ok(SlotState::NotYet);
+        }
+        let id = self.stream.object_id(p, offset);
+        Ok(match self.l.object(id)? {
+            Some(o) if o.state == ObjectState::Sealed => {
+                SlotState::Batch { rows: registry::batch_facts(id, o.metadata())?.0 }
+            }
+            Some(_) => SlotState::Writing,
+            None => SlotState::Hole,
+        })
+    }
+
+    /// Rows in the retained sealed batches of `[start, end)` in partition
+    /// `p`. At most [`registry::MAX_STEP`] offsets are walked (bounded work
+    /// under the lock); a batch whose metadata cannot be read is corruption.
+    pub(crate) fn rows_in(&self, p: u32, start: u64, end: u64) -> Result<u64> {
+        let (tail, head) = self.range(p)?;
+        let (start, end) = (start.max(tail), end.min(head));
+        let mut rows = 0u64;
+        for offset in start..end.min(start.saturating_add(registry::MAX_STEP)) {
+            if let SlotState::Batch { rows: n } = self.slot_at(p, offset)? {
+                rows = rows.saturating_add(n);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Takes up to `max` consecutive sealed batches of partition `p` from
+    /// `*at` (below `until` and the head) into `out`, moving `*at` past what
+    /// it takes and passes: offsets below the tail (dropped) and holes, at
+    /// most `*hole_budget` of them (bounded work under the lock, whatever
+    /// the registry claims). Stops early at a batch still being written.
+    pub(crate) fn fetch(
+        &self,
+        p: u32,
+        at: &mut u64,
+        until: u64,
+        max: usize,
+        hole_budget: &mut u32,
+        out: &mut VecDeque<Taken>,
+    ) -> Result<Fetched> {
+        let (tail, head) = self.range(p)?;
+        let mut fetched = Fetched::default();
+        let past_dropped = tail.min(until).max(*at);
+        fetched.missed = past_dropped - *at;
+        *at = past_dropped;
+        let end = until.min(head);
+        let mut taken = 0;
+        while *at < end && taken < max && *hole_budget > 0 {
+            let id = self.stream.object_id(p, *at);
+            if let Some(view) = self.l.view(id)? {
+                out.push_back(Taken { partition: p, offset: *at, view });
+                taken += 1;
+            } else if self.l.object(id)?.is_some() {
+                fetched.writing = true;
+                break;
+            } else {
+                fetched.holes += 1;
+                *hole_budget -= 1;
+            }
+            *at += 1;
+        }
+        Ok(fetched)
+    }
+
+    /// Finds the group `name`, making it (starting at `start`) if it does
+    /// not exist.
+    pub(crate) fn join_group(&self, name: &str, start: StartAt) -> Result<GroupKey> {
+        super::registry::check_name("group", name).map_err(StreamError::InvalidArgument)?;
+        let (slot, created_ns) = super::join_group(self.record, name, start)?;
+        Ok(GroupKey { slot, created_ns })
+    }
+
+    fn group(&self, g: GroupKey) -> Result<&'a GroupSlot> {
+        self.record
+            .groups
+            .get(g.slot)
+            .filter(|slot| slot.state.load(Relaxed) == LIVE && slot.created_ns.load(Relaxed) == g.created_ns)
+            .ok_or_else(|| StreamError::NoSuchGroup {
+                stream: self.stream.name().to_string(),
+                group: format!("in slot {} (removed)", g.slot),
+            })
+    }
+
+    /// Whether group `g` still exists.
+    pub(crate) fn group_live(&self, g: GroupKey) -> bool {
+        self.group(g).is_ok()
+    }
+
+    /// Group `g`'s name.
+    pub(crate) fn group_name(&self, g: GroupKey) -> Result<String> {
+        let group = self.group(g)?;
+        Ok(registry::read_name(&group.name, &group.name_len)?)
+    }
+
+    /// Group `g`'s committed offset in partition `p`: the next offset it reads.
+    pub(crate) fn committed(&self, g: GroupKey, p: u32) -> Result<u64> {
+        self.partition(p)?;
+        Ok(self.group(g)?.committed[p as usize].load(Relaxed))
+    }
+
+    /// Sets group `g`'s committed offset in partition `p` (back as well as
+    /// forward: a restore does that). Retention runs when the caller asks
+    /// for it ([`release_consumed`](Self::release_consumed)).
+    pub(crate) fn set_committed(&self, g: GroupKey, p: u32, offset: u64) -> Result<()> {
+        self.partition(p)?;
+        self.group(g)?.committed[p as usize].store(offset, Relaxed);
+        Ok(())
+    }
+
+    /// Frees what every group of the stream has committed past.
+    pub(crate) fn release_consumed(&self) -> Result<()> {
+        Ok(registry::release_consumed(self.l, self.record)?)
+    }
+
+    /// Wakes whoever waits on the stream's cell (consumers of several
+    /// partitions, members waiting for a task), once the lock is released.
+    pub(crate) fn wake_stream(&self) {
+        self.l.wake_registry(registry::stream_cell_offset(self.stream.inner().slot));
+    }
+}
+
+/// Whether the stream in registry slot `slot` with `namespace` is live, and
+/// its group `g` too. For records that name a stream without a handle on it
+/// (shard groups whose stream may have been removed).
+pub(crate) fn group_exists(l: &Locked<'_>, slot: usize, namespace: u64, g: GroupKey) -> Result<bool, StoreError> {
+    let reg = registry::registry(l)?;
+    let Some(record) = reg.streams.get(slot) else {
+        return Ok(false);
+    };
+    if record.slot.state.load(Relaxed) != LIVE || record.slot.namespace.load(Relaxed) != namespace {
+        return Ok(false);
+    }
+    Ok(record
+        .groups
+        .get(g.slot)
+        .is_some_and(|group| group.state.load(Relaxed) == LIVE && group.created_ns.load(Relaxed) == g.created_ns))
+}
+
+/// The name of the live stream in registry slot `slot` with `namespace`.
+pub(crate) fn stream_name(l: &Locked<'_>, slot: usize, namespace: u64) -> Result<Option<String>, StoreError> {
+    let reg = registry::registry(l)?;
+    match reg.streams.get(slot) {
+        Some(r) if r.slot.state.load(Relaxed) == LIVE && r.slot.namespace.load(Relaxed) == namespace => {
+            Ok(Some(registry::read_name(&r.slot.name, &r.slot.name_len)?))
+        }
+        _ => Ok(None),
+    }
+}
