@@ -90,7 +90,7 @@ fn checkpoint(c: &mut Criterion) {
     let config = ShardConfig { shard_size: ShardSize::Batches(1), ..Default::default() };
     let mut manager = ShardManager::join(&stream, "g", config).unwrap();
     let mut held = Vec::new();
-    while let Some(task) = manager.get_task().unwrap() {
+    while let Some(task) = manager.get_task().unwrap().task() {
         held.push(task);
     }
     assert_eq!(held.len(), 10_000);

@@ -76,10 +76,10 @@ pub fn populate(store: &Store) -> Result<(), crate::shard::ShardError> {
     }
     let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
     let mut manager = ShardManager::join(&stream, "g", config)?;
-    if let Some(task) = manager.get_task()? {
+    if let Some(task) = manager.get_task()?.task() {
         manager.report(task, crate::shard::Outcome::Done)?;
     }
-    let _held = manager.get_task()?;
+    let _held = manager.get_task()?.task();
     // Kept, never dropped, as if its process had died holding the task (a
     // copy of the file sees a dead client; a leak checker sees no leak).
     static HELD: std::sync::Mutex<Vec<ShardManager>> = std::sync::Mutex::new(Vec::new());
@@ -159,7 +159,7 @@ pub fn exercise_store(store: &Store) {
         }
         let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
         if let Ok(mut manager) = ShardManager::join(&stream, "g", config) {
-            if let Ok(Some(task)) = manager.get_task() {
+            if let Ok(crate::Next::Task(task)) = manager.get_task() {
                 let _ = manager.read_task(&task, Duration::ZERO);
                 let _ = manager.report(task, crate::shard::Outcome::Done);
             }

@@ -51,9 +51,10 @@ pub(crate) const SCHEMA_META_LEN: usize = 8;
 pub(crate) const IPC_ALIGNMENT: usize = 64;
 const CONTINUATION: [u8; 4] = [0xFF; 4];
 
-/// FNV-1a, 64 bits: a fixed function every process computes the same way.
+/// The fingerprint of a schema's bytes: FNV-1a, which every process
+/// computes the same way.
 pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    crate::store::fnv1a(bytes)
 }
 
 /// The length of the framed header (prefix + flatbuffer + padding) of the

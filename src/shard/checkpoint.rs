@@ -138,9 +138,7 @@ pub struct Checkpoint {
     pub taken_ns: u64,
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-}
+use crate::store::fnv1a;
 
 impl Checkpoint {
     /// The file's bytes.

@@ -122,18 +122,30 @@ pub enum Outcome {
     Failed,
 }
 
-/// What [`ShardManager::next_task`] returns.
+/// What [`ShardManager::next_task`] and [`ShardManager::get_task`] return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
     /// A task to process.
     Task(Task),
-    /// No task before the timeout.
+    /// No task before the timeout (none now, for `get_task`).
     TimedOut,
     /// The stream is closed and every shard is done (or a dead letter).
     End,
 }
 
-/// A member of a shard-managed consumer group.
+impl Next {
+    /// The task, if this is one.
+    pub fn task(self) -> Option<Task> {
+        match self {
+            Next::Task(task) => Some(task),
+            Next::TimedOut | Next::End => None,
+        }
+    }
+}
+
+/// One member of a shard-managed consumer group: this process's handle on the
+/// group, taking tasks for itself. Every process (or thread) that works on
+/// the group joins as a member of its own; the shared state lives in the file.
 pub struct ShardManager {
     stream: Stream,
     group: String,
@@ -223,12 +235,14 @@ impl ShardManager {
         })
     }
 
-    /// Takes the next task without waiting: `None` if there is none now
-    /// (see [`next_task`](Self::next_task) to wait, and to learn of the end).
-    pub fn get_task(&mut self) -> Result<Option<Task>> {
+    /// Takes the next task without waiting: [`Next::TimedOut`] if there is
+    /// none now, [`Next::End`] once the stream is closed and every shard is
+    /// finished (see [`next_task`](Self::next_task) to wait).
+    pub fn get_task(&mut self) -> Result<Next> {
         Ok(match self.step()? {
-            Step::Task(task) => Some(task),
-            Step::Nothing | Step::End => None,
+            Step::Task(task) => Next::Task(task),
+            Step::Nothing => Next::TimedOut,
+            Step::End => Next::End,
         })
     }
 

@@ -131,6 +131,13 @@ impl ObjectId {
     }
 }
 
+/// FNV-1a, 64 bits: a fixed hash every process computes the same way (the
+/// schema fingerprint, a checkpoint's checksum, the key hash of keyed
+/// appends). Part of the formats: never change it.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

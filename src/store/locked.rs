@@ -289,13 +289,7 @@ impl<'a> Locked<'a> {
         };
         let mut metadata = [0u8; METADATA_HEAD];
         if state == ObjectState::Sealed {
-            let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
-            let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|n| n <= block_size)
-                && block.checked_add(block_size).is_some_and(|end| end <= self.shared.layout.arena_size);
-            if !fits {
-                return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
-            }
-            let at = self.shared.layout.arena_offset + block + BLOCK_HEADER + data_size;
+            let at = self.t.payload(e, &id)?.data_offset + data_size;
             let len = meta_size.min(METADATA_HEAD as u64);
             let span = self.t.region.span(at, len)?;
             // SAFETY: a span of this region. A sealed object is never written, and it cannot be freed while

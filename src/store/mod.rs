@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX, STORE_DIR};
 pub use error::{Result, StoreError};
+pub(crate) use id::fnv1a;
 pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
@@ -42,7 +43,7 @@ pub(crate) use locked::{Locked, METADATA_HEAD};
 
 use crate::shm::{liveness, lock, Region};
 use client::{bucket_of, sweep_dead_clients, ClientState, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
-use layout::{state, Header, Layout, BLOCK_HEADER, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
+use layout::{state, Header, Layout, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
 use table::Tables;
 
 /// A handle on a store: one client of it. Cheap to clone (clones share the
@@ -638,21 +639,14 @@ fn take_view(t: &Tables<'_>, shared: &Arc<ClientState>, id: ObjectId, hash: u64)
     if entry.state.load(Relaxed) != state::SEALED {
         return Ok(None);
     }
-    let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
-    let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
-    let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|need| need <= block_size)
-        && block.checked_add(block_size).is_some_and(|end| end <= shared.layout.arena_size);
-    if !fits {
-        return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
-    }
+    let payload = t.payload(e, &id)?;
     // The holder bit first: if it fails, the count is left as it was.
     let count = &shared.local_refs[e as usize];
     if count.load(Relaxed) == 0 {
         t.add_holder(e, shared.client)?;
     }
     count.fetch_add(1, Relaxed);
-    let data_offset = shared.layout.arena_offset + block + BLOCK_HEADER;
-    Ok(Some(ObjectView::new(shared.clone(), e, id, data_offset, data_size, meta_size)?))
+    Ok(Some(ObjectView::new(shared.clone(), e, id, payload.data_offset, payload.data_size, payload.meta_size)?))
 }
 
 impl std::fmt::Debug for Store {

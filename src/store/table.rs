@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use super::alloc::Arena;
 use super::id::ObjectId;
 use super::layout::{
-    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, CLIENTS_OFFSET, FLAG_PINNED, MAX_CLIENTS, NIL,
+    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, BLOCK_HEADER, CLIENTS_OFFSET, FLAG_PINNED,
+    MAX_CLIENTS, NIL,
 };
 use super::{Result, StoreError};
 use crate::shm::Region;
@@ -31,6 +32,15 @@ pub(crate) struct Tables<'a> {
     pub index: &'a [AtomicU64],
     pub clients: &'a [ClientSlot],
     pub alloc: &'a AllocState,
+}
+
+/// Where an object's payload lies in the file (see [`Tables::payload`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Payload {
+    /// The data's offset in the file; the metadata follows it.
+    pub data_offset: u64,
+    pub data_size: u64,
+    pub meta_size: u64,
 }
 
 impl<'a> Tables<'a> {
@@ -63,6 +73,20 @@ impl<'a> Tables<'a> {
         entry.state.load(Relaxed) == state::SEALED
             && entry.flags.load(Relaxed) & FLAG_PINNED == 0
             && entry.holders.iter().all(|h| h.load(Relaxed) == 0)
+    }
+
+    /// Where entry `e`'s payload lies: checked that data and metadata fit
+    /// in its block and the block in the arena (the one place that checks).
+    pub(crate) fn payload(&self, e: u32, id: &ObjectId) -> Result<Payload> {
+        let entry = self.entry(e)?;
+        let (block, block_size) = (entry.block.load(Relaxed), entry.block_size.load(Relaxed));
+        let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);
+        let fits = data_size.checked_add(meta_size + BLOCK_HEADER).is_some_and(|need| need <= block_size)
+            && block.checked_add(block_size).is_some_and(|end| end <= self.layout.arena_size);
+        if !fits {
+            return Err(StoreError::corrupted(format_args!("entry {e} of object {id} overruns its block")));
+        }
+        Ok(Payload { data_offset: self.layout.arena_offset + block + BLOCK_HEADER, data_size, meta_size })
     }
 
     pub(crate) fn holder_count(entry: &Entry) -> u32 {

@@ -282,9 +282,7 @@ impl Producer {
 
 /// FNV-1a 64 of each row's key bytes.
 fn key_hashes(column: &dyn Array) -> Result<Vec<u64>> {
-    fn fnv(bytes: &[u8]) -> u64 {
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
-    }
+    use crate::store::fnv1a as fnv;
     const NULL: u64 = 0x6e75_6c6c; // the hash of a null key: "null"
     macro_rules! primitive {
         ($t:ty) => {

@@ -193,7 +193,7 @@ fn quiver_checkpoint_show_and_stat_print_the_group() {
     stream.close().unwrap();
     let cfg = ShardConfig { max_retries: 0, ..Default::default() };
     let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
-    let task = m.get_task().unwrap().unwrap();
+    let task = m.get_task().unwrap().task().unwrap();
     m.report(task, Outcome::Failed).unwrap();
     let out = run_quiver(&["stat", &t.name, "--json"], LONG);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -79,7 +79,7 @@ fn the_splitter_cuts_dlrovers_case_exactly() {
     // Partition offsets {0: 1, 1: 0}: the group has committed offset 1 of partition 0.
     stream.consumer(ConsumerConfig::group("g")).unwrap().commit_offsets(&[(0, 1)]).unwrap();
     let mut manager = ShardManager::join(&stream, "g", config(200)).unwrap();
-    let shards: Vec<_> = (0..5).map(|_| shard(&manager.get_task().unwrap().unwrap())).collect();
+    let shards: Vec<_> = (0..5).map(|_| shard(&manager.get_task().unwrap().task().unwrap())).collect();
     assert_eq!(shards, [(0, 1, 201), (1, 0, 200), (0, 201, 401), (1, 200, 400), (0, 401, 601)]);
 }
 
@@ -94,7 +94,7 @@ fn no_shard_is_handed_out_twice_and_the_group_commits_everything() {
     // Two members take turns; a partial shard is cut at the end (closed).
     let mut tasks = Vec::new();
     loop {
-        let (ta, tb) = (a.get_task().unwrap(), b.get_task().unwrap());
+        let (ta, tb) = (a.get_task().unwrap().task(), b.get_task().unwrap().task());
         if ta.is_none() && tb.is_none() {
             break;
         }
@@ -150,9 +150,9 @@ fn commits_wait_for_the_contiguous_run_of_done_shards() {
     let store = store(&t);
     let stream = filled(&store, 1, 30);
     let mut m = ShardManager::join(&stream, "g", config(10)).unwrap();
-    let first = m.get_task().unwrap().unwrap();
-    let second = m.get_task().unwrap().unwrap();
-    let third = m.get_task().unwrap().unwrap();
+    let first = m.get_task().unwrap().task().unwrap();
+    let second = m.get_task().unwrap().task().unwrap();
+    let third = m.get_task().unwrap().task().unwrap();
     m.report(third, Outcome::Done).unwrap();
     m.report(second, Outcome::Done).unwrap();
     assert_eq!(stream.stats().unwrap().groups[0].committed, [0], "shard [0, 10) is not done yet");
@@ -169,15 +169,15 @@ fn a_task_that_fails_too_often_becomes_a_dead_letter_and_is_kept() {
     stream.close().unwrap();
     let cfg = ShardConfig { max_retries: 2, ..config(10) };
     let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
-    let poisoned = m.get_task().unwrap().unwrap();
+    let poisoned = m.get_task().unwrap().task().unwrap();
     assert_eq!(shard(&poisoned), (0, 0, 10));
     m.report(poisoned, Outcome::Failed).unwrap();
     // A failed task goes to the back: the other partition's shard comes first.
-    let other = m.get_task().unwrap().unwrap();
+    let other = m.get_task().unwrap().task().unwrap();
     assert_eq!(shard(&other), (1, 0, 10));
     m.report(other, Outcome::Done).unwrap();
     for retries in 1..=2 {
-        let again = m.get_task().unwrap().unwrap();
+        let again = m.get_task().unwrap().task().unwrap();
         assert_eq!((again.id, again.retries), (poisoned.id, retries));
         m.report(again, Outcome::Failed).unwrap();
     }
@@ -202,8 +202,8 @@ fn an_expired_lease_hands_the_task_to_another_member() {
     let cfg = ShardConfig { lease: Duration::from_millis(50), ..config(10) };
     let mut slow = ShardManager::join(&stream, "g", cfg).unwrap();
     let mut other = ShardManager::join(&stream, "g", cfg).unwrap();
-    let task = slow.get_task().unwrap().unwrap();
-    assert!(other.get_task().unwrap().is_none());
+    let task = slow.get_task().unwrap().task().unwrap();
+    assert_eq!(other.get_task().unwrap(), Next::TimedOut);
     let again = loop {
         if let Next::Task(task) = other.next_task(Duration::from_secs(10)).unwrap() {
             break task;
@@ -222,9 +222,9 @@ fn a_member_that_leaves_gives_its_tasks_back_to_the_front() {
     let stream = filled(&store, 1, 30);
     let mut a = ShardManager::join(&stream, "g", config(10)).unwrap();
     let mut b = ShardManager::join(&stream, "g", config(10)).unwrap();
-    let held = a.get_task().unwrap().unwrap();
+    let held = a.get_task().unwrap().task().unwrap();
     drop(a);
-    assert_eq!(b.get_task().unwrap().unwrap().id, held.id);
+    assert_eq!(b.get_task().unwrap().task().unwrap().id, held.id);
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn a_partial_shard_is_cut_only_after_the_linger_or_at_the_close() {
     stream.close().unwrap();
     let cfg_long = ShardConfig { linger: Duration::from_secs(3600), ..config(10) };
     let mut late = ShardManager::join(&stream, "g", cfg_long).unwrap();
-    assert_eq!(shard(&late.get_task().unwrap().unwrap()), (0, 3, 4));
+    assert_eq!(shard(&late.get_task().unwrap().task().unwrap()), (0, 3, 4));
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn read_task_returns_the_shards_batches_in_order() {
     let store = store(&t);
     let stream = filled(&store, 2, 12);
     let mut m = ShardManager::join(&stream, "g", config(5)).unwrap();
-    let task = m.get_task().unwrap().unwrap();
+    let task = m.get_task().unwrap().task().unwrap();
     let batches = m.read_task(&task, Duration::from_secs(5)).unwrap().unwrap();
     let offsets: Vec<u64> = batches.iter().map(|b| b.offset).collect();
     assert_eq!(offsets, (task.start..task.end).collect::<Vec<_>>());
@@ -350,10 +350,10 @@ fn a_restore_puts_doing_then_todo_back_and_keeps_each_shards_partition() {
         let store = store(&t);
         let stream = filled(&store, 2, 40);
         let mut m = ShardManager::join(&stream, "g", config(10)).unwrap();
-        let first = m.get_task().unwrap().unwrap();
-        let second = m.get_task().unwrap().unwrap();
+        let first = m.get_task().unwrap().task().unwrap();
+        let second = m.get_task().unwrap().task().unwrap();
         m.report(first, Outcome::Done).unwrap();
-        let third = m.get_task().unwrap().unwrap(); // doing, with `second`
+        let third = m.get_task().unwrap().task().unwrap(); // doing, with `second`
         let checkpoint = m.checkpoint(&path).unwrap();
         assert_eq!(checkpoint.doing.iter().map(|d| d.id).collect::<Vec<_>>(), [second.id, third.id]);
         assert!(!checkpoint.todo.is_empty());
@@ -371,7 +371,7 @@ fn a_restore_puts_doing_then_todo_back_and_keeps_each_shards_partition() {
     let expected: Vec<(u64, u32, u64, u64)> =
         checkpoint.doing.iter().chain(&checkpoint.todo).map(|t| (t.id, t.partition, t.start, t.end)).collect();
     let order: Vec<(u64, u32, u64, u64)> = (0..expected.len())
-        .map(|_| m.get_task().unwrap().unwrap())
+        .map(|_| m.get_task().unwrap().task().unwrap())
         .map(|t| (t.id, t.partition, t.start, t.end))
         .collect();
     assert_eq!(order, expected, "doing first, then todo, each shard in its partition");
@@ -406,11 +406,11 @@ fn checkpoint_restore_and_replay_from_the_source_loses_nothing() {
         source(&stream);
         let mut m = ShardManager::join(&stream, "g", config(6)).unwrap();
         for _ in 0..4 {
-            let task = m.get_task().unwrap().unwrap();
+            let task = m.get_task().unwrap().task().unwrap();
             m.report(task, Outcome::Done).unwrap();
             done_before.push(task);
         }
-        let _held = m.get_task().unwrap().unwrap(); // in flight when everything dies
+        let _held = m.get_task().unwrap().task().unwrap(); // in flight when everything dies
         m.checkpoint(&path).unwrap();
         std::mem::forget(m); // as if killed: no leave
     }
@@ -463,7 +463,7 @@ fn an_old_handle_dropped_after_a_restore_does_not_disturb_the_new_members() {
     let old = ShardManager::join(&stream, "g", config(10)).unwrap();
     old.checkpoint(&path).unwrap();
     let mut restored = ShardManager::restore(&stream, "g", &path).unwrap();
-    let task = restored.get_task().unwrap().unwrap();
+    let task = restored.get_task().unwrap().task().unwrap();
     drop(old); // same process, same member slot as before the restore
     restored.report(task, Outcome::Done).unwrap();
     assert_eq!(restored.stats().unwrap().members.len(), 1);
