@@ -56,8 +56,8 @@ fn get_report(c: &mut Criterion) {
                 let (_store, _stream, _cleanup) = filled(&name, tasks);
                 let children: Vec<_> = (0..processes)
                     .map(|_| {
-                        Command::new(env!("CARGO_BIN_EXE_quiver"))
-                            .args(["debug", "shard-worker", "--store", &name, "--stream", "s", "--group", "g"])
+                        Command::new(env!("CARGO_BIN_EXE_quiver-harness"))
+                            .args(["shard-worker", "--store", &name, "--stream", "s", "--group", "g"])
                             .args(["--shard-size", "1", "--no-read"])
                             .stdout(Stdio::piped())
                             .spawn()

@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quiver::harness::FutexPair;
 use quiver::shm::clock::monotonic_ns;
-use quiver::shm::pingpong::FutexPair;
 use quiver::shm::wait;
 use quiver::{ObjectId, Store, StoreConfig, WaitStrategy};
 
@@ -121,12 +121,12 @@ impl Drop for Helper {
 }
 
 fn spawn_helper(args: &[&str]) -> Helper {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver-harness"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn quiver helper");
+        .expect("spawn a quiver-harness helper");
     // Wait for its "ready" line so that start-up is not measured.
     let mut line = String::new();
     let stdout = child.stdout.as_mut().unwrap();
@@ -155,7 +155,7 @@ fn wake(c: &mut Criterion) {
         let pair = FutexPair::create(&path).unwrap();
         let _cleanup = Cleanup(path.clone());
         let file = path.display().to_string();
-        let helper = spawn_helper(&["debug", "futex-reply", "--file", &file, "--cpu", &helper_cpu]);
+        let helper = spawn_helper(&["futex-reply", "--file", &file, "--cpu", &helper_cpu]);
         let (request, reply) = (pair.word(0), pair.word(1));
         let mut round = 0u32;
         group.bench_function(format!("futex_raw{suffix}"), |b| {
@@ -187,7 +187,7 @@ fn wake(c: &mut Criterion) {
             let store = Store::create(StoreConfig::new(&name).capacity(4 << 20).wait_strategy(strategy)).unwrap();
             let _cleanup = Cleanup(store.path().to_path_buf());
             let spin = spin_us.to_string();
-            let _helper = spawn_helper(&["debug", "reply", "--store", &name, "--cpu", &helper_cpu, "--spin-us", &spin]);
+            let _helper = spawn_helper(&["reply", "--store", &name, "--cpu", &helper_cpu, "--spin-us", &spin]);
             let mut i = 0u64;
             group.bench_function(format!("{label}{suffix}"), |b| {
                 b.iter_custom(|iters| {

@@ -34,11 +34,14 @@
 //! timeouts, consumer groups, retention, back-pressure, windows), [`shard`]
 //! (a consumer group's shards, tasks, leases and checkpoints) and [`train`]
 //! (online SGD regression).
+//!
+//! The `harness` feature (off by default; the package's tests, benches and
+//! fuzzers turn it on) adds `harness`: test machinery, not a stable API.
 
 pub mod arrow;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
+#[cfg(feature = "harness")]
+pub mod harness;
 pub mod shard;
 pub mod shm;
 pub mod store;

@@ -319,7 +319,7 @@ fn run_store(
     let mut children = Children(Vec::new());
     for c in 0..args.consumers {
         let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
-        let a = ["debug", "bench-consumer", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
+        let a = ["bench-worker", "store", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
         children.0.push(spawn(exe, &a.map(String::from))?);
     }
     // Start the clock once every consumer has attached.
@@ -397,8 +397,7 @@ fn run_stream(
     let mut children = Children(Vec::new());
     for c in 0..args.consumers {
         let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
-        let a =
-            ["debug", "bench-stream-consumer", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
+        let a = ["bench-worker", "stream", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
         children.0.push(spawn(exe, &a.map(String::from))?);
     }
     for c in 0..args.consumers {
@@ -436,8 +435,45 @@ fn run_stream(
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
 
-/// The stream consumer: `quiver debug bench-stream-consumer`.
-pub(crate) fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
+/// `quiver bench-worker`: the consumer processes `quiver bench` starts, one
+/// per `--consumers`; each prints a JSON report at the end.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum Worker {
+    /// Reads every batch from the store.
+    Store(WorkerArgs),
+    /// Reads every batch through a stream (`quiver bench --stream`).
+    Stream(WorkerArgs),
+    /// Reads every batch from a Unix socket (`quiver bench --baseline socket`).
+    Socket {
+        #[arg(long)]
+        socket: std::path::PathBuf,
+    },
+}
+
+/// A store or stream consumer's arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct WorkerArgs {
+    #[arg(long)]
+    store: String,
+    #[arg(long)]
+    consumer: u32,
+    /// Report progress every this many batches.
+    #[arg(long)]
+    step: u64,
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
+}
+
+pub(crate) fn work(worker: Worker) -> Result<()> {
+    match worker {
+        Worker::Store(a) => consume_store(&a.store, a.consumer, a.step, a.spin_us),
+        Worker::Stream(a) => consume_stream(&a.store, a.consumer, a.step, a.spin_us),
+        Worker::Socket { socket } => consume_socket(&socket),
+    }
+}
+
+/// The stream consumer: `quiver bench-worker stream`.
+fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     let stream = Stream::open(&store, STREAM)?;
     let mut consumer_ = stream.consumer(ConsumerConfig::group(format!("c{consumer}")))?;
@@ -472,8 +508,8 @@ pub(crate) fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64
     Ok(())
 }
 
-/// The shared-memory consumer: `quiver debug bench-consumer`.
-pub(crate) fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
+/// The shared-memory consumer: `quiver bench-worker store`.
+fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     let mut reader = BatchReader::new(&store);
     store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
@@ -519,7 +555,7 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
     let mut children = Children(Vec::new());
     let mut streams = Vec::new();
     for _ in 0..args.consumers {
-        let a = ["debug", "bench-socket-consumer", "--socket", &path.display().to_string()];
+        let a = ["bench-worker", "socket", "--socket", &path.display().to_string()];
         children.0.push(spawn(exe, &a.map(String::from))?);
         streams.push(listener.accept()?.0);
     }
@@ -554,8 +590,8 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
 
-/// The socket consumer: `quiver debug bench-socket-consumer`.
-pub(crate) fn consume_socket(socket: &std::path::Path) -> Result<()> {
+/// The socket consumer: `quiver bench-worker socket`.
+fn consume_socket(socket: &std::path::Path) -> Result<()> {
     let mut stream = BufReader::with_capacity(1 << 20, UnixStream::connect(socket)?);
     let mut decoder = arrow_ipc::reader::StreamDecoder::new();
     let mut report = ConsumerReport::new();

@@ -1,7 +1,7 @@
 //! `quiver demo`: the main job, the Plasma streaming example grown up. A
 //! producer (this process) appends `y = 4 + 3x + noise` in batches of 1 to
 //! 40 rows to a stream in a fresh store; consumer processes (this binary,
-//! `debug demo-consumer`) train scikit-learn-style SGD regressors on it.
+//! `quiver demo-worker`) train scikit-learn-style SGD regressors on it.
 //!
 //! - `--mode broadcast` (default): every consumer is the one member of its
 //!   own group, reads every batch, and must end with the producer's
@@ -167,7 +167,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     for c in 0..n as usize {
         let mode = format!("{:?}", args.mode).to_lowercase();
         let mut child = Command::new(&exe)
-            .args(["debug", "demo-consumer", "--store", &name, "--consumer", &c.to_string(), "--mode", &mode])
+            .args(["demo-worker", "--store", &name, "--consumer", &c.to_string(), "--mode", &mode])
             .stdout(Stdio::piped())
             .spawn()
             .context("start a consumer process")?;
@@ -457,9 +457,22 @@ fn summarize(
     Ok(())
 }
 
-/// A demo consumer: `quiver debug demo-consumer`.
-pub(crate) fn consume(store: &str, consumer: u32, mode: Mode) -> Result<()> {
-    let store = Store::open(store)?;
+/// `quiver demo-worker`: one consumer process of the demo.
+#[derive(clap::Args, Debug)]
+pub(crate) struct WorkerArgs {
+    #[arg(long)]
+    store: String,
+    #[arg(long)]
+    consumer: u32,
+    #[arg(long, value_enum)]
+    mode: Mode,
+}
+
+/// A demo consumer: trains a model on the demo stream, prints `ready`,
+/// `progress ROWS BATCHES` lines and a JSON report.
+pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
+    let WorkerArgs { store, consumer, mode } = args;
+    let store = Store::open(&store)?;
     let stream = Stream::open(&store, STREAM)?;
     let name = format!("consumer-{consumer}");
     let mut model = SgdRegressor::new();

@@ -1,10 +1,18 @@
-//! The `quiver` command line: user commands (`stat`) and the hidden helper
-//! commands (`debug …`) that tests and benchmarks run as separate processes.
+//! The `quiver` command line: what users run (`demo`, `bench`, `stat`,
+//! `produce`, `consume`, `checkpoint`), and two hidden subcommands that are
+//! parts of those commands: `demo-worker` (a consumer process of the demo)
+//! and `bench-worker` (a consumer process of the benchmark). Test machinery
+//! is elsewhere: `quiver-harness` (`src/bin/quiver-harness/`).
+//!
+//! - `demo.rs`: `quiver demo` and its consumer;
+//! - `bench.rs`: `quiver bench`, its consumers and its latency histogram;
+//! - `stat.rs`: `quiver stat`;
+//! - `io.rs`: `produce` and `consume` (Arrow IPC and CSV in, Arrow IPC out);
+//! - `checkpoint.rs`: `quiver checkpoint show`;
+//! - `signals.rs`: the stop flag that Ctrl-C sets.
 
 mod bench;
-mod chaos;
 mod checkpoint;
-mod debug;
 mod demo;
 mod io;
 mod signals;
@@ -40,15 +48,15 @@ enum Command {
     Produce(io::ProduceArgs),
     /// Write what a consumer group reads from a stream to an Arrow IPC file.
     Consume(io::ConsumeArgs),
-    /// Proof under faults: processes killed at random, disasters restored
-    /// from checkpoints, and a check that nothing was lost or leaked.
-    Chaos(chaos::ChaosArgs),
     /// Work with shard-manager checkpoint files.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
-    /// Helper processes for tests and benchmarks.
+    /// A consumer process of `quiver demo` (the demo starts these).
+    #[command(hide = true)]
+    DemoWorker(demo::WorkerArgs),
+    /// A consumer process of `quiver bench` (the benchmark starts these).
     #[command(hide = true, subcommand)]
-    Debug(debug::DebugCommand),
+    BenchWorker(bench::Worker),
 }
 
 /// Runs the command line; the binary's `main`.
@@ -60,9 +68,9 @@ pub fn main() -> ExitCode {
         Command::Stat(args) => stat::run(args),
         Command::Checkpoint(command) => checkpoint::run(command),
         Command::Produce(args) => io::produce(args),
-        Command::Chaos(args) => chaos::run(args),
         Command::Consume(args) => io::consume(args),
-        Command::Debug(command) => debug::run(command),
+        Command::DemoWorker(args) => demo::consume(args),
+        Command::BenchWorker(worker) => bench::work(worker),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

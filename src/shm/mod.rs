@@ -11,8 +11,6 @@
 //! - [`wait`]: futex waits with timeouts on words in the file, and the
 //!   spin-then-park strategy;
 //! - `liveness`: per-client locks that the OS releases when a process dies;
-//! - [`signals`]: a stop flag set by SIGINT, SIGTERM and SIGHUP (for the
-//!   binary's long-running commands);
 //! - [`clock`]: the monotonic clock (leases, deadlines, liveness) and the
 //!   wall clock (times shown to users, append times);
 //! - [`rand`]: [`rand::SplitMix64`], the one seeded pseudo-random generator.
@@ -27,10 +25,8 @@ pub mod clock;
 pub mod error;
 pub(crate) mod liveness;
 pub(crate) mod lock;
-pub mod pingpong;
 pub mod rand;
 pub(crate) mod region;
-pub mod signals;
 pub mod wait;
 
 pub use error::ShmError;

@@ -38,7 +38,7 @@ pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
 
 pub(crate) use layout::REGISTRY_BYTES;
-use locked::{allocate, Placement};
+use locked::Placement;
 pub(crate) use locked::{Locked, METADATA_HEAD};
 
 use crate::shm::{liveness, lock, Region};
@@ -593,8 +593,9 @@ impl Store {
     /// block and an entry but dies before the entry's state is written; stage
     /// 2 marks the first sealed object FREE but dies before its index slot and
     /// block are released; stage 3 dies half-way through freeing a block.
-    #[doc(hidden)]
+    #[cfg(feature = "harness")]
     pub fn debug_abort_while_locked(&self, stage: u32) -> Result<std::convert::Infallible> {
+        use locked::allocate;
         self.with_tables(|t| {
             match stage {
                 1 => {

@@ -179,7 +179,7 @@ impl Producer {
     /// Test hook: assigns the next offset of `partition` and creates its
     /// object, but leaves it unsealed, as a producer that dies mid-append
     /// does. Dropping the builder aborts the object and leaves a hole.
-    #[doc(hidden)]
+    #[cfg(feature = "harness")]
     pub fn debug_begin_append(&mut self, partition: u32, batch: &RecordBatch) -> Result<(ObjectBuilder, Appended)> {
         let encoded = self.writer.encode(batch)?;
         let (mut builder, appended) = self.create(partition, &encoded)?;

@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema};
 use proptest::prelude::*;
 use quiver::{BatchError, BatchReader, BatchWriter, ObjectId, Store};
 
-use crate::common::{run_quiver, TestStore, LONG};
+use crate::common::{run_harness, TestStore, LONG};
 
 /// One batch with a column of every common type, nulls included.
 pub fn every_type_batch(rows: usize, seed: i64) -> RecordBatch {
@@ -104,10 +104,7 @@ fn batches_round_trip_across_processes() {
     // read to an Arrow IPC file; this process compares.
     let out = dir.path().join("read.arrows");
     let out_arg = out.display().to_string();
-    let run = run_quiver(
-        &["debug", "read-batches", "--store", &t.name, "--ns", "9", "--count", "5", "--out", &out_arg],
-        LONG,
-    );
+    let run = run_harness(&["read-batches", "--store", &t.name, "--ns", "9", "--count", "5", "--out", &out_arg], LONG);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let file = std::fs::File::open(&out).unwrap();
     let read: Vec<_> = arrow_ipc::reader::StreamReader::try_new(file, None).unwrap().map(Result::unwrap).collect();

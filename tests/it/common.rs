@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: unique store names that clean
-//! up after themselves, and child processes of the real `quiver` binary
+//! up after themselves, and child processes of the real binaries (`quiver`,
+//! what users run, and `quiver-harness`, chaos and the helper processes)
 //! with a deadline on every wait.
 
 use std::io::{BufRead, BufReader, Read};
@@ -38,19 +39,34 @@ impl Drop for TestStore {
     }
 }
 
-/// A child running the real `quiver` binary; killed on drop.
+/// The shipped binary.
+const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
+/// The test harness binary (built with the `harness` feature).
+const HARNESS: &str = env!("CARGO_BIN_EXE_quiver-harness");
+
+/// A child running a real binary; killed on drop.
 pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
 }
 
+/// Starts `quiver ARGS`.
 pub fn quiver(args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+    spawn(QUIVER, args)
+}
+
+/// Starts `quiver-harness ARGS` (a helper process, or chaos).
+pub fn harness(args: &[&str]) -> Proc {
+    spawn(HARNESS, args)
+}
+
+fn spawn(exe: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new(exe)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn quiver");
+        .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
     let stdout: ChildStdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -103,15 +119,24 @@ impl Drop for Proc {
     }
 }
 
-/// Runs the real `quiver` binary to completion, killing it (and failing)
-/// if it runs longer than `within`; returns its status and output.
+/// Runs `quiver ARGS` to completion, killing it (and failing) if it runs
+/// longer than `within`; returns its status and output.
 pub fn run_quiver(args: &[&str], within: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+    run(QUIVER, args, within)
+}
+
+/// Runs `quiver-harness ARGS` to completion, as [`run_quiver`] does.
+pub fn run_harness(args: &[&str], within: Duration) -> Output {
+    run(HARNESS, args, within)
+}
+
+fn run(exe: &str, args: &[&str], within: Duration) -> Output {
+    let mut child = Command::new(exe)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn quiver");
+        .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -129,7 +154,7 @@ pub fn run_quiver(args: &[&str], within: Duration) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("quiver {args:?} still running after {within:?}");
+            panic!("{exe} {args:?} still running after {within:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -137,8 +162,6 @@ pub fn run_quiver(args: &[&str], within: Duration) -> Output {
 }
 
 /// The byte the helper processes write at position `j` of object `i`.
-pub fn pattern(ns: u64, i: u64, j: usize) -> u8 {
-    (ns.wrapping_mul(131) ^ i.wrapping_mul(31) ^ (j as u64).wrapping_mul(7)) as u8
-}
+pub use quiver::harness::pattern;
 
 pub const LONG: Duration = Duration::from_secs(60);

@@ -44,17 +44,17 @@ fn replay(target: &str, f: fn(&[u8])) {
 
 #[test]
 fn checkpoint_inputs_give_errors_or_checkpoints() {
-    replay("checkpoint", quiver::fuzzing::checkpoint_bytes);
+    replay("checkpoint", quiver::harness::fuzz::checkpoint_bytes);
 }
 
 #[test]
 fn ipc_object_inputs_give_errors_or_batches() {
-    replay("ipc_object", quiver::fuzzing::ipc_object);
+    replay("ipc_object", quiver::harness::fuzz::ipc_object);
 }
 
 #[test]
 fn store_file_inputs_give_errors_or_work() {
-    replay("store_file", quiver::fuzzing::store_patches);
+    replay("store_file", quiver::harness::fuzz::store_patches);
 }
 
 /// Writes the seed inputs (run by hand when the formats change).
@@ -67,7 +67,7 @@ fn write_the_fuzz_seeds() {
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
     std::fs::copy(fixture, root.join("checkpoint/seed-fixture")).unwrap();
-    std::fs::write(root.join("ipc_object/seed-batch"), quiver::fuzzing::sample_message()).unwrap();
+    std::fs::write(root.join("ipc_object/seed-batch"), quiver::harness::fuzz::sample_message()).unwrap();
     // A patch of four bytes at offset 0 (the magic), and one in the table region.
     std::fs::write(root.join("store_file/seed-magic"), [0, 0, 0, 0, 4, 1, 2, 3, 4]).unwrap();
     let mut table = 6_320_128u32.to_le_bytes().to_vec();

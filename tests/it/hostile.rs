@@ -1,30 +1,29 @@
 //! A hostile (or buggy) peer scribbles random bytes over the store file's
 //! metadata while other processes use every layer on it: they get errors or
-//! recover, and never crash, hang or read out of bounds. And `quiver chaos`:
+//! recover, and never crash, hang or read out of bounds. And `quiver-harness chaos`:
 //! processes killed at random, disasters restored from checkpoints.
 
 use std::os::unix::process::ExitStatusExt;
 
 use quiver::{Store, StoreConfig};
 
-use crate::common::{quiver, TestStore, LONG};
+use crate::common::{harness, run_harness, TestStore, LONG};
 
 #[test]
 fn processes_survive_a_peer_scribbling_over_the_tables() {
     let t = TestStore::new("hostile");
     let store = Store::create(StoreConfig::new(&t.name).capacity(1 << 20).max_objects(256)).unwrap();
-    quiver::fuzzing::populate(&store).unwrap();
+    quiver::harness::populate(&store).unwrap();
     let path = t.path.display().to_string();
-    let mut victims: Vec<_> =
-        (0..2).map(|_| quiver(&["debug", "hostile-victim", "--path", &path, "--seconds", "3"])).collect();
+    let mut victims: Vec<_> = (0..2).map(|_| harness(&["hostile-victim", "--path", &path, "--seconds", "3"])).collect();
     for v in &mut victims {
         v.expect_line("ready", LONG);
     }
-    let mut scribbler = quiver(&["debug", "scribble", "--path", &path, "--seconds", "2.5", "--seed", "7"]);
+    let mut scribbler = harness(&["scribble", "--path", &path, "--seconds", "2.5", "--seed", "7"]);
     // This process is a victim too, through the library.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while std::time::Instant::now() < deadline {
-        quiver::fuzzing::exercise_store(&store);
+        quiver::harness::exercise_store(&store);
     }
     assert!(scribbler.wait(LONG).success());
     for v in &mut victims {
@@ -36,7 +35,7 @@ fn processes_survive_a_peer_scribbling_over_the_tables() {
 
 #[test]
 fn a_short_chaos_run_loses_nothing_and_leaks_nothing() {
-    let out = crate::common::run_quiver(&["chaos", "--json", "--rounds", "24", "--batches", "4000"], LONG * 2);
+    let out = run_harness(&["chaos", "--json", "--rounds", "24", "--batches", "4000"], LONG * 2);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);

@@ -10,18 +10,17 @@ use quiver::shm::rand::SplitMix64;
 use quiver::stream::{Stream, StreamConfig};
 use quiver::{Next, Outcome, ShardConfig, ShardManager, ShardSize, Store, StoreConfig};
 
-use crate::common::{quiver, Proc, TestStore, LONG};
+use crate::common::{harness, Proc, TestStore, LONG};
 use crate::streams::{batch, schema};
 
 fn worker(t: &TestStore, log: Option<&Path>, extra: &[&str]) -> Proc {
-    let mut args =
-        vec!["debug", "shard-worker", "--store", &t.name, "--stream", "s", "--group", "g", "--shard-size", "4"];
+    let mut args = vec!["shard-worker", "--store", &t.name, "--stream", "s", "--group", "g", "--shard-size", "4"];
     let log = log.map(|l| l.display().to_string());
     if let Some(log) = &log {
         args.extend(["--log", log]);
     }
     args.extend(extra);
-    quiver(&args)
+    harness(&args)
 }
 
 #[test]

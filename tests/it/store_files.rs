@@ -111,14 +111,14 @@ fn store_files_are_private_to_their_owner() {
 
 #[test]
 fn a_disk_store_recovers_what_its_killed_processes_left() {
-    use crate::common::{quiver, LONG};
+    use crate::common::{harness, LONG};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed");
     make_store(&path, 4);
     let spec = path.display().to_string();
-    let mut holder = quiver(&["debug", "hold", "--store", &spec, "--count", "4"]);
+    let mut holder = harness(&["hold", "--store", &spec, "--count", "4"]);
     holder.expect_line("holding", LONG);
-    let mut creator = quiver(&["debug", "create-unsealed", "--store", &spec, "--ns", "2", "--count", "2"]);
+    let mut creator = harness(&["create-unsealed", "--store", &spec, "--ns", "2", "--count", "2"]);
     creator.expect_line("created", LONG);
     holder.kill();
     creator.kill();

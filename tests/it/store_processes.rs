@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use quiver::shm::rand::SplitMix64;
 use quiver::{ObjectId, Store, StoreConfig, StoreError};
 
-use crate::common::{pattern, quiver, run_quiver, TestStore, LONG};
+use crate::common::{harness, pattern, run_quiver, TestStore, LONG};
 
 /// Deletes every object and checks that nothing is left allocated: the
 /// store's counters are zero and the arena is one free block again.
@@ -30,10 +30,9 @@ fn assert_drains_clean(store: &Store) {
 fn a_producer_and_two_consumers_exchange_objects() {
     let t = TestStore::new("exchange");
     let store = t.create(16 << 20);
-    let consumers: Vec<_> = (0..2)
-        .map(|_| quiver(&["debug", "get", "--store", &t.name, "--count", "200", "--timeout-ms", "30000"]))
-        .collect();
-    let mut producer = quiver(&["debug", "put", "--store", &t.name, "--count", "200", "--size", "10000"]);
+    let consumers: Vec<_> =
+        (0..2).map(|_| harness(&["get", "--store", &t.name, "--count", "200", "--timeout-ms", "30000"])).collect();
+    let mut producer = harness(&["put", "--store", &t.name, "--count", "200", "--size", "10000"]);
     producer.expect_line("put 200", LONG);
     for mut c in consumers {
         c.expect_line("got 200", LONG);
@@ -51,7 +50,7 @@ fn a_producer_and_two_consumers_exchange_objects() {
 fn a_blocked_get_is_woken_by_a_seal_in_another_process() {
     let t = TestStore::new("wake");
     let store = t.create(1 << 20);
-    let mut consumer = quiver(&["debug", "get", "--store", &t.name, "--count", "1", "--timeout-ms", "60000"]);
+    let mut consumer = harness(&["get", "--store", &t.name, "--count", "1", "--timeout-ms", "60000"]);
     // Give the consumer time to block; it must not have finished.
     std::thread::sleep(Duration::from_millis(200));
     assert!(consumer.child.try_wait().unwrap().is_none(), "get returned before the seal");
@@ -70,9 +69,9 @@ fn a_blocked_get_is_woken_by_a_seal_in_another_process() {
 fn a_killed_reader_releases_its_views() {
     let t = TestStore::new("killviews");
     let store = t.create(4 << 20);
-    let mut producer = quiver(&["debug", "put", "--store", &t.name, "--count", "5", "--size", "50000"]);
+    let mut producer = harness(&["put", "--store", &t.name, "--count", "5", "--size", "50000"]);
     assert!(producer.wait(LONG).success());
-    let mut holder = quiver(&["debug", "hold", "--store", &t.name, "--count", "5"]);
+    let mut holder = harness(&["hold", "--store", &t.name, "--count", "5"]);
     holder.expect_line("holding", LONG);
     assert!(store.list().unwrap().iter().all(|o| o.references == 1));
     // Deleting a held object defers it; the holder's death frees it.
@@ -91,7 +90,7 @@ fn a_killed_reader_releases_its_views() {
 fn a_killed_creator_has_its_unsealed_objects_aborted() {
     let t = TestStore::new("killunsealed");
     let store = t.create(4 << 20);
-    let mut creator = quiver(&["debug", "create-unsealed", "--store", &t.name, "--count", "3"]);
+    let mut creator = harness(&["create-unsealed", "--store", &t.name, "--count", "3"]);
     creator.expect_line("created", LONG);
     assert_eq!(store.stats().unwrap().objects, 3);
     creator.kill();
@@ -112,7 +111,7 @@ fn a_lock_holder_that_dies_mid_change_is_repaired() {
             b.data_mut().fill(i as u8);
             b.seal().unwrap();
         }
-        let mut victim = quiver(&["debug", "abort-in-lock", "--store", &t.name, "--stage", &stage.to_string()]);
+        let mut victim = harness(&["abort-in-lock", "--store", &t.name, "--stage", &stage.to_string()]);
         assert!(!victim.wait(LONG).success());
         // The next lock finds the owner dead and repairs before going on.
         let stats = store.stats().unwrap();
@@ -134,7 +133,7 @@ fn processes_killed_at_random_instants_never_wedge_or_leak() {
     let store = Store::create(StoreConfig::new(&t.name).capacity(512 << 10).max_objects(256)).unwrap();
     let mut rng = SplitMix64::new(0x5eed);
     let mut next = move || rng.next_u64();
-    let spawn = |n: u64| quiver(&["debug", "hammer", "--store", &t.name, "--ns", "1", "--seed", &n.to_string()]);
+    let spawn = |n: u64| harness(&["hammer", "--store", &t.name, "--ns", "1", "--seed", &n.to_string()]);
     let mut procs: Vec<_> = (0..3).map(|n| spawn(n + 1)).collect();
     for p in &mut procs {
         p.expect_line("hammering", LONG);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use quiver::stream::{ConsumerConfig, Polled, Stream, StreamConfig};
 use quiver::Store;
 
-use crate::common::{quiver, run_quiver, TestStore, LONG};
+use crate::common::{harness, run_quiver, TestStore, LONG};
 use crate::streams::{batch, schema, seqs};
 
 fn column(b: &arrow_array::RecordBatch, name: &str) -> Vec<i64> {
@@ -25,18 +25,7 @@ fn concurrent_producer_processes_get_dense_offsets_and_keep_their_order() {
     let mut producers: Vec<_> = (0..3)
         .map(|p| {
             let (p, count) = (p.to_string(), count.to_string());
-            quiver(&[
-                "debug",
-                "stream-produce",
-                "--store",
-                &t.name,
-                "--stream",
-                "s",
-                "--producer",
-                &p,
-                "--count",
-                &count,
-            ])
+            harness(&["stream-produce", "--store", &t.name, "--stream", "s", "--producer", &p, "--count", &count])
         })
         .collect();
     for p in &mut producers {
@@ -74,7 +63,7 @@ fn a_producer_killed_mid_append_leaves_a_hole_that_consumers_skip() {
     let t = TestStore::new("stream-dead-producer");
     let store = t.create(8 << 20);
     let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("g")).unwrap();
-    let mut holder = quiver(&["debug", "stream-append-and-hold", "--store", &t.name, "--stream", "s"]);
+    let mut holder = harness(&["stream-append-and-hold", "--store", &t.name, "--stream", "s"]);
     holder.expect_line("holding 0", LONG);
     stream.producer().unwrap().append(&batch(0, 1, 1)).unwrap();
     let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();

@@ -1,6 +1,7 @@
-//! Hidden helper commands: the other processes of multi-process tests and
-//! benchmarks. Each prints one line per milestone on stdout (so a test can
-//! wait for "ready" or "holding") and exits non-zero on any failure.
+//! The helper processes of the multi-process tests and benchmarks (and of
+//! `chaos`): each is a subcommand of `quiver-harness`, prints one line per
+//! milestone on stdout (so a test can wait for "ready" or "holding") and
+//! exits non-zero on any failure.
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -8,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use quiver::harness::{pattern, FutexPair};
 use quiver::shm::clock::monotonic_ns;
-use quiver::shm::pingpong::FutexPair;
 use quiver::shm::rand::SplitMix64;
 use quiver::shm::wait;
-use quiver::{CreateOptions, ObjectId, OpenConfig, Store};
+use quiver::{CreateOptions, ObjectId, OpenConfig, Store, WaitStrategy};
 
 /// Sequential objects `(ns, 0, 0..count)` of a store given by name or path.
 #[derive(clap::Args, Debug)]
@@ -32,7 +33,7 @@ impl Objects {
 }
 
 #[derive(Subcommand, Debug)]
-pub(crate) enum DebugCommand {
+pub(crate) enum Helper {
     /// Create, fill and seal `count` sequential objects.
     Put {
         #[command(flatten)]
@@ -52,16 +53,6 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         delete: bool,
     },
-    /// The demo's consumer: trains a model on the demo stream, prints
-    /// `ready`, `progress ROWS BATCHES` lines and a JSON report.
-    DemoConsumer {
-        #[arg(long)]
-        store: String,
-        #[arg(long)]
-        consumer: u32,
-        #[arg(long, value_enum)]
-        mode: super::demo::Mode,
-    },
     /// Decode record batches `(ns, 0, 0..count)` from the store and write
     /// them to an Arrow IPC stream file.
     ReadBatches {
@@ -69,28 +60,6 @@ pub(crate) enum DebugCommand {
         objects: Objects,
         #[arg(long)]
         out: std::path::PathBuf,
-    },
-    /// `quiver bench`'s consumer over the store.
-    BenchConsumer {
-        #[arg(long)]
-        store: String,
-        #[arg(long)]
-        consumer: u32,
-        #[arg(long)]
-        step: u64,
-        #[arg(long, default_value_t = 0)]
-        spin_us: u64,
-    },
-    /// `quiver bench --stream`'s consumer.
-    BenchStreamConsumer {
-        #[arg(long)]
-        store: String,
-        #[arg(long)]
-        consumer: u32,
-        #[arg(long)]
-        step: u64,
-        #[arg(long, default_value_t = 0)]
-        spin_us: u64,
     },
     /// Append `count` batches (columns producer, seq, value) to an existing
     /// stream, round-robin over its partitions.
@@ -143,7 +112,7 @@ pub(crate) enum DebugCommand {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
-    /// `quiver chaos`'s producer: appends source batches `from..to`, logging each.
+    /// `chaos`'s producer: appends source batches `from..to`, logging each.
     ChaosProducer {
         #[arg(long)]
         store: String,
@@ -155,11 +124,6 @@ pub(crate) enum DebugCommand {
         rate: u64,
         #[arg(long)]
         log: std::path::PathBuf,
-    },
-    /// `quiver bench --baseline socket`'s consumer.
-    BenchSocketConsumer {
-        #[arg(long)]
-        socket: std::path::PathBuf,
     },
     /// Get `count` sequential objects and hold the views until killed.
     Hold {
@@ -216,7 +180,7 @@ pub(crate) enum DebugCommand {
     },
 }
 
-/// `quiver debug shard-worker`'s arguments.
+/// `quiver-harness shard-worker`'s arguments.
 #[derive(clap::Args, Debug)]
 pub(crate) struct ShardWorkerArgs {
     #[arg(long)]
@@ -243,59 +207,42 @@ pub(crate) struct ShardWorkerArgs {
     work_ms: u64,
 }
 
-pub(crate) fn run(command: DebugCommand) -> Result<()> {
-    match command {
-        DebugCommand::Put { objects, size, timeout_ms } => put(&objects, size, timeout_ms),
-        DebugCommand::Get { objects, timeout_ms, delete } => get(&objects, timeout_ms, delete),
-        DebugCommand::Scribble { path, seconds, seed } => scribble(&path, seconds, seed),
-        DebugCommand::HostileVictim { path, seconds } => {
+pub(crate) fn run(helper: Helper) -> Result<()> {
+    match helper {
+        Helper::Put { objects, size, timeout_ms } => put(&objects, size, timeout_ms),
+        Helper::Get { objects, timeout_ms, delete } => get(&objects, timeout_ms, delete),
+        Helper::Scribble { path, seconds, seed } => scribble(&path, seconds, seed),
+        Helper::HostileVictim { path, seconds } => {
             let config = OpenConfig::at_path(&path).lock_timeout(Duration::from_millis(200));
             let store = Store::open_with(config)?;
             say("ready")?;
             let (deadline, mut rounds) = (Instant::now() + Duration::from_secs_f64(seconds), 0u64);
             while Instant::now() < deadline {
-                quiver::fuzzing::exercise_store(&store);
+                quiver::harness::exercise_store(&store);
                 rounds += 1;
             }
             say(&format!("survived {rounds} rounds"))
         }
-        DebugCommand::ChaosProducer { store, from, to, rate, log } => {
-            super::chaos::produce(&store, from, to, rate, &log)
-        }
-        DebugCommand::DemoConsumer { store, consumer, mode } => super::demo::consume(&store, consumer, mode),
-        DebugCommand::Hold { objects } => hold(&objects),
-        DebugCommand::BenchConsumer { store, consumer, step, spin_us } => {
-            super::bench::consume_store(&store, consumer, step, spin_us)
-        }
-        DebugCommand::BenchSocketConsumer { socket } => super::bench::consume_socket(&socket),
-        DebugCommand::BenchStreamConsumer { store, consumer, step, spin_us } => {
-            super::bench::consume_stream(&store, consumer, step, spin_us)
-        }
-        DebugCommand::StreamProduce { store, stream, producer, count, rows } => {
+        Helper::ChaosProducer { store, from, to, rate, log } => super::chaos::produce(&store, from, to, rate, &log),
+        Helper::Hold { objects } => hold(&objects),
+        Helper::StreamProduce { store, stream, producer, count, rows } => {
             stream_produce(&store, &stream, producer, count, rows)
         }
-        DebugCommand::ShardWorker(args) => shard_worker(&args),
-        DebugCommand::StreamAppendAndHold { store, stream, partition } => {
-            stream_append_and_hold(&store, &stream, partition)
-        }
-        DebugCommand::ReadBatches { objects, out } => read_batches(&objects, &out),
-        DebugCommand::CreateUnsealed { objects, size } => create_unsealed(&objects, size),
-        DebugCommand::Hammer { store, ns, seed } => hammer(&store, ns, seed),
-        DebugCommand::AbortInLock { store, stage } => {
+        Helper::ShardWorker(args) => shard_worker(&args),
+        Helper::StreamAppendAndHold { store, stream, partition } => stream_append_and_hold(&store, &stream, partition),
+        Helper::ReadBatches { objects, out } => read_batches(&objects, &out),
+        Helper::CreateUnsealed { objects, size } => create_unsealed(&objects, size),
+        Helper::Hammer { store, ns, seed } => hammer(&store, ns, seed),
+        Helper::AbortInLock { store, stage } => {
             // No core file: the abort is the point.
             let no_core = rustix::process::Rlimit { current: Some(0), maximum: Some(0) };
             let _ = rustix::process::setrlimit(rustix::process::Resource::Core, no_core);
             Store::open(&store)?.debug_abort_while_locked(stage)?;
             Ok(())
         }
-        DebugCommand::Reply { store, cpu, spin_us, delay_us } => reply(&store, cpu, spin_us, delay_us),
-        DebugCommand::FutexReply { file, cpu, delay_us } => futex_reply(&file, cpu, delay_us),
+        Helper::Reply { store, cpu, spin_us, delay_us } => reply(&store, cpu, spin_us, delay_us),
+        Helper::FutexReply { file, cpu, delay_us } => futex_reply(&file, cpu, delay_us),
     }
-}
-
-/// The byte at position `j` of sequential object `i` in namespace `ns`.
-pub(crate) fn pattern(ns: u64, i: u64, j: usize) -> u8 {
-    (ns.wrapping_mul(131) ^ i.wrapping_mul(31) ^ (j as u64).wrapping_mul(7)) as u8
 }
 
 /// Opens a store given by name, or by path when `spec` contains a '/'.
@@ -441,10 +388,10 @@ fn pin_to(cpu: Option<usize>) -> Result<()> {
 }
 
 /// The request and reply IDs of the wake benchmark's round `i`.
-pub(crate) fn request_id(i: u64) -> ObjectId {
+fn request_id(i: u64) -> ObjectId {
     ObjectId::sequential(0xB0, 0, i)
 }
-pub(crate) fn reply_id(i: u64) -> ObjectId {
+fn reply_id(i: u64) -> ObjectId {
     ObjectId::sequential(0xB1, 0, i)
 }
 
@@ -457,7 +404,11 @@ fn busy_wait(micros: u64) {
 
 fn reply(store: &str, cpu: Option<usize>, spin_us: u64, delay_us: u64) -> Result<()> {
     pin_to(cpu)?;
-    let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
+    let strategy = match spin_us {
+        0 => WaitStrategy::Park,
+        us => WaitStrategy::SpinThenPark { budget: Duration::from_micros(us) },
+    };
+    let store = Store::open_with(OpenConfig::new(store).wait_strategy(strategy))?;
     say("ready")?;
     for i in 0.. {
         let request = store.get(request_id(i), Duration::from_secs(30))?.context("no request within 30 s")?;
@@ -496,7 +447,7 @@ fn futex_reply(file: &std::path::Path, cpu: Option<usize>, delay_us: u64) -> Res
 
 /// A batch of the stream test schema: `rows` rows of (producer, seq, value),
 /// seq counting from `first`.
-pub(crate) fn producer_batch(producer: i64, first: i64, rows: usize) -> Result<arrow_array::RecordBatch> {
+fn producer_batch(producer: i64, first: i64, rows: usize) -> Result<arrow_array::RecordBatch> {
     use arrow_array::{ArrayRef, Float64Array, Int64Array};
     use std::sync::Arc;
     let seq: Vec<i64> = (first..first + rows as i64).collect();

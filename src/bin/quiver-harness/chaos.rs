@@ -1,4 +1,4 @@
-//! `quiver chaos`: proof under faults. A producer process and worker
+//! `quiver-harness chaos`: proof under faults. A producer process and worker
 //! processes in several shard-managed groups run on one store while this
 //! driver SIGKILLs random processes at random moments and restarts them;
 //! every few rounds it kills everything, removes the store, restores every
@@ -86,7 +86,7 @@ pub(crate) fn source_batch(seq: Option<u64>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values)) as ArrayRef])?)
 }
 
-/// The chaos producer: `quiver debug chaos-producer`. Appends source batches
+/// The chaos producer: `quiver-harness chaos-producer`. Appends source batches
 /// `from..to` (batch `seq` to partition `seq % partitions`), logging
 /// `seq partition offset` after each append; closes the stream at the end.
 pub(crate) fn produce(store: &str, from: u64, to: u64, rate: u64, log: &Path) -> Result<()> {
@@ -212,7 +212,7 @@ impl Driver<'_> {
         let log = self.fresh_log("producer");
         let (from, to, rate) = (from.to_string(), self.args.batches.to_string(), self.args.rate.to_string());
         let child = Command::new(&self.exe)
-            .args(["debug", "chaos-producer", "--store", &self.store_name, "--from", &from, "--to", &to])
+            .args(["chaos-producer", "--store", &self.store_name, "--from", &from, "--to", &to])
             .args(["--rate", &rate])
             .arg("--log")
             .arg(&log)
@@ -228,7 +228,7 @@ impl Driver<'_> {
         let log = self.fresh_log(&format!("g{g}"));
         let group = format!("g{g}");
         let child = Command::new(&self.exe)
-            .args(["debug", "shard-worker", "--store", &self.store_name, "--stream", STREAM, "--group", &group])
+            .args(["shard-worker", "--store", &self.store_name, "--stream", STREAM, "--group", &group])
             .args(["--shard-size", "8", "--work-ms", "1"])
             .arg("--log")
             .arg(&log)

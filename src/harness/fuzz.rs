@@ -1,19 +1,15 @@
-//! Entry points for the fuzz targets under `fuzz/` and for the tests that
-//! replay their regression inputs (`tests/it/fuzz_regressions.rs`). Each
+//! Entry points for the fuzz targets under `fuzz/` and for the test that
+//! replays their regression inputs (`tests/it/fuzz_regressions.rs`). Each
 //! takes arbitrary bytes and must return without panicking, whatever they
 //! are: errors are the expected outcome for bad bytes.
-//!
-//! Not a stable API.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-
-use crate::shard::{Checkpoint, ShardConfig, ShardManager, ShardSize};
+use super::fixtures::{exercise_store, populate, sample_batch};
+use crate::shard::Checkpoint;
 use crate::store::{ObjectId, OpenConfig, Store, StoreConfig};
-use crate::stream::{ConsumerConfig, Polled, Stream, StreamConfig};
 use crate::{BatchReader, BatchWriter};
 
 /// Checkpoint files: parse; whatever parses must write back and parse again
@@ -23,15 +19,6 @@ pub fn checkpoint_bytes(data: &[u8]) {
         let again = checkpoint.to_bytes().expect("a parsed checkpoint encodes");
         assert_eq!(Checkpoint::from_bytes(&again).expect("its encoding parses"), checkpoint);
     }
-}
-
-fn sample_batch() -> RecordBatch {
-    let columns: [(&str, ArrayRef); 3] = [
-        ("id", Arc::new(Int64Array::from(vec![1, 2, 3]))),
-        ("x", Arc::new(Float64Array::from(vec![0.5, 1.5, 2.5]))),
-        ("name", Arc::new(StringArray::from(vec![Some("a"), None, Some("ccc")]))),
-    ];
-    RecordBatch::try_from_iter(columns).expect("a valid batch")
 }
 
 /// A scratch file of this process (each is removed as soon as it is used
@@ -56,35 +43,6 @@ fn template() -> &'static (PathBuf, Vec<u8>) {
         let _ = std::fs::remove_file(&path);
         (path, bytes)
     })
-}
-
-/// Puts something of every layer in `store`: objects `(1, 0, 0..4)`, a
-/// stream `"s"` (2 partitions, group `"g"`) with 6 batches, and a
-/// shard-managed group with a task done and one held by a member that is
-/// never seen again.
-pub fn populate(store: &Store) -> Result<(), crate::shard::ShardError> {
-    for i in 0..4u64 {
-        let mut b = store.create_object(ObjectId::sequential(1, 0, i), 100, b"meta")?;
-        b.data_mut().fill(i as u8);
-        b.seal()?;
-    }
-    let batch = sample_batch();
-    let stream = Stream::create(store, StreamConfig::new("s", batch.schema()).partitions(2).group("g"))?;
-    let mut producer = stream.producer()?;
-    for _ in 0..6 {
-        producer.append(&batch)?;
-    }
-    let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
-    let mut manager = ShardManager::join(&stream, "g", config)?;
-    if let Some(task) = manager.get_task()?.task() {
-        manager.report(task, crate::shard::Outcome::Done)?;
-    }
-    let _held = manager.get_task()?.task();
-    // Kept, never dropped, as if its process had died holding the task (a
-    // copy of the file sees a dead client; a leak checker sees no leak).
-    static HELD: std::sync::Mutex<Vec<ShardManager>> = std::sync::Mutex::new(Vec::new());
-    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(manager);
-    Ok(())
 }
 
 /// The store file: the template store with the input applied as patches
@@ -121,52 +79,6 @@ fn exercise(path: &Path) {
     if let Ok(store) = Store::open_with(config) {
         exercise_store(&store);
     }
-}
-
-/// Runs the operations of every layer on `store` once, never waiting:
-/// what [`populate`] put there is read, changed and added to. Errors are
-/// ignored: the point is that there is no panic, no hang and no crash.
-pub fn exercise_store(store: &Store) {
-    let _ = store.stats();
-    let _ = store.list();
-    for i in 0..5u64 {
-        if let Ok(Some(view)) = store.get(ObjectId::sequential(1, 0, i), Duration::ZERO) {
-            let _ = view.data().iter().map(|&b| b as u64).sum::<u64>();
-        }
-    }
-    if let Ok(mut b) = store.create_object(ObjectId::sequential(9, 0, 0), 64, b"new") {
-        b.data_mut().fill(7);
-        let _ = b.seal();
-        let _ = store.delete(ObjectId::sequential(9, 0, 0));
-    }
-    let _ = store.delete(ObjectId::sequential(1, 0, 0));
-    let _ = Stream::list(store);
-    let _ = crate::shard::list(store);
-    if let Ok(stream) = Stream::open(store, "s") {
-        if let Ok(mut consumer) = stream.consumer(ConsumerConfig::group("g")) {
-            for _ in 0..8 {
-                match consumer.poll(Duration::ZERO) {
-                    Ok(Polled::Batch(b)) => {
-                        let _ = b.batch.num_rows();
-                    }
-                    _ => break,
-                }
-            }
-            let _ = consumer.commit();
-        }
-        if let Ok(mut producer) = stream.producer().map(|p| p.with_timeout(Duration::ZERO)) {
-            let _ = producer.append(&sample_batch());
-        }
-        let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
-        if let Ok(mut manager) = ShardManager::join(&stream, "g", config) {
-            if let Ok(crate::Next::Task(task)) = manager.get_task() {
-                let _ = manager.read_task(&task, Duration::ZERO);
-                let _ = manager.report(task, crate::shard::Outcome::Done);
-            }
-            let _ = manager.stats();
-        }
-    }
-    let _ = store.recover_dead_clients();
 }
 
 /// The data of a real batch object (an encapsulated IPC message of
