@@ -58,6 +58,13 @@ impl WaitCell {
         }
     }
 
+    /// How many waiters are parked (or about to park) on the cell now: a
+    /// test waits for this to be sure a waiter is in place, instead of
+    /// sleeping and hoping.
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::SeqCst)
+    }
+
     /// The cell's sequence number now: a ticket for
     /// [`wait_changed`](Self::wait_changed). Take it before checking the
     /// condition the wait is for.

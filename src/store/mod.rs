@@ -587,6 +587,17 @@ impl Store {
         Ok(recovered)
     }
 
+    /// Test hook: how many waiters are parked on the wait cell that the seal
+    /// of `id` notifies, or (`None`) on the cell of freed space.
+    #[cfg(feature = "harness")]
+    pub fn debug_waiters(&self, id: Option<ObjectId>) -> Result<u32> {
+        let cell = match id {
+            Some(id) => bucket_of(id.table_hash()),
+            None => SPACE_CELL,
+        };
+        Ok(self.shared.cell(cell)?.waiters())
+    }
+
     /// Test hook: takes the lock, leaves a change half-done, and aborts the
     /// process while still holding the lock, so tests can check that the next
     /// holder repairs the store. Stage 0 changes nothing; stage 1 allocates a

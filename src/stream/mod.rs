@@ -617,6 +617,17 @@ impl Stream {
         (self.inner.slot, self.inner.namespace)
     }
 
+    /// Test hook: how many waiters are parked on the stream's cell (consumers
+    /// of several partitions, members waiting for a task) or, given a
+    /// partition, on its cell.
+    #[cfg(feature = "harness")]
+    pub fn debug_waiters(&self, partition: Option<u32>) -> Result<u32> {
+        Ok(match partition {
+            Some(p) => self.partition_cell(p)?.waiters(),
+            None => self.stream_cell()?.waiters(),
+        })
+    }
+
     /// Wakes whoever waits on the stream's cell.
     pub(crate) fn notify_stream(&self) {
         self.inner.store.notify_registry_cell(registry::stream_cell_offset(self.inner.slot));

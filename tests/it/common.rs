@@ -165,3 +165,13 @@ fn run(exe: &str, args: &[&str], within: Duration) -> Output {
 pub use quiver::harness::pattern;
 
 pub const LONG: Duration = Duration::from_secs(60);
+
+/// Waits (at most 30 s) until `ready` holds: for a waiter to be parked, say,
+/// instead of sleeping and hoping it is.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -79,7 +79,7 @@ fn get_waits_for_a_seal_and_times_out_otherwise() {
         let store = store.clone();
         std::thread::spawn(move || store.get(id, Duration::from_secs(30)).unwrap().map(|v| v.data().to_vec()))
     };
-    std::thread::sleep(Duration::from_millis(20));
+    crate::common::wait_until("a getter parked", || store.debug_waiters(Some(id)).unwrap() > 0);
     put(&store, id, b"woken");
     assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"woken"[..]));
 }
@@ -182,7 +182,7 @@ fn a_full_store_with_nothing_to_evict_waits_then_says_so() {
     let deleter = {
         let store = store.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(30));
+            crate::common::wait_until("a creator parked", || store.debug_waiters(None).unwrap() > 0);
             store.delete(ObjectId::sequential(1, 0, 0)).unwrap();
         })
     };

@@ -236,7 +236,7 @@ fn a_seal_wakes_a_creator_waiting_for_space() {
             store.create_object_with(ObjectId::random(), 100 << 10, &[], options).map(|b| b.seal())
         })
     };
-    std::thread::sleep(Duration::from_millis(20));
+    crate::common::wait_until("a creator parked", || store.debug_waiters(None).unwrap() > 0);
     // Sealing makes one object evictable: the waiter takes its place.
     builders.pop().unwrap().seal().unwrap();
     waiter.join().unwrap().unwrap().unwrap();

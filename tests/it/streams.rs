@@ -156,9 +156,10 @@ fn a_blocked_poll_wakes_on_append_and_on_close() {
     let producer_stream = Stream::open(&Store::open(&t.name).unwrap(), "s").unwrap();
     let appender = std::thread::spawn(move || {
         let mut producer = producer_stream.producer().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        let parked = || producer_stream.debug_waiters(Some(0)).unwrap() > 0;
+        crate::common::wait_until("the consumer parked", parked);
         producer.append(&batch(0, 7, 1)).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        crate::common::wait_until("the consumer parked again", parked);
         producer.close().unwrap();
     });
     assert_eq!(first_seq(&next(&mut consumer)), 7);
