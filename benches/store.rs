@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quiver::harness::FutexPair;
+use quiver::shm::clock::monotonic_ns;
 use quiver::shm::wait;
 use quiver::{ObjectId, Store, StoreConfig, WaitStrategy};
 
@@ -132,12 +133,6 @@ fn spawn_helper(args: &[&str]) -> Helper {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     Helper(child)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Wake latency: from the moment the helper seals (its clock, written into

@@ -27,17 +27,18 @@
 //! - schema data: one encapsulated IPC schema message. The fingerprint is
 //!   the FNV-1a 64-bit hash of those bytes.
 
+mod error;
 mod reader;
 mod writer;
 
+pub use error::BatchError;
 pub(crate) use reader::load_schema;
 pub use reader::{BatchMeta, BatchReader};
 pub use writer::BatchWriter;
-pub(crate) use writer::{now_ns, stamp_append_time, Encoded};
+pub(crate) use writer::{stamp_append_time, Encoded};
 
 use arrow_schema::{DataType, Field};
 
-use crate::error::BatchError;
 use crate::store::ObjectId;
 
 pub(crate) const BATCH_MAGIC: [u8; 4] = *b"QVRB";

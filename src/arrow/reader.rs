@@ -11,10 +11,10 @@ use arrow_ipc::reader::FileDecoder;
 use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::SchemaRef;
 
+use super::BatchError;
 use super::{
     check_batch_message, fingerprint, framed_header_len, BATCH_MAGIC, BATCH_META_LEN, FORMAT_VERSION, SCHEMA_MAGIC,
 };
-use crate::error::BatchError;
 use crate::store::{ObjectId, ObjectView, Store};
 
 /// What a batch object's metadata says about it, without decoding it.

@@ -7,11 +7,13 @@ use arrow_ipc::writer::{write_message, DictionaryTracker, IpcDataGenerator, IpcW
 use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
 
+use super::BatchError;
 use super::{
     check_supported, fingerprint, BATCH_MAGIC, BATCH_META_LEN, FORMAT_VERSION, IPC_ALIGNMENT, SCHEMA_MAGIC,
     SCHEMA_META_LEN,
 };
-use crate::error::{BatchError, StoreError};
+use crate::shm::clock::wall_ns;
+use crate::store::StoreError;
 use crate::store::{CreateOptions, ObjectBuilder, ObjectId, Store};
 
 /// Writes record batches of one schema into store objects, one batch per
@@ -88,7 +90,7 @@ impl BatchWriter {
         let encoded = self.encode(batch)?;
         let mut builder = self.store.create_object_with(id, encoded.size, &self.metadata(&encoded, 0), options)?;
         encoded.write_into(&mut builder)?;
-        stamp_append_time(&mut builder, now_ns());
+        stamp_append_time(&mut builder, wall_ns());
         builder.seal()?;
         Ok(())
     }
@@ -151,11 +153,6 @@ pub(crate) fn stamp_append_time(builder: &mut ObjectBuilder, append_ns: u64) {
     if let Some(field) = builder.metadata_mut().get_mut(16..24) {
         field.copy_from_slice(&append_ns.to_le_bytes());
     }
-}
-
-/// Wall-clock nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Puts the schema message in the store under its fingerprint, pinned, unless

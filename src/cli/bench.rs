@@ -29,6 +29,7 @@ use super::guard::{Children, RemoveOnDrop};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::Buffer;
+use quiver::shm::clock::wall_ns;
 use quiver::{
     BatchReader, BatchWriter, ConsumerConfig, CreateOptions, ObjectId, OpenConfig, Polled, Store, StoreConfig, Stream,
     StreamConfig,
@@ -110,10 +111,6 @@ fn resident_kib(pid: u32) -> u64 {
 enum Baseline {
     /// Arrow IPC over Unix sockets.
     Socket,
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A latency histogram: 8 buckets per power of two of nanoseconds (about
@@ -468,7 +465,7 @@ fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result
             Polled::EndOfStream => break,
             Polled::TimedOut => bail!("no batch within 30 s"),
         };
-        report.latency.record(now_ns().saturating_sub(got.append_ns));
+        report.latency.record(wall_ns().saturating_sub(got.append_ns));
         if report.batches % 16 == 0 {
             // Sampled: reading the heads costs a cache miss on a line the producer writes.
             backlog.record(consumer_.backlog()? + 1);
@@ -505,7 +502,7 @@ fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<
             break;
         }
         let (batch, meta) = reader.decode(view)?;
-        report.latency.record(now_ns().saturating_sub(meta.append_ns));
+        report.latency.record(wall_ns().saturating_sub(meta.append_ns));
         start.get_or_insert_with(Instant::now);
         report.rows += batch.num_rows() as u64;
         report.bytes += batch.get_array_memory_size() as u64;
@@ -543,7 +540,7 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
             for b in buffers {
                 s.write_all(b.as_slice())?;
             }
-            s.write_all(&now_ns().to_le_bytes())?;
+            s.write_all(&wall_ns().to_le_bytes())?;
         }
         Ok(())
     };
@@ -584,7 +581,7 @@ fn consume_socket(socket: &std::path::Path) -> Result<()> {
         let mut buffer = Buffer::from_vec(bytes);
         while !buffer.is_empty() {
             if let Some(batch) = decoder.decode(&mut buffer)? {
-                report.latency.record(now_ns().saturating_sub(stamp));
+                report.latency.record(wall_ns().saturating_sub(stamp));
                 start.get_or_insert_with(Instant::now);
                 report.rows += batch.num_rows() as u64;
                 report.bytes += batch.get_array_memory_size() as u64;

@@ -19,7 +19,53 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::CheckpointError;
+/// Errors of checkpoint files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing the file failed.
+    #[error("checkpoint file: {context}: {source}")]
+    Io {
+        /// What quiver was doing, and to which file.
+        context: String,
+        /// The error the OS reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the checkpoint magic.
+    #[error("not a quiver checkpoint (bad magic)")]
+    NotACheckpoint,
+    /// The file is shorter than its header says.
+    #[error("truncated checkpoint: {actual} bytes, expected {expected}")]
+    Truncated {
+        /// Bytes the header promises.
+        expected: u64,
+        /// Bytes in the file.
+        actual: u64,
+    },
+    /// A checkpoint of another format version.
+    #[error("checkpoint format version {found}; this build reads version {expected}")]
+    VersionMismatch {
+        /// The file's version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The bytes are damaged: a checksum mismatch, or contents that do not fit together.
+    #[error("corrupt checkpoint: {0}")]
+    Corrupted(String),
+    /// Encoding the state failed.
+    #[error("cannot encode the checkpoint: {0}")]
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The checkpoint belongs to another stream or group, or another shape.
+    #[error("the checkpoint is of {found}, not of {expected}")]
+    Mismatch {
+        /// What the checkpoint is of.
+        found: String,
+        /// What it was restored into.
+        expected: String,
+    },
+}
 
 /// The first eight bytes of every checkpoint file.
 pub const MAGIC: [u8; 8] = *b"QVRCKPT\0";
@@ -98,7 +144,7 @@ impl Checkpoint {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
         let payload = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .map_err(|e| CheckpointError::Encode(e.to_string()))?;
+            .map_err(|e| CheckpointError::Encode(Box::new(e)))?;
         let mut bytes = Vec::with_capacity(HEADER + payload.len());
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -211,12 +257,14 @@ impl Checkpoint {
     /// any point leaves the old file or the new one, never a mix.
     pub fn write(&self, path: &Path) -> Result<u64, CheckpointError> {
         let bytes = self.to_bytes()?;
-        let io = |what: &str, e: std::io::Error| CheckpointError::Io(format!("{what} {}: {e}", path.display()));
+        let io = |what: &str, source| CheckpointError::Io { context: format!("{what} {}", path.display()), source };
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = path.file_name().ok_or_else(|| CheckpointError::Io(format!("{} names no file", path.display())))?;
+        let name = path.file_name().ok_or_else(|| {
+            io("write", std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"))
+        })?;
         let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
         // A temporary file left by a writer that crashed (with this pid).
         let _ = std::fs::remove_file(&tmp);
@@ -241,7 +289,8 @@ impl Checkpoint {
 
     /// Reads and checks the checkpoint at `path`.
     pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io(format!("read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| CheckpointError::Io { context: format!("read {}", path.display()), source })?;
         Checkpoint::from_bytes(&bytes)
     }
 }

@@ -41,7 +41,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
-pub use checkpoint::{Checkpoint, ShardUnit, TaskRecord};
+pub use checkpoint::{Checkpoint, CheckpointError, ShardUnit, TaskRecord};
 pub use error::{Result, ShardError};
 pub use registry::{MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 pub use stats::{list, MemberStats, ShardStats};
@@ -52,8 +52,9 @@ use steps::{
     snapshot, sweep,
 };
 
-use crate::arrow::{now_ns, BatchReader};
-use crate::error::{CheckpointError, StoreError, StreamError};
+use crate::arrow::BatchReader;
+use crate::error::{StoreError, StreamError};
+use crate::shm::clock::{monotonic_ns, wall_ns};
 use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
 use registry::{task, ShardGroup, FREE, LIVE, NIL};
 
@@ -281,7 +282,9 @@ impl ShardManager {
         let stream = &self.stream;
         self.with_group(|tx, sg| {
             let l = tx.locked();
-            let now = now_ns();
+            // Leases, sweeps and liveness on the monotonic clock; the linger
+            // against append times, which are wall-clock times.
+            let now = monotonic_ns();
             let me = check_member(l, sg, (member, joined_ns))?;
             me.last_seen_ns.store(now, Relaxed);
             let h = &sg.header;
@@ -290,7 +293,7 @@ impl ShardManager {
                 h.next_sweep_ns.store(now + SWEEP.as_nanos() as u64, Relaxed);
             }
             if sg.todo_is_empty()? {
-                cut(tx, stream, sg, now)?;
+                cut(tx, stream, sg, wall_ns())?;
             }
             if let Some(slot) = sg.pop_front()? {
                 let t = sg.task(slot)?;
@@ -352,7 +355,7 @@ impl ShardManager {
             let h = &sg.header;
             h.doing.fetch_sub(1, Relaxed);
             me.tasks_held.fetch_sub(1, Relaxed);
-            me.last_seen_ns.store(now_ns(), Relaxed);
+            me.last_seen_ns.store(monotonic_ns(), Relaxed);
             match outcome {
                 Outcome::Done => {
                     t.state.store(task::DONE, Relaxed);
@@ -411,7 +414,7 @@ impl ShardManager {
             {
                 return Err(ShardError::TaskNotHeld(task.id));
             }
-            t.lease_ns.store(now_ns().saturating_add(sg.header.lease_ns.load(Relaxed)), Relaxed);
+            t.lease_ns.store(monotonic_ns().saturating_add(sg.header.lease_ns.load(Relaxed)), Relaxed);
             Ok(())
         })
     }

@@ -6,8 +6,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::StoreError;
 use crate::store::Locked;
+use crate::store::StoreError;
 use crate::stream::MAX_PARTITIONS;
 
 /// Shard-managed groups a store can hold.
@@ -47,7 +47,7 @@ crate::shared_struct! {
         pub id: AtomicU64,
         pub start: AtomicU64,
         pub end: AtomicU64,
-        /// While DOING: the lease's deadline (ns since the epoch).
+        /// While DOING: the lease's deadline (`CLOCK_MONOTONIC` ns).
         pub lease_ns: AtomicU64,
         /// The id of the shard cut right after this one in its partition (0: none yet).
         pub next_id: AtomicU64,
@@ -71,6 +71,7 @@ crate::shared_struct! {
         /// The member's store client slot.
         pub client: AtomicU32,
         pub incarnation: AtomicU64,
+        /// When the member joined and when it was last seen (`CLOCK_MONOTONIC` ns).
         pub joined_ns: AtomicU64,
         pub last_seen_ns: AtomicU64,
         pub tasks_held: AtomicU64,
@@ -109,7 +110,8 @@ crate::shared_struct! {
         pub todo_len: AtomicU32,
         pub doing: AtomicU32,
         pub dead: AtomicU32,
-        /// When the next sweep for dead members and expired leases is due.
+        /// When the next sweep for dead members and expired leases is due
+        /// (`CLOCK_MONOTONIC` ns).
         pub next_sweep_ns: AtomicU64,
         pub done_tasks: AtomicU64,
         pub failed_tasks: AtomicU64,

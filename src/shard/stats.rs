@@ -58,7 +58,8 @@ pub struct MemberStats {
     pub done_batches: Vec<u64>,
     /// Per partition: rows it finished.
     pub done_rows: Vec<u64>,
-    /// When it was last seen (ns since the epoch).
+    /// When it was last seen: `CLOCK_MONOTONIC` nanoseconds, comparable with
+    /// [`monotonic_ns`](crate::shm::clock::monotonic_ns) in any process on the host.
     pub last_seen_ns: u64,
 }
 

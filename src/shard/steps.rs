@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::registry::{self, task, ShardGroup, FREE, LIVE, NIL};
 use super::{Checkpoint, ShardConfig, ShardSize, ShardUnit, TaskRecord, MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
-use crate::arrow::now_ns;
+use crate::shm::clock::{monotonic_ns, wall_ns};
 
 use super::error::{Result, ShardError};
 use crate::store::Locked;
@@ -109,7 +109,7 @@ pub(super) fn add_member(l: &Locked<'_>, sg: &ShardGroup) -> Result<(u32, u64)> 
     registry::reset_member(member);
     member.client.store(client, Relaxed);
     member.incarnation.store(incarnation, Relaxed);
-    let joined_ns = now_ns();
+    let joined_ns = monotonic_ns();
     member.joined_ns.store(joined_ns, Relaxed);
     member.state.store(LIVE, Release);
     Ok((m as u32, joined_ns))
@@ -341,7 +341,7 @@ pub(super) fn snapshot(
         doing,
         done,
         dead_letters,
-        taken_ns: now_ns(),
+        taken_ns: wall_ns(),
     })
 }
 

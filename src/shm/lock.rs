@@ -7,10 +7,12 @@
 //! metadata (the object table is the truth; everything derived is rebuilt)
 //! before the guard marks the mutex consistent again.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
+use super::clock;
+use super::error::{Result, ShmError};
 use super::Region;
-use crate::error::{Result, StoreError};
 
 /// Bytes reserved for the mutex in the file. `pthread_mutex_t` is 40 bytes
 /// on x86-64 and aarch64 glibc; the check below keeps that honest.
@@ -36,9 +38,7 @@ fn expected_kind() -> Result<u32> {
         // SAFETY: the mutex was initialised (rc == 0) and is not locked.
         (rc == 0).then(|| unsafe { libc::pthread_mutex_destroy(local.as_mut_ptr()) }).map(|_| kind)
     });
-    kind.ok_or_else(|| {
-        StoreError::io("initialise a reference mutex", std::io::Error::other("pthread_mutex_init failed"))
-    })
+    kind.ok_or_else(|| ShmError::io("initialise a reference mutex", std::io::Error::other("pthread_mutex_init failed")))
 }
 
 /// Checks that the mutex at `offset` of a file being opened is of the kind
@@ -50,7 +50,7 @@ pub(crate) fn check(region: &Region, offset: u64) -> Result<()> {
     let found = found.load(std::sync::atomic::Ordering::Relaxed);
     let expected = expected_kind()?;
     if found != expected {
-        return Err(StoreError::corrupted(format_args!("the store lock's kind is {found:#x}, not {expected:#x}")));
+        return Err(ShmError::ForeignLock { found, expected });
     }
     Ok(())
 }
@@ -60,7 +60,7 @@ pub(crate) fn init(region: &Region, offset: u64) -> Result<()> {
     let ptr = mutex_ptr(region, offset)?;
     let rc = init_at(ptr);
     if rc != 0 {
-        return Err(StoreError::io("initialise the store lock", std::io::Error::from_raw_os_error(rc)));
+        return Err(ShmError::io("initialise the store lock", std::io::Error::from_raw_os_error(rc)));
     }
     Ok(())
 }
@@ -94,26 +94,32 @@ fn mutex_ptr(region: &Region, offset: u64) -> Result<*mut libc::pthread_mutex_t>
     Ok(region.raw_ptr(offset, MUTEX_BYTES, align)?.cast())
 }
 
-/// A held lock. Unlocks on drop.
-pub(crate) struct LockGuard {
+/// A held lock. Unlocks on drop. It borrows the region the mutex lives in,
+/// so it cannot outlive the mapping.
+pub(crate) struct LockGuard<'r> {
     mutex: *mut libc::pthread_mutex_t,
     owner_died: bool,
+    region: PhantomData<&'r Region>,
 }
 
-impl LockGuard {
+impl LockGuard<'_> {
     /// Whether the previous holder died while holding the lock, so the
     /// state it guards may be half-changed and must be repaired.
+    ///
+    /// When it is true, the caller must record in the guarded state that a
+    /// repair is due (the store's `repair_pending`) before it attempts the
+    /// repair and before the guard drops: dropping the guard marks the
+    /// mutex consistent whether or not the repair succeeded.
     pub(crate) fn owner_died(&self) -> bool {
         self.owner_died
     }
 }
 
 /// Locks the mutex at `offset`, waiting at most `timeout`.
-pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<LockGuard> {
+pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<LockGuard<'_>> {
     let mutex = mutex_ptr(region, offset)?;
     // SAFETY: `mutex` points at the initialised process-shared mutex inside
-    // the mapping, which outlives the guard because the guard is dropped
-    // before the region (callers hold the region for the guard's lifetime).
+    // the mapping, which outlives the guard: the guard borrows the region.
     let mut rc = unsafe { libc::pthread_mutex_trylock(mutex) };
     // Critical sections last about a hundred nanoseconds, while sleeping in
     // the kernel and being woken costs tens of microseconds across cores: try
@@ -136,29 +142,34 @@ pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<Lo
         rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
     }
     match rc {
-        0 => Ok(LockGuard { mutex, owner_died: false }),
-        libc::EOWNERDEAD => Ok(LockGuard { mutex, owner_died: true }),
-        libc::ETIMEDOUT => Err(StoreError::LockTimeout(timeout)),
-        libc::ENOTRECOVERABLE => Err(StoreError::corrupted("the store lock is not recoverable")),
-        other => Err(StoreError::io("lock the store", std::io::Error::from_raw_os_error(other))),
+        0 => Ok(LockGuard { mutex, owner_died: false, region: PhantomData }),
+        libc::EOWNERDEAD => Ok(LockGuard { mutex, owner_died: true, region: PhantomData }),
+        libc::ETIMEDOUT => Err(ShmError::LockTimeout(timeout)),
+        libc::ENOTRECOVERABLE => Err(ShmError::LockNotRecoverable),
+        other => Err(ShmError::io("lock the store", std::io::Error::from_raw_os_error(other))),
     }
 }
 
+/// `timeout` from now on `CLOCK_REALTIME`, the clock POSIX's
+/// `pthread_mutex_timedlock` measures (glibc's `pthread_mutex_clocklock`
+/// would take `CLOCK_MONOTONIC`, but the libc crate does not bind it).
 fn realtime_deadline(timeout: Duration) -> libc::timespec {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    let total_ns = (now.tv_nsec as u128) + timeout.subsec_nanos() as u128;
-    let secs = (now.tv_sec as i128)
-        .saturating_add(timeout.as_secs().min(i64::MAX as u64 / 2) as i128)
-        .saturating_add((total_ns / 1_000_000_000) as i128);
-    libc::timespec { tv_sec: secs.min(i64::MAX as i128) as libc::time_t, tv_nsec: (total_ns % 1_000_000_000) as _ }
+    let deadline = u128::from(clock::wall_ns()).saturating_add(timeout.as_nanos());
+    let secs = (deadline / 1_000_000_000).min(i64::MAX as u128);
+    libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: (deadline % 1_000_000_000) as _ }
 }
 
-impl Drop for LockGuard {
+impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: the guard owns the lock on this mutex (it was returned by a
-        // successful lock). After EOWNERDEAD the caller has repaired the state
-        // by the time the guard drops, so marking the mutex consistent before
-        // unlocking is right; without it the mutex would become unusable.
+        // successful lock), and the mutex lives in the region the guard
+        // borrows. Marking it consistent after EOWNERDEAD is sound even when
+        // the repair failed or never ran: the caller stores `repair_pending`
+        // in the guarded header before it starts repairing (see
+        // `owner_died`) and clears it only once the repair is complete, so
+        // the next holder finds the flag and repairs before using anything.
+        // Not marking it would make the mutex unusable for every process
+        // (ENOTRECOVERABLE) instead.
         unsafe {
             if self.owner_died {
                 libc::pthread_mutex_consistent(self.mutex);

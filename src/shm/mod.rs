@@ -1,25 +1,36 @@
 //! The mapped file: the only module that talks to the operating system about
 //! shared memory.
 //!
-//! It owns four things, each in its own file:
+//! It owns these things, each in its own file:
 //!
 //! - `region`: creating (with the whole size reserved and pre-faulted) and
 //!   opening the file, and bounds-checked access to what is inside it;
+//! - [`error`]: [`ShmError`], what can go wrong with all of that;
 //! - `lock`: the robust, process-shared mutex that guards metadata, which
 //!   reports when its previous holder died so the caller can repair;
 //! - [`wait`]: futex waits with timeouts on words in the file, and the
 //!   spin-then-park strategy;
-//! - `liveness`: per-client locks that the OS releases when a process dies.
+//! - `liveness`: per-client locks that the OS releases when a process dies;
+//! - [`clock`]: the monotonic clock (leases, deadlines, liveness) and the
+//!   wall clock (times shown to users, append times);
+//! - [`rand`]: [`rand::SplitMix64`], the one seeded pseudo-random generator.
+//!
+//! The last two are here because this is the bottom layer, which every
+//! other may use; they import nothing from the crate.
 //!
 //! Everything above this module works with offsets and the plain types made
 //! by `shared_struct!`, never with pointers.
 
+pub mod clock;
+pub mod error;
 pub(crate) mod liveness;
 pub(crate) mod lock;
+pub mod rand;
 pub(crate) mod region;
 pub mod wait;
 
-pub(crate) use region::Region;
+pub use error::ShmError;
+pub(crate) use region::{Region, Span};
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 

@@ -4,7 +4,10 @@
 //! A [`Region`] hands out `&T` for [`Shared`] types only after checking that
 //! the offset is aligned and the whole value lies inside the mapping, so a
 //! corrupt offset read from the file becomes an error, never an
-//! out-of-bounds access.
+//! out-of-bounds access. Plain bytes go through a [`Span`], checked once when
+//! it is made; turning a span into a slice is `unsafe`, because whether
+//! another process may write those bytes meanwhile is the store's protocol,
+//! which this module cannot see.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -13,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::error::{Result, ShmError};
 use super::Shared;
-use crate::error::{Result, StoreError};
 
 /// The mapped store file. One per client handle: its open file description
 /// also carries the client's liveness lock (see [`super::liveness`]).
@@ -31,8 +34,8 @@ impl Region {
     pub(crate) fn create(path: &Path, len: u64, prefault: bool) -> Result<Region> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
             match e.kind() {
-                io::ErrorKind::AlreadyExists => StoreError::StoreExists(path.to_path_buf()),
-                _ => StoreError::io(format!("create {}", path.display()), e),
+                io::ErrorKind::AlreadyExists => ShmError::Exists(path.to_path_buf()),
+                _ => ShmError::io(format!("create {}", path.display()), e),
             }
         })?;
         let reserve = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len);
@@ -42,9 +45,9 @@ impl Region {
             let source = io::Error::from(errno);
             return Err(match errno {
                 rustix::io::Errno::NOSPC | rustix::io::Errno::FBIG => {
-                    StoreError::NoSpace { path: path.to_path_buf(), size: len, source }
+                    ShmError::NoSpace { path: path.to_path_buf(), size: len, source }
                 }
-                _ => StoreError::io(format!("reserve {len} bytes for {}", path.display()), source),
+                _ => ShmError::io(format!("reserve {len} bytes for {}", path.display()), source),
             });
         }
         match Self::map(file, path, prefault) {
@@ -62,16 +65,16 @@ impl Region {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+            .map_err(|e| ShmError::io(format!("open {}", path.display()), e))?;
         Self::map(file, path, prefault)
     }
 
     fn map(file: File, path: &Path, prefault: bool) -> Result<Region> {
-        let len = file.metadata().map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
-        let len = usize::try_from(len).map_err(|_| StoreError::corrupted("file larger than the address space"))?;
+        let len = file.metadata().map_err(|e| ShmError::io(format!("stat {}", path.display()), e))?.len();
+        let len = usize::try_from(len).map_err(|_| ShmError::TooLarge { path: path.to_path_buf(), len })?;
         if len == 0 {
-            // An empty file cannot be mapped; the caller reports it as not ready.
-            return Err(StoreError::NotReady(path.to_path_buf()));
+            // An empty file cannot be mapped; the store reports it as not ready.
+            return Err(ShmError::Empty(path.to_path_buf()));
         }
         let mut options = MmapOptions::new();
         options.len(len);
@@ -80,7 +83,7 @@ impl Region {
             // not pay a fault (about 5 µs here) on the first touch of each page.
             options.populate();
         }
-        let map = options.map_raw(&file).map_err(|e| StoreError::io(format!("map {}", path.display()), e))?;
+        let map = options.map_raw(&file).map_err(|e| ShmError::io(format!("map {}", path.display()), e))?;
         Ok(Region { map, file, path: path.to_path_buf() })
     }
 
@@ -98,7 +101,7 @@ impl Region {
     /// The uid that owns the file.
     pub(crate) fn owner(&self) -> Result<u32> {
         use std::os::unix::fs::MetadataExt;
-        let meta = self.file.metadata().map_err(|e| StoreError::io(format!("stat {}", self.path.display()), e))?;
+        let meta = self.file.metadata().map_err(|e| ShmError::io(format!("stat {}", self.path.display()), e))?;
         Ok(meta.uid())
     }
 
@@ -118,10 +121,7 @@ impl Region {
         let end = offset.checked_add(len);
         match end {
             Some(end) if end <= self.len() && offset % align == 0 => Ok(offset as usize),
-            _ => Err(StoreError::corrupted(format_args!(
-                "range [{offset}, +{len}) (alignment {align}) lies outside the {}-byte mapping",
-                self.len()
-            ))),
+            _ => Err(ShmError::OutOfBounds { offset, len, align, mapped: self.len() }),
         }
     }
 
@@ -138,39 +138,57 @@ impl Region {
 
     /// A shared slice of `count` values of `T` starting at `offset`.
     pub(crate) fn slice<T: Shared>(&self, offset: u64, count: u64) -> Result<&[T]> {
-        let len =
-            count.checked_mul(size_of::<T>() as u64).ok_or_else(|| StoreError::corrupted("slice length overflows"))?;
+        let len = count.checked_mul(size_of::<T>() as u64).ok_or(ShmError::OutOfBounds {
+            offset,
+            len: u64::MAX,
+            align: align_of::<T>() as u64,
+            mapped: self.len(),
+        })?;
         let at = self.check(offset, len, align_of::<T>() as u64)?;
         // SAFETY: as in `get`: in bounds, aligned, and `T: Shared`.
         Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(at).cast::<T>(), count as usize) })
     }
 
-    /// The bytes `[offset, offset + len)` of a sealed object.
-    ///
-    /// Crate-internal contract: the store calls this only for the payload of
-    /// an object it has seen sealed and holds a reference to, which no
-    /// process writes while the reference is held (the store protocol).
-    pub(crate) fn read_bytes(&self, offset: u64, len: u64) -> Result<&[u8]> {
+    /// The bytes `[offset, offset + len)`, checked to lie in the mapping,
+    /// as a [`Span`] to read or write later without another check.
+    pub(crate) fn span(&self, offset: u64, len: u64) -> Result<Span> {
         let at = self.check(offset, len, 1)?;
-        // SAFETY: in bounds (checked); the mapping outlives `self`; by the
-        // store protocol nobody writes a sealed, referenced object.
-        Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(at), len as usize) })
+        Ok(Span { at, len: len as usize, base: self.map.as_ptr() as usize })
     }
 
-    /// The bytes `[offset, offset + len)` of an object being created, for its
-    /// creator to fill.
+    /// The bytes of `span`, to read.
     ///
-    /// Crate-internal contract: the store calls this only for the payload of
-    /// an unsealed object that this client created, so no other reference to
-    /// these bytes exists in any process (the store protocol), and it keeps
-    /// the returned slice borrowed from the builder that owns the object.
+    /// # Safety
+    ///
+    /// `span` was made by this region's [`span`](Region::span), and no
+    /// process writes those bytes while the returned slice lives. (The
+    /// store's protocol gives this for the payload of a sealed object it
+    /// holds a reference to, and for bytes it reads under its lock that
+    /// only a holder of the lock writes.)
+    pub(crate) unsafe fn read_bytes(&self, span: Span) -> &[u8] {
+        debug_assert_eq!(span.base, self.map.as_ptr() as usize, "a span of another mapping");
+        // SAFETY: the span lies inside this mapping (checked when it was
+        // made, by the caller's contract on this same region), which lives as
+        // long as `self`; the caller promises no writes while it is borrowed.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(span.at), span.len) }
+    }
+
+    /// The bytes of `span`, to write.
+    ///
+    /// # Safety
+    ///
+    /// `span` was made by this region's [`span`](Region::span), and while
+    /// the returned slice lives no other reference to those bytes exists,
+    /// in this process or any other. (The store's protocol gives this for
+    /// the payload of an unsealed object this client created, borrowed
+    /// mutably from the builder that owns it.)
     #[allow(clippy::mut_from_ref)]
-    pub(crate) fn write_bytes(&self, offset: u64, len: u64) -> Result<&mut [u8]> {
-        let at = self.check(offset, len, 1)?;
-        // SAFETY: in bounds (checked); the mapping is writable and outlives
-        // `self`; the range belongs exclusively to the unsealed object whose
-        // builder borrows this slice mutably.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), len as usize) })
+    pub(crate) unsafe fn write_bytes(&self, span: Span) -> &mut [u8] {
+        debug_assert_eq!(span.base, self.map.as_ptr() as usize, "a span of another mapping");
+        // SAFETY: in bounds of this writable mapping, which outlives `self`
+        // (checked when the span was made); the caller promises that this is
+        // the only reference to the bytes while it lives.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(span.at), span.len) }
     }
 
     /// The raw address of `offset`, for the robust mutex (which the C library
@@ -179,5 +197,25 @@ impl Region {
         let at = self.check(offset, len, align)?;
         // SAFETY: `at + len` lies inside the mapping (checked).
         Ok(unsafe { self.map.as_mut_ptr().add(at) })
+    }
+}
+
+/// A byte range checked to lie inside one [`Region`]'s mapping, made by
+/// [`Region::span`]. It holds offsets, not a borrow, so a view that owns the
+/// region (through an `Arc`) can keep one; reading it goes back through the
+/// region, so the slice borrows the region and cannot outlive the mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    at: usize,
+    len: usize,
+    /// The mapping's address, to catch a span used on another region in
+    /// debug builds.
+    base: usize,
+}
+
+impl Span {
+    /// The length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len as u64
     }
 }

@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::layout::{AllocState, BlockHeader, ALIGN, BLOCK_FREE, BLOCK_USED, FL_COUNT, NIL_OFF, SL_COUNT, SL_LOG};
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::Region;
 
 /// The valid bits of a second-level bitmap: one per list of a row. Garbage
@@ -61,7 +61,7 @@ impl<'a> Arena<'a> {
         if off >= self.size || off % ALIGN != 0 {
             return Err(StoreError::corrupted(format_args!("block offset {off} outside the arena")));
         }
-        self.region.get(self.base + off)
+        Ok(self.region.get(self.base + off)?)
     }
 
     /// The header at `off`, checked to carry `tag` and a size that fits.

@@ -17,7 +17,7 @@ use super::layout::{self, state, Layout, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET
 use super::recovery;
 use super::table::Tables;
 use super::ObjectId;
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::wait::{WaitCell, WaitStrategy};
 use crate::shm::{liveness, lock, Region};
 
@@ -87,7 +87,7 @@ pub(super) fn bucket_of(hash: u64) -> u64 {
 
 impl ClientState {
     pub(super) fn cell(&self, i: u64) -> Result<&WaitCell> {
-        self.region.get(WAIT_OFFSET + i * size_of::<WaitCell>() as u64)
+        Ok(self.region.get(WAIT_OFFSET + i * size_of::<WaitCell>() as u64)?)
     }
 
     pub(super) fn notify(&self, i: u64) {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::wait::WaitStrategy;
 
 /// The directory that named stores live in.

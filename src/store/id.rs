@@ -97,10 +97,7 @@ impl ObjectId {
                 Err(_) => {
                     // getrandom(2) cannot fail on Linux ≥ 3.17 once the pool is
                     // initialised; fall back to time and pid rather than panic.
-                    let seed = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as u64)
-                        ^ ((std::process::id() as u64) << 32);
+                    let seed = crate::shm::clock::wall_ns() ^ ((std::process::id() as u64) << 32);
                     bytes[1..9].copy_from_slice(&seed.to_le_bytes());
                     break;
                 }

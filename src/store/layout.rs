@@ -16,13 +16,13 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::wait::WaitCell;
 
 /// "QVRSTORE" as a little-endian u64: the first eight bytes of every store.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"QVRSTORE");
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The ready word's value once the creator has published the file.
 pub(crate) const READY: u32 = 0x5244_5952; // "RYDR"
 

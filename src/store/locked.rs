@@ -23,7 +23,7 @@ use super::client::{bucket_of, ClientState, ANY_SEAL_CELL, SPACE_CELL};
 use super::layout::{state, BLOCK_HEADER, FLAG_PINNED, NIL, REGISTRY_BYTES, REGISTRY_OFFSET};
 use super::table::Tables;
 use super::{ObjectBuilder, ObjectId, ObjectState, ObjectView, ALIGN};
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::liveness;
 use crate::shm::wait::WaitCell;
 
@@ -200,9 +200,8 @@ impl<'a> Locked<'a> {
         t.header.payload.fetch_add(object.data_size + object.meta_size as u64, Relaxed);
         t.header.objects.fetch_add(1, Relaxed);
         let data_offset = s.layout.arena_offset + block + BLOCK_HEADER;
-        let builder = ObjectBuilder::new(s.clone(), e, id, data_offset, data_size, object.meta_size as u64);
-        // The block is this client's until it is sealed: nobody else reads it.
-        s.region.write_bytes(data_offset + data_size, object.meta_size as u64)?.copy_from_slice(metadata);
+        let mut builder = ObjectBuilder::new(s.clone(), e, id, data_offset, data_size, object.meta_size as u64)?;
+        builder.metadata_mut().copy_from_slice(metadata);
         Ok(Some(builder))
     }
 
@@ -245,7 +244,7 @@ impl<'a> Locked<'a> {
         if !fits {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
-        self.t.region.get(REGISTRY_OFFSET + offset)
+        Ok(self.t.region.get(REGISTRY_OFFSET + offset)?)
     }
 
     /// This handle's client: its slot and incarnation.
@@ -292,9 +291,10 @@ impl<'a> Locked<'a> {
         if state == ObjectState::Sealed {
             let at = self.t.payload(e, &id)?.data_offset + data_size;
             let len = meta_size.min(METADATA_HEAD as u64);
-            // A sealed object is never written, and it cannot be freed while
+            let span = self.t.region.span(at, len)?;
+            // SAFETY: a span of this region. A sealed object is never written, and it cannot be freed while
             // we hold the lock: the copy is of settled bytes.
-            metadata[..len as usize].copy_from_slice(self.t.region.read_bytes(at, len)?);
+            metadata[..len as usize].copy_from_slice(unsafe { self.t.region.read_bytes(span) });
         }
         Ok(Some(ObjectRecord { state, payload: data_size + meta_size, metadata, metadata_len: meta_size as usize }))
     }

@@ -21,6 +21,7 @@
 mod alloc;
 mod client;
 mod config;
+mod error;
 mod id;
 mod layout;
 mod locked;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX, STORE_DIR};
+pub use error::{Result, StoreError};
 pub(crate) use id::fnv1a;
 pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
@@ -43,8 +45,6 @@ pub use object::{ObjectBuilder, ObjectView};
 pub(crate) use layout::REGISTRY_BYTES;
 use locked::Placement;
 pub(crate) use locked::{Locked, METADATA_HEAD};
-
-use crate::error::{Result, StoreError};
 
 use crate::shm::{liveness, lock, Region};
 use client::{bucket_of, sweep_dead_clients, ClientState, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
@@ -421,7 +421,7 @@ impl Store {
         if !offset.checked_add(size_of::<T>() as u64).is_some_and(|end| end <= layout::REGISTRY_BYTES) {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
-        self.shared.region.get(layout::REGISTRY_OFFSET + offset)
+        Ok(self.shared.region.get(layout::REGISTRY_OFFSET + offset)?)
     }
 
     /// The wait cell at `offset` in the registry.
@@ -429,7 +429,7 @@ impl Store {
         if !offset.checked_add(64).is_some_and(|end| end <= layout::REGISTRY_BYTES) {
             return Err(StoreError::corrupted(format_args!("registry offset {offset} lies outside the registry")));
         }
-        self.shared.region.get(layout::REGISTRY_OFFSET + offset)
+        Ok(self.shared.region.get(layout::REGISTRY_OFFSET + offset)?)
     }
 
     /// How this handle waits (its [`OpenConfig`]'s strategy).
@@ -457,7 +457,7 @@ impl Store {
                     *view = self.try_get(*id, id.table_hash())?;
                 }
             }
-            Ok(views.iter().all(Option::is_some).then_some(()))
+            Ok::<_, StoreError>(views.iter().all(Option::is_some).then_some(()))
         })?;
         Ok(views)
     }
@@ -663,7 +663,7 @@ fn take_view(t: &Tables<'_>, shared: &Arc<ClientState>, id: ObjectId, hash: u64)
         t.add_holder(e, shared.client)?;
     }
     count.fetch_add(1, Relaxed);
-    Ok(Some(ObjectView::new(shared.clone(), e, id, payload.data_offset, payload.data_size, payload.meta_size)))
+    Ok(Some(ObjectView::new(shared.clone(), e, id, payload.data_offset, payload.data_size, payload.meta_size)?))
 }
 
 impl std::fmt::Debug for Store {

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use super::client::ClientState;
-use super::{ObjectId, Store};
-use crate::error::{Result, StoreError};
+use super::{ObjectId, Result, Store, StoreError};
+use crate::shm::Span;
 
 /// An object being created. Write its data with [`data_mut`], then
 /// [`seal`] it; dropping it unsealed aborts it and frees its memory.
@@ -20,13 +20,17 @@ pub struct ObjectBuilder {
     shared: Arc<ClientState>,
     entry: u32,
     id: ObjectId,
-    data_offset: u64,
-    data_size: u64,
-    meta_size: u64,
+    /// The data and the metadata, checked against the mapping once, here.
+    data: Span,
+    meta: Span,
     finished: bool,
 }
 
 impl ObjectBuilder {
+    /// The builder of the object this client just placed at entry `entry`.
+    /// If its bytes do not lie in the mapping (the allocator's ranges are
+    /// checked against the arena, so only a bug gets here), the object is
+    /// aborted and the error returned.
     pub(crate) fn new(
         shared: Arc<ClientState>,
         entry: u32,
@@ -34,8 +38,18 @@ impl ObjectBuilder {
         data_offset: u64,
         data_size: u64,
         meta_size: u64,
-    ) -> Self {
-        ObjectBuilder { shared, entry, id, data_offset, data_size, meta_size, finished: false }
+    ) -> Result<Self> {
+        let spans = shared.region().span(data_offset, data_size).and_then(|data| {
+            let meta = shared.region().span(data_offset + data_size, meta_size)?;
+            Ok((data, meta))
+        });
+        match spans {
+            Ok((data, meta)) => Ok(ObjectBuilder { shared, entry, id, data, meta, finished: false }),
+            Err(e) => {
+                let _ = shared.abort(entry, id);
+                Err(e.into())
+            }
+        }
     }
 
     /// The object's ID.
@@ -45,25 +59,29 @@ impl ObjectBuilder {
 
     /// The object's data, to fill. It starts 64-byte aligned.
     pub fn data_mut(&mut self) -> &mut [u8] {
-        // The range was checked against the arena when the object was
-        // allocated; the region re-checks it against the mapping.
-        self.shared.region().write_bytes(self.data_offset, self.data_size).unwrap_or_default()
+        // SAFETY: the span is of this region (made in `new`); the object is
+        // unsealed and this client's, so no other process touches its bytes,
+        // and `&mut self` makes this the only borrow of them in this one.
+        unsafe { self.shared.region().write_bytes(self.data) }
     }
 
     /// The object's data as written so far.
     pub fn data(&self) -> &[u8] {
-        self.shared.region().read_bytes(self.data_offset, self.data_size).unwrap_or_default()
+        // SAFETY: as in `data_mut`; `&self` rules out a mutable borrow.
+        unsafe { self.shared.region().read_bytes(self.data) }
     }
 
     /// The metadata, to change before sealing (for example to stamp the time
     /// of the seal itself).
     pub fn metadata_mut(&mut self) -> &mut [u8] {
-        self.shared.region().write_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()
+        // SAFETY: as in `data_mut`, for the metadata's span.
+        unsafe { self.shared.region().write_bytes(self.meta) }
     }
 
     /// The metadata given to `create`.
     pub fn metadata(&self) -> &[u8] {
-        self.shared.region().read_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()
+        // SAFETY: as in `data`, for the metadata's span.
+        unsafe { self.shared.region().read_bytes(self.meta) }
     }
 
     /// Makes the object immutable and visible, and wakes every process
@@ -84,7 +102,7 @@ impl ObjectBuilder {
     /// seals or aborts it: the builder's drop does nothing from here on.
     pub(super) fn disarm(mut self, client: &Arc<ClientState>) -> Result<(u32, ObjectId)> {
         if !Arc::ptr_eq(&self.shared, client) {
-            return Err(StoreError::InvalidConfig(format!(
+            return Err(StoreError::InvalidArgument(format!(
                 "object {} was created through another store handle",
                 self.id
             )));
@@ -106,7 +124,7 @@ impl Drop for ObjectBuilder {
 
 impl std::fmt::Debug for ObjectBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectBuilder").field("id", &self.id).field("data_size", &self.data_size).finish()
+        f.debug_struct("ObjectBuilder").field("id", &self.id).field("data_size", &self.data.len()).finish()
     }
 }
 
@@ -117,12 +135,17 @@ pub struct ObjectView {
     shared: Arc<ClientState>,
     entry: u32,
     id: ObjectId,
-    data_offset: u64,
-    data_size: u64,
-    meta_size: u64,
+    /// The data and the metadata, checked against the mapping once, here.
+    data: Span,
+    meta: Span,
 }
 
 impl ObjectView {
+    /// A view of the sealed object at entry `entry`, whose reference this
+    /// client has just taken under the lock. If its bytes do not lie in the
+    /// mapping (they were checked against the arena, so only a bug gets
+    /// here), the error is returned and the reference stays recorded until
+    /// this client closes: the safe direction, never freed early.
     pub(crate) fn new(
         shared: Arc<ClientState>,
         entry: u32,
@@ -130,8 +153,10 @@ impl ObjectView {
         data_offset: u64,
         data_size: u64,
         meta_size: u64,
-    ) -> Self {
-        ObjectView { shared, entry, id, data_offset, data_size, meta_size }
+    ) -> Result<Self> {
+        let data = shared.region().span(data_offset, data_size)?;
+        let meta = shared.region().span(data_offset + data_size, meta_size)?;
+        Ok(ObjectView { shared, entry, id, data, meta })
     }
 
     /// The object's ID.
@@ -141,37 +166,34 @@ impl ObjectView {
 
     /// The object's data, in place in shared memory (64-byte aligned).
     pub fn data(&self) -> &[u8] {
-        // Checked against the arena in `get`; the region re-checks the mapping.
-        self.shared.region().read_bytes(self.data_offset, self.data_size).unwrap_or_default()
+        // SAFETY: the span is of this region (made in `new`); the object is
+        // sealed and this view holds a reference to it, so no process writes
+        // its bytes (nor frees or reuses them) while the view, and so the
+        // slice, lives.
+        unsafe { self.shared.region().read_bytes(self.data) }
     }
 
     /// The object's metadata.
     pub fn metadata(&self) -> &[u8] {
-        self.shared.region().read_bytes(self.data_offset + self.data_size, self.meta_size).unwrap_or_default()
+        // SAFETY: as in `data`, for the metadata's span.
+        unsafe { self.shared.region().read_bytes(self.meta) }
     }
 
     /// Bytes of data.
     pub fn len(&self) -> usize {
-        self.data_size as usize
+        self.data.len() as usize
     }
 
     /// Whether the object has no data.
     pub fn is_empty(&self) -> bool {
-        self.data_size == 0
+        self.data.len() == 0
     }
 }
 
 impl Clone for ObjectView {
     fn clone(&self) -> Self {
         self.shared.add_local_ref(self.entry);
-        ObjectView {
-            shared: self.shared.clone(),
-            entry: self.entry,
-            id: self.id,
-            data_offset: self.data_offset,
-            data_size: self.data_size,
-            meta_size: self.meta_size,
-        }
+        ObjectView { shared: self.shared.clone(), entry: self.entry, id: self.id, data: self.data, meta: self.meta }
     }
 }
 
@@ -191,6 +213,6 @@ impl AsRef<[u8]> for ObjectView {
 
 impl std::fmt::Debug for ObjectView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectView").field("id", &self.id).field("len", &self.data_size).finish()
+        f.debug_struct("ObjectView").field("id", &self.id).field("len", &self.data.len()).finish()
     }
 }

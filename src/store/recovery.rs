@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::layout::{state, Entry, ALIGN, BLOCK_HEADER, MAX_CLIENTS, NIL};
 use super::table::Tables;
-use crate::error::Result;
+use super::Result;
 
 /// Whether an entry's fields describe a block the arena can hold.
 fn entry_is_sane(t: &Tables<'_>, entry: &Entry) -> bool {

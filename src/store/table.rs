@@ -20,7 +20,7 @@ use super::layout::{
     state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, BLOCK_HEADER, CLIENTS_OFFSET, FLAG_PINNED,
     MAX_CLIENTS, NIL,
 };
-use crate::error::{Result, StoreError};
+use super::{Result, StoreError};
 use crate::shm::Region;
 
 /// The shared structures of one store.

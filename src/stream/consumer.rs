@@ -188,7 +188,7 @@ impl Consumer {
             }
         };
         if let Some(name) = &config.group {
-            registry::check_name("group", name)?;
+            registry::check_name("group", name).map_err(StreamError::InvalidConfig)?;
         }
         let (group, pos) = stream.with_record(|_, record| {
             let mut pos = Vec::with_capacity(partitions as usize);
@@ -382,7 +382,7 @@ impl Consumer {
     /// lies below these heads (append times are taken under the same lock).
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         self.stream.with_record(|_, record| {
-            let now_ns = crate::arrow::now_ns();
+            let now_ns = crate::shm::clock::wall_ns();
             let mut heads = Vec::with_capacity(self.parts.len());
             for &p in &self.parts {
                 heads.push((p, registry::range(&record.partitions[p as usize])?.1));

@@ -23,6 +23,7 @@
 //! its timeout and then fails.
 
 mod consumer;
+mod error;
 mod producer;
 mod registry;
 mod txn;
@@ -35,14 +36,16 @@ use std::time::Duration;
 use arrow_schema::SchemaRef;
 
 pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
+pub use error::StreamError;
 pub use producer::{Appended, Producer};
 pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
 pub(crate) use txn::{group_exists, stream_name, GroupKey, SlotState, StreamTxn, READ_AHEAD};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
-use crate::arrow::{load_schema, now_ns, BatchWriter};
-use crate::error::{StoreError, StreamError};
+use crate::arrow::{load_schema, BatchWriter};
+use crate::shm::clock::wall_ns;
+use crate::store::StoreError;
 use crate::store::{Locked, ObjectId, Store};
 use registry::{GroupSlot, StreamRecord, CLOSED, FREE, LIVE};
 
@@ -143,7 +146,7 @@ impl StreamConfig {
     }
 
     fn check(&self) -> Result<()> {
-        registry::check_name("stream", &self.name)?;
+        registry::check_name("stream", &self.name).map_err(StreamError::InvalidConfig)?;
         if self.partitions == 0 || self.partitions as usize > MAX_PARTITIONS {
             return Err(StreamError::InvalidConfig(format!(
                 "a stream has 1 to {MAX_PARTITIONS} partitions, not {}",
@@ -154,7 +157,7 @@ impl StreamConfig {
             return Err(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS });
         }
         for (i, group) in self.groups.iter().enumerate() {
-            registry::check_name("group", group)?;
+            registry::check_name("group", group).map_err(StreamError::InvalidConfig)?;
             if self.groups[..i].contains(group) {
                 return Err(StreamError::InvalidConfig(format!("group {group:?} is declared twice")));
             }
@@ -205,7 +208,7 @@ impl Stream {
         config.check()?;
         // Publishes the schema object (pinned, shared by fingerprint).
         let fingerprint = BatchWriter::new(store, config.schema.clone())?.fingerprint();
-        let created_ns = now_ns();
+        let created_ns = wall_ns();
         let (slot, namespace) = store.locked(|l| -> Result<_> {
             let reg = registry::registry(l)?;
             if registry::find_stream(reg, &config.name)?.is_some() {
@@ -454,7 +457,7 @@ impl Stream {
     /// Adds a consumer group, starting at the oldest retained batch or at
     /// the head. Does nothing if the group exists.
     pub fn add_group(&self, name: &str, start: StartAt) -> Result<()> {
-        registry::check_name("group", name)?;
+        registry::check_name("group", name).map_err(StreamError::InvalidArgument)?;
         self.with_record(|_, record| join_group(record, name, start).map(|_| ()))
     }
 
@@ -488,7 +491,7 @@ impl Stream {
                 _ => false,
             };
             if max_age > 0 {
-                let cutoff = now_ns().saturating_sub(max_age);
+                let cutoff = wall_ns().saturating_sub(max_age);
                 for p in 0..self.inner.partitions as usize {
                     while registry::oldest_append_ns(l, record, p)?.is_some_and(|t| t < cutoff) {
                         if !go_on(registry::drop_oldest(l, record, p, registry::DropReason::Expired)?) {
@@ -694,7 +697,7 @@ pub(super) fn join_group(record: &StreamRecord, name: &str, start: StartAt) -> R
         .iter()
         .position(|g| g.state.load(Relaxed) == FREE)
         .ok_or(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS })?;
-    let created_ns = now_ns();
+    let created_ns = wall_ns();
     let mut bounds = Vec::with_capacity(MAX_PARTITIONS);
     for part in &record.partitions {
         bounds.push(registry::range(part)?);

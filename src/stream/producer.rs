@@ -17,8 +17,9 @@ use arrow_schema::DataType;
 
 use super::registry::{self, CLOSED};
 use super::{BackPressure, Result, Stream};
-use crate::arrow::{now_ns, stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
+use crate::arrow::{stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
 use crate::error::{StoreError, StreamError};
+use crate::shm::clock::wall_ns;
 use crate::store::{ObjectBuilder, ObjectId};
 
 /// Where an append put its batch.
@@ -251,7 +252,7 @@ impl Producer {
             let Some(builder) = l.create(id, encoded.size, metadata, true)? else {
                 return Ok(None);
             };
-            let append_ns = now_ns().max(part.last_append_ns.load(Relaxed));
+            let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
             part.head.store(next, Relaxed);
             part.last_append_ns.store(append_ns, Relaxed);
             Ok(Some((builder, Appended { partition, offset, append_ns })))

@@ -11,8 +11,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::StoreError;
 use crate::shm::wait::WaitCell;
+use crate::store::StoreError;
 use crate::store::{Locked, ObjectId, ObjectState};
 
 /// Streams a store can hold.
@@ -183,12 +183,11 @@ pub(crate) fn read_name(words: &[AtomicU64; MAX_NAME / 8], len: &AtomicU32) -> R
     String::from_utf8(bytes).map_err(|_| StoreError::corrupted("a registry name is not UTF-8"))
 }
 
-/// Checks a stream or group name.
-pub(crate) fn check_name(what: &str, name: &str) -> Result<(), crate::error::StreamError> {
+/// Checks a stream or group name; the error says why it cannot be one (the
+/// caller knows whether the name came in a configuration or as an argument).
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME || name.contains('\0') {
-        return Err(crate::error::StreamError::InvalidConfig(format!(
-            "{what} names are 1 to {MAX_NAME} bytes without NUL; {name:?} is not"
-        )));
+        return Err(format!("{what} names are 1 to {MAX_NAME} bytes without NUL; {name:?} is not"));
     }
     Ok(())
 }

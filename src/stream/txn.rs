@@ -176,6 +176,7 @@ impl<'a> StreamTxn<'a> {
     /// Finds the group `name`, making it (starting at `start`) if it does
     /// not exist.
     pub(crate) fn join_group(&self, name: &str, start: StartAt) -> Result<GroupKey> {
+        super::registry::check_name("group", name).map_err(StreamError::InvalidArgument)?;
         let (slot, created_ns) = super::join_group(self.record, name, start)?;
         Ok(GroupKey { slot, created_ns })
     }

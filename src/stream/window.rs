@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use super::consumer::{Consumer, Polled, StreamBatch};
 use super::Result;
-use crate::arrow::now_ns;
-use crate::error::StreamError;
+use super::StreamError;
+use crate::shm::clock::wall_ns;
 
 /// How a stream is cut into windows (the rules are in the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,8 +390,8 @@ impl Windows {
         loop {
             // A window whose end has passed ends now instead: it takes
             // everything appended up to the moment it is cut.
-            let scheduled = *self.relaxed_end.get_or_insert_with(|| now_ns().saturating_add(interval));
-            let end = scheduled.max(now_ns());
+            let scheduled = *self.relaxed_end.get_or_insert_with(|| wall_ns().saturating_add(interval));
+            let end = scheduled.max(wall_ns());
             if self.ended {
                 if self.pending.is_empty() {
                     return Ok(None);

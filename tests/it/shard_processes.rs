@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use quiver::shm::rand::SplitMix64;
 use quiver::stream::{Stream, StreamConfig};
 use quiver::{Next, Outcome, ShardConfig, ShardManager, ShardSize, Store, StoreConfig};
 
@@ -90,15 +91,10 @@ fn members_killed_at_random_moments_lose_nothing_and_duplicate_only_what_they_he
     std::fs::create_dir_all(&dir.0).unwrap();
     let store = Store::create(StoreConfig::new(&t.name).capacity(32 << 20)).unwrap();
     let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = quiver::shm::clock::wall_ns();
     println!("seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut next = move |n: u64| rng.below(n);
     let total = 600u64;
     let appender = {
         let stream = Stream::open(&Store::open(&t.name).unwrap(), "s").unwrap();

@@ -281,6 +281,14 @@ fn read_task_returns_the_shards_batches_in_order() {
     let offsets: Vec<u64> = batches.iter().map(|b| b.offset).collect();
     assert_eq!(offsets, (task.start..task.end).collect::<Vec<_>>());
     assert!(batches.iter().all(|b| b.partition == task.partition));
+    // A task turned around is a bad argument; a bad group name too.
+    let mut backwards = task;
+    (backwards.start, backwards.end) = (task.end, task.start);
+    assert!(matches!(m.read_task(&backwards, Duration::ZERO), Err(ShardError::InvalidArgument(_))));
+    assert!(matches!(
+        ShardManager::join(&stream, "", config(5)),
+        Err(ShardError::Stream(quiver::StreamError::InvalidArgument(_)))
+    ));
 }
 
 fn sample_checkpoint() -> Checkpoint {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use quiver::shm::rand::SplitMix64;
 use quiver::{ObjectId, Store, StoreConfig, StoreError};
 
 use crate::common::{harness, pattern, run_quiver, TestStore, LONG};
@@ -129,13 +130,8 @@ fn a_lock_holder_that_dies_mid_change_is_repaired() {
 fn processes_killed_at_random_instants_never_wedge_or_leak() {
     let t = TestStore::new("hammer");
     let store = Store::create(StoreConfig::new(&t.name).capacity(512 << 10).max_objects(256)).unwrap();
-    let mut seed = 0x5eed_u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = SplitMix64::new(0x5eed);
+    let mut next = move || rng.next_u64();
     let spawn = |n: u64| harness(&["hammer", "--store", &t.name, "--ns", "1", "--seed", &n.to_string()]);
     let mut procs: Vec<_> = (0..3).map(|n| spawn(n + 1)).collect();
     for p in &mut procs {

@@ -115,6 +115,8 @@ fn streams_are_found_by_name_from_another_handle() {
     ] {
         assert!(matches!(Stream::create(&store, bad), Err(StreamError::InvalidConfig(_))));
     }
+    // A bad argument is not a bad configuration.
+    assert!(matches!(created.add_group("", StartAt::Oldest), Err(StreamError::InvalidArgument(_))));
     assert_eq!(Stream::list(&store).unwrap().len(), 1);
     Stream::remove(&store, "events").unwrap();
     assert!(matches!(created.stats(), Err(StreamError::Removed(_))));

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use quiver::shm::rand::SplitMix64;
 use quiver::{ShardConfig, ShardManager, ShardSize, Store, StoreConfig, Stream, StreamConfig};
 
 #[derive(clap::Args, Debug)]
@@ -142,7 +143,7 @@ struct Driver<'a> {
     incarnation: u64,
     procs: Vec<Proc>,
     record: Record,
-    rng: u64,
+    rng: SplitMix64,
     /// Every store made, removed (with the log directory) when the driver
     /// ends, however it ends.
     stores: Vec<String>,
@@ -163,10 +164,7 @@ impl Drop for Driver<'_> {
 
 impl Driver<'_> {
     fn random(&mut self, n: u64) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % n.max(1)
+        self.rng.below(n)
     }
 
     fn checkpoint_path(&self, g: u32) -> PathBuf {
@@ -317,9 +315,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     if args.partitions == 0 || args.groups == 0 || args.workers == 0 || args.batches == 0 {
         bail!("--partitions, --groups, --workers and --batches must be at least 1");
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-    });
+    let seed = args.seed.unwrap_or_else(quiver::shm::clock::wall_ns);
     super::signals::install();
     let dir = std::env::temp_dir().join(format!("quiver-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -332,7 +328,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         incarnation: 0,
         procs: Vec::new(),
         record: Record::default(),
-        rng: seed | 1,
+        rng: SplitMix64::new(seed),
         stores: Vec::new(),
     };
     let started = Instant::now();

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use quiver::harness::{pattern, FutexPair};
+use quiver::shm::clock::monotonic_ns;
+use quiver::shm::rand::SplitMix64;
 use quiver::shm::wait;
 use quiver::{CreateOptions, ObjectId, OpenConfig, Store, WaitStrategy};
 
@@ -334,27 +336,9 @@ fn create_unsealed(objects: &Objects, size: u64) -> Result<()> {
     wait_to_be_killed()
 }
 
-/// A small deterministic generator (xorshift64*), so runs can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn hammer(store: &str, ns: u64, seed: u64) -> Result<()> {
     let store = open(store)?;
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut views = Vec::new();
     say("hammering")?;
     loop {
@@ -409,12 +393,6 @@ fn request_id(i: u64) -> ObjectId {
 }
 fn reply_id(i: u64) -> ObjectId {
     ObjectId::sequential(0xB1, 0, i)
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process.
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn busy_wait(micros: u64) {
@@ -562,13 +540,8 @@ fn scribble(path: &std::path::Path, seconds: f64, seed: u64) -> Result<()> {
     if total == 0 {
         bail!("no metadata to scribble on");
     }
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut next = move || rng.next_u64();
     say("scribbling")?;
     let (deadline, mut writes) = (Instant::now() + Duration::from_secs_f64(seconds), 0u64);
     while Instant::now() < deadline {
