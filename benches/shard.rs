@@ -87,7 +87,7 @@ fn checkpoint(c: &mut Criterion) {
     group.sample_size(20);
     let name = format!("bench-shard-ckpt-{}", std::process::id());
     let (_store, stream, _cleanup) = filled(&name, 10_000);
-    let config = ShardConfig { shard_size: ShardSize::Batches(1), ..Default::default() };
+    let config = ShardConfig::new().shard_size(ShardSize::Batches(1));
     let mut manager = ShardManager::join(&stream, "g", config).unwrap();
     let mut held = Vec::new();
     while let Some(task) = manager.get_task().unwrap().task() {

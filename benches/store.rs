@@ -82,7 +82,7 @@ fn resident(c: &mut Criterion) {
         for i in 0..resident {
             store.create_object(ObjectId::sequential(2, 0, i), 64, &[]).unwrap().seal().unwrap();
         }
-        let pinned = quiver::CreateOptions { pinned: true, ..Default::default() };
+        let pinned = quiver::CreateOptions::new().pinned(true);
         let id = ObjectId::sequential(1, 0, 0);
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::new("resident", resident), |b| {

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // In a real job each member is its own process: Store::open(name), Stream::open(.., "samples").
             let stream = Stream::open(&Store::open(&name)?, "samples")?;
             Ok::<_, quiver::StreamError>(std::thread::spawn(move || -> Result<u64, quiver::ShardError> {
-                let config = ShardConfig { shard_size: ShardSize::Batches(8), ..Default::default() };
+                let config = ShardConfig::new().shard_size(ShardSize::Batches(8));
                 let mut manager = ShardManager::join(&stream, "trainer", config)?;
                 let mut rows = 0;
                 // The whole loop a user writes: what to do with a task's batches.

@@ -32,7 +32,7 @@ fn main() -> Result<(), quiver::StoreError> {
     drop(view);
 
     // When the store is full, create can wait for space instead of failing.
-    let options = CreateOptions { timeout: Duration::from_millis(100), pinned: false };
+    let options = CreateOptions::new().timeout(Duration::from_millis(100)).pinned(false);
     producer.create_object_with(ObjectId::random(), 1024, &[], options)?.seal()?;
     println!("{:?}", producer.stats()?);
 

@@ -164,7 +164,7 @@ fn publish_schema(store: &Store, fingerprint: u64, message: &[u8]) -> Result<(),
     let mut meta = [0u8; SCHEMA_META_LEN];
     meta[..4].copy_from_slice(&SCHEMA_MAGIC);
     meta[4] = FORMAT_VERSION;
-    let options = CreateOptions { pinned: true, ..CreateOptions::default() };
+    let options = CreateOptions::new().pinned(true);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match store.create_object_with(id, message.len() as u64, &meta, options) {

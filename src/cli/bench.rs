@@ -312,7 +312,7 @@ fn run_store(
             bail!("consumer {c} did not start within 30 s");
         }
     }
-    let wait = CreateOptions { timeout: Duration::from_secs(30), pinned: true };
+    let wait = CreateOptions::new().timeout(Duration::from_secs(30)).pinned(true);
     let start = Instant::now();
     let mut freed = 0u64;
     let mut i = 0u64;

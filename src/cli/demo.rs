@@ -297,7 +297,7 @@ fn handle((c, line): (usize, Line), consumed: &mut [(u64, u64)], reports: &mut [
 
 /// The shard manager's configuration in shared mode.
 fn shard_config() -> ShardConfig {
-    ShardConfig { shard_size: ShardSize::Batches(8), linger: Duration::from_millis(20), ..Default::default() }
+    ShardConfig::new().shard_size(ShardSize::Batches(8)).linger(Duration::from_millis(20))
 }
 
 fn update_bars(

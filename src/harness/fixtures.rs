@@ -45,7 +45,7 @@ pub fn populate(store: &Store) -> Result<(), crate::shard::ShardError> {
     for _ in 0..6 {
         producer.append(&batch)?;
     }
-    let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
+    let config = ShardConfig::new().shard_size(ShardSize::Batches(2));
     let mut manager = ShardManager::join(&stream, "g", config)?;
     if let Some(task) = manager.get_task()?.task() {
         manager.report(task, crate::shard::Outcome::Done)?;
@@ -92,7 +92,7 @@ pub fn exercise_store(store: &Store) {
         if let Ok(mut producer) = stream.producer().map(|p| p.with_timeout(Duration::ZERO)) {
             let _ = producer.append(&sample_batch());
         }
-        let config = ShardConfig { shard_size: ShardSize::Batches(2), ..Default::default() };
+        let config = ShardConfig::new().shard_size(ShardSize::Batches(2));
         if let Ok(mut manager) = ShardManager::join(&stream, "g", config) {
             if let Ok(crate::Next::Task(task)) = manager.get_task() {
                 let _ = manager.read_task(&task, Duration::ZERO);

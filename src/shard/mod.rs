@@ -70,30 +70,57 @@ pub enum ShardSize {
     Rows(u64),
 }
 
-/// How a shard-managed group works. The first member to join a group sets
-/// it; later members use the one in the file.
+/// How a shard-managed group works, built like every quiver config:
+/// `ShardConfig::new().shard_size(ShardSize::Batches(200))`. The first
+/// member to join a group sets it; later members use the one in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardConfig {
-    /// Shard size (default: 16 batches).
-    pub shard_size: ShardSize,
-    /// How long a partition must be idle before a partial shard is cut
-    /// (default 100 ms).
-    pub linger: Duration,
-    /// How long a member holds a task before it is given to someone else
-    /// (default 30 s).
-    pub lease: Duration,
-    /// Failures before a task becomes a dead letter (default 3).
-    pub max_retries: u32,
+    shard_size: ShardSize,
+    linger: Duration,
+    lease: Duration,
+    max_retries: u32,
 }
 
-impl Default for ShardConfig {
-    fn default() -> Self {
+impl ShardConfig {
+    /// Shards of 16 batches, a linger of 100 ms, leases of 30 s, 3 retries.
+    pub fn new() -> Self {
         ShardConfig {
             shard_size: ShardSize::Batches(16),
             linger: Duration::from_millis(100),
             lease: Duration::from_secs(30),
             max_retries: 3,
         }
+    }
+
+    /// Shard size, in batches or in rows (above zero).
+    pub fn shard_size(mut self, size: ShardSize) -> Self {
+        self.shard_size = size;
+        self
+    }
+
+    /// How long a partition must be idle before a partial shard is cut.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// How long a member holds a task before it is given to someone else
+    /// (above zero; [`ShardManager::extend_lease`] renews it).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Failures before a task becomes a dead letter.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig::new()
     }
 }
 
@@ -554,15 +581,14 @@ impl ShardManager {
         {
             return Err(CheckpointError::Mismatch { found, expected }.into());
         }
-        let config = ShardConfig {
-            shard_size: match checkpoint.unit {
+        let config = ShardConfig::new()
+            .shard_size(match checkpoint.unit {
                 ShardUnit::Batches => ShardSize::Batches(checkpoint.shard_size),
                 ShardUnit::Rows => ShardSize::Rows(checkpoint.shard_size),
-            },
-            linger: Duration::from_nanos(checkpoint.linger_ns),
-            lease: Duration::from_nanos(checkpoint.lease_ns),
-            max_retries: checkpoint.max_retries,
-        };
+            })
+            .linger(Duration::from_nanos(checkpoint.linger_ns))
+            .lease(Duration::from_nanos(checkpoint.lease_ns))
+            .max_retries(checkpoint.max_retries);
         check_config(&config)?;
         let (index, group_key, member) = stream.transaction(|tx| -> Result<_> {
             let l = tx.locked();

@@ -172,14 +172,31 @@ impl OpenConfig {
     }
 }
 
-/// Options of one `create` call.
+/// Options of one `create` call: `CreateOptions::new().timeout(d).pinned(true)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CreateOptions {
+    pub(crate) timeout: Duration,
+    pub(crate) pinned: bool,
+}
+
+impl CreateOptions {
+    /// No waiting for space, not pinned.
+    pub fn new() -> Self {
+        CreateOptions::default()
+    }
+
     /// How long to wait for space when the store is full and nothing can be
     /// evicted (default zero: fail at once with `StoreFull`).
-    pub timeout: Duration,
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Never evict the object once sealed (it can still be deleted).
-    pub pinned: bool,
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
+        self
+    }
 }
 
 #[cfg(test)]

@@ -123,13 +123,10 @@ pub struct StoreStats {
     pub file_size: u64,
 }
 
-/// Wall-clock nanoseconds, from the coarse clock: object ages need
-/// milliseconds, and the coarse clock costs a few nanoseconds instead of a
-/// TSC read (which is slow on some virtual machines).
-fn now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    (t.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(t.tv_nsec as u64)
-}
+/// Wall-clock nanoseconds, from the coarse clock: object ages are shown to
+/// users and need milliseconds, and the coarse clock costs a few
+/// nanoseconds instead of a TSC read (which is slow on some virtual machines).
+use crate::shm::clock::wall_coarse_ns as now_ns;
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     // An overflowing deadline means "no limit".

@@ -34,7 +34,7 @@ fn a_killed_members_task_goes_back_to_the_front_of_todo() {
     }
     let mut holder = worker(&t, None, &["--hold"]);
     holder.expect_line("ready", LONG);
-    let cfg = ShardConfig { shard_size: ShardSize::Batches(4), ..Default::default() };
+    let cfg = ShardConfig::new().shard_size(ShardSize::Batches(4));
     let mut me = ShardManager::join(&stream, "g", cfg).unwrap();
     // The holder takes the first shard; this member gets the next ones.
     let held = loop {
@@ -190,7 +190,7 @@ fn quiver_checkpoint_show_and_stat_print_the_group() {
     let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("g")).unwrap();
     stream.producer().unwrap().append(&batch(0, 0, 1)).unwrap();
     stream.close().unwrap();
-    let cfg = ShardConfig { max_retries: 0, ..Default::default() };
+    let cfg = ShardConfig::new().max_retries(0);
     let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
     let task = m.get_task().unwrap().task().unwrap();
     m.report(task, Outcome::Failed).unwrap();
@@ -218,7 +218,7 @@ fn checkpoint_kill_everything_remove_the_store_restore_and_replay_loses_nothing(
             producer.append_to((i % 2) as u32, &batch(0, i as i64, 1)).unwrap();
         }
     };
-    let cfg = ShardConfig { shard_size: ShardSize::Batches(4), ..Default::default() };
+    let cfg = ShardConfig::new().shard_size(ShardSize::Batches(4));
     {
         let store = Store::create(StoreConfig::new(&t.name).capacity(32 << 20)).unwrap();
         let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();

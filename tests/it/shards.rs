@@ -19,7 +19,7 @@ fn store(t: &TestStore) -> Store {
 }
 
 fn config(size: u64) -> ShardConfig {
-    ShardConfig { shard_size: ShardSize::Batches(size), ..Default::default() }
+    ShardConfig::new().shard_size(ShardSize::Batches(size))
 }
 
 /// A stream with `partitions` partitions holding `per_partition` one-row batches each.
@@ -167,7 +167,7 @@ fn a_task_that_fails_too_often_becomes_a_dead_letter_and_is_kept() {
     let store = store(&t);
     let stream = filled(&store, 2, 10);
     stream.close().unwrap();
-    let cfg = ShardConfig { max_retries: 2, ..config(10) };
+    let cfg = config(10).max_retries(2);
     let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
     let poisoned = m.get_task().unwrap().task().unwrap();
     assert_eq!(shard(&poisoned), (0, 0, 10));
@@ -199,7 +199,7 @@ fn an_expired_lease_hands_the_task_to_another_member() {
     let t = TestStore::new("shard-lease");
     let store = store(&t);
     let stream = filled(&store, 1, 10);
-    let cfg = ShardConfig { lease: Duration::from_millis(50), ..config(10) };
+    let cfg = config(10).lease(Duration::from_millis(50));
     let mut slow = ShardManager::join(&stream, "g", cfg).unwrap();
     let mut other = ShardManager::join(&stream, "g", cfg).unwrap();
     let task = slow.get_task().unwrap().task().unwrap();
@@ -232,7 +232,7 @@ fn a_partial_shard_is_cut_only_after_the_linger_or_at_the_close() {
     let t = TestStore::new("shard-linger");
     let store = store(&t);
     let stream = filled(&store, 1, 3);
-    let cfg = ShardConfig { linger: Duration::from_millis(200), ..config(10) };
+    let cfg = config(10).linger(Duration::from_millis(200));
     let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
     let started = std::time::Instant::now();
     let task = loop {
@@ -247,7 +247,7 @@ fn a_partial_shard_is_cut_only_after_the_linger_or_at_the_close() {
     let mut producer = stream.producer().unwrap();
     producer.append(&batch(0, 3, 1)).unwrap();
     stream.close().unwrap();
-    let cfg_long = ShardConfig { linger: Duration::from_secs(3600), ..config(10) };
+    let cfg_long = config(10).linger(Duration::from_secs(3600));
     let mut late = ShardManager::join(&stream, "g", cfg_long).unwrap();
     assert_eq!(shard(&late.get_task().unwrap().task().unwrap()), (0, 3, 4));
 }
@@ -262,7 +262,7 @@ fn row_shards_hold_whole_batches_until_the_rows_reach_the_size() {
         producer.append(&batch(0, 0, rows)).unwrap();
     }
     stream.close().unwrap();
-    let cfg = ShardConfig { shard_size: ShardSize::Rows(8), ..Default::default() };
+    let cfg = ShardConfig::new().shard_size(ShardSize::Rows(8));
     let mut m = ShardManager::join(&stream, "g", cfg).unwrap();
     let shards: Vec<_> = drain(&mut m).iter().map(shard).collect();
     assert_eq!(shards, [(0, 0, 2), (0, 2, 4), (0, 4, 6)]);

@@ -145,7 +145,7 @@ fn eviction_takes_the_least_recently_used_and_spares_pinned_and_held() {
     let size = 64 << 10;
     let ids: Vec<_> = (0..16).map(|i| ObjectId::sequential(1, 0, i)).collect();
     for (i, &id) in ids.iter().enumerate() {
-        let options = CreateOptions { pinned: i == 0, ..Default::default() };
+        let options = CreateOptions::new().pinned(i == 0);
         store.create_object_with(id, size, &[], options).unwrap().seal().unwrap();
     }
     let held = store.get(ids[1], Duration::ZERO).unwrap().unwrap();
@@ -164,7 +164,7 @@ fn eviction_takes_the_least_recently_used_and_spares_pinned_and_held() {
 fn a_full_store_with_nothing_to_evict_waits_then_says_so() {
     let t = TestStore::new("full");
     let store = t.create(1 << 20);
-    let pinned = CreateOptions { pinned: true, ..Default::default() };
+    let pinned = CreateOptions::new().pinned(true);
     let mut n = 0;
     loop {
         match store.create_object_with(ObjectId::sequential(1, 0, n), 100 << 10, &[], pinned) {
@@ -186,7 +186,7 @@ fn a_full_store_with_nothing_to_evict_waits_then_says_so() {
             store.delete(ObjectId::sequential(1, 0, 0)).unwrap();
         })
     };
-    let waited = CreateOptions { timeout: Duration::from_secs(30), pinned: true };
+    let waited = CreateOptions::new().timeout(Duration::from_secs(30)).pinned(true);
     store.create_object_with(ObjectId::random(), 100 << 10, &[], waited).unwrap().seal().unwrap();
     deleter.join().unwrap();
     // Unpinning makes objects evictable again.
@@ -202,7 +202,7 @@ fn at_least_95_percent_of_the_capacity_holds_payload_at_64_kib() {
     // The file also holds a fixed 6 MiB registry (streams, shard manager),
     // which a store of a few hundred MiB amortises.
     let store = Store::create(StoreConfig::new(&t.name).capacity(256 << 20).max_objects(8192)).unwrap();
-    let pinned = CreateOptions { pinned: true, ..Default::default() };
+    let pinned = CreateOptions::new().pinned(true);
     let mut i = 0;
     while let Ok(b) = store.create_object_with(ObjectId::sequential(1, 0, i), 64 << 10, &[], pinned) {
         b.seal().unwrap();

@@ -232,7 +232,7 @@ fn a_seal_wakes_a_creator_waiting_for_space() {
     let waiter = {
         let store = store.clone();
         std::thread::spawn(move || {
-            let options = quiver::CreateOptions { timeout: Duration::from_secs(60), pinned: false };
+            let options = quiver::CreateOptions::new().timeout(Duration::from_secs(60)).pinned(false);
             store.create_object_with(ObjectId::random(), 100 << 10, &[], options).map(|b| b.seal())
         })
     };

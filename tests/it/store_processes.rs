@@ -146,7 +146,7 @@ fn processes_killed_at_random_instants_never_wedge_or_leak() {
         // The survivors and this process go on: every call completes.
         let id = ObjectId::sequential(2, 0, round);
         let mut b =
-            store.create_object_with(id, 100, &[], quiver::CreateOptions { timeout: LONG, pinned: true }).unwrap();
+            store.create_object_with(id, 100, &[], quiver::CreateOptions::new().timeout(LONG).pinned(true)).unwrap();
         b.data_mut().fill(round as u8);
         b.seal().unwrap();
         let view = store.get(id, Duration::ZERO).unwrap().unwrap();

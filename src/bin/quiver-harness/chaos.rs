@@ -251,7 +251,7 @@ impl Driver<'_> {
             config = config.group(format!("g{g}"));
         }
         let stream = Stream::create(&store, config)?;
-        let shard_config = ShardConfig { shard_size: ShardSize::Batches(8), ..Default::default() };
+        let shard_config = ShardConfig::new().shard_size(ShardSize::Batches(8));
         let mut observers = Vec::new();
         for g in 0..self.args.groups {
             let group = format!("g{g}");

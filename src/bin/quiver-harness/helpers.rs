@@ -267,7 +267,7 @@ fn wait_to_be_killed() -> ! {
 
 fn put(objects: &Objects, size: u64, timeout_ms: u64) -> Result<()> {
     let store = open(&objects.store)?;
-    let options = CreateOptions { timeout: Duration::from_millis(timeout_ms), pinned: false };
+    let options = CreateOptions::new().timeout(Duration::from_millis(timeout_ms)).pinned(false);
     for (i, id) in objects.ids() {
         let mut builder = store.create_object_with(id, size, &i.to_le_bytes(), options)?;
         for (j, byte) in builder.data_mut().iter_mut().enumerate() {
@@ -480,11 +480,9 @@ fn stream_append_and_hold(store: &str, stream: &str, partition: u32) -> Result<(
 }
 
 fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
-    let config = quiver::ShardConfig {
-        shard_size: quiver::ShardSize::Batches(args.shard_size),
-        lease: Duration::from_millis(args.lease_ms),
-        ..Default::default()
-    };
+    let config = quiver::ShardConfig::new()
+        .shard_size(quiver::ShardSize::Batches(args.shard_size))
+        .lease(Duration::from_millis(args.lease_ms));
     let (hold, no_read, work) = (args.hold, args.no_read, Duration::from_millis(args.work_ms));
     let store = open(&args.store)?;
     let stream = quiver::Stream::open(&store, &args.stream)?;
