@@ -22,24 +22,27 @@
 //! default `Block` policy nothing is dropped: an append waits for space up to
 //! its timeout and then fails.
 
+mod config;
 mod consumer;
 mod error;
 mod producer;
 mod registry;
+mod stats;
 mod txn;
 mod window;
 
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_schema::SchemaRef;
 
+pub use config::{BackPressure, StreamConfig};
 pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
 pub use error::StreamError;
 pub use producer::{Appended, Producer};
 pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
+pub use stats::{GroupStats, PartitionStats, StreamStats};
 pub(crate) use txn::{group_exists, stream_name, GroupKey, SlotState, StreamTxn, READ_AHEAD};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
@@ -51,123 +54,6 @@ use registry::{GroupSlot, StreamRecord, CLOSED, FREE, LIVE};
 
 /// Result type of stream operations.
 pub type Result<T, E = StreamError> = std::result::Result<T, E>;
-
-/// What an append does when the store has no room for its batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackPressure {
-    /// Wait for consumers to free space, up to the producer's timeout, then
-    /// fail with [`StreamError::Full`]. Nothing is ever dropped.
-    #[default]
-    Block,
-    /// Drop the stream's oldest batches (by append time) until the new one
-    /// fits, counting each in [`StreamStats::dropped`].
-    DropOldest,
-    /// Fail at once with [`StreamError::Full`].
-    Error,
-}
-
-impl BackPressure {
-    fn to_word(self) -> u32 {
-        match self {
-            BackPressure::Block => 0,
-            BackPressure::DropOldest => 1,
-            BackPressure::Error => 2,
-        }
-    }
-
-    fn from_word(word: u32) -> Result<Self, StoreError> {
-        match word {
-            0 => Ok(BackPressure::Block),
-            1 => Ok(BackPressure::DropOldest),
-            2 => Ok(BackPressure::Error),
-            _ => Err(StoreError::corrupted(format_args!("back-pressure policy {word} is unknown"))),
-        }
-    }
-}
-
-/// How to make a stream.
-#[derive(Clone, Debug)]
-pub struct StreamConfig {
-    name: String,
-    schema: SchemaRef,
-    partitions: u32,
-    groups: Vec<String>,
-    back_pressure: BackPressure,
-    max_age: Option<Duration>,
-    max_bytes: Option<u64>,
-}
-
-impl StreamConfig {
-    /// A stream called `name` of batches of `schema`, with one partition,
-    /// no groups, `Block` back-pressure and no limits.
-    pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
-        StreamConfig {
-            name: name.into(),
-            schema,
-            partitions: 1,
-            groups: Vec::new(),
-            back_pressure: BackPressure::Block,
-            max_age: None,
-            max_bytes: None,
-        }
-    }
-
-    /// The number of partitions (1 to [`MAX_PARTITIONS`]).
-    pub fn partitions(mut self, partitions: u32) -> Self {
-        self.partitions = partitions;
-        self
-    }
-
-    /// Declares a consumer group, which then sees the stream from its first
-    /// batch (a group made later starts at the oldest retained batch).
-    pub fn group(mut self, name: impl Into<String>) -> Self {
-        self.groups.push(name.into());
-        self
-    }
-
-    /// What an append does when the store is full.
-    pub fn back_pressure(mut self, policy: BackPressure) -> Self {
-        self.back_pressure = policy;
-        self
-    }
-
-    /// Drop batches older than this (counted in [`StreamStats::expired`]).
-    pub fn max_age(mut self, age: Duration) -> Self {
-        self.max_age = Some(age);
-        self
-    }
-
-    /// Drop the oldest batches while the stream holds more than this many
-    /// payload bytes (counted in [`StreamStats::trimmed`]).
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = Some(bytes);
-        self
-    }
-
-    fn check(&self) -> Result<()> {
-        registry::check_name("stream", &self.name).map_err(StreamError::InvalidConfig)?;
-        if self.partitions == 0 || self.partitions as usize > MAX_PARTITIONS {
-            return Err(StreamError::InvalidConfig(format!(
-                "a stream has 1 to {MAX_PARTITIONS} partitions, not {}",
-                self.partitions
-            )));
-        }
-        if self.groups.len() > MAX_GROUPS {
-            return Err(StreamError::RegistryFull { what: "groups per stream", limit: MAX_GROUPS });
-        }
-        for (i, group) in self.groups.iter().enumerate() {
-            registry::check_name("group", group).map_err(StreamError::InvalidConfig)?;
-            if self.groups[..i].contains(group) {
-                return Err(StreamError::InvalidConfig(format!("group {group:?} is declared twice")));
-            }
-        }
-        if self.max_age.is_some_and(|a| a.is_zero()) || self.max_bytes == Some(0) {
-            return Err(StreamError::InvalidConfig("max_age and max_bytes must be above zero".into()));
-        }
-        Ok(())
-    }
-}
 
 /// A handle on one stream of a store. Cheap to clone.
 #[derive(Clone)]
@@ -511,78 +397,6 @@ impl Stream {
         })
     }
 
-    /// The stream's numbers: partitions, groups and their lag, counters.
-    pub fn stats(&self) -> Result<StreamStats> {
-        let inner = &*self.inner;
-        self.with_record(|l, record| {
-            let slot = &record.slot;
-            let mut partitions = Vec::new();
-            for (p, part) in record.partitions[..inner.partitions as usize].iter().enumerate() {
-                let (tail, head) = registry::range(part)?;
-                partitions.push(PartitionStats {
-                    partition: p as u32,
-                    head,
-                    tail,
-                    bytes: part.bytes.load(Relaxed),
-                    rows: part.rows.load(Relaxed),
-                    appended_rows: part.appended_rows.load(Relaxed),
-                });
-            }
-            let mut groups = Vec::new();
-            // Lag in rows is counted batch by batch under the lock, up to a
-            // budget for the whole call; past it, it is estimated from the
-            // partition's average rows per retained batch.
-            let mut budget = registry::MAX_STEP;
-            for group in record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE) {
-                let mut stats = GroupStats {
-                    name: registry::read_name(&group.name, &group.name_len)?,
-                    committed: Vec::new(),
-                    lag_batches: 0,
-                    lag_rows: 0,
-                };
-                for (p, part) in partitions.iter().enumerate() {
-                    let committed = group.committed[p].load(Relaxed);
-                    stats.committed.push(committed);
-                    let from = committed.clamp(part.tail, part.head);
-                    stats.lag_batches += part.head - from;
-                    // Walk the shorter side of the committed offset.
-                    let (side, walk_lag) = if from - part.tail < part.head - from {
-                        ((part.tail, from), false)
-                    } else {
-                        ((from, part.head), true)
-                    };
-                    let rows = if side.1 - side.0 <= budget {
-                        budget -= side.1 - side.0;
-                        StreamTxn::new(l, record, self).rows_in(p as u32, side.0, side.1)?
-                    } else {
-                        let retained = (part.head - part.tail).max(1) as u128;
-                        ((side.1 - side.0) as u128 * part.rows as u128 / retained) as u64
-                    };
-                    stats.lag_rows =
-                        stats.lag_rows.saturating_add(if walk_lag { rows } else { part.rows.saturating_sub(rows) });
-                }
-                groups.push(stats);
-            }
-            Ok(StreamStats {
-                name: inner.name.clone(),
-                schema_fingerprint: inner.fingerprint,
-                created_ns: inner.created_ns,
-                closed: slot.flags.load(Relaxed) & CLOSED != 0,
-                back_pressure: inner.back_pressure,
-                max_age: (inner.max_age_ns > 0).then(|| Duration::from_nanos(inner.max_age_ns)),
-                max_bytes: (inner.max_bytes > 0).then_some(inner.max_bytes),
-                bytes: slot.bytes.load(Relaxed),
-                appended: slot.appended.load(Relaxed),
-                dropped: slot.dropped.load(Relaxed),
-                dropped_bytes: slot.dropped_bytes.load(Relaxed),
-                expired: slot.expired.load(Relaxed),
-                trimmed: slot.trimmed.load(Relaxed),
-                partitions,
-                groups,
-            })
-        })
-    }
-
     /// Runs `f` as one store transaction on this stream, through the typed
     /// interface the layers above use (see [`StreamTxn`]). Fails with
     /// [`StreamError::Removed`] if the stream was removed.
@@ -707,69 +521,4 @@ pub(super) fn join_group(record: &StreamRecord, name: &str, start: StartAt) -> R
         StartAt::Newest => bounds[p].1,
     });
     Ok((g, created_ns))
-}
-
-/// A stream's numbers, as [`Stream::stats`] reports them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct StreamStats {
-    /// The stream's name.
-    pub name: String,
-    /// Fingerprint of its schema.
-    pub schema_fingerprint: u64,
-    /// Creation time, nanoseconds since the Unix epoch.
-    pub created_ns: u64,
-    /// Whether the stream was closed.
-    pub closed: bool,
-    /// The back-pressure policy.
-    pub back_pressure: BackPressure,
-    /// The age limit, if any.
-    pub max_age: Option<Duration>,
-    /// The size limit, if any.
-    pub max_bytes: Option<u64>,
-    /// Payload bytes retained.
-    pub bytes: u64,
-    /// Batches appended since creation.
-    pub appended: u64,
-    /// Batches dropped by `DropOldest`.
-    pub dropped: u64,
-    /// Their payload bytes.
-    pub dropped_bytes: u64,
-    /// Batches dropped for their age.
-    pub expired: u64,
-    /// Batches dropped to stay under `max_bytes`.
-    pub trimmed: u64,
-    /// Each partition.
-    pub partitions: Vec<PartitionStats>,
-    /// Each consumer group.
-    pub groups: Vec<GroupStats>,
-}
-
-/// One partition's numbers.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PartitionStats {
-    /// The partition.
-    pub partition: u32,
-    /// The offset the next append gets.
-    pub head: u64,
-    /// The oldest retained offset.
-    pub tail: u64,
-    /// Payload bytes retained.
-    pub bytes: u64,
-    /// Rows retained.
-    pub rows: u64,
-    /// Rows appended since creation.
-    pub appended_rows: u64,
-}
-
-/// One consumer group's numbers.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct GroupStats {
-    /// The group.
-    pub name: String,
-    /// The next offset the group reads, per partition.
-    pub committed: Vec<u64>,
-    /// Retained batches the group has not committed, over all partitions.
-    pub lag_batches: u64,
-    /// Their rows.
-    pub lag_rows: u64,
 }

@@ -1,0 +1,147 @@
+//! What [`Stream::stats`] and [`Stream::list`] report: a stream's
+//! counters, its partitions, and every group's committed offsets and lag.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::registry::{self, CLOSED, LIVE};
+use super::{BackPressure, Result, Stream, StreamTxn};
+
+impl Stream {
+    /// The stream's numbers: partitions, groups and their lag, counters.
+    pub fn stats(&self) -> Result<StreamStats> {
+        let inner = &*self.inner;
+        self.with_record(|l, record| {
+            let slot = &record.slot;
+            let mut partitions = Vec::new();
+            for (p, part) in record.partitions[..inner.partitions as usize].iter().enumerate() {
+                let (tail, head) = registry::range(part)?;
+                partitions.push(PartitionStats {
+                    partition: p as u32,
+                    head,
+                    tail,
+                    bytes: part.bytes.load(Relaxed),
+                    rows: part.rows.load(Relaxed),
+                    appended_rows: part.appended_rows.load(Relaxed),
+                });
+            }
+            let mut groups = Vec::new();
+            // Lag in rows is counted batch by batch under the lock, up to a
+            // budget for the whole call; past it, it is estimated from the
+            // partition's average rows per retained batch.
+            let mut budget = registry::MAX_STEP;
+            for group in record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE) {
+                let mut stats = GroupStats {
+                    name: registry::read_name(&group.name, &group.name_len)?,
+                    committed: Vec::new(),
+                    lag_batches: 0,
+                    lag_rows: 0,
+                };
+                for (p, part) in partitions.iter().enumerate() {
+                    let committed = group.committed[p].load(Relaxed);
+                    stats.committed.push(committed);
+                    let from = committed.clamp(part.tail, part.head);
+                    stats.lag_batches += part.head - from;
+                    // Walk the shorter side of the committed offset.
+                    let (side, walk_lag) = if from - part.tail < part.head - from {
+                        ((part.tail, from), false)
+                    } else {
+                        ((from, part.head), true)
+                    };
+                    let rows = if side.1 - side.0 <= budget {
+                        budget -= side.1 - side.0;
+                        StreamTxn::new(l, record, self).rows_in(p as u32, side.0, side.1)?
+                    } else {
+                        let retained = (part.head - part.tail).max(1) as u128;
+                        ((side.1 - side.0) as u128 * part.rows as u128 / retained) as u64
+                    };
+                    stats.lag_rows =
+                        stats.lag_rows.saturating_add(if walk_lag { rows } else { part.rows.saturating_sub(rows) });
+                }
+                groups.push(stats);
+            }
+            Ok(StreamStats {
+                name: inner.name.clone(),
+                schema_fingerprint: inner.fingerprint,
+                created_ns: inner.created_ns,
+                closed: slot.flags.load(Relaxed) & CLOSED != 0,
+                back_pressure: inner.back_pressure,
+                max_age: (inner.max_age_ns > 0).then(|| Duration::from_nanos(inner.max_age_ns)),
+                max_bytes: (inner.max_bytes > 0).then_some(inner.max_bytes),
+                bytes: slot.bytes.load(Relaxed),
+                appended: slot.appended.load(Relaxed),
+                dropped: slot.dropped.load(Relaxed),
+                dropped_bytes: slot.dropped_bytes.load(Relaxed),
+                expired: slot.expired.load(Relaxed),
+                trimmed: slot.trimmed.load(Relaxed),
+                partitions,
+                groups,
+            })
+        })
+    }
+}
+
+/// A stream's numbers, as [`Stream::stats`] reports them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStats {
+    /// The stream's name.
+    pub name: String,
+    /// Fingerprint of its schema.
+    pub schema_fingerprint: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_ns: u64,
+    /// Whether the stream was closed.
+    pub closed: bool,
+    /// The back-pressure policy.
+    pub back_pressure: BackPressure,
+    /// The age limit, if any.
+    pub max_age: Option<Duration>,
+    /// The size limit, if any.
+    pub max_bytes: Option<u64>,
+    /// Payload bytes retained.
+    pub bytes: u64,
+    /// Batches appended since creation.
+    pub appended: u64,
+    /// Batches dropped by `DropOldest`.
+    pub dropped: u64,
+    /// Their payload bytes.
+    pub dropped_bytes: u64,
+    /// Batches dropped for their age.
+    pub expired: u64,
+    /// Batches dropped to stay under `max_bytes`.
+    pub trimmed: u64,
+    /// Each partition.
+    pub partitions: Vec<PartitionStats>,
+    /// Each consumer group.
+    pub groups: Vec<GroupStats>,
+}
+
+/// One partition's numbers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: u32,
+    /// The offset the next append gets.
+    pub head: u64,
+    /// The oldest retained offset.
+    pub tail: u64,
+    /// Payload bytes retained.
+    pub bytes: u64,
+    /// Rows retained.
+    pub rows: u64,
+    /// Rows appended since creation.
+    pub appended_rows: u64,
+}
+
+/// One consumer group's numbers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStats {
+    /// The group.
+    pub name: String,
+    /// The next offset the group reads, per partition.
+    pub committed: Vec<u64>,
+    /// Retained batches the group has not committed, over all partitions.
+    pub lag_batches: u64,
+    /// Their rows.
+    pub lag_rows: u64,
+}
