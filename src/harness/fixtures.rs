@@ -94,7 +94,7 @@ pub fn exercise_store(store: &Store) {
         }
         let config = ShardConfig::new().shard_size(ShardSize::Batches(2));
         if let Ok(mut manager) = ShardManager::join(&stream, "g", config) {
-            if let Ok(crate::Next::Task(task)) = manager.get_task() {
+            if let Ok(crate::shard::Next::Task(task)) = manager.get_task() {
                 let _ = manager.read_task(&task, Duration::ZERO);
                 let _ = manager.report(task, crate::shard::Outcome::Done);
             }

@@ -1,6 +1,8 @@
 //! The shard manager's errors.
 
-use crate::error::{CheckpointError, StoreError, StreamError};
+use super::CheckpointError;
+use crate::store::StoreError;
+use crate::stream::StreamError;
 
 /// Result type of the shard manager.
 pub type Result<T, E = ShardError> = std::result::Result<T, E>;
@@ -45,8 +47,8 @@ impl From<StoreError> for ShardError {
     }
 }
 
-impl From<crate::error::BatchError> for ShardError {
-    fn from(e: crate::error::BatchError) -> Self {
+impl From<crate::arrow::BatchError> for ShardError {
+    fn from(e: crate::arrow::BatchError) -> Self {
         ShardError::Stream(StreamError::Batch(e))
     }
 }

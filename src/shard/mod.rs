@@ -53,8 +53,9 @@ use steps::{
 };
 
 use crate::arrow::BatchReader;
-use crate::error::{StoreError, StreamError};
 use crate::shm::clock::{monotonic_ns, wall_ns};
+use crate::store::StoreError;
+use crate::stream::StreamError;
 use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
 use registry::{task, ShardGroup, FREE, LIVE, NIL};
 

@@ -40,7 +40,7 @@ pub(crate) mod task {
 /// "No slot" in 32-bit links.
 pub(crate) const NIL: u32 = u32::MAX;
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// One task: a shard `(partition, [start, end))` and where it stands.
     pub(crate) struct TaskSlot {
         /// Monotonic within the group, from 1.
@@ -64,7 +64,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<TaskSlot>() == 64);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// A consumer of the group: a store client incarnation, and what it did.
     pub(crate) struct MemberSlot {
         pub state: AtomicU32,
@@ -83,7 +83,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<MemberSlot>() == 64 + 2 * 8 * MAX_PARTITIONS);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// A shard-managed group: which stream group it manages, its
     /// configuration, its splitter and its counters.
     pub(crate) struct ShardHeader {
@@ -125,7 +125,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<ShardHeader>() == 192);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// Everything the registry keeps about one shard-managed group.
     pub(crate) struct ShardGroup {
         pub header: ShardHeader,
@@ -141,7 +141,7 @@ crate::shared_struct! {
     }
 }
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// The shard area: at [`AREA_AT`] in the store's registry.
     pub(crate) struct ShardArea {
         pub groups: [ShardGroup; MAX_SHARD_GROUPS],

@@ -7,8 +7,8 @@ use super::error::Result;
 use super::registry::{self, task, ShardGroup, LIVE};
 use super::steps::{managed_group, manages, record_of};
 use super::TaskRecord;
-use crate::error::StreamError;
 use crate::store::Store;
+use crate::stream::StreamError;
 use crate::stream::{stream_name, GroupKey, Stream, StreamTxn};
 
 /// A shard-managed group's numbers, as [`ShardManager::stats`](super::ShardManager::stats) and

@@ -53,14 +53,11 @@ impl SharedField for AtomicU32 {}
 impl SharedField for AtomicU64 {}
 impl<T: SharedField, const N: usize> SharedField for [T; N] {}
 
-#[doc(hidden)]
-pub const fn assert_shared_field<T: SharedField>() {}
+pub(crate) const fn assert_shared_field<T: SharedField>() {}
 
 /// Declares a `#[repr(C)]` struct for the shared file and implements
 /// [`Shared`] for it after checking, at compile time, that every field is a
-/// [`SharedField`].
-#[macro_export]
-#[doc(hidden)]
+/// [`SharedField`]. Crate-private: only quiver's own layers lay out the file.
 macro_rules! shared_struct {
     (
         $(#[$meta:meta])*
@@ -82,6 +79,7 @@ macro_rules! shared_struct {
         impl $crate::shm::SharedField for $name {}
     };
 }
+pub(crate) use shared_struct;
 
 // SAFETY: an atomic integer is valid for every bit pattern, holds no
 // pointer, and is only changed atomically: the contract of `Shared`.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rustix::thread::futex;
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// A futex word with its waiter count, padded to a cache line.
     pub struct WaitCell {
         seq: AtomicU32,

@@ -77,7 +77,7 @@ pub(crate) mod state {
 /// Entry flag: never evict.
 pub(crate) const FLAG_PINNED: u32 = 1;
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// The file header: identity, layout and store-wide counters.
     pub(crate) struct Header {
         pub magic: AtomicU64,
@@ -123,7 +123,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<Header>() as u64 <= MUTEX_OFFSET);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// One row of the object table: the truth about one object.
     pub(crate) struct Entry {
         pub id: [AtomicU64; 3],
@@ -154,7 +154,7 @@ pub(crate) const ENTRY_BYTES: u64 = size_of::<Entry>() as u64;
 const _: () = assert!(ENTRY_BYTES == 104);
 const _: () = assert!(MAX_CLIENTS <= 128); // two words of holder bits
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// One client slot.
     pub(crate) struct ClientSlot {
         /// 0 free, 1 active.
@@ -169,7 +169,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<ClientSlot>() == 64);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// The header at the start of every arena block.
     pub(crate) struct BlockHeader {
         /// [`BLOCK_FREE`] or [`BLOCK_USED`].
@@ -188,7 +188,7 @@ const _: () = assert!(size_of::<BlockHeader>() as u64 == BLOCK_HEADER);
 pub(crate) const BLOCK_FREE: u64 = u64::from_le_bytes(*b"QVRfree!");
 pub(crate) const BLOCK_USED: u64 = u64::from_le_bytes(*b"QVRused!");
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// The TLSF allocator's derived state: bitmaps and free-list heads.
     pub(crate) struct AllocState {
         pub fl_bitmap: AtomicU64,

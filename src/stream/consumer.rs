@@ -33,9 +33,10 @@ use arrow_array::RecordBatch;
 
 use super::registry::{self, CLOSED, LIVE};
 use super::txn::{Taken, READ_AHEAD};
+use super::StreamError;
 use super::{join_group, Result, Stream};
 use crate::arrow::BatchReader;
-use crate::error::{StoreError, StreamError};
+use crate::store::StoreError;
 
 /// Where a new group (or a consumer without a group) starts reading.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

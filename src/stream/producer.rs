@@ -16,10 +16,11 @@ use arrow_array::{Array, RecordBatch, UInt32Array};
 use arrow_schema::DataType;
 
 use super::registry::{self, CLOSED};
+use super::StreamError;
 use super::{BackPressure, Result, Stream};
 use crate::arrow::{stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
-use crate::error::{StoreError, StreamError};
 use crate::shm::clock::wall_ns;
+use crate::store::StoreError;
 use crate::store::{ObjectBuilder, ObjectId};
 
 /// Where an append put its batch.
@@ -169,7 +170,7 @@ impl Producer {
                 batch.clone()
             } else {
                 arrow_select::take::take_record_batch(batch, &UInt32Array::from(indices))
-                    .map_err(crate::error::BatchError::from)?
+                    .map_err(crate::arrow::BatchError::from)?
             };
             out.push(self.append_to(partition as u32, &part)?);
         }

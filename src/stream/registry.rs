@@ -36,7 +36,7 @@ pub(crate) const LIVE: u32 = 1;
 /// `StreamSlot::flags` bits.
 pub(crate) const CLOSED: u32 = 1;
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// A stream's identity, configuration and counters.
     pub(crate) struct StreamSlot {
         /// [`FREE`] or [`LIVE`]; written last when a stream is created.
@@ -75,7 +75,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<StreamSlot>() == 256);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// One partition of a stream.
     pub(crate) struct PartitionSlot {
         /// The offset the next append gets.
@@ -98,7 +98,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<PartitionSlot>() == 128);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// A consumer group of a stream and its committed offsets.
     pub(crate) struct GroupSlot {
         /// [`FREE`] or [`LIVE`]; written last when a group is created.
@@ -113,7 +113,7 @@ crate::shared_struct! {
 }
 const _: () = assert!(size_of::<GroupSlot>() == 640);
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// Everything the registry keeps about one stream.
     pub(crate) struct StreamRecord {
         pub slot: StreamSlot,
@@ -122,7 +122,7 @@ crate::shared_struct! {
     }
 }
 
-crate::shared_struct! {
+crate::shm::shared_struct! {
     /// The streams' registry: at offset 0 of the store's registry area.
     pub(crate) struct StreamRegistry {
         /// Serial number of the last stream created (namespaces derive from it).

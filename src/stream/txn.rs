@@ -12,8 +12,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::registry::{self, GroupSlot, StreamRecord, CLOSED, LIVE};
+use super::StreamError;
 use super::{Result, StartAt, Stream};
-use crate::error::{StoreError, StreamError};
+use crate::store::StoreError;
 use crate::store::{Locked, ObjectState, ObjectView};
 
 /// One consumer group of a stream: its slot, and the creation time that
