@@ -38,6 +38,8 @@ pub(crate) struct ClientState {
     /// Drops that happened while this process held the lock, applied before
     /// it is released. Process memory, not shared.
     pub(super) deferred: Mutex<Vec<Deferred>>,
+    /// How many drops `deferred` holds (read without its mutex).
+    pub(super) deferred_count: AtomicUsize,
 }
 
 /// A drop that had to wait for the lock's release.
@@ -102,8 +104,19 @@ impl ClientState {
     /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
         let guard = lock::lock(&self.region, MUTEX_OFFSET, self.lock_timeout)?;
-        // Relaxed: only this thread compares the token with its own.
+        // Relaxed: a thread only ever finds its own token here if it wrote
+        // it itself (tokens are unique among live threads), and its own
+        // writes are ordered for it.
         self.lock_holder.store(thread_token(), Relaxed);
+        // Cleared on every way out, a panic in `f` included (declared after
+        // the lock guard, so dropped before it: cleared, then unlocked).
+        struct Holder<'a>(&'a AtomicUsize);
+        impl Drop for Holder<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Relaxed);
+            }
+        }
+        let holder = Holder(&self.lock_holder);
         let t = Tables::new(&self.region, &self.layout);
         let result = t.and_then(|t| {
             recovery::repair_if_needed(&t, guard.owner_died())?;
@@ -116,7 +129,7 @@ impl ClientState {
             }
             result
         });
-        self.lock_holder.store(0, Relaxed);
+        drop(holder);
         drop(guard);
         result
     }
@@ -128,12 +141,19 @@ impl ClientState {
 
     fn defer(&self, drop: Deferred) {
         self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(drop);
+        self.deferred_count.fetch_add(1, Relaxed);
     }
 
     /// Applies the drops deferred while the lock was held (see the module
     /// docs). Every one is applied even if one fails; the first error is
     /// returned.
     fn apply_deferred(&self, t: &Tables<'_>) -> Result<bool> {
+        // Only this thread defers while it holds the lock, so a zero count
+        // read here is exact: the common case takes no mutex.
+        if self.deferred_count.load(Relaxed) == 0 {
+            return Ok(false);
+        }
+        self.deferred_count.store(0, Relaxed);
         let drops = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut outcome = Ok(!drops.is_empty());
         for drop in drops {

@@ -46,9 +46,39 @@ pub(super) struct Wake {
     /// Memory was freed or became evictable: wake creators waiting for space.
     space: Cell<bool>,
     /// Store wait cells of sealed objects.
-    cells: RefCell<Vec<u64>>,
+    cells: RefCell<Cells>,
     /// Registry wait cells, by offset in the registry.
-    registry: RefCell<Vec<u64>>,
+    registry: RefCell<Cells>,
+}
+
+/// A short list of cells: a transaction seals an object or two and wakes a
+/// registry cell or two, so the first few stay inline (no allocation on
+/// the hot path) and the rest spill to the heap.
+#[derive(Default)]
+struct Cells {
+    inline: [u64; 4],
+    len: usize,
+    spill: Vec<u64>,
+}
+
+impl Cells {
+    fn push(&mut self, cell: u64) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = cell;
+                self.len += 1;
+            }
+            None => self.spill.push(cell),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.inline[..self.len].iter().chain(&self.spill).copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl Wake {
@@ -58,18 +88,37 @@ impl Wake {
             shared.notify(SPACE_CELL);
         }
         let cells = self.cells.into_inner();
-        for &cell in &cells {
+        for cell in cells.iter() {
             shared.notify(cell);
         }
         if !cells.is_empty() {
             shared.notify(ANY_SEAL_CELL);
         }
-        for offset in self.registry.into_inner() {
+        for offset in self.registry.into_inner().iter() {
             if let Ok(cell) = shared.region.get::<WaitCell>(REGISTRY_OFFSET + offset) {
                 cell.notify();
             }
         }
     }
+}
+
+/// Runs `f` as one transaction of the client `shared` (see
+/// [`Store::locked`](super::Store::locked), which is this on its handle).
+pub(super) fn transaction<R, E: From<StoreError>>(
+    shared: &Arc<ClientState>,
+    f: impl FnOnce(&Locked<'_>) -> std::result::Result<R, E>,
+) -> std::result::Result<R, E> {
+    let (result, wake) = shared.with_tables(|t| {
+        let locked = Locked::new(t, shared);
+        let result = f(&locked);
+        let (damaged, wake) = locked.finish();
+        match damaged {
+            Some(corrupted) => Err(corrupted),
+            None => Ok((result, wake)),
+        }
+    })?;
+    wake.send(shared);
+    result
 }
 
 /// What a new object needs from the allocator.

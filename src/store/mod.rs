@@ -212,6 +212,7 @@ impl Store {
             lock_timeout: config.lock_timeout,
             lock_holder: Default::default(),
             deferred: Default::default(),
+            deferred_count: Default::default(),
         };
         Ok(Store { shared: Arc::new(shared) })
     }
@@ -258,20 +259,27 @@ impl Store {
         options: CreateOptions,
     ) -> Result<ObjectBuilder> {
         let deadline = deadline_after(options.timeout);
+        // The ticket is taken only once an attempt has failed, and the wait
+        // follows a second attempt made after it: nothing freed in between
+        // is missed, and the common case costs no ticket.
+        let mut ticket = None;
         loop {
-            let ticket = self.space_ticket()?;
             if let Some(builder) = self.locked(|l| l.create(id, data_size, metadata, options.pinned))? {
                 return Ok(builder);
             }
-            if !self.wait_for_space(ticket, deadline)? {
-                return Err(self.full_error(data_size, metadata.len()));
+            if let Some(ticket) = ticket.take() {
+                if !self.wait_for_space(ticket, deadline)? {
+                    return Err(self.full_error(data_size, metadata.len()));
+                }
             }
+            ticket = Some(self.space_ticket()?);
         }
     }
 
     /// A ticket for [`wait_for_space`](Self::wait_for_space): take it before
-    /// the attempt that may find the store full, so that space freed
-    /// between the attempt and the wait is not missed.
+    /// an attempt that may find the store full, and wait with it only after
+    /// that attempt failed, so that space freed between the attempt and the
+    /// wait is not missed.
     pub(crate) fn space_ticket(&self) -> Result<SpaceTicket> {
         Ok(SpaceTicket(self.shared.cell(SPACE_CELL)?.ticket()))
     }
@@ -327,17 +335,7 @@ impl Store {
     /// error from a store operation inside it does (the change may have
     /// stopped half-way).
     pub(crate) fn locked<R, E: From<StoreError>>(&self, f: impl FnOnce(&Locked<'_>) -> Result<R, E>) -> Result<R, E> {
-        let (result, wake) = self.with_tables(|t| {
-            let locked = Locked::new(t, &self.shared);
-            let result = f(&locked);
-            let (damaged, wake) = locked.finish();
-            match damaged {
-                Some(corrupted) => Err(corrupted),
-                None => Ok((result, wake)),
-            }
-        })?;
-        wake.send(&self.shared);
-        result
+        locked::transaction(&self.shared, f)
     }
 
     /// Wakes every process waiting on the wait cell at `offset` in the

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::client::ClientState;
-use super::{ObjectId, Result, Store, StoreError};
+use super::{ObjectId, Result, StoreError};
 use crate::shm::Span;
 
 /// An object being created. Write its data with [`data_mut`], then
@@ -87,15 +87,15 @@ impl ObjectBuilder {
     /// Makes the object immutable and visible, and wakes every process
     /// waiting for it in `get`.
     pub fn seal(self) -> Result<()> {
-        let store = Store { shared: self.shared.clone() };
-        store.locked(|l| l.seal(self))
+        let shared = Arc::clone(&self.shared);
+        super::locked::transaction(&shared, |l| l.seal(self))
     }
 
     /// Gives the object up and frees its memory (what dropping does, with
     /// the error reported).
     pub fn abort(self) -> Result<()> {
-        let store = Store { shared: self.shared.clone() };
-        store.locked(|l| l.abort(self))
+        let shared = Arc::clone(&self.shared);
+        super::locked::transaction(&shared, |l| l.abort(self))
     }
 
     /// Hands the object over to a transaction of the same client, which

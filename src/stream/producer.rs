@@ -200,15 +200,12 @@ impl Producer {
         let store = self.stream.store();
         let policy = self.stream.inner().back_pressure;
         let metadata = self.writer.metadata(encoded, 0);
-        let started = Instant::now();
-        let deadline = match policy {
-            BackPressure::Block => started.checked_add(self.timeout),
-            // Still look for dead clients' memory once.
-            BackPressure::DropOldest | BackPressure::Error => Some(started),
-        };
+        // The clock is read and a space ticket taken only once the store
+        // was found full: the common append costs neither.
+        let mut started = None;
+        let mut ticket = None;
         let mut holes = 0;
         loop {
-            let ticket = store.space_ticket()?;
             if let Some(created) = self.try_create(partition, encoded, &metadata)? {
                 return Ok(created);
             }
@@ -225,10 +222,20 @@ impl Producer {
                     _ => {}
                 }
             }
-            if !store.wait_for_space(ticket, deadline)? {
-                let waited = if policy == BackPressure::Block { started.elapsed() } else { Duration::ZERO };
-                return Err(self.full(encoded, waited));
+            let start = *started.get_or_insert_with(Instant::now);
+            if let Some(ticket) = ticket.take() {
+                let deadline = match policy {
+                    BackPressure::Block => start.checked_add(self.timeout),
+                    // Still look for dead clients' memory once.
+                    BackPressure::DropOldest | BackPressure::Error => Some(start),
+                };
+                if !store.wait_for_space(ticket, deadline)? {
+                    let waited = if policy == BackPressure::Block { start.elapsed() } else { Duration::ZERO };
+                    return Err(self.full(encoded, waited));
+                }
             }
+            // Taken before the next attempt, waited on only after it failed.
+            ticket = Some(store.space_ticket()?);
         }
     }
 
