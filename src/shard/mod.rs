@@ -514,8 +514,12 @@ impl ShardManager {
     /// every shard is finished. Returns how many tasks this member did.
     ///
     /// A task whose batches do not all come within `wait` is reported
-    /// [`Outcome::Failed`] (handed out again later). If `work` fails, its task
-    /// is given back without counting a failure and the error is returned.
+    /// [`Outcome::Failed`] (handed out again later). A task this member no
+    /// longer holds when it reports (its lease expired while `work` ran:
+    /// make the lease longer than the work) was handed to another member,
+    /// which processes it again; the loop goes on. If reading the batches
+    /// or `work` fails, the task is given back without counting a failure
+    /// and the error is returned.
     pub fn run<E>(
         &mut self,
         wait: Duration,
@@ -531,15 +535,13 @@ impl ShardManager {
                 Next::TimedOut => continue,
                 Next::End => return Ok(done),
             };
-            let Some(batches) = self.read_task(&task, wait)? else {
-                self.report(task, Outcome::Failed)?;
-                continue;
+            let outcome = match self.read_task(&task, wait) {
+                Ok(Some(batches)) => work(&task, batches),
+                Ok(None) => Ok(Outcome::Failed),
+                Err(e) => Err(e.into()),
             };
-            match work(&task, batches) {
-                Ok(outcome) => {
-                    self.report(task, outcome)?;
-                    done += u64::from(outcome == Outcome::Done);
-                }
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
                 Err(e) => {
                     // The task is still held: give it back, then report the
                     // error (a failure to give it back is the lesser news;
@@ -547,6 +549,12 @@ impl ShardManager {
                     let _ = self.release(task);
                     return Err(e);
                 }
+            };
+            match self.report(task, outcome) {
+                Ok(()) => done += u64::from(outcome == Outcome::Done),
+                // Someone else holds it now and will process it again.
+                Err(ShardError::TaskNotHeld(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -5,9 +5,14 @@
 //!
 //! A view or builder may be dropped by a thread that holds the store's lock
 //! (inside a transaction, on an error path): the lock is not re-entrant, so
-//! such a drop is deferred and applied by the same thread just before it
-//! releases the lock, in the same critical section.
+//! such a drop is deferred. The lock is the file's, not the handle's: a
+//! thread that holds it through one handle and drops a view of another
+//! handle on the same file defers too. A client's deferred drops are
+//! applied the next time it holds the lock, in that critical section: the
+//! same one when the drop was its own (the common case), otherwise the
+//! client's next call or its close.
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::Mutex;
@@ -32,9 +37,8 @@ pub(crate) struct ClientState {
     pub(super) local_refs: Box<[AtomicU32]>,
     pub(super) wait: WaitStrategy,
     pub(super) lock_timeout: Duration,
-    /// The thread of this process that holds the store's lock through this
-    /// client (its [`thread_token`]), or 0.
-    pub(super) lock_holder: AtomicUsize,
+    /// The store file's identity (device, inode): what the lock belongs to.
+    pub(super) file: FileKey,
     /// Drops that happened while this process held the lock, applied before
     /// it is released. Process memory, not shared.
     pub(super) deferred: Mutex<Vec<Deferred>>,
@@ -50,11 +54,53 @@ pub(super) enum Deferred {
     Abort(u32, ObjectId),
 }
 
-/// A number unique to the calling thread among the live threads of this
-/// process (the address of a thread-local).
-fn thread_token() -> usize {
-    thread_local!(static TOKEN: u8 = const { 0 });
-    TOKEN.with(|t| t as *const u8 as usize)
+/// A store file's identity: (device, inode).
+pub(super) type FileKey = (u64, u64);
+
+thread_local! {
+    /// The store files whose lock the calling thread holds.
+    static HELD: RefCell<Vec<FileKey>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks `file`'s lock as held by this thread until dropped (on every way
+/// out, a panic included).
+struct Held(FileKey);
+
+impl Held {
+    fn mark(file: FileKey) -> Held {
+        HELD.with(|held| held.borrow_mut().push(file));
+        Held(file)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(i) = held.iter().rposition(|&f| f == self.0) {
+                held.swap_remove(i);
+            }
+        });
+    }
+}
+
+/// Applies a client's deferred drops when dropped: after `f` on the normal
+/// path, and during unwinding if `f` panicked, when the change it was making
+/// may be half done (the next holder then repairs).
+struct Settle<'a> {
+    client: &'a ClientState,
+    t: &'a Tables<'a>,
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.t.header.repair_pending.store(1, Relaxed);
+        }
+        if self.client.apply_deferred(self.t).is_err() {
+            self.t.header.repair_pending.store(1, Relaxed);
+        }
+    }
 }
 
 /// Recovers every client slot that is marked active but whose liveness lock
@@ -104,39 +150,32 @@ impl ClientState {
     /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
         let guard = lock::lock(&self.region, MUTEX_OFFSET, self.lock_timeout)?;
-        // Relaxed: a thread only ever finds its own token here if it wrote
-        // it itself (tokens are unique among live threads), and its own
-        // writes are ordered for it.
-        self.lock_holder.store(thread_token(), Relaxed);
-        // Cleared on every way out, a panic in `f` included (declared after
-        // the lock guard, so dropped before it: cleared, then unlocked).
-        struct Holder<'a>(&'a AtomicUsize);
-        impl Drop for Holder<'_> {
-            fn drop(&mut self) {
-                self.0.store(0, Relaxed);
-            }
+        // Declared after the lock guard, so dropped before it: the mark is
+        // gone before the lock is released.
+        let _held = Held::mark(self.file);
+        let t = Tables::new(&self.region, &self.layout)?;
+        recovery::repair_if_needed(&t, guard.owner_died())?;
+        // Drops deferred while another handle on this file held the lock
+        // (the count makes this free when there are none).
+        if self.apply_deferred(&t).is_err() {
+            t.header.repair_pending.store(1, Relaxed);
         }
-        let holder = Holder(&self.lock_holder);
-        let t = Tables::new(&self.region, &self.layout);
-        let result = t.and_then(|t| {
-            recovery::repair_if_needed(&t, guard.owner_died())?;
-            let result = f(&t);
-            let deferred = self.apply_deferred(&t);
-            if matches!(&result, Err(StoreError::Corrupted(_))) || deferred.is_err() {
-                // A change may have stopped half-way: have the next holder
-                // of the lock rebuild the derived state from the table.
-                t.header.repair_pending.store(1, Relaxed);
-            }
-            result
-        });
-        drop(holder);
-        drop(guard);
+        let result = {
+            let _settle = Settle { client: self, t: &t };
+            f(&t)
+        };
+        if matches!(&result, Err(StoreError::Corrupted(_))) {
+            // A change may have stopped half-way: have the next holder of
+            // the lock rebuild the derived state from the table.
+            t.header.repair_pending.store(1, Relaxed);
+        }
         result
     }
 
-    /// Whether the calling thread holds the store's lock through this client.
+    /// Whether the calling thread holds this store file's lock (through
+    /// this client or another handle on the same file).
     pub(super) fn lock_held_here(&self) -> bool {
-        self.lock_holder.load(Relaxed) == thread_token()
+        HELD.with(|held| held.borrow().contains(&self.file))
     }
 
     fn defer(&self, drop: Deferred) {
@@ -148,8 +187,8 @@ impl ClientState {
     /// docs). Every one is applied even if one fails; the first error is
     /// returned.
     fn apply_deferred(&self, t: &Tables<'_>) -> Result<bool> {
-        // Only this thread defers while it holds the lock, so a zero count
-        // read here is exact: the common case takes no mutex.
+        // Only a holder of the lock defers, and this thread holds it now, so
+        // a zero count read here is exact: the common case takes no mutex.
         if self.deferred_count.load(Relaxed) == 0 {
             return Ok(false);
         }

@@ -112,10 +112,17 @@ pub(super) fn transaction<R, E: From<StoreError>>(
         let locked = Locked::new(t, shared);
         let result = f(&locked);
         let (damaged, wake) = locked.finish();
-        match damaged {
-            Some(corrupted) => Err(corrupted),
-            None => Ok((result, wake)),
-        }
+        // What the transaction did before the damage stays done: its
+        // wake-ups are sent either way (a spurious one is harmless).
+        Ok(match damaged {
+            Some(corrupted) => {
+                // The change may have stopped half-way: the next holder of
+                // the lock repairs.
+                t.header.repair_pending.store(1, std::sync::atomic::Ordering::Relaxed);
+                (Err(corrupted.into()), wake)
+            }
+            None => (result, wake),
+        })
     })?;
     wake.send(shared);
     result
@@ -321,10 +328,10 @@ impl<'a> Locked<'a> {
 
     /// The state, size and (if sealed) metadata of object `id`.
     pub(crate) fn object(&self, id: ObjectId) -> Result<Option<ObjectRecord>> {
-        match self.t.lookup(&id, id.table_hash())? {
+        self.noted(self.t.lookup(&id, id.table_hash()).and_then(|found| match found {
             Some(e) => self.record(e, id),
             None => Ok(None),
-        }
+        }))
     }
 
     fn record(&self, e: u32, id: ObjectId) -> Result<Option<ObjectRecord>> {
@@ -350,7 +357,7 @@ impl<'a> Locked<'a> {
 
     /// A view of the sealed object `id`, or `None` if it is not sealed.
     pub(crate) fn view(&self, id: ObjectId) -> Result<Option<ObjectView>> {
-        super::take_view(self.t, self.shared, id, id.table_hash())
+        self.noted(super::take_view(self.t, self.shared, id, id.table_hash()))
     }
 
     /// Deletes every sealed object whose ID satisfies `matches`: a scan of
@@ -461,5 +468,68 @@ mod tests {
         assert!(!store.contains(other).unwrap());
         assert_eq!(store.stats().unwrap().objects, 1);
         assert_eq!(store.stats().unwrap().repairs, 0, "a refusal of the caller's own is not damage");
+    }
+
+    #[test]
+    fn a_panic_inside_a_transaction_leaves_no_stale_lock_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(&dir);
+        let id = ObjectId::sequential(1, 0, 0);
+        a.create_object(id, 8, b"").unwrap().seal().unwrap();
+        let view = a.get(id, Duration::ZERO).unwrap().unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = a.locked(|_| -> Result<(), StoreError> { panic!("inside a transaction") });
+        }));
+        assert!(panicked.is_err());
+        drop(view); // outside any transaction: released at once
+        let b = Store::open_path(dir.path().join("store")).unwrap();
+        assert_eq!(b.list().unwrap()[0].references, 0);
+    }
+
+    #[test]
+    fn a_view_of_another_handle_dropped_inside_a_transaction_neither_stalls_nor_leaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(&dir);
+        // B's lock timeout is what a self-deadlock would cost.
+        let config = crate::store::OpenConfig::at_path(dir.path().join("store")).lock_timeout(Duration::from_secs(30));
+        let b = Store::open_with(config).unwrap();
+        let id = ObjectId::sequential(1, 0, 0);
+        a.create_object(id, 8, b"").unwrap().seal().unwrap();
+        let view_b = b.get(id, Duration::ZERO).unwrap().unwrap();
+        let started = std::time::Instant::now();
+        a.locked(|_| {
+            drop(view_b);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20), "the drop waited for the lock its own thread held");
+        // B's deferred release is applied when B next holds the lock.
+        assert_eq!(b.list().unwrap()[0].references, 0);
+    }
+
+    #[test]
+    fn a_damaged_transaction_still_wakes_for_what_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(&dir);
+        let sealed = ObjectId::sequential(1, 0, 0);
+        a.create_object(sealed, 4096, b"").unwrap().seal().unwrap();
+        let other = ObjectId::sequential(1, 0, 1);
+        let builder = a.create_object(other, 8, b"").unwrap();
+        // Bad bytes: the builder's entry now names another owner.
+        a.shared
+            .with_tables(|t| {
+                let e = t.lookup(&other, other.table_hash())?.expect("being created");
+                t.entry(e)?.owner.store(12345, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+        let before = a.space_ticket().unwrap();
+        let sealing = a.locked(|l| {
+            l.delete(sealed)?; // frees 4 KiB
+            l.seal(builder) // corrupted
+        });
+        assert!(matches!(sealing, Err(StoreError::Corrupted(_))), "{sealing:?}");
+        assert_ne!(before.0, a.space_ticket().unwrap().0, "creators waiting for space were not woken");
+        assert_eq!(a.stats().unwrap().repairs, 1, "the damage was repaired by the next holder");
     }
 }

@@ -203,6 +203,8 @@ impl Store {
             claimed.ok_or(StoreError::TooManyClients(layout::MAX_CLIENTS))?
         };
         let local_refs = (0..layout.max_objects).map(|_| AtomicU32::new(0)).collect();
+        let meta = region.file().metadata().map_err(|e| StoreError::io("stat the store file", e))?;
+        let file = (std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
         let shared = ClientState {
             region,
             layout,
@@ -210,7 +212,7 @@ impl Store {
             local_refs,
             wait: config.wait,
             lock_timeout: config.lock_timeout,
-            lock_holder: Default::default(),
+            file,
             deferred: Default::default(),
             deferred_count: Default::default(),
         };

@@ -122,15 +122,21 @@ impl<'a> StreamTxn<'a> {
     }
 
     /// Rows in the retained sealed batches of `[start, end)` in partition
-    /// `p`. At most [`registry::MAX_STEP`] offsets are walked (bounded work
-    /// under the lock); a batch whose metadata cannot be read is corruption.
+    /// `p`: the one row count (reports, lag). At most
+    /// [`registry::MAX_STEP`] offsets are walked (bounded work under the
+    /// lock). A batch whose metadata cannot be read counts no rows: the
+    /// count is a statistic, and the damage shows where the batch is read,
+    /// so a member that processed a shard can always report it.
     pub(crate) fn rows_in(&self, p: u32, start: u64, end: u64) -> Result<u64> {
         let (tail, head) = self.range(p)?;
         let (start, end) = (start.max(tail), end.min(head));
         let mut rows = 0u64;
         for offset in start..end.min(start.saturating_add(registry::MAX_STEP)) {
-            if let SlotState::Batch { rows: n } = self.slot_at(p, offset)? {
-                rows = rows.saturating_add(n);
+            let id = self.stream.object_id(p, offset);
+            if let Some(o) = self.l.object(id)? {
+                if o.state == ObjectState::Sealed {
+                    rows = rows.saturating_add(registry::batch_facts(id, o.metadata()).map_or(0, |(n, _)| n));
+                }
             }
         }
         Ok(rows)
