@@ -12,7 +12,7 @@
 //! same one when the drop was its own (the common case), otherwise the
 //! client's next call or its close.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::Mutex;
@@ -57,30 +57,53 @@ pub(super) enum Deferred {
 /// A store file's identity: (device, inode).
 pub(super) type FileKey = (u64, u64);
 
+/// How many store locks one thread can hold at once (nested transactions
+/// on different stores); more are only slower to look up, never wrong.
+const HELD_INLINE: usize = 4;
+
 thread_local! {
-    /// The store files whose lock the calling thread holds.
-    static HELD: RefCell<Vec<FileKey>> = const { RefCell::new(Vec::new()) };
+    /// The store files whose lock the calling thread holds, innermost last:
+    /// a few inline (no allocation, no `RefCell` on the hot path), the rest
+    /// in `HELD_MORE`.
+    static HELD: [Cell<FileKey>; HELD_INLINE] = const { [const { Cell::new((0, 0)) }; HELD_INLINE] };
+    static HELD_LEN: Cell<usize> = const { Cell::new(0) };
+    static HELD_MORE: RefCell<Vec<FileKey>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Marks `file`'s lock as held by this thread until dropped (on every way
-/// out, a panic included).
-struct Held(FileKey);
+/// out, a panic included). Locks are taken and released in nested order
+/// (`with_tables` is a scope), so the mark is a stack.
+struct Held;
 
 impl Held {
     fn mark(file: FileKey) -> Held {
-        HELD.with(|held| held.borrow_mut().push(file));
-        Held(file)
+        let len = HELD_LEN.with(Cell::get);
+        if len < HELD_INLINE {
+            HELD.with(|held| held[len].set(file));
+        } else {
+            HELD_MORE.with(|more| more.borrow_mut().push(file));
+        }
+        HELD_LEN.with(|l| l.set(len + 1));
+        Held
+    }
+
+    fn is_held(file: FileKey) -> bool {
+        let len = HELD_LEN.with(Cell::get);
+        if len == 0 {
+            return false;
+        }
+        HELD.with(|held| held[..len.min(HELD_INLINE)].iter().any(|f| f.get() == file))
+            || (len > HELD_INLINE && HELD_MORE.with(|more| more.borrow().contains(&file)))
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        HELD.with(|held| {
-            let mut held = held.borrow_mut();
-            if let Some(i) = held.iter().rposition(|&f| f == self.0) {
-                held.swap_remove(i);
-            }
-        });
+        let len = HELD_LEN.with(Cell::get);
+        if len > HELD_INLINE {
+            HELD_MORE.with(|more| more.borrow_mut().pop());
+        }
+        HELD_LEN.with(|l| l.set(len.saturating_sub(1)));
     }
 }
 
@@ -90,11 +113,13 @@ impl Drop for Held {
 struct Settle<'a> {
     client: &'a ClientState,
     t: &'a Tables<'a>,
+    /// Set once `f` returned: dropped while unset means it panicked.
+    returned: bool,
 }
 
 impl Drop for Settle<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if !self.returned {
             self.t.header.repair_pending.store(1, Relaxed);
         }
         if self.client.apply_deferred(self.t).is_err() {
@@ -161,8 +186,10 @@ impl ClientState {
             t.header.repair_pending.store(1, Relaxed);
         }
         let result = {
-            let _settle = Settle { client: self, t: &t };
-            f(&t)
+            let mut settle = Settle { client: self, t: &t, returned: false };
+            let result = f(&t);
+            settle.returned = true;
+            result
         };
         if matches!(&result, Err(StoreError::Corrupted(_))) {
             // A change may have stopped half-way: have the next holder of
@@ -175,7 +202,7 @@ impl ClientState {
     /// Whether the calling thread holds this store file's lock (through
     /// this client or another handle on the same file).
     pub(super) fn lock_held_here(&self) -> bool {
-        HELD.with(|held| held.borrow().contains(&self.file))
+        Held::is_held(self.file)
     }
 
     fn defer(&self, drop: Deferred) {
@@ -186,12 +213,18 @@ impl ClientState {
     /// Applies the drops deferred while the lock was held (see the module
     /// docs). Every one is applied even if one fails; the first error is
     /// returned.
+    #[inline]
     fn apply_deferred(&self, t: &Tables<'_>) -> Result<bool> {
         // Only a holder of the lock defers, and this thread holds it now, so
         // a zero count read here is exact: the common case takes no mutex.
         if self.deferred_count.load(Relaxed) == 0 {
             return Ok(false);
         }
+        self.apply_deferred_now(t)
+    }
+
+    #[cold]
+    fn apply_deferred_now(&self, t: &Tables<'_>) -> Result<bool> {
         self.deferred_count.store(0, Relaxed);
         let drops = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut outcome = Ok(!drops.is_empty());

@@ -260,7 +260,9 @@ impl Store {
         metadata: &[u8],
         options: CreateOptions,
     ) -> Result<ObjectBuilder> {
-        let deadline = deadline_after(options.timeout);
+        // The deadline is known only once the store was found full: the
+        // common case reads no clock.
+        let mut deadline = None;
         // The ticket is taken only once an attempt has failed, and the wait
         // follows a second attempt made after it: nothing freed in between
         // is missed, and the common case costs no ticket.
@@ -270,6 +272,7 @@ impl Store {
                 return Ok(builder);
             }
             if let Some(ticket) = ticket.take() {
+                let deadline = *deadline.get_or_insert_with(|| deadline_after(options.timeout));
                 if !self.wait_for_space(ticket, deadline)? {
                     return Err(self.full_error(data_size, metadata.len()));
                 }
