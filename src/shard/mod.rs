@@ -53,7 +53,7 @@ use steps::{
 };
 
 use crate::arrow::BatchReader;
-use crate::shm::clock::{monotonic_ns, wall_ns};
+use crate::shm::clock::monotonic_ns;
 use crate::store::StoreError;
 use crate::stream::StreamError;
 use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
@@ -321,7 +321,7 @@ impl ShardManager {
                 h.next_sweep_ns.store(now + SWEEP.as_nanos() as u64, Relaxed);
             }
             if sg.todo_is_empty()? {
-                cut(tx, stream, sg, wall_ns())?;
+                cut(tx, stream, sg)?;
             }
             if let Some(slot) = sg.pop_front()? {
                 let t = sg.task(slot)?;

@@ -179,7 +179,7 @@ pub(super) fn sweep(l: &Locked<'_>, sg: &ShardGroup, now: u64) -> Result<()> {
 /// Cuts one round of shards: one from each partition that has enough data
 /// (or, when the stream is closed or the partition idle past the linger,
 /// whatever it has), starting at the round-robin partition.
-pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup, now: u64) -> Result<()> {
+pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<()> {
     let h = &sg.header;
     let partitions = stream.partitions();
     let closed = tx.is_closed();
@@ -199,7 +199,11 @@ pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup, now: u64
         if start >= head {
             continue;
         }
-        let idle = closed || now.saturating_sub(tx.last_append_ns(p)?) >= linger;
+        // Idle is asked only of a partition short of a whole shard: the
+        // wall clock (append times are wall-clock) is read only then.
+        let idle = || -> Result<bool> {
+            Ok(closed || crate::shm::clock::wall_ns().saturating_sub(tx.last_append_ns(p)?) >= linger)
+        };
         let end = if by_rows {
             // Whole batches until the rows reach the size; a batch still
             // being written ends the walk (its rows are not known yet).
@@ -217,13 +221,14 @@ pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup, now: u64
                     break;
                 }
             }
-            match (complete, idle && at == head && at > start) {
-                (true, _) | (false, true) => at,
-                _ => continue,
+            if complete || (at == head && at > start && idle()?) {
+                at
+            } else {
+                continue;
             }
         } else if head - start >= size {
             start + size
-        } else if idle {
+        } else if idle()? {
             head
         } else {
             continue;

@@ -153,7 +153,12 @@ impl Region {
     /// as a [`Span`] to read or write later without another check.
     pub(crate) fn span(&self, offset: u64, len: u64) -> Result<Span> {
         let at = self.check(offset, len, 1)?;
-        Ok(Span { at, len: len as usize, base: self.map.as_ptr() as usize })
+        Ok(Span {
+            at,
+            len: len as usize,
+            #[cfg(debug_assertions)]
+            base: self.map.as_ptr() as usize,
+        })
     }
 
     /// The bytes of `span`, to read.
@@ -166,7 +171,8 @@ impl Region {
     /// holds a reference to, and for bytes it reads under its lock that
     /// only a holder of the lock writes.)
     pub(crate) unsafe fn read_bytes(&self, span: Span) -> &[u8] {
-        debug_assert_eq!(span.base, self.map.as_ptr() as usize, "a span of another mapping");
+        #[cfg(debug_assertions)]
+        assert_eq!(span.base, self.map.as_ptr() as usize, "a span of another mapping");
         // SAFETY: the span lies inside this mapping (checked when it was
         // made, by the caller's contract on this same region), which lives as
         // long as `self`; the caller promises no writes while it is borrowed.
@@ -184,7 +190,8 @@ impl Region {
     /// mutably from the builder that owns it.)
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn write_bytes(&self, span: Span) -> &mut [u8] {
-        debug_assert_eq!(span.base, self.map.as_ptr() as usize, "a span of another mapping");
+        #[cfg(debug_assertions)]
+        assert_eq!(span.base, self.map.as_ptr() as usize, "a span of another mapping");
         // SAFETY: in bounds of this writable mapping, which outlives `self`
         // (checked when the span was made); the caller promises that this is
         // the only reference to the bytes while it lives.
@@ -209,7 +216,8 @@ pub(crate) struct Span {
     at: usize,
     len: usize,
     /// The mapping's address, to catch a span used on another region in
-    /// debug builds.
+    /// debug builds (release builds keep spans two words).
+    #[cfg(debug_assertions)]
     base: usize,
 }
 

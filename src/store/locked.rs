@@ -37,65 +37,61 @@ pub(crate) struct Locked<'a> {
     /// The first `Corrupted` error a store operation of this transaction
     /// returned: the change may have stopped half-way, so the store is
     /// repaired by the next holder of the lock.
-    damaged: RefCell<Option<StoreError>>,
+    damaged: RefCell<Option<Box<StoreError>>>,
 }
 
-/// Wake-ups collected during a transaction.
+/// Wake-ups collected during a transaction: a few words, since a
+/// transaction is moved out of the critical section on every call.
 #[derive(Default)]
 pub(super) struct Wake {
     /// Memory was freed or became evictable: wake creators waiting for space.
     space: Cell<bool>,
-    /// Store wait cells of sealed objects.
-    cells: RefCell<Cells>,
-    /// Registry wait cells, by offset in the registry.
-    registry: RefCell<Cells>,
-}
-
-/// A short list of cells: a transaction seals an object or two and wakes a
-/// registry cell or two, so the first few stay inline (no allocation on
-/// the hot path) and the rest spill to the heap.
-#[derive(Default)]
-struct Cells {
-    inline: [u64; 4],
-    len: usize,
-    spill: Vec<u64>,
-}
-
-impl Cells {
-    fn push(&mut self, cell: u64) {
-        match self.inline.get_mut(self.len) {
-            Some(slot) => {
-                *slot = cell;
-                self.len += 1;
-            }
-            None => self.spill.push(cell),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.inline[..self.len].iter().chain(&self.spill).copied()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
+    /// Store wait cells of sealed objects, one bit each (there are 64).
+    cells: Cell<u64>,
+    /// Registry wait cells, by offset in the registry: the first two inline,
+    /// the rest spilled.
+    registry: Cell<[u32; 2]>,
+    registry_len: Cell<u8>,
+    registry_more: RefCell<Vec<u32>>,
 }
 
 impl Wake {
+    fn registry(&self, offset: u64) {
+        // The registry is a few MiB: its offsets fit in 32 bits (a larger one
+        // is not a cell, and `send` would refuse it anyway).
+        let Ok(offset) = u32::try_from(offset) else {
+            return;
+        };
+        let len = self.registry_len.get();
+        let mut inline = self.registry.get();
+        match inline.get_mut(len as usize) {
+            Some(slot) => {
+                *slot = offset;
+                self.registry.set(inline);
+                self.registry_len.set(len + 1);
+            }
+            None => self.registry_more.borrow_mut().push(offset),
+        }
+    }
+
     /// Sends the wake-ups (after the lock is released).
     pub(super) fn send(self, shared: &ClientState) {
         if self.space.get() {
             shared.notify(SPACE_CELL);
         }
-        let cells = self.cells.into_inner();
-        for cell in cells.iter() {
-            shared.notify(cell);
-        }
-        if !cells.is_empty() {
+        let mut cells = self.cells.get();
+        if cells != 0 {
+            while cells != 0 {
+                shared.notify(cells.trailing_zeros() as u64);
+                cells &= cells - 1;
+            }
             shared.notify(ANY_SEAL_CELL);
         }
-        for offset in self.registry.into_inner().iter() {
-            if let Ok(cell) = shared.region.get::<WaitCell>(REGISTRY_OFFSET + offset) {
+        let inline = self.registry.get();
+        let more = self.registry_more.into_inner();
+        let offsets = inline[..self.registry_len.get() as usize].iter().chain(more.iter());
+        for &offset in offsets {
+            if let Ok(cell) = shared.region.get::<WaitCell>(REGISTRY_OFFSET + offset as u64) {
                 cell.notify();
             }
         }
@@ -119,7 +115,7 @@ pub(super) fn transaction<R, E: From<StoreError>>(
                 // The change may have stopped half-way: the next holder of
                 // the lock repairs.
                 t.header.repair_pending.store(1, std::sync::atomic::Ordering::Relaxed);
-                (Err(corrupted.into()), wake)
+                (Err((*corrupted).into()), wake)
             }
             None => (result, wake),
         })
@@ -181,14 +177,14 @@ impl<'a> Locked<'a> {
 
     /// Ends the transaction: the corruption a store operation found, if
     /// any, and the wake-ups to send once the lock is released.
-    pub(super) fn finish(self) -> (Option<StoreError>, Wake) {
+    pub(super) fn finish(self) -> (Option<Box<StoreError>>, Wake) {
         (self.damaged.into_inner(), self.wake)
     }
 
     /// Passes `result` on, remembering a `Corrupted` error (see `damaged`).
     fn noted<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(StoreError::Corrupted(why)) = &result {
-            self.damaged.borrow_mut().get_or_insert_with(|| StoreError::Corrupted(why.clone()));
+            self.damaged.borrow_mut().get_or_insert_with(|| Box::new(StoreError::Corrupted(why.clone())));
         }
         result
     }
@@ -196,7 +192,7 @@ impl<'a> Locked<'a> {
     /// Wakes the processes waiting on the wait cell at `offset` in the
     /// registry, once the lock is released.
     pub(crate) fn wake_registry(&self, offset: u64) {
-        self.wake.registry.borrow_mut().push(offset);
+        self.wake.registry(offset);
     }
 
     /// Creates an object `id` of `data_size` bytes with `metadata`, evicting
@@ -281,7 +277,8 @@ impl<'a> Locked<'a> {
             // A creator waiting for space may now evict this object.
             self.wake.space.set(true);
         }
-        self.wake.cells.borrow_mut().push(bucket_of(id.table_hash()));
+        let cell = bucket_of(id.table_hash());
+        self.wake.cells.set(self.wake.cells.get() | 1 << cell);
         Ok(())
     }
 
