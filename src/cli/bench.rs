@@ -47,13 +47,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     consumers: u32,
     /// Approximate bytes per batch (two 8-byte columns: rows = bytes / 16).
-    #[arg(long, default_value_t = 64 << 10, conflicts_with = "batch_rows")]
+    #[arg(long, default_value_t = 64 << 10, conflicts_with = "batch_rows",
+          value_parser = clap::value_parser!(u64).range(16..=1 << 32))]
     batch_bytes: u64,
     /// Rows per batch, instead of --batch-bytes.
     #[arg(long)]
     batch_rows: Option<u64>,
     /// Run for this many seconds…
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = super::positive_seconds)]
     seconds: f64,
     /// …or for exactly this many batches.
     #[arg(long)]

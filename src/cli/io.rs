@@ -99,13 +99,20 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     let mut consumer = stream.consumer(ConsumerConfig::group(&args.group).start(StartAt::Oldest))?;
     // Written beside the target and renamed over it once complete; the
     // group commits only then, so a crash before loses nothing (the
-    // batches are read again) and an earlier file is never emptied.
-    let tmp = args.to.with_file_name(format!(
-        ".{}.tmp-{}",
-        args.to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let file = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    // batches are read again) and an earlier file is never emptied. The
+    // temporary is created exclusively, with a random name and mode 0600:
+    // nobody can plant a file or a symlink where it will be written.
+    let dir = match args.to.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = args.to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    let file = tmp.reopen().with_context(|| format!("open {}", tmp.path().display()))?;
     let write = || -> Result<(usize, usize, bool)> {
         let mut writer = arrow_ipc::writer::FileWriter::try_new(file, stream.schema())?;
         let (mut batches, mut rows) = (0, 0);
@@ -124,15 +131,10 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
         writer.get_ref().sync_all()?;
         Ok((batches, rows, ended))
     };
-    let written = write();
-    let (batches, rows, ended) = match written {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, &args.to).with_context(|| format!("rename onto {}", args.to.display()))?;
+    // On an error the temporary is removed when `tmp` drops.
+    let (batches, rows, ended) = write()?;
+    // rename(2) replaces the target (a symlink there is replaced, not followed).
+    tmp.persist(&args.to).with_context(|| format!("rename onto {}", args.to.display()))?;
     consumer.commit()?;
     let why = if ended { "end of stream" } else { "no new data before the timeout" };
     println!("wrote {batches} batches, {rows} rows to {} ({why})", args.to.display());

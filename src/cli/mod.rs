@@ -84,6 +84,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A number of seconds that is finite and above zero (clap's value parser
+/// for durations given as floats).
+pub(crate) fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 1e9 => Ok(s),
+        Ok(_) => Err(format!("{text} is not a number of seconds above zero")),
+        Err(e) => Err(format!("{text}: {e}")),
+    }
+}
+
 /// The wait strategy that `--spin-us N` asks for: park at once for 0, else
 /// spin up to N microseconds first.
 pub(crate) fn wait_strategy(spin_us: u64) -> quiver::WaitStrategy {

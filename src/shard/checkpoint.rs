@@ -140,6 +140,12 @@ pub struct Checkpoint {
 
 use crate::store::fnv1a;
 
+/// The largest checkpoint file: every task of a full group as a record
+/// (at most 16,384 tasks of a few dozen bytes each) and the per-partition
+/// offsets fit in a few MiB; this leaves room and still refuses a huge or
+/// endless file before reading it.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
 impl Checkpoint {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
@@ -288,9 +294,30 @@ impl Checkpoint {
     }
 
     /// Reads and checks the checkpoint at `path`.
+    /// A file that is not a regular file, or is larger than any checkpoint
+    /// can be, is refused before it is read (`/dev/zero` is not read until
+    /// memory runs out).
     pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| CheckpointError::Io { context: format!("read {}", path.display()), source })?;
+        use std::io::Read;
+        let io = |what: &str, source| CheckpointError::Io { context: format!("{what} {}", path.display()), source };
+        let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+        let meta = file.metadata().map_err(|e| io("stat", e))?;
+        if !meta.is_file() {
+            return Err(CheckpointError::Corrupted(format!("{} is not a regular file", path.display())));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(CheckpointError::Corrupted(format!(
+                "{} holds {} bytes; a checkpoint holds at most {MAX_FILE_BYTES}",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // Bounded even if the file grows while it is read.
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| io("read", e))?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(CheckpointError::Corrupted(format!("{} grew past {MAX_FILE_BYTES} bytes", path.display())));
+        }
         Checkpoint::from_bytes(&bytes)
     }
 }

@@ -195,3 +195,54 @@ fn produce_then_consume_gives_back_the_same_data_for_every_group() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("before the timeout"));
     assert_eq!(read_ipc(&to).iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
 }
+
+#[test]
+fn consume_writes_through_an_exclusive_temporary_and_a_planted_symlink_is_replaced_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestStore::new("io-exclusive");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "id\n1\n2\n").unwrap();
+    let from = csv.display().to_string();
+    let out = run_quiver(
+        &["produce", "--store", &t.name, "--stream", "s", "--from", &from, "--groups", "g", "--close"],
+        LONG,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Someone plants a symlink at the output's name, pointing at a file of
+    // theirs (the victim would overwrite it if the symlink were followed).
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let to = dir.path().join("out.arrow");
+    std::os::unix::fs::symlink(&victim, &to).unwrap();
+    let out = run_quiver(
+        &["consume", "--store", &t.name, "--stream", "s", "--group", "g", "--to", &to.display().to_string()],
+        LONG,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the symlink was followed");
+    let meta = std::fs::symlink_metadata(&to).unwrap();
+    assert!(meta.file_type().is_file(), "the output replaced the symlink");
+    assert_eq!(meta.permissions().mode() & 0o077, 0, "the output was made by an exclusive 0600 temporary");
+    assert_eq!(read_ipc(&to).iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    // Nothing else is left in the directory (no temporary).
+    let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["in.csv", "out.arrow", "victim"]);
+}
+
+#[test]
+fn checkpoint_show_refuses_a_device_and_bench_refuses_nonsense_seconds() {
+    let out = run_quiver(&["checkpoint", "show", "/dev/zero"], LONG);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
+    for seconds in ["-1", "NaN", "inf", "0"] {
+        let out = run_quiver(&["bench", "--seconds", seconds], LONG);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--seconds {seconds}: {err}");
+        assert!(!err.contains("panicked"), "--seconds {seconds}: {err}");
+    }
+    let out = run_quiver(&["bench", "--batch-bytes", "18446744073709551615"], LONG);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -317,8 +317,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     }
     let seed = args.seed.unwrap_or_else(quiver::shm::clock::wall_ns);
     super::signals::install();
-    let dir = std::env::temp_dir().join(format!("quiver-chaos-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Exclusive, random, 0700: a directory planted at a predictable name
+    // (or a symlink there) is never reused. Removed by the driver's drop.
+    let dir = tempfile::Builder::new().prefix("quiver-chaos-").tempdir()?.keep();
     let mut d = Driver {
         args: &args,
         exe: std::env::current_exe()?,
