@@ -27,7 +27,7 @@ impl FutexPair {
 
     /// Maps an existing file made by [`FutexPair::create`].
     pub fn open(path: &Path) -> io::Result<Self> {
-        Self::checked(Region::open(path, false).map_err(io::Error::other)?)
+        Self::checked(Region::open(path, false, None).map_err(io::Error::other)?)
     }
 
     fn checked(region: Region) -> io::Result<Self> {

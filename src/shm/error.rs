@@ -26,6 +26,20 @@ pub enum ShmError {
         #[source]
         source: io::Error,
     },
+    /// The path is a symlink, a directory, a device or a FIFO: not a file
+    /// quiver maps.
+    #[error("{0} is not a regular file (symlinks are not followed)")]
+    NotRegular(PathBuf),
+    /// The file belongs to another user, and the caller asked for its own.
+    #[error("{path} is owned by uid {owner}, not by uid {me}")]
+    OtherOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The uid the caller expected.
+        me: u32,
+    },
     /// Creating the file found one already at the path.
     #[error("a file already exists at {0}")]
     Exists(PathBuf),

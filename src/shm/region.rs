@@ -59,13 +59,33 @@ impl Region {
         }
     }
 
-    /// Opens and maps an existing file.
-    pub(crate) fn open(path: &Path, prefault: bool) -> Result<Region> {
+    /// Opens and maps an existing file. The last component of `path` is
+    /// not followed if it is a symlink (`O_NOFOLLOW`), and the open file is
+    /// checked with `fstat` before anything is mapped: it must be a regular
+    /// file and, when `owner` is given, belong to that uid. So a symlink, a
+    /// device or FIFO, or another user's file (a huge sparse one, say) is
+    /// refused without being mapped, pre-faulted or written.
+    pub(crate) fn open(path: &Path, prefault: bool, owner: Option<u32>) -> Result<Region> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            // Not blocking on a FIFO planted at the path.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| ShmError::io(format!("open {}", path.display()), e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP | libc::EISDIR) => ShmError::NotRegular(path.to_path_buf()),
+                _ => ShmError::io(format!("open {}", path.display()), e),
+            })?;
+        let meta = file.metadata().map_err(|e| ShmError::io(format!("stat {}", path.display()), e))?;
+        if !meta.file_type().is_file() {
+            return Err(ShmError::NotRegular(path.to_path_buf()));
+        }
+        if let Some(me) = owner {
+            if meta.uid() != me {
+                return Err(ShmError::OtherOwner { path: path.to_path_buf(), owner: meta.uid(), me });
+            }
+        }
         Self::map(file, path, prefault)
     }
 
@@ -96,13 +116,6 @@ impl Region {
     pub(crate) fn address_range(&self) -> std::ops::Range<usize> {
         let start = self.map.as_ptr() as usize;
         start..start + self.map.len()
-    }
-
-    /// The uid that owns the file.
-    pub(crate) fn owner(&self) -> Result<u32> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = self.file.metadata().map_err(|e| ShmError::io(format!("stat {}", self.path.display()), e))?;
-        Ok(meta.uid())
     }
 
     /// The path the file was opened at.

@@ -152,6 +152,8 @@ impl From<ShmError> for StoreError {
             ShmError::Exists(path) => StoreError::StoreExists(path),
             ShmError::NoSpace { path, size, source } => StoreError::NoSpace { path, size, source },
             ShmError::Empty(path) => StoreError::NotReady(path),
+            ShmError::NotRegular(path) => StoreError::NotAStore(path),
+            ShmError::OtherOwner { path, owner, me } => StoreError::OtherOwner { path, owner, me },
             ShmError::LockTimeout(timeout) => StoreError::LockTimeout(timeout),
             e @ (ShmError::TooLarge { .. }
             | ShmError::OutOfBounds { .. }

@@ -134,11 +134,10 @@ impl Store {
     }
 
     fn open_once(path: &Path, config: &OpenConfig) -> Result<Store> {
-        let region = Region::open(path, config.prefault)?;
-        let (owner, me) = (region.owner()?, rustix::process::geteuid().as_raw());
-        if owner != me && !config.allow_other_owner {
-            return Err(StoreError::OtherOwner { path: path.to_path_buf(), owner, me });
-        }
+        // The owner is checked on the open descriptor, before the file is
+        // mapped (unless the caller trusts other users' stores).
+        let me = rustix::process::geteuid().as_raw();
+        let region = Region::open(path, config.prefault, (!config.allow_other_owner).then_some(me))?;
         let magic: &std::sync::atomic::AtomicU64 =
             region.get(0).map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
         match magic.load(Relaxed) {

@@ -262,3 +262,44 @@ fn a_store_owned_by_another_user_is_refused_unless_allowed() {
     let allowed = OpenConfig::at_path(&path).allow_other_owner(true);
     assert!(Store::open_with(allowed).unwrap().contains(ObjectId::sequential(1, 0, 0)).unwrap());
 }
+
+#[test]
+fn another_users_huge_file_is_refused_before_it_is_mapped() {
+    use std::os::unix::fs::MetadataExt;
+    // A 1 GiB sparse file of another user in /dev/shm: mapping and
+    // pre-faulting it would allocate all of it in the tmpfs.
+    let t = crate::common::TestStore::new("foreign-sparse");
+    let path = t.path.clone();
+    std::fs::File::create(&path).unwrap().set_len(1 << 30).unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    let other = if me == 4242 { 4243 } else { 4242 };
+    if rustix::fs::chown(&path, Some(rustix::fs::Uid::from_raw(other)), None).is_err() {
+        eprintln!("skipped: cannot chown here (not root)");
+        return;
+    }
+    let started = std::time::Instant::now();
+    match open(&path) {
+        Err(StoreError::OtherOwner { owner, .. }) => assert_eq!(owner, other),
+        other => panic!("expected OtherOwner, got {other:?}"),
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().blocks(), 0, "the file was touched before it was refused");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[test]
+fn symlinks_devices_and_directories_are_not_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    make_store(&real, 1);
+    // A symlink to a real store is refused, not followed into it.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for path in [link.as_path(), Path::new("/dev/null"), dir.path()] {
+        match Store::open_with(OpenConfig::at_path(path).ready_timeout(Duration::from_secs(30))) {
+            Err(StoreError::NotAStore(p)) => assert_eq!(p, path),
+            other => panic!("{}: expected NotAStore, got {other:?}", path.display()),
+        }
+    }
+    // The real store is untouched and opens.
+    assert!(open(&real).unwrap().contains(ObjectId::sequential(1, 0, 0)).unwrap());
+}
