@@ -68,8 +68,11 @@ impl StoreConfig {
         }
     }
 
-    /// Bytes of payload the arena holds (rounded up to whole pages). The
-    /// file is larger by the header and the object table.
+    /// Bytes of the data arena (rounded up to whole pages). Every object
+    /// takes its data and metadata plus a 64-byte block header, rounded up
+    /// to 64 bytes, so the largest object a store of capacity `C` holds has
+    /// `C - 64` bytes of data and metadata (with `C` a multiple of 64). The
+    /// file is larger by the header, the registry and the object table.
     pub fn capacity(mut self, bytes: u64) -> Self {
         self.capacity = bytes;
         self

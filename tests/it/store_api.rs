@@ -346,3 +346,16 @@ proptest! {
         prop_assert_eq!(stats.largest_free, stats.capacity);
     }
 }
+
+#[test]
+fn capacity_is_the_arena_and_the_largest_object_is_64_bytes_less() {
+    let t = TestStore::new("capacity");
+    let store = t.create(1 << 20);
+    let capacity = store.stats().unwrap().capacity;
+    assert_eq!(capacity, 1 << 20);
+    // One byte more than the documented largest object can never fit.
+    let too_large = store.create_object(ObjectId::random(), capacity - 64 + 1, &[]);
+    assert!(matches!(too_large, Err(StoreError::TooLarge { .. })), "{too_large:?}");
+    // The documented largest object fits in the empty store.
+    store.create_object(ObjectId::random(), capacity - 64, &[]).unwrap().seal().unwrap();
+}
