@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum CheckpointError {
     /// Reading or writing the file failed.
-    #[error("checkpoint file: {context}: {source}")]
+    #[error("checkpoint file: {context}")]
     Io {
         /// What quiver was doing, and to which file.
         context: String,

@@ -18,7 +18,7 @@ pub type Result<T, E = ShmError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum ShmError {
     /// The operating system refused an operation on the file.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What quiver was doing.
         context: String,
@@ -44,7 +44,7 @@ pub enum ShmError {
     #[error("a file already exists at {0}")]
     Exists(PathBuf),
     /// The file system cannot hold the file's whole size.
-    #[error("cannot reserve {size} bytes for {path}: {source} (is the tmpfs large enough?)")]
+    #[error("cannot reserve {size} bytes for {path} (is the tmpfs large enough?)")]
     NoSpace {
         /// The file.
         path: PathBuf,

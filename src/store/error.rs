@@ -23,7 +23,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum StoreError {
     /// The operating system refused an operation on the store file.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What quiver was doing.
         context: String,
@@ -45,7 +45,7 @@ pub enum StoreError {
     #[error("a file already exists at {0}")]
     StoreExists(PathBuf),
     /// The file system cannot hold the store's whole size.
-    #[error("cannot reserve {size} bytes for {path}: {source} (is the tmpfs large enough?)")]
+    #[error("cannot reserve {size} bytes for {path} (is the tmpfs large enough?)")]
     NoSpace {
         /// The store file.
         path: PathBuf,

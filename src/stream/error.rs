@@ -21,6 +21,14 @@ pub enum StreamError {
     /// for `open_or_create`).
     #[error("a stream named {0:?} exists already")]
     Exists(String),
+    /// `open_or_create` found the stream with another configuration.
+    #[error("stream {stream:?} exists with {differs}")]
+    ConfigMismatch {
+        /// The stream.
+        stream: String,
+        /// What differs, both ways ("2 partitions, not 4").
+        differs: String,
+    },
     /// A stream or group configuration that cannot work.
     #[error("invalid stream configuration: {0}")]
     InvalidConfig(String),

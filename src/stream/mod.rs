@@ -205,15 +205,24 @@ impl Stream {
     }
 
     /// Opens the stream if it exists (its schema and partitions must be the
-    /// ones `config` gives, and the groups `config` declares are added if
+    /// ones `config` gives, else [`StreamError::ConfigMismatch`] says what
+    /// differs, and the groups `config` declares are added if
     /// missing, starting at the oldest retained batch); creates it otherwise.
     /// Lets several producers and consumers start in any order.
     pub fn open_or_create(store: &Store, config: StreamConfig) -> Result<Stream> {
         loop {
             match Stream::open(store, &config.name) {
                 Ok(stream) => {
-                    if **stream.schema() != *config.schema || stream.partitions() != config.partitions {
-                        return Err(StreamError::Exists(config.name.clone()));
+                    let mut differs = Vec::new();
+                    if stream.partitions() != config.partitions {
+                        differs.push(format!("{} partitions, not {}", stream.partitions(), config.partitions));
+                    }
+                    if **stream.schema() != *config.schema {
+                        differs.push(format!("schema {}, not {}", stream.schema(), config.schema));
+                    }
+                    if !differs.is_empty() {
+                        let differs = differs.join(" and ");
+                        return Err(StreamError::ConfigMismatch { stream: config.name.clone(), differs });
                     }
                     for group in &config.groups {
                         stream.add_group(group, StartAt::Oldest)?;

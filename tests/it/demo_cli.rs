@@ -246,3 +246,17 @@ fn checkpoint_show_refuses_a_device_and_bench_refuses_nonsense_seconds() {
     let out = run_quiver(&["bench", "--batch-bytes", "18446744073709551615"], LONG);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn an_os_error_is_said_once_and_a_device_is_not_a_store() {
+    let out = run_quiver(&["stat", "--path", "/nonexistent-quiver-dir/store"], LONG);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let started = Instant::now();
+    let out = run_quiver(&["stat", "--path", "/dev/null"], LONG);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a quiver store"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "retried as if it were being created");
+}

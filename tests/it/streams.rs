@@ -104,7 +104,13 @@ fn streams_are_found_by_name_from_another_handle() {
     // open_or_create opens the existing one, and refuses a different shape.
     let again = Stream::open_or_create(&other, StreamConfig::new("events", schema()).partitions(2)).unwrap();
     assert_eq!(again.object_id(0, 0), created.object_id(0, 0));
-    assert!(Stream::open_or_create(&other, StreamConfig::new("events", schema()).partitions(3)).is_err());
+    // ... saying what differs.
+    match Stream::open_or_create(&other, StreamConfig::new("events", schema()).partitions(3)) {
+        Err(e @ StreamError::ConfigMismatch { .. }) => {
+            assert!(e.to_string().contains("2 partitions, not 3"), "{e}");
+        }
+        other => panic!("expected ConfigMismatch, got {other:?}"),
+    }
     // Bad configurations are clear errors.
     for bad in [
         StreamConfig::new("", schema()),
