@@ -21,4 +21,16 @@ pub mod fuzz;
 mod pingpong;
 
 pub use fixtures::{exercise_store, pattern, populate, sample_batch};
+
+/// A store creation stopped before its store is published: what a creator
+/// killed part-way leaves (see `Region::create`). Dropping it removes the
+/// temporary, as a creator that fails does.
+pub struct Creation(#[allow(dead_code)] crate::shm::Region);
+
+/// Starts creating the store called `name` (its file reserved and mapped
+/// under a temporary name, the creator lock held) and stops there.
+pub fn begin_store_creation(name: &str, capacity: u64) -> Result<Creation, crate::StoreError> {
+    let path = crate::store::store_path(name)?;
+    Ok(Creation(crate::shm::Region::create(&path, capacity, false)?))
+}
 pub use pingpong::FutexPair;

@@ -22,7 +22,9 @@ pub struct FutexPair {
 impl FutexPair {
     /// Creates the file (which must not exist, mode 0600) and maps it.
     pub fn create(path: &Path) -> io::Result<Self> {
-        Self::checked(Region::create(path, LEN, false).map_err(io::Error::other)?)
+        let mut region = Region::create(path, LEN, false).map_err(io::Error::other)?;
+        region.publish(path).map_err(io::Error::other)?;
+        Self::checked(region)
     }
 
     /// Maps an existing file made by [`FutexPair::create`].

@@ -30,9 +30,13 @@ fn slot_lock(kind: i32, slot: u32) -> libc::flock {
 }
 
 fn fcntl_lock(region: &Region, cmd: i32, fl: &mut libc::flock) -> io::Result<()> {
-    // SAFETY: the descriptor is open for the region's lifetime and `fl` is a
+    fcntl_file(region.file(), cmd, fl)
+}
+
+fn fcntl_file(file: &std::fs::File, cmd: i32, fl: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the borrow of `file` and `fl` is a
     // valid, initialised flock that outlives the call.
-    let rc = unsafe { libc::fcntl(region.file().as_raw_fd(), cmd, fl as *mut libc::flock) };
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, fl as *mut libc::flock) };
     if rc == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -63,5 +67,29 @@ pub(crate) fn release(region: &Region, slot: u32) -> io::Result<()> {
 pub(crate) fn is_held_by_other(region: &Region, slot: u32) -> io::Result<bool> {
     let mut fl = slot_lock(libc::F_WRLCK, slot);
     fcntl_lock(region, libc::F_OFD_GETLK, &mut fl)?;
+    Ok(i32::from(fl.l_type) != libc::F_UNLCK)
+}
+
+/// The lock a creator holds on a store file it has not published yet (a
+/// byte past every client slot's).
+const CREATOR_SLOT: u32 = u32::MAX;
+
+/// Takes the creator lock on a file being created (see `Region::create`).
+pub(crate) fn claim_creator(file: &std::fs::File) -> io::Result<()> {
+    let mut fl = slot_lock(libc::F_WRLCK, CREATOR_SLOT);
+    fcntl_file(file, libc::F_OFD_SETLK, &mut fl)
+}
+
+/// Gives up the creator lock once the file is published.
+pub(crate) fn release_creator(file: &std::fs::File) -> io::Result<()> {
+    let mut fl = slot_lock(libc::F_UNLCK, CREATOR_SLOT);
+    fcntl_file(file, libc::F_OFD_SETLK, &mut fl)
+}
+
+/// Whether a live creator still holds the creator lock on `file` (opened
+/// anew, so its own locks are not the creator's).
+pub(crate) fn creator_alive(file: &std::fs::File) -> io::Result<bool> {
+    let mut fl = slot_lock(libc::F_WRLCK, CREATOR_SLOT);
+    fcntl_file(file, libc::F_OFD_GETLK, &mut fl)?;
     Ok(i32::from(fl.l_type) != libc::F_UNLCK)
 }

@@ -30,7 +30,7 @@ pub(crate) mod region;
 pub mod wait;
 
 pub use error::ShmError;
-pub(crate) use region::{Region, Span};
+pub(crate) use region::{remove_stale_creations, Region, Span};
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 

@@ -25,23 +25,89 @@ pub(crate) struct Region {
     map: MmapRaw,
     file: File,
     path: PathBuf,
+    /// The temporary name of a region not published yet (removed on drop).
+    unpublished: Option<tempfile::TempPath>,
+}
+
+/// The suffix of the temporary name a store is created under.
+const CREATING: &str = ".creating";
+
+/// A store path's directory and file name.
+fn split(path: &Path) -> Result<(&Path, String)> {
+    let name = path.file_name().ok_or_else(|| ShmError::NotRegular(path.to_path_buf()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name.to_string_lossy().into_owned()))
+}
+
+/// Removes what creators of `path` that died before publishing left: the
+/// temporaries beside it that belong to this user, that no live creator
+/// holds the creator lock on, and that were last changed more than a few
+/// seconds ago (a creator takes its lock just after it makes the file).
+/// Best effort: returns how many it removed.
+pub(crate) fn remove_stale_creations(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok((dir, name)) = split(path) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let (prefix, me) = (format!(".{name}."), rustix::process::geteuid().as_raw());
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if !file_name.starts_with(&prefix) || !file_name.ends_with(CREATING) {
+            continue;
+        }
+        let stale = entry.path();
+        let Ok(file) =
+            OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&stale)
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() >= 5);
+        let abandoned = meta.is_file()
+            && meta.uid() == me
+            && old
+            && super::liveness::creator_alive(&file).is_ok_and(|alive| !alive);
+        if abandoned && std::fs::remove_file(&stale).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 impl Region {
-    /// Creates a new file of `len` bytes at `path` (mode 0600, failing if it
-    /// exists), reserves its blocks so a full tmpfs fails here rather than
-    /// with SIGBUS later, and maps it, pre-faulted when `prefault` is set.
+    /// Creates the file of `len` bytes that is to appear at `path`, under a
+    /// temporary name beside it (exclusive, random, mode 0600), reserves its
+    /// blocks so a full tmpfs fails here rather than with SIGBUS later, and
+    /// maps it, pre-faulted when `prefault` is set. Nothing appears at `path`
+    /// until [`publish`](Region::publish): a creator killed before then
+    /// leaves only a temporary, which it holds a creator lock on, so
+    /// [`remove_stale_creations`] can tell it is abandoned. Dropping an
+    /// unpublished region removes its file.
     pub(crate) fn create(path: &Path, len: u64, prefault: bool) -> Result<Region> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
-            match e.kind() {
-                io::ErrorKind::AlreadyExists => ShmError::Exists(path.to_path_buf()),
-                _ => ShmError::io(format!("create {}", path.display()), e),
-            }
-        })?;
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(ShmError::Exists(path.to_path_buf()));
+        }
+        let (dir, name) = split(path)?;
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(CREATING)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .tempfile_in(dir)
+            .map_err(|e| ShmError::io(format!("create a file beside {}", path.display()), e))?;
+        let (file, temp) = temp.into_parts();
+        super::liveness::claim_creator(&file).map_err(|e| ShmError::io(format!("lock {}", temp.display()), e))?;
         let reserve = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len);
         if let Err(errno) = reserve {
-            // The file is ours and empty: remove it so a failed create leaves nothing behind.
-            let _ = std::fs::remove_file(path);
+            // `temp` is removed when it drops.
             let source = io::Error::from(errno);
             return Err(match errno {
                 rustix::io::Errno::NOSPC | rustix::io::Errno::FBIG => {
@@ -50,13 +116,35 @@ impl Region {
                 _ => ShmError::io(format!("reserve {len} bytes for {}", path.display()), source),
             });
         }
-        match Self::map(file, path, prefault) {
-            Ok(region) => Ok(region),
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                Err(e)
+        let mut region = Self::map(file, &temp, prefault)?;
+        region.unpublished = Some(temp);
+        Ok(region)
+    }
+
+    /// Moves a region made by [`create`](Region::create) to `path`, once its
+    /// contents are ready: atomically, and never over a file that appeared
+    /// at `path` meanwhile (`renameat2` with `RENAME_NOREPLACE`).
+    pub(crate) fn publish(&mut self, path: &Path) -> Result<()> {
+        let Some(temp) = self.unpublished.take() else {
+            return Ok(());
+        };
+        let cwd = rustix::fs::CWD;
+        match rustix::fs::renameat_with(cwd, &*temp, cwd, path, rustix::fs::RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(errno) => {
+                let error = match errno {
+                    rustix::io::Errno::EXIST => ShmError::Exists(path.to_path_buf()),
+                    _ => ShmError::io(format!("publish {}", path.display()), io::Error::from(errno)),
+                };
+                self.unpublished = Some(temp); // removed when the region drops
+                return Err(error);
             }
         }
+        // Published: the name is no longer ours to remove.
+        let _ = temp.keep();
+        self.path = path.to_path_buf();
+        let _ = super::liveness::release_creator(&self.file);
+        Ok(())
     }
 
     /// Opens and maps an existing file. The last component of `path` is
@@ -104,7 +192,7 @@ impl Region {
             options.populate();
         }
         let map = options.map_raw(&file).map_err(|e| ShmError::io(format!("map {}", path.display()), e))?;
-        Ok(Region { map, file, path: path.to_path_buf() })
+        Ok(Region { map, file, path: path.to_path_buf(), unpublished: None })
     }
 
     /// The length of the mapping in bytes.

@@ -77,7 +77,11 @@ impl Store {
     pub fn create(config: StoreConfig) -> Result<Store> {
         let path = config.location.path()?;
         let layout = Layout::new(config.objects(), config.capacity)?;
-        let region = Region::create(&path, layout.file_size, config.open.prefault)?;
+        // What creators of this name killed before publishing left behind.
+        crate::shm::remove_stale_creations(&path);
+        // Made under a temporary name and published once initialised, so
+        // the name never shows a half-made store.
+        let mut region = Region::create(&path, layout.file_size, config.open.prefault)?;
         let init = || -> Result<()> {
             let header: &Header = region.get(0)?;
             header.magic.store(MAGIC, Relaxed);
@@ -101,10 +105,9 @@ impl Store {
             header.ready.store(READY, Release);
             Ok(())
         };
-        if let Err(e) = init() {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        // An error drops the unpublished region, which removes its file.
+        init()?;
+        region.publish(&path)?;
         Self::attach(region, layout, &config.open)
     }
 

@@ -196,3 +196,50 @@ fn quiver_stat_prints_the_store_as_a_table_and_as_json() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-store"));
 }
+
+/// The temporaries beside `t`'s store file that creators left.
+fn creations(t: &TestStore) -> Vec<std::path::PathBuf> {
+    let prefix = format!(".{}.", t.path.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(t.path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".creating")
+        })
+        .collect()
+}
+
+/// Sets `path`'s modification time a minute back: past the sweep's grace
+/// period for files just made.
+fn age(path: &std::path::Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(past).unwrap();
+}
+
+#[test]
+fn a_creator_killed_part_way_never_blocks_the_name() {
+    let t = TestStore::new("killed-creator");
+    let mut creator = harness(&["create-and-hang", "--store", &t.name]);
+    creator.expect_line("creating", LONG);
+    // Nothing appears under the name before the store is ready.
+    assert!(!t.path.exists());
+    assert!(matches!(Store::open(&t.name), Err(StoreError::Io { .. })), "no store, not a store being made");
+    let live = creations(&t);
+    assert_eq!(live.len(), 1);
+    age(&live[0]);
+    // Another creator takes the name; the sweep leaves a live creator's
+    // temporary alone, however old.
+    drop(t.create(1 << 20));
+    assert_eq!(creations(&t), live);
+    Store::remove(&t.name).unwrap();
+    // Killed: its temporary is abandoned, and the next creator removes it.
+    creator.kill();
+    let store = t.create(1 << 20);
+    assert!(store.stats().unwrap().capacity >= 1 << 20);
+    let left = creations(&t);
+    for stale in &left {
+        let _ = std::fs::remove_file(stale);
+    }
+    assert!(left.is_empty(), "stale temporaries left: {left:?}");
+}

@@ -147,6 +147,14 @@ pub(crate) enum Helper {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Start creating a store and wait to be killed before it is published
+    /// (a creator killed part-way).
+    CreateAndHang {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 1 << 20)]
+        capacity: u64,
+    },
     /// Take the store's lock, leave a change half-done, and abort.
     AbortInLock {
         #[arg(long)]
@@ -233,6 +241,11 @@ pub(crate) fn run(helper: Helper) -> Result<()> {
         Helper::ReadBatches { objects, out } => read_batches(&objects, &out),
         Helper::CreateUnsealed { objects, size } => create_unsealed(&objects, size),
         Helper::Hammer { store, ns, seed } => hammer(&store, ns, seed),
+        Helper::CreateAndHang { store, capacity } => {
+            let _held = quiver::harness::begin_store_creation(&store, capacity)?;
+            say("creating")?;
+            wait_to_be_killed()
+        }
         Helper::AbortInLock { store, stage } => {
             // No core file: the abort is the point.
             let no_core = rustix::process::Rlimit { current: Some(0), maximum: Some(0) };
