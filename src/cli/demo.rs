@@ -78,6 +78,12 @@ const SHARED_GROUP: &str = "trainers";
 /// How far a model may be from the truth, in intercept and in slope.
 const TOLERANCE: f64 = 0.3;
 
+/// Rows a model must have been trained on for the tolerance to be expected:
+/// SGD with scikit-learn's defaults needs about this many rows of the demo's
+/// data to come within 0.3 of the intercept. With fewer, the models are
+/// reported but not judged (the checksums still are).
+const MODEL_ROWS: u64 = 10_000;
+
 /// What a consumer reports at the end (one JSON line).
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct ConsumerReport {
@@ -338,13 +344,25 @@ fn summarize(
     let weighted = |f: fn(&ConsumerReport) -> f64| reports.iter().map(|r| f(r) * r.rows as f64).sum::<f64>() / total;
     let (avg_intercept, avg_slope) = (weighted(|r| r.intercept), weighted(|r| r.slope));
     let mut problems = Vec::new();
+    // The rows each judged model was trained on: every row in broadcast
+    // mode; in shared mode each worker trains on its share only.
+    let trained = match args.mode {
+        Mode::Broadcast => rows,
+        Mode::Shared => reports.iter().map(|r| r.rows).min().unwrap_or(0),
+    };
+    let model_check = if trained >= MODEL_ROWS {
+        format!("within {TOLERANCE} of the truth")
+    } else {
+        format!("not judged: {trained} rows per model, under the {MODEL_ROWS} SGD needs to come within {TOLERANCE}")
+    };
+    let judge = trained >= MODEL_ROWS;
     match args.mode {
         Mode::Broadcast => {
             for r in reports {
                 if r.checksum != checksum || r.rows != rows {
                     problems.push(format!("{} read {} rows with checksum {:016x}", r.name, r.rows, r.checksum));
                 }
-                if !within(r.intercept, r.slope) {
+                if judge && !within(r.intercept, r.slope) {
                     problems.push(format!("{}'s model is {:.3} + {:.3}x", r.name, r.intercept, r.slope));
                 }
             }
@@ -355,7 +373,7 @@ fn summarize(
             if total_rows != rows || total_checksum != checksum {
                 problems.push(format!("the workers read {total_rows} rows with checksum {total_checksum:016x}"));
             }
-            if !within(avg_intercept, avg_slope) {
+            if judge && !within(avg_intercept, avg_slope) {
                 problems.push(format!("the average model is {avg_intercept:.3} + {avg_slope:.3}x"));
             }
         }
@@ -374,6 +392,7 @@ fn summarize(
                 "rows_per_s": r.rows as f64 / r.seconds.max(1e-9),
                 "checksum": format!("{:016x}", r.checksum), "intercept": r.intercept, "slope": r.slope,
             })).collect::<Vec<_>>(),
+            "model_check": model_check,
             "ok": problems.is_empty(),
             "problems": problems,
         });
@@ -416,7 +435,7 @@ fn summarize(
             LinearData::SLOPE
         );
         if problems.is_empty() {
-            println!("ok: every checksum matches and the models are within {TOLERANCE} of the truth");
+            println!("ok: every checksum matches; the models: {model_check}");
         }
     }
     if !problems.is_empty() {

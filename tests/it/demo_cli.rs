@@ -260,3 +260,16 @@ fn an_os_error_is_said_once_and_a_device_is_not_a_store() {
     assert!(err.contains("not a quiver store"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "retried as if it were being created");
 }
+
+#[test]
+fn a_small_demo_checks_every_checksum_and_says_its_models_are_not_judged() {
+    // 500 rows: far too few for SGD to come within 0.3, and every checksum
+    // must still match.
+    for mode in ["broadcast", "shared"] {
+        let v = demo(&["--rows", "500", "--consumers", "2", "--mode", mode]);
+        assert_eq!(v["ok"], true, "{v}");
+        assert!(v["model_check"].as_str().unwrap().starts_with("not judged"), "{v}");
+    }
+    let v = demo(&["--consumers", "1"]);
+    assert_eq!(v["model_check"], "within 0.3 of the truth", "{v}");
+}
