@@ -61,6 +61,10 @@ pub(crate) struct DemoArgs {
     /// Print one JSON object at the end instead of progress and a table.
     #[arg(long)]
     json: bool,
+    /// Bytes of the demo's store (at least 1 MiB): batches that do not fit
+    /// wait for the consumers to commit.
+    #[arg(long, default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    capacity: u64,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -117,7 +121,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         Mode::Shared => 10_000 * n as u64,
     });
     let name = format!("demo-{}", std::process::id());
-    let store = Store::create(StoreConfig::new(&name).capacity(256 << 20))?;
+    let store = Store::create(StoreConfig::new(&name).capacity(args.capacity))?;
     let _remove = RemoveOnDrop(store.path().to_path_buf());
     let schema = LinearData::new(0).batch(0).schema();
     let mut config = StreamConfig::new(STREAM, schema).partitions(match args.mode {
@@ -461,6 +465,10 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
     let WorkerArgs { store, consumer, mode } = args;
     let store = Store::open(&store)?;
     let stream = Stream::open(&store, STREAM)?;
+    // Commit at least every quarter of the store, whatever the batch size:
+    // a fixed count of big batches could hold more than the store, and the
+    // producer would wait for commits that wait for batches.
+    let commit_bytes = store.stats()?.capacity / 4;
     let name = format!("consumer-{consumer}");
     let mut model = SgdRegressor::new();
     let (mut rows, mut batches, mut checksum) = (0u64, 0u64, 0u64);
@@ -477,15 +485,20 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
     match mode {
         Mode::Broadcast => {
             let mut reader = stream.consumer(ConsumerConfig::group(name.clone()))?;
+            let mut pending = 0u64;
             println!("ready");
             loop {
                 match reader.poll(Duration::from_secs(60))? {
-                    Polled::Batch(b) => train(&b.batch, &mut rows, &mut batches)?,
+                    Polled::Batch(b) => {
+                        pending += b.batch.get_array_memory_size() as u64;
+                        train(&b.batch, &mut rows, &mut batches)?
+                    }
                     Polled::EndOfStream => break,
                     Polled::TimedOut => bail!("no batch for 60 s"),
                 }
-                if batches % 32 == 0 {
+                if batches % 32 == 0 || pending >= commit_bytes {
                     reader.commit()?;
+                    pending = 0;
                 }
                 if last_progress.elapsed() >= Duration::from_millis(100) {
                     progress(rows, batches);

@@ -273,3 +273,12 @@ fn a_small_demo_checks_every_checksum_and_says_its_models_are_not_judged() {
     let v = demo(&["--consumers", "1"]);
     assert_eq!(v["model_check"], "within 0.3 of the truth", "{v}");
 }
+
+#[test]
+fn batches_bigger_than_the_commit_count_allows_do_not_deadlock_the_demo() {
+    // A 1 MiB store holds about three of these 320 KB batches: consumers
+    // that committed only every 32 batches would never free room.
+    let v = demo(&["--capacity", "1048576", "--batch-rows", "20000..20000", "--rows", "200000", "--consumers", "1"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["batches"], 10, "{v}");
+}
