@@ -225,6 +225,13 @@ fn records(text: &str) -> Result<Vec<Vec<CsvField>>> {
 
 /// Whether `v` is written as a number (digits, a sign, a point, an
 /// exponent), not one of the words Rust's float parser also takes (`nan`, `inf`).
+/// An optional sign, then only digits: the text of an integer. (`2024-01-31`
+/// and `555-1234` are not: they are text.)
+fn integer(v: &str) -> bool {
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn numeric(v: &str) -> bool {
     v.bytes().any(|b| b.is_ascii_digit()) && v.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
 }
@@ -248,7 +255,7 @@ fn read_csv(text: &str, batch_rows: usize) -> Result<Vec<RecordBatch>> {
     for (c, name) in header.iter().enumerate() {
         let values: Vec<&CsvField> = rows.iter().map(|r| &r[c]).filter(|f| f.quoted || !f.text.is_empty()).collect();
         let all = |ok: &dyn Fn(&str) -> bool| !values.is_empty() && values.iter().all(|f| !f.quoted && ok(&f.text));
-        let t = if all(&|v| v.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'+') && numeric(v)) {
+        let t = if all(&integer) {
             if let Some(bad) = values.iter().find(|f| f.text.parse::<i64>().is_err()) {
                 bail!("column {name:?}: {} is an integer outside the range of Int64", bad.text);
             }
@@ -296,6 +303,7 @@ mod tests {
     use arrow_array::Array;
 
     use super::read_csv;
+    use arrow_schema::DataType;
 
     #[test]
     fn csv_quoting_types_and_errors() {
@@ -311,6 +319,13 @@ mod tests {
         let b = &read_csv("q\n\"007\"\n", 10).unwrap()[0];
         assert_eq!(b.column(0).as_string::<i32>().value(0), "007", "a quoted value stays text");
         assert!(read_csv("a\n9223372036854775808\n", 10).is_err(), "out of the Int64 range");
+        // Digits with dashes inside are text (dates, phone numbers), not
+        // integers out of range.
+        let b = &read_csv("day,phone\n2024-01-31,555-1234\n2024-02-01,-7\n", 10).unwrap()[0];
+        assert_eq!(b.schema().field(0).data_type(), &DataType::Utf8);
+        assert_eq!(b.schema().field(1).data_type(), &DataType::Utf8);
+        assert_eq!(b.column(0).as_string::<i32>().value(0), "2024-01-31");
+        assert_eq!(b.column(1).as_string::<i32>().value(1), "-7");
         assert!(read_csv("a,b\n\"open,1\n", 10).is_err(), "an unclosed quote");
         assert!(read_csv("a,b\n1\n", 10).is_err(), "a short record");
         assert!(read_csv("a\nx\"y\n", 10).is_err(), "a stray quote");
