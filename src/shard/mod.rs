@@ -294,7 +294,11 @@ impl ShardManager {
             })?;
             match found {
                 Some(next) => return Ok(next),
-                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(Next::TimedOut),
+                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => {
+                    // Not "no task yet" if the store is gone.
+                    store.check_present()?;
+                    return Ok(Next::TimedOut);
+                }
                 // A producer that died mid-append leaves a batch being
                 // written, which a shard of rows cannot be cut past until
                 // recovery removes it.

@@ -88,6 +88,18 @@ pub enum StoreError {
         /// The version this build reads.
         expected: u32,
     },
+    /// The store's file was removed (or replaced) while this handle had it
+    /// open: nothing more will arrive through it.
+    #[error("{0} was removed while in use")]
+    Removed(PathBuf),
+    /// The store's file was truncated while this handle had it mapped.
+    #[error("{path} was truncated to {len} bytes while in use")]
+    Shrunk {
+        /// The store file.
+        path: PathBuf,
+        /// Its length now.
+        len: u64,
+    },
     /// The creator has not finished initialising the file within the wait.
     #[error("{0} is not initialised yet (its creator has not published it)")]
     NotReady(PathBuf),

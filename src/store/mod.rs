@@ -228,6 +228,29 @@ impl Store {
         std::fs::remove_file(&path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))
     }
 
+    /// Checks that the store's file is still there and whole: a file
+    /// removed (or replaced by another at its name) gives
+    /// [`StoreError::Removed`], one truncated below the mapping
+    /// [`StoreError::Shrunk`]. Waiting calls look at this when they run out
+    /// of time, so "nothing arrived" is never reported for a store that is
+    /// gone. (Touching a truncated part of the mapping would raise SIGBUS;
+    /// quiver's layout is validated at open, and a store must not be
+    /// truncated while in use.)
+    pub fn check_present(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let region = &self.shared.region;
+        let meta = region.file().metadata().map_err(|e| StoreError::io("stat the store file", e))?;
+        let path = region.path().to_path_buf();
+        let replaced = std::fs::symlink_metadata(&path).map_or(true, |at| (at.dev(), at.ino()) != self.shared.file);
+        if meta.nlink() == 0 || replaced {
+            return Err(StoreError::Removed(path));
+        }
+        if meta.len() < region.len() {
+            return Err(StoreError::Shrunk { path, len: meta.len() });
+        }
+        Ok(())
+    }
+
     /// The path of the store file.
     pub fn path(&self) -> &Path {
         self.shared.region.path()
@@ -382,7 +405,12 @@ impl Store {
     pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<Option<ObjectView>> {
         let hash = id.table_hash();
         let cell = self.shared.cell(bucket_of(hash))?;
-        cell.wait_until(timeout, self.shared.wait, || self.try_get(id, hash))
+        let found = cell.wait_until(timeout, self.shared.wait, || self.try_get(id, hash))?;
+        if found.is_none() && !timeout.is_zero() {
+            // Not "nothing yet" if the store is gone.
+            self.check_present()?;
+        }
+        Ok(found)
     }
 
     /// Views of all of `ids`, waiting up to `timeout` in all for the ones not

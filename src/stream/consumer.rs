@@ -294,11 +294,16 @@ impl Consumer {
             match step {
                 Some(Step::Batch(ahead)) => return self.deliver(ahead).map(Polled::Batch),
                 Some(Step::End) => return Ok(Polled::EndOfStream),
-                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => return Ok(Polled::TimedOut),
+                None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => {
+                    // Not "nothing arrived" if the store is gone.
+                    store.check_present()?;
+                    return Ok(Polled::TimedOut);
+                }
                 None if unsealed => {
                     store.recover_dead_clients()?;
                 }
-                None => {}
+                // A store removed meanwhile is noticed within a slice.
+                None => store.check_present()?,
             }
         }
     }

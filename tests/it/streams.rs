@@ -573,3 +573,19 @@ fn an_aborted_append_is_a_hole_that_leaves_the_counters_right() {
         .sum::<u64>();
     assert_eq!(stats.bytes, payload);
 }
+
+#[test]
+fn a_store_removed_under_a_waiting_consumer_is_an_error_not_no_data() {
+    let t = TestStore::new("stream-removed-file");
+    let store = t.create(4 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("g")).unwrap();
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    let waiting = std::thread::spawn(move || consumer.poll(Duration::from_secs(60)));
+    crate::common::wait_until("the consumer parked", || stream.debug_waiters(Some(0)).unwrap() > 0);
+    Store::remove(&t.name).unwrap();
+    let polled = waiting.join().unwrap();
+    assert!(matches!(polled, Err(StreamError::Store(quiver::StoreError::Removed(_)))), "{polled:?}");
+    // A plain get that runs out of time says so too.
+    let got = store.get(ObjectId::sequential(9, 0, 0), Duration::from_millis(10));
+    assert!(matches!(got, Err(quiver::StoreError::Removed(_))), "{got:?}");
+}
