@@ -277,6 +277,7 @@ impl ShardManager {
     /// Takes the next task, waiting up to `timeout` for one; [`Next::End`]
     /// once the stream is closed and every shard is finished.
     pub fn next_task(&mut self, timeout: Duration) -> Result<Next> {
+        let _call = crate::store::CallDeadline::enter(timeout);
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
         let store = stream.store();
@@ -457,6 +458,7 @@ impl ShardManager {
     /// died mid-append) are passed; so are batches a limit or `DropOldest`
     /// already dropped.
     pub fn read_task(&mut self, task: &Task, timeout: Duration) -> Result<Option<Vec<StreamBatch>>> {
+        let _call = crate::store::CallDeadline::enter(timeout);
         let partitions = self.stream.partitions();
         if task.partition >= partitions {
             return Err(StreamError::NoSuchPartition { partition: task.partition, partitions }.into());

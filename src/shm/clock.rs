@@ -33,6 +33,12 @@ pub fn monotonic_ns() -> u64 {
     ns(ClockId::Monotonic)
 }
 
+/// [`monotonic_ns`] at the kernel tick's resolution: a few nanoseconds to
+/// read, for deadlines that tolerate a few milliseconds.
+pub fn monotonic_coarse_ns() -> u64 {
+    ns(ClockId::MonotonicCoarse)
+}
+
 /// Wall-clock nanoseconds since the Unix epoch (`CLOCK_REALTIME`), for times
 /// shown to users and append times.
 pub fn wall_ns() -> u64 {

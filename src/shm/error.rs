@@ -86,9 +86,15 @@ pub enum ShmError {
         /// The kind word of a mutex quiver makes.
         expected: u32,
     },
-    /// The lock was held by a live process for longer than the timeout.
-    #[error("the lock was not granted within {0:?} (is a process stopped while holding it?)")]
-    LockTimeout(Duration),
+    /// The lock was held by a live process for longer than the caller
+    /// could wait.
+    #[error("the lock was not granted within {waited:?}{}", holder_text(holder))]
+    LockTimeout {
+        /// How long the call waited for the lock.
+        waited: Duration,
+        /// Who held it, as far as /proc tells: "process 1234 (stopped)".
+        holder: Option<String>,
+    },
     /// A holder of the lock died and the lock was unlocked without being
     /// marked consistent: no one can take it again.
     #[error("the lock is not recoverable")]
@@ -99,5 +105,16 @@ impl ShmError {
     /// An [`ShmError::Io`] with a sentence of context.
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         ShmError::Io { context: context.into(), source }
+    }
+}
+
+/// The end of a lock-timeout message: who holds the lock and what to do.
+pub(crate) fn holder_text(holder: &Option<String>) -> String {
+    match holder {
+        Some(holder) if holder.contains("stopped") => {
+            format!(": held by {holder}; resume it (kill -CONT) or end it, and the store goes on")
+        }
+        Some(holder) => format!(": held by {holder}"),
+        None => " (is a process stopped while holding it?)".to_string(),
     }
 }

@@ -116,7 +116,25 @@ impl LockGuard<'_> {
 }
 
 /// Locks the mutex at `offset`, waiting at most `timeout`.
+/// The least a call with a deadline waits for the lock: the lock is held for
+/// microseconds, so a call whose own time is up still gets this long.
+const MIN_LOCK_WAIT: Duration = Duration::from_millis(5);
+
+/// Locks the mutex at `offset`, waiting at most `timeout`, and no longer
+/// than until `deadline_ns` (`monotonic_coarse_ns`, the caller's own
+/// deadline, if it has one) plus a few milliseconds. On a timeout the error
+/// names the holder, as far as /proc tells.
 pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<LockGuard<'_>> {
+    lock_until(region, offset, timeout, None)
+}
+
+/// [`lock`] within the caller's deadline; see there.
+pub(crate) fn lock_until(
+    region: &Region,
+    offset: u64,
+    timeout: Duration,
+    deadline_ns: Option<u64>,
+) -> Result<LockGuard<'_>> {
     let mutex = mutex_ptr(region, offset)?;
     // SAFETY: `mutex` points at the initialised process-shared mutex inside
     // the mapping, which outlives the guard: the guard borrows the region.
@@ -136,6 +154,13 @@ pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<Lo
         // SAFETY: as above.
         rc = unsafe { libc::pthread_mutex_trylock(mutex) };
     }
+    // Only a lock that must be waited for reads a clock.
+    let timeout = match deadline_ns {
+        Some(d) if rc == libc::EBUSY => {
+            timeout.min(Duration::from_nanos(d.saturating_sub(clock::monotonic_coarse_ns())).max(MIN_LOCK_WAIT))
+        }
+        _ => timeout,
+    };
     if rc == libc::EBUSY {
         let deadline = realtime_deadline(timeout);
         // SAFETY: as above; `deadline` is a valid timespec on the stack.
@@ -144,7 +169,7 @@ pub(crate) fn lock(region: &Region, offset: u64, timeout: Duration) -> Result<Lo
     match rc {
         0 => Ok(LockGuard { mutex, owner_died: false, region: PhantomData }),
         libc::EOWNERDEAD => Ok(LockGuard { mutex, owner_died: true, region: PhantomData }),
-        libc::ETIMEDOUT => Err(ShmError::LockTimeout(timeout)),
+        libc::ETIMEDOUT => Err(ShmError::LockTimeout { waited: timeout, holder: holder(region, offset) }),
         libc::ENOTRECOVERABLE => Err(ShmError::LockNotRecoverable),
         other => Err(ShmError::io("lock the store", std::io::Error::from_raw_os_error(other))),
     }
@@ -177,4 +202,25 @@ impl Drop for LockGuard<'_> {
             libc::pthread_mutex_unlock(self.mutex);
         }
     }
+}
+
+/// Who holds the mutex at `offset`: the thread ID glibc keeps in the robust
+/// mutex's futex word, and what /proc says of its process.
+fn holder(region: &Region, offset: u64) -> Option<String> {
+    // The futex word of a robust mutex holds the owner's TID in its low 30
+    // bits (FUTEX_TID_MASK). Read atomically: another process may change it.
+    let word: &std::sync::atomic::AtomicU32 = region.get(offset).ok()?;
+    let tid = word.load(std::sync::atomic::Ordering::Relaxed) & 0x3fff_ffff;
+    if tid == 0 {
+        return None;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return Some(format!("thread {tid} (not visible in /proc here)"));
+    };
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+    };
+    let (pid, state) = (field("Tgid:"), field("State:"));
+    let stopped = state.starts_with('T') || state.starts_with('t');
+    Some(format!("process {pid} (thread {tid}, {})", if stopped { "stopped" } else { state.as_str() }))
 }

@@ -29,6 +29,7 @@ pub mod rand;
 pub(crate) mod region;
 pub mod wait;
 
+pub(crate) use error::holder_text;
 pub use error::ShmError;
 pub(crate) use region::{remove_stale_creations, Region, Span};
 

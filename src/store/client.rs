@@ -107,6 +107,35 @@ impl Drop for Held {
     }
 }
 
+thread_local! {
+    /// The deadline of the blocking call this thread is in
+    /// (`monotonic_coarse_ns`), if any: the lock is not waited for past it.
+    static CALL_DEADLINE: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// The deadline of a blocking call, for the calls it makes under the
+/// store's lock: waiting for the lock counts against the call's own
+/// timeout (see [`crate::shm::lock`]). Nested calls keep the earliest
+/// deadline; dropping the guard restores the outer one.
+pub(crate) struct CallDeadline(Option<u64>);
+
+impl CallDeadline {
+    /// Enters a call that must return within `timeout`.
+    pub(crate) fn enter(timeout: Duration) -> CallDeadline {
+        let at =
+            crate::shm::clock::monotonic_coarse_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64);
+        let outer = CALL_DEADLINE.with(Cell::get);
+        CALL_DEADLINE.with(|d| d.set(Some(outer.map_or(at, |o| o.min(at)))));
+        CallDeadline(outer)
+    }
+}
+
+impl Drop for CallDeadline {
+    fn drop(&mut self) {
+        CALL_DEADLINE.with(|d| d.set(self.0));
+    }
+}
+
 /// Applies a client's deferred drops when dropped: after `f` on the normal
 /// path, and during unwinding if `f` panicked, when the change it was making
 /// may be half done (the next holder then repairs).
@@ -174,7 +203,8 @@ impl ClientState {
     /// before the lock is released. A `Corrupted` error from `f` or from a
     /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
-        let guard = lock::lock(&self.region, MUTEX_OFFSET, self.lock_timeout)?;
+        let deadline = CALL_DEADLINE.with(Cell::get);
+        let guard = lock::lock_until(&self.region, MUTEX_OFFSET, self.lock_timeout, deadline)?;
         // Declared after the lock guard, so dropped before it: the mark is
         // gone before the lock is released.
         let _held = Held::mark(self.file);

@@ -136,9 +136,15 @@ pub enum StoreError {
     /// Every client slot is held by a live process.
     #[error("too many clients: all {0} client slots are held by live processes")]
     TooManyClients(usize),
-    /// The metadata lock was held by a live process for longer than the lock timeout.
-    #[error("the store's lock was not granted within {0:?} (is a process stopped while holding it?)")]
-    LockTimeout(std::time::Duration),
+    /// The metadata lock was held by another process for longer than the
+    /// call could wait (its own timeout, or the store's lock timeout).
+    #[error("the store's lock was not granted within {waited:?}{}", crate::shm::holder_text(holder))]
+    LockTimeout {
+        /// How long the call waited for the lock.
+        waited: std::time::Duration,
+        /// Who held it, as far as /proc tells: "process 1234 (stopped)".
+        holder: Option<String>,
+    },
 }
 
 impl StoreError {
@@ -166,7 +172,7 @@ impl From<ShmError> for StoreError {
             ShmError::Empty(path) => StoreError::NotReady(path),
             ShmError::NotRegular(path) => StoreError::NotAStore(path),
             ShmError::OtherOwner { path, owner, me } => StoreError::OtherOwner { path, owner, me },
-            ShmError::LockTimeout(timeout) => StoreError::LockTimeout(timeout),
+            ShmError::LockTimeout { waited, holder } => StoreError::LockTimeout { waited, holder },
             e @ (ShmError::TooLarge { .. }
             | ShmError::OutOfBounds { .. }
             | ShmError::ForeignLock { .. }

@@ -44,6 +44,7 @@ pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{ObjectBuilder, ObjectView};
 pub use stats::{ObjectInfo, ObjectState, StoreStats};
 
+pub(crate) use client::CallDeadline;
 pub(crate) use layout::REGISTRY_BYTES;
 use locked::Placement;
 pub(crate) use locked::{Locked, METADATA_HEAD};
@@ -285,6 +286,7 @@ impl Store {
         metadata: &[u8],
         options: CreateOptions,
     ) -> Result<ObjectBuilder> {
+        let _call = CallDeadline::enter(options.timeout);
         // The deadline is known only once the store was found full: the
         // common case reads no clock.
         let mut deadline = None;
@@ -403,6 +405,7 @@ impl Store {
     /// it to be sealed (zero: look once and return). `Ok(None)` means it was
     /// not sealed in time.
     pub fn get(&self, id: ObjectId, timeout: Duration) -> Result<Option<ObjectView>> {
+        let _call = CallDeadline::enter(timeout);
         let hash = id.table_hash();
         let cell = self.shared.cell(bucket_of(hash))?;
         let found = cell.wait_until(timeout, self.shared.wait, || self.try_get(id, hash))?;
@@ -416,6 +419,7 @@ impl Store {
     /// Views of all of `ids`, waiting up to `timeout` in all for the ones not
     /// sealed yet. Each place holds `None` if that object was not sealed in time.
     pub fn get_many(&self, ids: &[ObjectId], timeout: Duration) -> Result<Vec<Option<ObjectView>>> {
+        let _call = CallDeadline::enter(timeout);
         let mut views: Vec<Option<ObjectView>> = ids.iter().map(|_| None).collect();
         let cell = self.shared.cell(ANY_SEAL_CELL)?;
         cell.wait_until(timeout, self.shared.wait, || {
@@ -520,6 +524,18 @@ impl Store {
             None => SPACE_CELL,
         };
         Ok(self.shared.cell(cell)?.waiters())
+    }
+
+    /// Test hook: takes the lock, calls `on_locked`, and keeps the lock until
+    /// the process is killed (a holder that hangs or is stopped).
+    #[cfg(feature = "harness")]
+    pub fn debug_hold_lock(&self, on_locked: impl FnOnce()) -> Result<std::convert::Infallible> {
+        self.with_tables(|_| {
+            on_locked();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        })
     }
 
     /// Test hook: takes the lock, leaves a change half-done, and aborts the

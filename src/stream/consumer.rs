@@ -267,6 +267,7 @@ impl Consumer {
     /// A batch that cannot be decoded gives an error and the position stays
     /// on it: [`seek`](Self::seek) past it to go on.
     pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        let _call = crate::store::CallDeadline::enter(timeout);
         // A hit costs no clock read and no wait-cell lookup.
         let mut unsealed = false;
         match self.look(&mut unsealed)? {

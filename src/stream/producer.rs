@@ -91,6 +91,9 @@ impl Producer {
 
     /// Appends `batch` to `partition`.
     pub fn append_to(&mut self, partition: u32, batch: &RecordBatch) -> Result<Appended> {
+        // Under `Block` an append waits for space up to its timeout, and for
+        // the lock no longer than that either.
+        let _call = crate::store::CallDeadline::enter(self.timeout);
         let partitions = self.stream.partitions();
         if partition >= partitions {
             return Err(StreamError::NoSuchPartition { partition, partitions });

@@ -243,3 +243,26 @@ fn a_creator_killed_part_way_never_blocks_the_name() {
     }
     assert!(left.is_empty(), "stale temporaries left: {left:?}");
 }
+
+#[test]
+fn calls_keep_their_own_timeout_while_a_stopped_process_holds_the_lock() {
+    let t = TestStore::new("stopped-holder");
+    // A lock timeout far beyond the calls' own, as a user would leave it.
+    let config = StoreConfig::new(&t.name).capacity(1 << 20).lock_timeout(Duration::from_secs(600));
+    let store = Store::create(config).unwrap();
+    let mut holder = harness(&["hold-lock", "--store", &t.name]);
+    holder.expect_line("locked", LONG);
+    let pid = holder.child.id() as i32;
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::STOP).unwrap();
+    // The wait for the lock counts against the call's own 200 ms, and the
+    // error says who holds the lock and that it is stopped.
+    match store.get(ObjectId::sequential(1, 0, 0), Duration::from_millis(200)) {
+        Err(StoreError::LockTimeout { waited, holder: Some(who) }) => {
+            assert!(waited <= Duration::from_millis(250), "waited {waited:?}, the call's timeout is 200 ms");
+            assert!(who.contains(&format!("process {pid}")) && who.contains("stopped"), "{who}");
+        }
+        other => panic!("expected a lock timeout naming the holder, got {other:?}"),
+    }
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::CONT);
+    holder.kill();
+}

@@ -155,6 +155,11 @@ pub(crate) enum Helper {
         #[arg(long, default_value_t = 1 << 20)]
         capacity: u64,
     },
+    /// Take the store's lock, say "locked", and hold it until killed.
+    HoldLock {
+        #[arg(long)]
+        store: String,
+    },
     /// Take the store's lock, leave a change half-done, and abort.
     AbortInLock {
         #[arg(long)]
@@ -245,6 +250,12 @@ pub(crate) fn run(helper: Helper) -> Result<()> {
             let _held = quiver::harness::begin_store_creation(&store, capacity)?;
             say("creating")?;
             wait_to_be_killed()
+        }
+        Helper::HoldLock { store } => {
+            Store::open(&store)?.debug_hold_lock(|| {
+                let _ = say("locked");
+            })?;
+            Ok(())
         }
         Helper::AbortInLock { store, stage } => {
             // No core file: the abort is the point.
