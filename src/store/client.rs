@@ -122,8 +122,13 @@ pub(crate) struct CallDeadline(Option<u64>);
 impl CallDeadline {
     /// Enters a call that must return within `timeout`.
     pub(crate) fn enter(timeout: Duration) -> CallDeadline {
-        let at =
-            crate::shm::clock::monotonic_coarse_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64);
+        // A call that must not wait reads no clock: its deadline is past.
+        let at = match timeout.is_zero() {
+            true => 0,
+            false => {
+                crate::shm::clock::monotonic_coarse_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64)
+            }
+        };
         let outer = CALL_DEADLINE.with(Cell::get);
         CALL_DEADLINE.with(|d| d.set(Some(outer.map_or(at, |o| o.min(at)))));
         CallDeadline(outer)
