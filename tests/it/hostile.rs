@@ -44,3 +44,14 @@ fn a_short_chaos_run_loses_nothing_and_leaks_nothing() {
     assert!(v["kills"].as_u64().unwrap() >= 24);
     assert!(v["restores"].as_u64().unwrap() >= 2, "{v}");
 }
+
+#[test]
+fn chaos_refuses_a_duration_that_is_not_a_number_of_seconds() {
+    for seconds in ["NaN", "-1", "inf", "0"] {
+        let arg = format!("--seconds={seconds}");
+        let out = crate::common::run_harness(&["chaos", &arg], crate::common::LONG);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--seconds {seconds} ran: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(err.contains("--seconds"), "--seconds {seconds}: {err}");
+    }
+}

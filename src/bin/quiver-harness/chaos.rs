@@ -315,6 +315,11 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     if args.partitions == 0 || args.groups == 0 || args.workers == 0 || args.batches == 0 {
         bail!("--partitions, --groups, --workers and --batches must be at least 1");
     }
+    if let Some(seconds) = args.seconds {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            bail!("--seconds must be a number of seconds above zero, not {seconds}");
+        }
+    }
     let seed = args.seed.unwrap_or_else(quiver::shm::clock::wall_ns);
     super::signals::install();
     // Exclusive, random, 0700: a directory planted at a predictable name
