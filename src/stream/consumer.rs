@@ -373,7 +373,7 @@ impl Consumer {
                     self.next = (index + 1) % n;
                     return Ok(false);
                 }
-                drained &= *fetched == tx.range(p)?.1;
+                drained &= *fetched == found.head;
             }
             Ok(drained && tx.is_closed())
         })?;

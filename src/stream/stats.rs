@@ -30,6 +30,7 @@ impl Stream {
             // budget for the whole call; past it, it is estimated from the
             // partition's average rows per retained batch.
             let mut budget = registry::MAX_STEP;
+            let tx = StreamTxn::new(l, record, self);
             for group in record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE) {
                 let mut stats = GroupStats {
                     name: registry::read_name(&group.name, &group.name_len)?,
@@ -50,7 +51,7 @@ impl Stream {
                     };
                     let rows = if side.1 - side.0 <= budget {
                         budget -= side.1 - side.0;
-                        StreamTxn::new(l, record, self).rows_in(p as u32, side.0, side.1)?
+                        tx.rows_in(p as u32, side.0, side.1)?
                     } else {
                         let retained = (part.head - part.tail).max(1) as u128;
                         ((side.1 - side.0) as u128 * part.rows as u128 / retained) as u64

@@ -56,6 +56,9 @@ pub(crate) struct Fetched {
     pub missed: u64,
     /// The next offset holds a batch still being written.
     pub writing: bool,
+    /// The partition's head when it looked: fetching reached it if `*at`
+    /// equals it.
+    pub head: u64,
 }
 
 /// Batches one look under the lock takes from a partition. Views cost
@@ -157,7 +160,7 @@ impl<'a> StreamTxn<'a> {
         out: &mut VecDeque<Taken>,
     ) -> Result<Fetched> {
         let (tail, head) = self.range(p)?;
-        let mut fetched = Fetched::default();
+        let mut fetched = Fetched { head, ..Fetched::default() };
         let past_dropped = tail.min(until).max(*at);
         fetched.missed = past_dropped - *at;
         *at = past_dropped;
