@@ -9,11 +9,11 @@
 //! |---|---|
 //! | [`shm`](crate::shm) | [`ShmError`]: the mapped file, its lock, the OS |
 //! | [`store`](crate::store) | [`StoreError`]: objects, capacity, clients, corrupt bytes |
-//! | [`arrow`](crate::arrow) | [`BatchError`]: encoding and decoding record batches |
+//! | [`arrow`](crate::arrow) | [`BatchError`]: encoding and decoding record batches; [`ImportError`]: files of batches |
 //! | [`stream`](crate::stream) | [`StreamError`]: streams, groups, producers, consumers |
 //! | [`shard`](crate::shard) | [`ShardError`]: tasks, members, groups; [`CheckpointError`]: checkpoint files |
 
-pub use crate::arrow::BatchError;
+pub use crate::arrow::{BatchError, ImportError};
 pub use crate::shard::{CheckpointError, ShardError};
 pub use crate::shm::ShmError;
 pub use crate::store::StoreError;

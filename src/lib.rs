@@ -49,7 +49,7 @@ pub mod stream;
 pub mod train;
 
 pub use arrow::{BatchMeta, BatchReader, BatchWriter};
-pub use error::{BatchError, CheckpointError, ShmError, StoreError, StreamError};
+pub use error::{BatchError, CheckpointError, ImportError, ShmError, StoreError, StreamError};
 pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Task};
 pub use shm::wait::WaitStrategy;
 pub use store::{

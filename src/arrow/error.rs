@@ -1,5 +1,8 @@
 //! [`BatchError`]: what can go wrong when writing or reading Arrow record
-//! batches in objects.
+//! batches in objects; [`ImportError`]: what can be wrong with a file of
+//! batches.
+
+use std::path::PathBuf;
 
 use crate::store::{ObjectId, StoreError};
 
@@ -40,5 +43,46 @@ pub enum BatchError {
     },
     /// A schema quiver cannot carry (dictionary-encoded columns).
     #[error("unsupported schema: {0}")]
+    Unsupported(String),
+}
+
+/// Why a file's batches could not be read ([`import`](super::import)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The file could not be opened or read.
+    #[error("read {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path names a directory, device, FIFO or socket.
+    #[error("{} is not a regular file", .0.display())]
+    NotRegular(PathBuf),
+    /// The file is larger than an import reads into memory.
+    #[error("{} holds {bytes} bytes, more than the {} an import reads", path.display(), super::import::MAX_FILE_BYTES)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
+    /// The Arrow IPC bytes are not valid.
+    #[error("not a valid Arrow IPC file (at byte {at}): {why}")]
+    Ipc {
+        /// Where the bad message (or footer) starts.
+        at: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// The CSV text is not valid.
+    #[error("not valid CSV: {0}")]
+    Csv(String),
+    /// Valid, but quiver cannot carry it (dictionary-encoded columns,
+    /// compressed bodies).
+    #[error("unsupported: {0}")]
     Unsupported(String),
 }

@@ -28,10 +28,11 @@
 //!   the FNV-1a 64-bit hash of those bytes.
 
 mod error;
+pub mod import;
 mod reader;
 mod writer;
 
-pub use error::BatchError;
+pub use error::{BatchError, ImportError};
 pub(crate) use reader::load_schema;
 pub use reader::{BatchMeta, BatchReader};
 pub use writer::BatchWriter;
@@ -99,8 +100,22 @@ pub(crate) fn check_batch_message(
     if u64::try_from(message.bodyLength()).ok() != Some(body) {
         return Err(not(format!("the IPC body is {} bytes, the object holds {body}", message.bodyLength())));
     }
+    check_record_batch(schema, batch, body, IPC_ALIGNMENT as i64).map_err(not)
+}
+
+/// Checks a record-batch message whose body holds `body` bytes against
+/// `schema`, before arrow-ipc sees it: no compression, every buffer inside
+/// the body and at a multiple of `align`, every node's length within what
+/// its place in the schema allows, every fixed-width buffer whole values.
+/// Shared by the store's decoder and the import of Arrow files.
+pub(crate) fn check_record_batch(
+    schema: &arrow_schema::Schema,
+    batch: arrow_ipc::RecordBatch<'_>,
+    body: u64,
+    align: i64,
+) -> Result<(), String> {
     if batch.compression().is_some() {
-        return Err(not("compressed IPC bodies are not supported".into()));
+        return Err("compressed IPC bodies are not supported".into());
     }
     for buffer in batch.buffers().into_iter().flatten() {
         let end = u64::try_from(buffer.offset())
@@ -108,17 +123,14 @@ pub(crate) fn check_batch_message(
             .zip(u64::try_from(buffer.length()).ok())
             .and_then(|(o, l)| o.checked_add(l));
         if !end.is_some_and(|end| end <= body) {
-            return Err(not(format!(
-                "an IPC buffer [{}, +{}) lies outside the body",
-                buffer.offset(),
-                buffer.length()
-            )));
+            return Err(format!("an IPC buffer [{}, +{}) lies outside the body", buffer.offset(), buffer.length()));
         }
-        // Quiver's writer aligns every buffer to 64 bytes. A misaligned one
-        // would reach arrow's validation, which asserts alignment (a panic)
-        // before arrow-ipc's own alignment check gets to refuse it.
-        if buffer.offset() % IPC_ALIGNMENT as i64 != 0 {
-            return Err(not(format!("an IPC buffer at {} is not {IPC_ALIGNMENT}-byte aligned", buffer.offset())));
+        // Quiver's writer aligns every buffer to 64 bytes (the IPC format
+        // asks for 8). A misaligned one would reach arrow's validation,
+        // which asserts alignment (a panic) before arrow-ipc's own alignment
+        // check gets to refuse it.
+        if buffer.offset() % align != 0 {
+            return Err(format!("an IPC buffer at {} is not {align}-byte aligned", buffer.offset()));
         }
     }
     // Lengths that no buffer backs (null columns, all-null children) would
@@ -130,22 +142,22 @@ pub(crate) fn check_batch_message(
     // offsets give) by the body, since n values need at least n bits of it.
     let rows = batch.length();
     if !(0..=i32::MAX as i64).contains(&rows) {
-        return Err(not(format!("the batch claims {rows} rows")));
+        return Err(format!("the batch claims {rows} rows"));
     }
     let loose = (rows as u64).max(body.saturating_mul(8));
     let mut nodes = batch.nodes().into_iter().flatten();
     for field in schema.fields() {
-        check_node(field, &mut nodes, rows as u64, loose).map_err(&not)?;
+        check_node(field, &mut nodes, rows as u64, loose)?;
     }
     if nodes.next().is_some() {
-        return Err(not("more IPC nodes than the schema has fields".into()));
+        return Err("more IPC nodes than the schema has fields".into());
     }
     // Each buffer's length must be whole values of its type: arrow asserts
     // that (a panic) when it validates offsets and builds primitive arrays.
     let mut buffers = batch.buffers().into_iter().flatten().map(|b| b.length());
     let mut variadic = batch.variadicBufferCounts().into_iter().flatten();
     for field in schema.fields() {
-        check_buffers(field.data_type(), &mut buffers, &mut variadic).map_err(&not)?;
+        check_buffers(field.data_type(), &mut buffers, &mut variadic)?;
     }
     Ok(())
 }

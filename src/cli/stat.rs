@@ -110,6 +110,7 @@ fn print_stream(s: &StreamStats) {
         ("dropped (back-pressure)", format!("{} batches, {} bytes", s.dropped, s.dropped_bytes)),
         ("dropped (max age)", format!("{} batches", s.expired)),
         ("dropped (max bytes)", format!("{} batches", s.trimmed)),
+        ("skipped (corrupt)", format!("{} batches", s.skipped_total)),
     ];
     for (name, value) in rows {
         println!("  {name:<24} {value}");
@@ -121,11 +122,24 @@ fn print_stream(s: &StreamStats) {
     for g in &s.groups {
         let committed: Vec<String> = g.committed.iter().map(u64::to_string).collect();
         println!(
-            "  group {:<20} committed [{}]  lag {} batches, {} rows",
+            "  group {:<20} committed [{}]  lag {} batches, {} rows{}",
             g.name,
             committed.join(", "),
             g.lag_batches,
-            g.lag_rows
+            g.lag_rows,
+            if g.skipped > 0 { format!(", {} skipped", g.skipped) } else { String::new() }
+        );
+    }
+    if s.skipped_total > s.skipped.len() as u64 {
+        println!("  (the newest {} of {} skipped batches:)", s.skipped.len(), s.skipped_total);
+    }
+    for k in &s.skipped {
+        println!(
+            "  skipped: group {} partition {} offset {}: {}",
+            k.group.as_deref().unwrap_or("(removed)"),
+            k.partition,
+            k.offset,
+            k.reason
         );
     }
 }

@@ -29,6 +29,41 @@ pub fn sample_batch() -> RecordBatch {
     RecordBatch::try_from_iter(columns).expect("a valid batch")
 }
 
+/// Four rows of many kinds of column, shifted by `k`: Int32, Boolean,
+/// Date32, Utf8, List<Int64> and Struct{a: Float64, b: Binary}, with nulls.
+pub fn varied_batch(k: i32) -> RecordBatch {
+    use arrow_array::builder::{Int64Builder, ListBuilder};
+    use arrow_array::{BinaryArray, BooleanArray, Date32Array, Int32Array, StructArray};
+    use arrow_schema::{DataType, Field};
+    let mut list = ListBuilder::new(Int64Builder::new());
+    for i in 0..4i64 {
+        if i == 2 {
+            list.append_null();
+        } else {
+            list.append_value((0..i).map(|v| Some(v + k as i64)));
+        }
+    }
+    let inner = StructArray::from(vec![
+        (
+            Arc::new(Field::new("a", DataType::Float64, true)),
+            Arc::new(Float64Array::from(vec![Some(0.5), None, Some(2.0), Some(f64::from(k))])) as ArrayRef,
+        ),
+        (
+            Arc::new(Field::new("b", DataType::Binary, true)),
+            Arc::new(BinaryArray::from(vec![Some(&b"xy"[..]), Some(b""), None, Some(b"z")])) as ArrayRef,
+        ),
+    ]);
+    let columns: [(&str, ArrayRef); 6] = [
+        ("n", Arc::new(Int32Array::from(vec![k, k + 1, -k, i32::MAX]))),
+        ("flag", Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)]))),
+        ("day", Arc::new(Date32Array::from(vec![Some(19_000 + k), None, Some(0), Some(-1)]))),
+        ("text", Arc::new(StringArray::from(vec![Some("é"), None, Some(""), Some("long enough text")]))),
+        ("list", Arc::new(list.finish())),
+        ("pair", Arc::new(inner)),
+    ];
+    RecordBatch::try_from_iter(columns).expect("a valid batch")
+}
+
 /// Puts something of every layer in `store`: objects `(1, 0, 0..4)`, a
 /// stream `"s"` (2 partitions, group `"g"`) with 6 batches, and a
 /// shard-managed group with a task done and one held by a member that is

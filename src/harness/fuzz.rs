@@ -135,3 +135,88 @@ pub fn ipc_object(data: &[u8]) {
     }
     let _ = store.delete(id);
 }
+
+/// A file given to `quiver produce --from`: read as Arrow IPC (file or
+/// stream format) or CSV; whatever reads must validate in full, and each
+/// batch must go into a store object and come back out equal, as an append
+/// and a poll would take it.
+pub fn import_file(data: &[u8]) {
+    static STORE: OnceLock<Option<Store>> = OnceLock::new();
+    let Ok(imported) = crate::arrow::import::read_bytes(data, 7) else { return };
+    for batch in &imported.batches {
+        assert_eq!(batch.schema(), imported.schema, "every batch has the file's schema");
+        for column in batch.columns() {
+            arrow_array::Array::to_data(column.as_ref()).validate_full().expect("an imported batch is valid");
+        }
+    }
+    let Some(store) = STORE.get_or_init(|| {
+        let path = scratch("import-store");
+        let _ = std::fs::remove_file(&path);
+        let config = StoreConfig::at_path(&path).capacity(4 << 20).max_objects(64).prefault(false);
+        let store = Store::create(config).ok()?;
+        let _ = std::fs::remove_file(&path);
+        Some(store)
+    }) else {
+        return;
+    };
+    // A schema the store cannot carry is refused here, as an append would.
+    let Ok(mut writer) = BatchWriter::new(store, imported.schema.clone()) else { return };
+    let mut reader = BatchReader::new(store);
+    for batch in &imported.batches {
+        let id = ObjectId::random();
+        if writer.put_batch(id, batch).is_ok() {
+            let back = reader.get_batch(id, Duration::ZERO).expect("a batch just written decodes");
+            assert_eq!(back.as_ref(), Some(batch), "a batch comes back out as it went in");
+            let _ = store.delete(id);
+        }
+    }
+    let _ = store.delete(ObjectId::schema(writer.fingerprint()));
+}
+
+/// Seed files for [`import_file`]: a varied batch (nested, temporal,
+/// boolean, nullable columns) in the Arrow file format and in the stream
+/// format, and a CSV file, as `(name, bytes)`.
+pub fn sample_import_files() -> Vec<(&'static str, Vec<u8>)> {
+    let batches = [super::fixtures::varied_batch(0), super::fixtures::varied_batch(5)];
+    let schema = batches[0].schema();
+    let mut file = arrow_ipc::writer::FileWriter::try_new(Vec::new(), &schema).expect("a file writer");
+    let mut stream = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).expect("a stream writer");
+    for batch in &batches {
+        file.write(batch).expect("write to the file");
+        stream.write(batch).expect("write to the stream");
+    }
+    let file = file.into_inner().expect("finish the file");
+    let stream = stream.into_inner().expect("finish the stream");
+    let csv = b"id,x,flag,day,note\n1,0.5,true,2024-01-31,\"a,b\"\n-2,,false,2024-02-01,\n3,1e3,,,plain\n".to_vec();
+    vec![("seed-file", file), ("seed-stream", stream), ("seed-csv", csv)]
+}
+
+/// `count` corruptions of `bytes`, reproducible from `seed`: each flips,
+/// overwrites, cuts or duplicates a few bytes, as a damaged disk or a
+/// hostile file would.
+pub fn mutants(bytes: &[u8], seed: u64, count: usize) -> Vec<Vec<u8>> {
+    let mut rng = crate::shm::rand::SplitMix64::new(seed);
+    (0..count)
+        .map(|_| {
+            let mut m = bytes.to_vec();
+            for _ in 0..=rng.below(3) {
+                if m.is_empty() {
+                    break;
+                }
+                let at = rng.below(m.len() as u64) as usize;
+                match rng.below(5) {
+                    0 => m[at] ^= 1 << rng.below(8),
+                    1 => m[at] = rng.next_u64() as u8,
+                    2 => m[at] = [0, 0xff, 0x7f, 0x80][rng.below(4) as usize],
+                    3 => m.truncate(at),
+                    _ => {
+                        let end = (at + 1 + rng.below(16) as usize).min(m.len());
+                        let piece = m[at..end].to_vec();
+                        m.splice(at..at, piece);
+                    }
+                }
+            }
+            m
+        })
+        .collect()
+}

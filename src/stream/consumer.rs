@@ -22,6 +22,14 @@
 //!   `DropOldest`. The poll jumps to the tail and counts them in
 //!   [`Consumer::missed`].
 //!
+//! A batch that cannot be decoded (damaged bytes, another schema) is an
+//! error, [`StreamError::CorruptBatch`], and the consumer stays on it, so
+//! nothing is passed silently. [`Consumer::skip`] passes it on purpose:
+//! the group counts it, and the stream lists it (partition, offset, reason)
+//! in [`StreamStats::skipped`](super::StreamStats::skipped), as the shard
+//! manager lists its dead letters. [`ConsumerConfig::skip_corrupt`] makes
+//! polls do that for every such batch.
+//!
 //! End of stream is explicit: once the stream is closed and every assigned
 //! partition has been read to its head, poll returns
 //! [`Polled::EndOfStream`]. A timeout is only ever [`Polled::TimedOut`].
@@ -54,6 +62,7 @@ pub struct ConsumerConfig {
     group: Option<String>,
     start: StartAt,
     partitions: Option<Vec<u32>>,
+    skip_corrupt: bool,
 }
 
 impl ConsumerConfig {
@@ -82,6 +91,14 @@ impl ConsumerConfig {
     /// use this: they take shards as tasks from the shard manager.
     pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
         self.partitions = Some(partitions);
+        self
+    }
+
+    /// Pass batches that cannot be decoded instead of stopping at them
+    /// (off by default): each is [skipped](Consumer::skip), so counted and
+    /// listed with its reason, and the poll goes on to the next batch.
+    pub fn skip_corrupt(mut self, skip: bool) -> Self {
+        self.skip_corrupt = skip;
         self
     }
 }
@@ -138,6 +155,8 @@ pub struct Consumer {
     next: usize,
     holes: u64,
     missed: u64,
+    skipped: u64,
+    skip_corrupt: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -215,7 +234,20 @@ impl Consumer {
         let reader = BatchReader::new(stream.store()).expect_schema(stream.schema().clone());
         let fetched = pos.clone();
         let ready = std::collections::VecDeque::new();
-        Ok(Consumer { stream, reader, group, parts, pos, fetched, ready, next: 0, holes: 0, missed: 0 })
+        Ok(Consumer {
+            stream,
+            reader,
+            group,
+            parts,
+            pos,
+            fetched,
+            ready,
+            next: 0,
+            holes: 0,
+            missed: 0,
+            skipped: 0,
+            skip_corrupt: config.skip_corrupt,
+        })
     }
 
     /// The stream.
@@ -250,6 +282,12 @@ impl Consumer {
         self.missed
     }
 
+    /// Batches this consumer skipped because they could not be decoded
+    /// (by [`skip`](Self::skip) or [`ConsumerConfig::skip_corrupt`]).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     /// Batches appended to this consumer's partitions that it has not read
     /// yet (read without the lock: a snapshot that may be a little stale).
     pub fn backlog(&self) -> Result<u64> {
@@ -264,17 +302,23 @@ impl Consumer {
     /// Returns the next batch, waiting up to `timeout` for one (zero: look
     /// once and never block).
     ///
-    /// A batch that cannot be decoded gives an error and the position stays
-    /// on it: [`seek`](Self::seek) past it to go on.
+    /// A batch that cannot be decoded gives [`StreamError::CorruptBatch`]
+    /// and the position stays on it: [`skip`](Self::skip) it to go on (or
+    /// make the consumer with [`ConsumerConfig::skip_corrupt`]).
     pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
         let _call = crate::store::CallDeadline::enter(timeout);
         // A hit costs no clock read and no wait-cell lookup.
-        let mut unsealed = false;
-        match self.look(&mut unsealed)? {
-            Some(Step::Batch(ahead)) => return self.deliver(ahead).map(Polled::Batch),
-            Some(Step::End) => return Ok(Polled::EndOfStream),
-            None if timeout.is_zero() => return Ok(Polled::TimedOut),
-            None => {}
+        loop {
+            let mut unsealed = false;
+            match self.look(&mut unsealed)? {
+                Some(Step::Batch(ahead)) => match self.deliver(ahead)? {
+                    Some(batch) => return Ok(Polled::Batch(batch)),
+                    None => continue, // skipped: look again
+                },
+                Some(Step::End) => return Ok(Polled::EndOfStream),
+                None if timeout.is_zero() => return Ok(Polled::TimedOut),
+                None => break,
+            }
         }
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
@@ -293,7 +337,11 @@ impl Consumer {
             let step =
                 cell.wait_until(left.min(DEAD_PRODUCER_SWEEP), store.wait_strategy(), || self.look(&mut unsealed))?;
             match step {
-                Some(Step::Batch(ahead)) => return self.deliver(ahead).map(Polled::Batch),
+                Some(Step::Batch(ahead)) => {
+                    if let Some(batch) = self.deliver(ahead)? {
+                        return Ok(Polled::Batch(batch));
+                    }
+                }
                 Some(Step::End) => return Ok(Polled::EndOfStream),
                 None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => {
                     // Not "nothing arrived" if the store is gone.
@@ -309,27 +357,91 @@ impl Consumer {
         }
     }
 
-    /// Decodes a batch taken ahead and moves past it.
-    fn deliver(&mut self, ahead: Taken) -> Result<StreamBatch> {
+    /// Decodes a batch taken ahead and moves past it. `None`: it could not
+    /// be decoded and was skipped ([`ConsumerConfig::skip_corrupt`]).
+    fn deliver(&mut self, ahead: Taken) -> Result<Option<StreamBatch>> {
         let Taken { partition, offset, view } = ahead;
-        let decoded = self.reader.decode(view);
         let p = partition as usize;
-        if decoded.is_err() {
-            // Stay on the bad batch: drop what was taken after it (all of
-            // this partition), so that the next poll meets it again, and
-            // put the position on it, so that `seek(position + 1)` passes it.
-            self.ready.clear();
-            self.fetched[p] = offset;
-            self.pos[p] = offset;
-        }
-        let (batch, meta) = decoded?;
-        // Past this batch; and past any holes after it if nothing else of
-        // this partition waits (what lies between is then all holes).
+        let (batch, meta) = match self.reader.decode(view) {
+            Ok(decoded) => decoded,
+            // The store failed, not the batch's bytes.
+            Err(crate::arrow::BatchError::Store(e)) => return Err(e.into()),
+            Err(source) => {
+                let recorded = match self.skip_corrupt {
+                    true => self.record_skip(partition, offset, &source.to_string()),
+                    false => Err(StreamError::CorruptBatch { partition, offset, source }),
+                };
+                if let Err(e) = recorded {
+                    // Stay on the bad batch: drop what was taken after it
+                    // (all of this partition), so that the next poll meets
+                    // it again, and put the position on it, where `skip`
+                    // expects it.
+                    self.ready.clear();
+                    self.fetched[p] = offset;
+                    self.pos[p] = offset;
+                    return Err(e);
+                }
+                self.move_past(partition, offset);
+                return Ok(None);
+            }
+        };
+        self.move_past(partition, offset);
+        Ok(Some(StreamBatch { partition, offset, append_ns: meta.append_ns, batch }))
+    }
+
+    /// Moves the position in `partition` past the batch at `offset` just
+    /// delivered or skipped; and past any holes after it if nothing else of
+    /// this partition waits (what lies between is then all holes).
+    fn move_past(&mut self, partition: u32, offset: u64) {
+        let p = partition as usize;
         self.pos[p] = offset + 1;
         if !self.ready.iter().any(|a| a.partition == partition) {
-            self.pos[p] = self.fetched[p];
+            self.pos[p] = self.fetched[p].max(offset + 1);
         }
-        Ok(StreamBatch { partition, offset, append_ns: meta.append_ns, batch })
+    }
+
+    /// Passes the batch at `offset` of `partition`, which must be where this
+    /// consumer stands there (where a [`StreamError::CorruptBatch`] left
+    /// it), recording `reason`: the group counts the skip and the stream's
+    /// stats list it (see [`StreamStats::skipped`](super::StreamStats::skipped)).
+    /// Like any position, the skip holds for the group once committed; a
+    /// consumer that skips the same batch again (after a crash before its
+    /// commit) is not counted twice. A reader without a group only moves on.
+    pub fn skip(&mut self, partition: u32, offset: u64, reason: &str) -> Result<()> {
+        let position = self
+            .position(partition)
+            .ok_or(StreamError::NoSuchPartition { partition, partitions: self.stream.partitions() })?;
+        if position != offset {
+            return Err(StreamError::InvalidArgument(format!(
+                "skip: the consumer is at offset {position} of partition {partition}, not {offset}"
+            )));
+        }
+        let (tail, head) =
+            self.stream.with_record(|_, record| Ok(registry::range(&record.partitions[partition as usize])?))?;
+        if offset < tail || offset >= head {
+            return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
+        }
+        self.record_skip(partition, offset, reason)?;
+        // Reading goes on after it: what was taken ahead of this partition
+        // is taken again.
+        if let Some(first) = self.ready.front() {
+            self.fetched[first.partition as usize] = first.offset;
+        }
+        self.ready.clear();
+        self.pos[partition as usize] = offset + 1;
+        self.fetched[partition as usize] = offset + 1;
+        Ok(())
+    }
+
+    /// Counts a skip here and, for a group, in the file.
+    fn record_skip(&mut self, partition: u32, offset: u64, reason: &str) -> Result<()> {
+        self.skipped += 1;
+        let Some(group) = self.group.clone() else { return Ok(()) };
+        let key = super::GroupKey { slot: group.slot, created_ns: group.created_ns };
+        self.stream.transaction(|tx| -> Result<()> {
+            tx.record_skip(key, partition, offset, reason)?;
+            Ok(())
+        })
     }
 
     /// The next batch: one taken ahead, or else a look at every assigned

@@ -14,6 +14,22 @@ pub enum StreamError {
     /// Encoding or decoding a batch failed, or its schema is not the stream's.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// The batch at `offset` of `partition` cannot be decoded (its bytes are
+    /// damaged, or it is not of the stream's schema): a poison batch. The
+    /// consumer stays on it; [`Consumer::skip`](super::Consumer::skip)
+    /// passes it and records why, and
+    /// [`ConsumerConfig::skip_corrupt`](super::ConsumerConfig::skip_corrupt)
+    /// does that for every such batch.
+    #[error("the batch at offset {offset} of partition {partition} cannot be read: {source}")]
+    CorruptBatch {
+        /// The partition.
+        partition: u32,
+        /// The batch's offset.
+        offset: u64,
+        /// Why it cannot be decoded.
+        #[source]
+        source: BatchError,
+    },
     /// No stream of that name exists in the store.
     #[error("no stream named {0:?} in the store")]
     NotFound(String),

@@ -41,8 +41,8 @@ pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
 pub use error::StreamError;
 pub use producer::{Appended, Producer};
 pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
-pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_STREAMS};
-pub use stats::{GroupStats, PartitionStats, StreamStats};
+pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_SKIPPED_LISTED, MAX_STREAMS};
+pub use stats::{GroupStats, PartitionStats, SkippedBatch, StreamStats};
 pub(crate) use txn::{group_exists, stream_name, GroupKey, SlotState, StreamTxn, READ_AHEAD};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
@@ -138,6 +138,9 @@ impl Stream {
             for group in &record.groups {
                 group.state.store(FREE, Relaxed);
             }
+            let log = &reg.skipped[s];
+            log.count.store(0, Relaxed);
+            log.namespace.store(namespace, Relaxed);
             for (g, name) in config.groups.iter().enumerate() {
                 init_group(&record.groups[g], name, created_ns, |_| 0);
             }
@@ -503,6 +506,7 @@ impl Stream {
 fn init_group(group: &GroupSlot, name: &str, created_ns: u64, start: impl Fn(usize) -> u64) {
     registry::write_name(&group.name, &group.name_len, name);
     group.created_ns.store(created_ns, Relaxed);
+    group.skipped.store(0, Relaxed);
     for (p, committed) in group.committed.iter().enumerate() {
         committed.store(start(p), Relaxed);
     }

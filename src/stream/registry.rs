@@ -106,7 +106,9 @@ crate::shm::shared_struct! {
         pub name_len: AtomicU32,
         pub created_ns: AtomicU64,
         pub name: [AtomicU64; MAX_NAME / 8],
-        pub _pad: [AtomicU64; 6],
+        /// Batches the group skipped because they could not be decoded.
+        pub skipped: AtomicU64,
+        pub _pad: [AtomicU64; 5],
         /// The next offset the group reads, per partition.
         pub committed: [AtomicU64; MAX_PARTITIONS],
     }
@@ -122,6 +124,46 @@ crate::shm::shared_struct! {
     }
 }
 
+/// Skipped batches a stream lists (the newest; older ones are only counted).
+pub const MAX_SKIPPED_LISTED: usize = 32;
+/// The longest reason kept for a skipped batch, in bytes of UTF-8.
+pub(crate) const MAX_SKIP_REASON: usize = 88;
+
+crate::shm::shared_struct! {
+    /// One batch a group skipped because it could not be decoded.
+    pub(crate) struct SkipRecord {
+        pub partition: AtomicU32,
+        /// The group's slot.
+        pub group: AtomicU32,
+        pub offset: AtomicU64,
+        /// When it was skipped (wall clock, ns since the epoch).
+        pub at_ns: AtomicU64,
+        /// The group's creation time: tells it from a later group in the slot.
+        pub group_created_ns: AtomicU64,
+        pub reason_len: AtomicU32,
+        pub _pad: AtomicU32,
+        pub reason: [AtomicU64; MAX_SKIP_REASON / 8],
+    }
+}
+const _: () = assert!(size_of::<SkipRecord>() == 128);
+
+crate::shm::shared_struct! {
+    /// A stream's skipped batches: a ring of the newest
+    /// [`MAX_SKIPPED_LISTED`]. Kept beside the stream records (not in them)
+    /// so that the records lie where format version 4 put them; a store
+    /// made before it existed has zeros here, an empty log.
+    pub(crate) struct SkipLog {
+        /// The namespace of the stream the log belongs to (a log of an
+        /// earlier stream in the slot reads as empty).
+        pub namespace: AtomicU64,
+        /// Batches recorded since the stream was created; record `i` is at
+        /// `records[i % MAX_SKIPPED_LISTED]`.
+        pub count: AtomicU64,
+        pub _pad: [AtomicU64; 6],
+        pub records: [SkipRecord; MAX_SKIPPED_LISTED],
+    }
+}
+
 crate::shm::shared_struct! {
     /// The streams' registry: at offset 0 of the store's registry area.
     pub(crate) struct StreamRegistry {
@@ -129,6 +171,7 @@ crate::shm::shared_struct! {
         pub serial: AtomicU64,
         pub _pad: [AtomicU64; 7],
         pub streams: [StreamRecord; MAX_STREAMS],
+        pub skipped: [SkipLog; MAX_STREAMS],
     }
 }
 const _: () = assert!(size_of::<StreamRegistry>() <= 512 << 10);
@@ -158,9 +201,15 @@ pub(crate) fn registry<'a>(locked: &Locked<'a>) -> Result<&'a StreamRegistry, St
     locked.registry(REGISTRY_AT)
 }
 
-/// Stores a name into a slot's name words.
-pub(crate) fn write_name(words: &[AtomicU64; MAX_NAME / 8], len: &AtomicU32, name: &str) {
-    let mut bytes = [0u8; MAX_NAME];
+/// Stores a name into a slot's name words (`N` words; the name must fit).
+pub(crate) fn write_name<const N: usize>(words: &[AtomicU64; N], len: &AtomicU32, name: &str) {
+    let mut bytes = vec![0u8; N * 8];
+    // Cut at a character boundary if it is longer (reasons are; names never).
+    let mut end = name.len().min(N * 8);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = &name[..end];
     bytes[..name.len()].copy_from_slice(name.as_bytes());
     for (word, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
         word.store(u64::from_le_bytes(chunk.try_into().unwrap_or_default()), Relaxed);
@@ -170,12 +219,12 @@ pub(crate) fn write_name(words: &[AtomicU64; MAX_NAME / 8], len: &AtomicU32, nam
 
 /// Reads a name back; a length out of range or bytes that are not UTF-8
 /// are corruption.
-pub(crate) fn read_name(words: &[AtomicU64; MAX_NAME / 8], len: &AtomicU32) -> Result<String, StoreError> {
+pub(crate) fn read_name<const N: usize>(words: &[AtomicU64; N], len: &AtomicU32) -> Result<String, StoreError> {
     let len = len.load(Relaxed) as usize;
-    if len > MAX_NAME {
+    if len > N * 8 {
         return Err(StoreError::corrupted(format_args!("a registry name claims {len} bytes")));
     }
-    let mut bytes = Vec::with_capacity(MAX_NAME);
+    let mut bytes = Vec::with_capacity(N * 8);
     for word in words {
         bytes.extend_from_slice(&word.load(Relaxed).to_le_bytes());
     }
@@ -436,9 +485,22 @@ mod offsets {
             offset_of!(GroupSlot, name_len),
             offset_of!(GroupSlot, created_ns),
             offset_of!(GroupSlot, name),
+            offset_of!(GroupSlot, skipped),
             offset_of!(GroupSlot, committed),
         ];
-        assert_eq!(group, [0, 4, 8, 16, 128]);
+        assert_eq!(group, [0, 4, 8, 16, 80, 128]);
+        let skip = [
+            offset_of!(SkipRecord, partition),
+            offset_of!(SkipRecord, group),
+            offset_of!(SkipRecord, offset),
+            offset_of!(SkipRecord, at_ns),
+            offset_of!(SkipRecord, group_created_ns),
+            offset_of!(SkipRecord, reason_len),
+            offset_of!(SkipRecord, reason),
+        ];
+        assert_eq!(skip, [0, 4, 8, 16, 24, 32, 40]);
+        assert_eq!((offset_of!(SkipLog, count), offset_of!(SkipLog, records), size_of::<SkipLog>()), (8, 64, 4160));
+        assert_eq!(offset_of!(StreamRegistry, skipped), 64 + 16 * 18_688);
         assert_eq!(size_of::<StreamRecord>(), 18_688);
         assert_eq!(offset_of!(StreamRegistry, streams), 64);
         assert_eq!(offset_of!(StreamRecord, partitions), 256);

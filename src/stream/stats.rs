@@ -37,6 +37,7 @@ impl Stream {
                     committed: Vec::new(),
                     lag_batches: 0,
                     lag_rows: 0,
+                    skipped: group.skipped.load(Relaxed),
                 };
                 for (p, part) in partitions.iter().enumerate() {
                     let committed = group.committed[p].load(Relaxed);
@@ -61,6 +62,7 @@ impl Stream {
                 }
                 groups.push(stats);
             }
+            let (skipped, skipped_total) = tx.skipped()?;
             Ok(StreamStats {
                 name: inner.name.clone(),
                 schema_fingerprint: inner.fingerprint,
@@ -77,6 +79,8 @@ impl Stream {
                 trimmed: slot.trimmed.load(Relaxed),
                 partitions,
                 groups,
+                skipped_total,
+                skipped,
             })
         })
     }
@@ -115,6 +119,27 @@ pub struct StreamStats {
     pub partitions: Vec<PartitionStats>,
     /// Each consumer group.
     pub groups: Vec<GroupStats>,
+    /// Batches skipped by any group because they could not be decoded.
+    pub skipped_total: u64,
+    /// The newest of them (up to
+    /// [`MAX_SKIPPED_LISTED`](super::MAX_SKIPPED_LISTED)), oldest first.
+    pub skipped: Vec<SkippedBatch>,
+}
+
+/// A batch a group skipped because it could not be decoded
+/// ([`Consumer::skip`](super::Consumer::skip)).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedBatch {
+    /// The group that skipped it (`None`: a group removed since).
+    pub group: Option<String>,
+    /// Where the batch is.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// When it was skipped, nanoseconds since the Unix epoch.
+    pub at_ns: u64,
+    /// Why it could not be read (cut to 88 bytes).
+    pub reason: String,
 }
 
 /// One partition's numbers.
@@ -145,4 +170,6 @@ pub struct GroupStats {
     pub lag_batches: u64,
     /// Their rows.
     pub lag_rows: u64,
+    /// Batches the group skipped because they could not be decoded.
+    pub skipped: u64,
 }

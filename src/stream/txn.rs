@@ -228,6 +228,77 @@ impl<'a> StreamTxn<'a> {
         Ok(())
     }
 
+    /// This stream's log of skipped batches (empty if it is an earlier
+    /// stream's: a log is claimed when its stream is created).
+    fn skip_log(&self) -> Result<Option<&'a registry::SkipLog>> {
+        let reg = registry::registry(self.l)?;
+        let log = reg
+            .skipped
+            .get(self.stream.inner().slot)
+            .ok_or_else(|| StoreError::corrupted("stream slot out of range"))?;
+        Ok((log.namespace.load(Relaxed) == self.stream.inner().namespace).then_some(log))
+    }
+
+    /// Records that group `g` skipped the batch at `offset` of partition
+    /// `p` for `reason` (cut to [`registry::MAX_SKIP_REASON`] bytes): the
+    /// group's count goes up and the stream's log lists it. A batch the
+    /// group skipped already (a consumer that skipped it died before
+    /// committing, and the next one met it again) is not counted twice
+    /// while the log still lists it. Returns whether it was new.
+    pub(crate) fn record_skip(&self, g: GroupKey, p: u32, offset: u64, reason: &str) -> Result<bool> {
+        self.partition(p)?;
+        let group = self.group(g)?;
+        let Some(log) = self.skip_log()? else {
+            // A store from before skip logs, with the stream made by an
+            // older build: count it in the group only.
+            group.skipped.fetch_add(1, Relaxed);
+            return Ok(true);
+        };
+        let count = log.count.load(Relaxed);
+        let listed = (count as usize).min(registry::MAX_SKIPPED_LISTED);
+        let seen = log.records[..listed].iter().any(|r| {
+            r.group.load(Relaxed) as usize == g.slot
+                && r.group_created_ns.load(Relaxed) == g.created_ns
+                && r.partition.load(Relaxed) == p
+                && r.offset.load(Relaxed) == offset
+        });
+        if seen {
+            return Ok(false);
+        }
+        let r = &log.records[(count % registry::MAX_SKIPPED_LISTED as u64) as usize];
+        r.partition.store(p, Relaxed);
+        r.group.store(g.slot as u32, Relaxed);
+        r.offset.store(offset, Relaxed);
+        r.at_ns.store(crate::shm::clock::wall_ns(), Relaxed);
+        r.group_created_ns.store(g.created_ns, Relaxed);
+        registry::write_name(&r.reason, &r.reason_len, reason);
+        log.count.store(count.saturating_add(1), Relaxed);
+        group.skipped.fetch_add(1, Relaxed);
+        Ok(true)
+    }
+
+    /// The skipped batches the stream's log lists, oldest first, and how
+    /// many were skipped in all.
+    pub(crate) fn skipped(&self) -> Result<(Vec<super::SkippedBatch>, u64)> {
+        let Some(log) = self.skip_log()? else { return Ok((Vec::new(), 0)) };
+        let count = log.count.load(Relaxed);
+        let listed = count.min(registry::MAX_SKIPPED_LISTED as u64);
+        let mut out = Vec::with_capacity(listed as usize);
+        for i in count - listed..count {
+            let r = &log.records[(i % registry::MAX_SKIPPED_LISTED as u64) as usize];
+            let g = GroupKey { slot: r.group.load(Relaxed) as usize, created_ns: r.group_created_ns.load(Relaxed) };
+            out.push(super::SkippedBatch {
+                // A group removed since is named as such, not by a later group's name.
+                group: self.group_name(g).ok(),
+                partition: r.partition.load(Relaxed),
+                offset: r.offset.load(Relaxed),
+                at_ns: r.at_ns.load(Relaxed),
+                reason: registry::read_name(&r.reason, &r.reason_len)?,
+            });
+        }
+        Ok((out, count))
+    }
+
     /// Frees what every group of the stream has committed past.
     pub(crate) fn release_consumed(&self) -> Result<()> {
         Ok(registry::release_consumed(self.l, self.record)?)

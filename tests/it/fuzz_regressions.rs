@@ -57,12 +57,44 @@ fn store_file_inputs_give_errors_or_work() {
     replay("store_file", quiver::harness::fuzz::store_patches);
 }
 
+#[test]
+fn import_file_inputs_give_errors_or_batches() {
+    replay("import_file", quiver::harness::fuzz::import_file);
+}
+
+/// Issue 12, case 6: corrupt Arrow files made arrow-ipc's reader panic in
+/// `quiver produce` (35 of 500 mutants). Now every mutant of every seed
+/// gives an error or batches that validate, with no panic, caught or not.
+#[test]
+fn mutated_import_files_give_errors_never_panics() {
+    use std::cell::Cell;
+    thread_local!(static PANICS: Cell<u32> = const { Cell::new(0) });
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.with(|p| p.set(p.get() + 1));
+        previous(info);
+    }));
+    let (mut refused, mut read) = (0, 0);
+    for (name, bytes) in quiver::harness::fuzz::sample_import_files() {
+        for (i, mutant) in quiver::harness::fuzz::mutants(&bytes, 12, 500).iter().enumerate() {
+            let before = PANICS.with(Cell::get);
+            match quiver::arrow::import::read_bytes(mutant, 7) {
+                Ok(_) => read += 1,
+                Err(_) => refused += 1,
+            }
+            quiver::harness::fuzz::import_file(mutant);
+            assert_eq!(PANICS.with(Cell::get), before, "mutant {i} of {name} panicked");
+        }
+    }
+    assert!(refused > 100 && read > 100, "the mutants exercise both outcomes: {refused} refused, {read} read");
+}
+
 /// Writes the seed inputs (run by hand when the formats change).
 #[test]
 #[ignore = "writes fuzz/corpus/*/seed-*"]
 fn write_the_fuzz_seeds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for target in ["checkpoint", "ipc_object", "store_file"] {
+    for target in ["checkpoint", "ipc_object", "store_file", "import_file"] {
         std::fs::create_dir_all(root.join(target)).unwrap();
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
@@ -73,4 +105,7 @@ fn write_the_fuzz_seeds() {
     let mut table = 6_320_128u32.to_le_bytes().to_vec();
     table.extend([8, 0xff, 0, 0, 0, 0, 0, 0, 0]);
     std::fs::write(root.join("store_file/seed-table"), table).unwrap();
+    for (name, bytes) in quiver::harness::fuzz::sample_import_files() {
+        std::fs::write(root.join("import_file").join(name), bytes).unwrap();
+    }
 }
