@@ -43,6 +43,13 @@ fn a_short_chaos_run_loses_nothing_and_leaks_nothing() {
     assert_eq!(v["leaked_objects"], 0);
     assert!(v["kills"].as_u64().unwrap() >= 24);
     assert!(v["restores"].as_u64().unwrap() >= 2, "{v}");
+    // Issue 12, case 11: every disaster used to leak the ended epoch's
+    // store mapping (its observers were forgotten), so shared memory grew
+    // by a store per disaster until the OOM killer came. Now no removed
+    // store stays mapped, and the driver never maps more than two stores'
+    // worth (64 MiB of arena each, plus tables) at once.
+    assert_eq!(v["removed_stores_still_mapped"], 0, "{v}");
+    assert!(v["peak_shared_kib"].as_u64().unwrap() < 2 * 80 * 1024, "{v}");
 }
 
 #[test]

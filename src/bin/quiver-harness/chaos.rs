@@ -19,8 +19,17 @@
 //! where the offset held nothing known (a hole, or an append the producer
 //! died before logging; the restarted producer appends those again), so
 //! the restored checkpoints' offsets name the same batches.
+//!
+//! So one table serves every epoch: an epoch ended by a disaster agrees
+//! with it below the offset where the replay stopped (its `limit`), and
+//! knew nothing at or past it. The driver's memory is this table (8 bytes
+//! per batch), the list of logs, and nothing per disaster: the store of
+//! an epoch is unmapped when it ends (its observers are dropped; the store
+//! is removed right after, so what their drop writes into it is never
+//! read). It samples its own resident and shared memory every round and
+//! reports the peaks, and how many removed stores it still maps at the end.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -119,11 +128,24 @@ struct Proc {
     group: Option<u32>,
 }
 
+/// No known source batch at this offset (a hole, an empty replay batch,
+/// or an append whose producer died before logging it).
+const UNKNOWN: u64 = u64::MAX;
+
 /// What the driver knows of a run.
 #[derive(Default)]
 struct Record {
-    /// Per epoch, per partition: offset → the source batch there.
-    tables: Vec<Vec<BTreeMap<u64, u64>>>,
+    /// Per partition: offset → the source batch there ([`UNKNOWN`] if none
+    /// is known). The same in every epoch, below each epoch's limit.
+    table: Vec<Vec<u64>>,
+    /// Per epoch, per partition: offsets at or past this were not (yet)
+    /// replayed into the next epoch, so they meant something else in this
+    /// one (`u64::MAX` for the current epoch).
+    limits: Vec<Vec<u64>>,
+    /// Per producer log: the bytes of it already read into the table.
+    absorbed: HashMap<PathBuf, u64>,
+    /// One past the highest source batch logged.
+    next_seq: u64,
     /// Logs of processes that were killed (their work may be redone).
     killed: HashSet<PathBuf>,
     /// Logs written in epochs that ended in a disaster.
@@ -176,19 +198,23 @@ impl Driver<'_> {
         self.dir.join(format!("e{}-{what}-{}.log", self.epoch, self.incarnation))
     }
 
-    /// Reads the current epoch's producer logs into its table.
+    /// Reads what the current epoch's producer logs say since the last
+    /// read into the table.
     fn absorb_producer_logs(&mut self) {
         let epoch = self.epoch;
-        for (e, path) in &self.record.producer_logs {
+        let record = &mut self.record;
+        for (e, path) in &record.producer_logs {
             if *e != epoch {
                 continue;
             }
-            for line in complete_lines(path) {
+            let read = record.absorbed.entry(path.clone()).or_default();
+            let (lines, end) = complete_lines_from(path, *read);
+            *read = end;
+            for line in lines {
                 let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
                 if let [seq, p, offset] = f[..] {
-                    if let Some(table) = self.record.tables[epoch].get_mut(p as usize) {
-                        table.insert(offset, seq);
-                    }
+                    set(&mut record.table, p, offset, seq);
+                    record.next_seq = record.next_seq.max(seq + 1);
                 }
             }
         }
@@ -197,7 +223,7 @@ impl Driver<'_> {
     /// The next source batch the producer has not logged yet.
     fn next_seq(&mut self) -> u64 {
         self.absorb_producer_logs();
-        self.record.tables[self.epoch].iter().flat_map(|t| t.values()).map(|s| s + 1).max().unwrap_or(0)
+        self.record.next_seq
     }
 
     fn spawn_producer(&mut self) -> Result<()> {
@@ -242,7 +268,7 @@ impl Driver<'_> {
 
     /// A new store for this epoch: the stream, its groups restored from the
     /// last checkpoints (if any), the known source replayed at its offsets.
-    fn start_epoch(&mut self, previous: Option<Vec<BTreeMap<u64, u64>>>) -> Result<(Store, Vec<ShardManager>)> {
+    fn start_epoch(&mut self, restore: bool) -> Result<(Store, Vec<ShardManager>)> {
         self.store_name = format!("chaos-{}-{}", std::process::id(), self.epoch);
         let store = Store::create(StoreConfig::new(&self.store_name).capacity(64 << 20).max_objects(1 << 16))?;
         self.stores.push(self.store_name.clone());
@@ -255,15 +281,16 @@ impl Driver<'_> {
         let mut observers = Vec::new();
         for g in 0..self.args.groups {
             let group = format!("g{g}");
-            let observer = match &previous {
-                Some(_) => ShardManager::restore(&stream, &group, self.checkpoint_path(g))?,
-                None => ShardManager::join(&stream, &group, shard_config)?,
+            let observer = match restore {
+                true => ShardManager::restore(&stream, &group, self.checkpoint_path(g))?,
+                false => ShardManager::join(&stream, &group, shard_config)?,
             };
             observer.checkpoint(self.checkpoint_path(g))?;
             observers.push(observer);
         }
-        let mut table = vec![BTreeMap::new(); self.args.partitions as usize];
-        if let Some(previous) = previous {
+        let partitions = self.args.partitions as usize;
+        self.record.table.resize(partitions, Vec::new());
+        if restore {
             // Up to the last offset any checkpoint cut (an append the
             // producer died before logging may have been cut, even done).
             let mut cut = vec![0u64; self.args.partitions as usize];
@@ -274,10 +301,14 @@ impl Driver<'_> {
                 }
             }
             let mut producer = stream.producer()?;
-            for (p, known) in previous.iter().enumerate() {
-                let end = known.keys().next_back().map_or(0, |&o| o + 1).max(cut[p]);
+            let mut limits = Vec::with_capacity(partitions);
+            for p in 0..partitions {
+                let known = &self.record.table[p];
+                let last_known = known.iter().rposition(|&seq| seq != UNKNOWN).map_or(0, |o| o as u64 + 1);
+                let end = last_known.max(cut[p]);
+                limits.push(end);
                 for offset in 0..end {
-                    let seq = known.get(&offset).copied();
+                    let seq = known.get(offset as usize).copied().filter(|&seq| seq != UNKNOWN);
                     let appended = producer.append_to(p as u32, &source_batch(seq)?)?;
                     if offset % 1024 == 1023 {
                         // What the restored groups had done is freed as it is replayed.
@@ -286,13 +317,18 @@ impl Driver<'_> {
                     if appended.offset != offset {
                         bail!("the replay put partition {p}'s offset {offset} at {}", appended.offset);
                     }
-                    if let Some(seq) = seq {
-                        table[p].insert(offset, seq);
-                    }
                 }
+                // Offsets past the replay meant something else in the
+                // epoch that ended: forget them (the restarted producer
+                // appends there anew).
+                self.record.table[p].truncate(end as usize);
+            }
+            // The epoch that ended agrees with the table below these.
+            if let Some(last) = self.record.limits.last_mut() {
+                *last = limits;
             }
         }
-        self.record.tables.push(table);
+        self.record.limits.push(vec![u64::MAX; partitions]);
         Ok((store, observers))
     }
 
@@ -304,11 +340,59 @@ impl Driver<'_> {
     }
 }
 
+/// Records that source batch `seq` lives at `offset` of partition `p`.
+fn set(table: &mut [Vec<u64>], p: u64, offset: u64, seq: u64) {
+    let Some(part) = table.get_mut(p as usize) else { return };
+    let at = offset as usize;
+    if part.len() <= at {
+        part.resize(at + 1, UNKNOWN);
+    }
+    part[at] = seq;
+}
+
 /// The complete lines of a log (a killed writer may leave half of one).
 fn complete_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    complete_lines_from(path, 0).0
+}
+
+/// The complete lines of a log from byte `from` on, and the byte after the
+/// last of them.
+fn complete_lines_from(path: &Path, from: u64) -> (Vec<String>, u64) {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.seek(std::io::SeekFrom::Start(from)).and_then(|_| f.read_to_string(&mut text)));
+    if read.is_err() {
+        return (Vec::new(), from);
+    }
     let end = text.rfind('\n').map_or(0, |i| i + 1);
-    text[..end].lines().map(str::to_string).collect()
+    (text[..end].lines().map(str::to_string).collect(), from + end as u64)
+}
+
+/// The driver's own memory, from /proc/self/status: resident and shared
+/// (mapped store files) KiB.
+fn own_memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kib("VmRSS:"), kib("RssShmem:"))
+}
+
+/// Mappings this process still holds of files that were removed: a store
+/// of an ended epoch that something failed to unmap.
+fn removed_mappings() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut files: Vec<&str> =
+        maps.lines().filter(|l| l.ends_with(" (deleted)") && l.contains("quiver-chaos-")).collect();
+    files.sort_unstable();
+    files.dedup();
+    files.len()
 }
 
 pub(crate) fn run(args: ChaosArgs) -> Result<()> {
@@ -338,7 +422,8 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         stores: Vec::new(),
     };
     let started = Instant::now();
-    let (mut store, mut observers) = d.start_epoch(None)?;
+    let (mut store, mut observers) = d.start_epoch(false)?;
+    let (mut peak_rss, mut peak_shared) = own_memory();
     d.spawn_producer()?;
     for g in 0..args.groups {
         for _ in 0..args.workers {
@@ -355,6 +440,8 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         round += 1;
         let pause = 30 + d.random(150);
         std::thread::sleep(Duration::from_millis(pause));
+        let (rss, shared) = own_memory();
+        (peak_rss, peak_shared) = (peak_rss.max(rss), peak_shared.max(shared));
         for (g, observer) in observers.iter().enumerate() {
             observer.checkpoint(d.checkpoint_path(g as u32))?;
         }
@@ -366,14 +453,14 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
             kills += 1;
             d.absorb_producer_logs();
             d.record.disaster_epochs.insert(d.epoch);
-            let previous = d.record.tables[d.epoch].clone();
-            for observer in observers.drain(..) {
-                std::mem::forget(observer); // as if killed
-            }
+            // The observers go with their store: what their drop writes
+            // (leaving their groups) lands in a store removed next, so it
+            // is as if they were killed, and the mapping is released.
+            observers.clear();
             drop(store);
             let _ = Store::remove(&d.store_name);
             d.epoch += 1;
-            (store, observers) = d.start_epoch(Some(previous))?;
+            (store, observers) = d.start_epoch(true)?;
             restores += 1;
             d.spawn_producer()?;
             for g in 0..args.groups {
@@ -421,6 +508,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         }
     }
     d.absorb_producer_logs();
+    let removed_still_mapped = removed_mappings();
     let report = verify(&d, &store, observers, &args, seed)?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
@@ -430,12 +518,19 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
                 "seed": seed, "rounds": round, "kills": kills, "restores": restores, "batches": args.batches,
                 "duplicates": report.duplicates, "leaked_bytes": report.leaked_bytes,
                 "leaked_objects": report.leaked_objects, "seconds": seconds, "ok": true,
+                "peak_rss_kib": peak_rss, "peak_shared_kib": peak_shared,
+                "removed_stores_still_mapped": removed_still_mapped,
             })
         );
     } else {
         println!(
-            "chaos: {round} rounds, {kills} kills, {restores} restores, {} batches, {} duplicates, {} leaked bytes in {seconds:.1} s (seed {seed}): ok",
-            args.batches, report.duplicates, report.leaked_bytes
+            "chaos: {round} rounds, {kills} kills, {restores} restores, {} batches, {} duplicates, {} leaked bytes in {seconds:.1} s, \
+             driver peak {} MiB resident, {} MiB shared, {removed_still_mapped} removed stores still mapped (seed {seed}): ok",
+            args.batches,
+            report.duplicates,
+            report.leaked_bytes,
+            peak_rss / 1024,
+            peak_shared / 1024
         );
     }
     Ok(())
@@ -470,13 +565,17 @@ fn verify(d: &Driver<'_>, store: &Store, observers: Vec<ShardManager>, args: &Ch
                 continue;
             }
             let excused = d.record.killed.contains(path) || d.record.disaster_epochs.contains(epoch);
-            let table = &d.record.tables[*epoch];
+            let limits = &d.record.limits[*epoch];
             for line in complete_lines(path) {
                 let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
                 let [_, p, start, end] = f[..] else { continue };
-                for offset in start..end {
-                    if let Some(&seq) = table.get(p as usize).and_then(|t| t.get(&offset)) {
-                        seen.entry(seq).or_default().push(excused);
+                let (Some(part), Some(&limit)) = (d.record.table.get(p as usize), limits.get(p as usize)) else {
+                    continue;
+                };
+                for offset in start..end.min(limit) {
+                    match part.get(offset as usize) {
+                        Some(&seq) if seq != UNKNOWN => seen.entry(seq).or_default().push(excused),
+                        _ => {}
                     }
                 }
             }
