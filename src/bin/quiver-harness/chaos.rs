@@ -302,10 +302,10 @@ impl Driver<'_> {
             }
             let mut producer = stream.producer()?;
             let mut limits = Vec::with_capacity(partitions);
-            for p in 0..partitions {
+            for (p, &cut) in cut.iter().enumerate() {
                 let known = &self.record.table[p];
                 let last_known = known.iter().rposition(|&seq| seq != UNKNOWN).map_or(0, |o| o as u64 + 1);
-                let end = last_known.max(cut[p]);
+                let end = last_known.max(cut);
                 limits.push(end);
                 for offset in 0..end {
                     let seq = known.get(offset as usize).copied().filter(|&seq| seq != UNKNOWN);
