@@ -9,6 +9,7 @@
 //! - `stat.rs`: `quiver stat`;
 //! - `io.rs`: `produce` and `consume` (Arrow IPC and CSV in, Arrow IPC out);
 //! - `checkpoint.rs`: `quiver checkpoint show`;
+//! - `files.rs`: `quiver ls` and `quiver rm`;
 //! - `signals.rs`: the stop flag that Ctrl-C sets;
 //! - `guard.rs`: child processes and store files cleaned up however a
 //!   command ends.
@@ -16,6 +17,7 @@
 mod bench;
 mod checkpoint;
 mod demo;
+mod files;
 mod guard;
 mod io;
 mod signals;
@@ -46,6 +48,11 @@ enum Command {
     /// Print a store's state: capacity, usage, clients, objects, streams
     /// and shard-managed groups.
     Stat(stat::StatArgs),
+    /// List the stores in /dev/shm: name, owner, size, live clients.
+    Ls(files::LsArgs),
+    /// Remove stores (refusing what is not a store, and stores in use
+    /// unless --force).
+    Rm(files::RmArgs),
     /// Append the batches of an Arrow IPC or CSV file to a stream
     /// (creating the store and the stream if needed).
     Produce(io::ProduceArgs),
@@ -69,6 +76,8 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Ls(args) => files::ls(args),
+        Command::Rm(args) => files::rm(args),
         Command::Checkpoint(command) => checkpoint::run(command),
         Command::Produce(args) => io::produce(args),
         Command::Consume(args) => io::consume(args),

@@ -70,6 +70,19 @@ pub(crate) fn is_held_by_other(region: &Region, slot: u32) -> io::Result<bool> {
     Ok(i32::from(fl.l_type) != libc::F_UNLCK)
 }
 
+/// How many of the liveness locks of slots `0..slots` some open of `file`
+/// holds (`file` opened anew, so none of them is its own): the live
+/// clients, found without mapping the file.
+pub(crate) fn live_slots(file: &std::fs::File, slots: u32) -> io::Result<u32> {
+    let mut live = 0;
+    for slot in 0..slots {
+        let mut fl = slot_lock(libc::F_WRLCK, slot);
+        fcntl_file(file, libc::F_OFD_GETLK, &mut fl)?;
+        live += u32::from(i32::from(fl.l_type) != libc::F_UNLCK);
+    }
+    Ok(live)
+}
+
 /// The lock a creator holds on a store file it has not published yet (a
 /// byte past every client slot's).
 const CREATOR_SLOT: u32 = u32::MAX;

@@ -83,6 +83,55 @@ pub(crate) fn remove_stale_creations(path: &Path) -> usize {
     removed
 }
 
+/// What [`inspect`] finds at a path, without mapping or changing anything.
+#[derive(Debug)]
+pub(crate) struct Inspected {
+    /// The open file (read-only, not following a symlink), for lock probes.
+    pub file: File,
+    pub uid: u32,
+    /// Its length, and the bytes it occupies (a sparse file occupies less).
+    pub len: u64,
+    pub allocated: u64,
+    /// Its first bytes (fewer if it is shorter).
+    pub head: Vec<u8>,
+}
+
+/// Opens `path` read-only without following a symlink or blocking on a
+/// FIFO, checks it is a regular file, and reads its first `head` bytes.
+pub(crate) fn inspect(path: &Path, head: usize) -> Result<Inspected> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
+        |e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::EISDIR) => ShmError::NotRegular(path.to_path_buf()),
+            _ => ShmError::io(format!("open {}", path.display()), e),
+        },
+    )?;
+    let meta = file.metadata().map_err(|e| ShmError::io(format!("stat {}", path.display()), e))?;
+    if !meta.file_type().is_file() {
+        return Err(ShmError::NotRegular(path.to_path_buf()));
+    }
+    let mut bytes = vec![0u8; head];
+    let mut read = 0;
+    while read < head {
+        match file.read_at(&mut bytes[read..], read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ShmError::io(format!("read {}", path.display()), e)),
+        }
+    }
+    bytes.truncate(read);
+    Ok(Inspected { uid: meta.uid(), len: meta.len(), allocated: meta.blocks().saturating_mul(512), head: bytes, file })
+}
+
+/// Whether `name` is the temporary name a store is created under
+/// (`.NAME.XXXXXX.creating`); if so, the store's name.
+pub(crate) fn creating_name(file_name: &str) -> Option<&str> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(CREATING)?;
+    // The random part tempfile adds has no dot.
+    inner.rsplit_once('.').map(|(name, _)| name)
+}
+
 impl Region {
     /// Creates the file of `len` bytes that is to appear at `path`, under a
     /// temporary name beside it (exclusive, random, mode 0600), reserves its

@@ -41,6 +41,15 @@ pub enum StoreError {
     /// [`StoreError::InvalidConfig`]).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// [`store::files::remove`](super::files::remove) found something it
+    /// must not remove without being told to (or at all).
+    #[error("not removing {path}: {why}")]
+    RemoveRefused {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        why: String,
+    },
     /// `Store::create` found a file already at the path.
     #[error("a file already exists at {0}")]
     StoreExists(PathBuf),

@@ -22,6 +22,7 @@ mod alloc;
 mod client;
 mod config;
 mod error;
+pub mod files;
 mod id;
 mod layout;
 mod locked;

@@ -303,3 +303,77 @@ fn symlinks_devices_and_directories_are_not_stores() {
     // The real store is untouched and opens.
     assert!(open(&real).unwrap().contains(ObjectId::sequential(1, 0, 0)).unwrap());
 }
+
+#[test]
+fn listing_a_directory_shows_stores_their_clients_and_what_is_not_a_store() {
+    use quiver::store::files::{self, FileState};
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("quiver-kept");
+    make_store(&store_path, 2);
+    let held = open(&store_path).unwrap();
+    std::fs::write(dir.path().join("quiver-text"), b"not a store at all").unwrap();
+    std::os::unix::fs::symlink(&store_path, dir.path().join("quiver-link")).unwrap();
+    std::fs::write(dir.path().join("unrelated"), b"x").unwrap();
+    // A creator that died part-way: its temporary, with nobody holding its lock.
+    std::fs::write(dir.path().join(".quiver-half.Ab12Cd.creating"), b"").unwrap();
+    let list = files::list_in(dir.path()).unwrap();
+    let names: Vec<&str> = list.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["half", "kept", "link", "text"], "only quiver's files, by store name");
+    let kept = &list[1];
+    assert_eq!(kept.state, FileState::Store);
+    assert_eq!(kept.owner, Some(rustix::process::geteuid().as_raw()));
+    assert_eq!(kept.live_clients, Some(1), "the handle this test holds");
+    assert_eq!(kept.creator_pid, Some(std::process::id()));
+    assert!(kept.size > 1 << 20 && kept.allocated > 0);
+    assert_eq!(list[0].state, FileState::Abandoned);
+    assert_eq!(list[2].state, FileState::NotAStore("a symlink".into()));
+    assert_eq!(list[3].state, FileState::NotAStore("no quiver magic number".into()));
+    drop(held);
+    assert_eq!(files::list_in(dir.path()).unwrap()[1].live_clients, Some(0), "the client is gone");
+}
+
+#[test]
+fn quiver_rm_removes_stores_but_not_what_is_not_one_nor_one_in_use_unless_forced() {
+    use crate::common::{run_quiver, TestStore, LONG};
+    let (unused, used, link, text) =
+        (TestStore::new("rm-unused"), TestStore::new("rm-used"), TestStore::new("rm-link"), TestStore::new("rm-text"));
+    make_store(&unused.path, 1);
+    make_store(&used.path, 1);
+    let held = open(&used.path).unwrap();
+    std::os::unix::fs::symlink(&unused.path, &link.path).unwrap();
+    std::fs::write(&text.path, b"somebody's notes").unwrap();
+
+    // `ls` shows them, with the live client.
+    let out = run_quiver(&["ls", "--json"], LONG);
+    assert!(out.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = |name: &str| listed.as_array().unwrap().iter().find(|f| f["name"] == name).cloned().unwrap();
+    assert_eq!(entry(&used.name)["live_clients"], 1);
+    assert_eq!(entry(&unused.name)["live_clients"], 0);
+    assert_eq!(entry(&link.name)["state"]["NotAStore"], "a symlink");
+
+    let rm = |args: &[&str]| run_quiver(&[&["rm"], args].concat(), LONG);
+    let out = rm(&[&link.name, &text.name, &used.name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not a quiver store (a symlink)"), "{stderr}");
+    assert!(stderr.contains("not a quiver store (no quiver magic number)"), "{stderr}");
+    assert!(stderr.contains("1 processes have it open"), "{stderr}");
+    for path in [&link.path, &text.path, &used.path] {
+        assert!(std::fs::symlink_metadata(path).is_ok(), "{} was removed", path.display());
+    }
+    assert!(std::fs::metadata(&unused.path).is_ok(), "the symlink's target was not touched");
+
+    let out = rm(&[&unused.name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(&unused.path).is_err());
+    let out = rm(&["--force", &used.name]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(1 processes still have it open)"));
+    assert!(std::fs::symlink_metadata(&used.path).is_err());
+    // The handle keeps working on its mapping, and knows the file is gone.
+    assert!(held.contains(ObjectId::sequential(1, 0, 0)).unwrap());
+    assert!(matches!(held.check_present(), Err(StoreError::Removed(_))));
+    let out = rm(&[&unused.name]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no store named"));
+}

@@ -1,0 +1,198 @@
+//! The store files of a directory (`/dev/shm` by default), seen from
+//! outside: what `quiver ls` lists and what `quiver rm` removes.
+//!
+//! Nothing here maps a file or joins a store as a client: each file is
+//! opened read-only without following a symlink, checked with `fstat`, and
+//! its header read with `pread`; live clients are counted by probing their
+//! liveness locks (`F_OFD_GETLK`). So listing is safe on other users' files,
+//! on huge sparse ones, and on whatever else sits in the directory.
+
+use std::path::{Path, PathBuf};
+
+use super::config::{store_path, FILE_PREFIX, STORE_DIR};
+use super::layout::{FORMAT_VERSION, MAGIC, MAX_CLIENTS};
+use super::{Result, StoreError};
+use crate::shm::ShmError;
+
+/// Bytes of the header [`inspect`] reads: magic to `max_clients`.
+const HEAD: usize = 88;
+
+/// What a store file is, as far as its outside shows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum FileState {
+    /// A store of this build's format.
+    Store,
+    /// A store of another format version (this build cannot open it).
+    OtherVersion(u32),
+    /// The temporary of a store being created: its creator is alive.
+    BeingCreated,
+    /// The temporary of a creator that died before finishing: the next
+    /// create of the name removes it, and so does `quiver rm`.
+    Abandoned,
+    /// Not a quiver store (a symlink, a directory, a device, other bytes):
+    /// why.
+    NotAStore(String),
+}
+
+/// A file in the store directory, as [`list`] and [`inspect`] see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoreFile {
+    /// The store's name (`quiver-NAME` → `NAME`).
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// What it is.
+    pub state: FileState,
+    /// The owner's uid (`None` if it could not be opened).
+    pub owner: Option<u32>,
+    /// Its length in bytes.
+    pub size: u64,
+    /// The bytes of memory it occupies (a sparse or half-made file, less).
+    pub allocated: u64,
+    /// Clients that have it open now (for a store).
+    pub live_clients: Option<u32>,
+    /// When it was made (for a store), in nanoseconds since the Unix epoch.
+    pub created_ns: Option<u64>,
+    /// The process that made it (for a store; it may have exited).
+    pub creator_pid: Option<u32>,
+}
+
+/// Every store file in [`STORE_DIR`] (names starting with `quiver-`), and
+/// the temporaries of stores being created there, sorted by name.
+pub fn list() -> Result<Vec<StoreFile>> {
+    list_in(Path::new(STORE_DIR))
+}
+
+/// [`list`] for another directory.
+pub fn list_in(dir: &Path) -> Result<Vec<StoreFile>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if let Some(name) = file_name.strip_prefix(FILE_PREFIX) {
+            files.push(inspect_as(&path, name.to_string()));
+        } else if let Some(name) = crate::shm::creating_name(&file_name).and_then(|n| n.strip_prefix(FILE_PREFIX)) {
+            let mut file = inspect_as(&path, name.to_string());
+            if file.owner.is_some() {
+                file.state = match creator_alive(&path) {
+                    true => FileState::BeingCreated,
+                    false => FileState::Abandoned,
+                };
+                file.live_clients = None;
+                (file.created_ns, file.creator_pid) = (None, None);
+            }
+            files.push(file);
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name).then(a.path.cmp(&b.path)));
+    Ok(files)
+}
+
+/// What the file at `path` is, without mapping it or joining the store.
+pub fn inspect(path: &Path) -> StoreFile {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| n.strip_prefix(FILE_PREFIX).map(str::to_string).unwrap_or(n))
+        .unwrap_or_default();
+    inspect_as(path, name)
+}
+
+fn inspect_as(path: &Path, name: String) -> StoreFile {
+    let mut file = StoreFile {
+        name,
+        path: path.to_path_buf(),
+        state: FileState::NotAStore(String::new()),
+        owner: None,
+        size: 0,
+        allocated: 0,
+        live_clients: None,
+        created_ns: None,
+        creator_pid: None,
+    };
+    let seen = match crate::shm::inspect(path, HEAD) {
+        Ok(seen) => seen,
+        Err(ShmError::NotRegular(_)) => {
+            let what = match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => "a symlink",
+                Ok(m) if m.is_dir() => "a directory",
+                _ => "not a regular file",
+            };
+            file.state = FileState::NotAStore(what.into());
+            return file;
+        }
+        Err(e) => {
+            file.state = FileState::NotAStore(format!("cannot be read: {e}"));
+            return file;
+        }
+    };
+    (file.owner, file.size, file.allocated) = (Some(seen.uid), seen.len, seen.allocated);
+    let word = |at: usize| seen.head.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let half = |at: usize| seen.head.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+    if word(0) != Some(MAGIC) {
+        let why = if seen.len == 0 { "empty" } else { "no quiver magic number" };
+        file.state = FileState::NotAStore(why.into());
+        return file;
+    }
+    file.state = match half(8) {
+        Some(FORMAT_VERSION) => FileState::Store,
+        Some(v) => FileState::OtherVersion(v),
+        None => FileState::NotAStore("truncated header".into()),
+    };
+    file.created_ns = word(72);
+    file.creator_pid = half(80);
+    file.live_clients = crate::shm::liveness::live_slots(&seen.file, MAX_CLIENTS as u32).ok();
+    file
+}
+
+fn creator_alive(path: &Path) -> bool {
+    crate::shm::inspect(path, 0).is_ok_and(|seen| crate::shm::liveness::creator_alive(&seen.file).unwrap_or(true))
+}
+
+/// What [`remove`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The store file removed.
+    pub path: PathBuf,
+    /// Clients that still had it open (they keep their mapping until they
+    /// close it; nobody new can open it).
+    pub live_clients: u32,
+    /// Temporaries of dead creators of the same name removed with it.
+    pub abandoned: usize,
+}
+
+/// Removes the store called `name`, checking first what is there: a file
+/// that is not a quiver store (a symlink, another program's file) is never
+/// removed, nor, unless `force`, a store that live clients have open or
+/// that belongs to another user. Temporaries its dead creators left are
+/// removed too. ([`Store::remove`](super::Store::remove) removes without
+/// looking.)
+pub fn remove(name: &str, force: bool) -> Result<Removed> {
+    let path = store_path(name)?;
+    let abandoned = crate::shm::remove_stale_creations(&path);
+    if let Err(e) = std::fs::symlink_metadata(&path) {
+        return Err(StoreError::io(format!("no store named {name:?} ({})", path.display()), e));
+    }
+    let file = inspect(&path);
+    let refuse = |why: String| Err(StoreError::RemoveRefused { path: path.clone(), why });
+    match &file.state {
+        FileState::Store | FileState::OtherVersion(_) => {}
+        FileState::NotAStore(why) => return refuse(format!("it is not a quiver store ({why}); remove it by hand")),
+        FileState::BeingCreated | FileState::Abandoned => return refuse("it is a store being created".into()),
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if file.owner != Some(me) && !force {
+        return refuse(format!("it belongs to uid {} (--force removes it)", file.owner.unwrap_or(u32::MAX)));
+    }
+    let live_clients = file.live_clients.unwrap_or(0);
+    if live_clients > 0 && !force {
+        return refuse(format!(
+            "{live_clients} processes have it open (they would keep it in memory while nobody new could open it; \
+             --force removes it anyway)"
+        ));
+    }
+    std::fs::remove_file(&path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+    Ok(Removed { path, live_clients, abandoned })
+}
