@@ -42,7 +42,7 @@ impl Drop for TestStore {
 /// The shipped binary.
 const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
 /// The test harness binary (built with the `harness` feature).
-const HARNESS: &str = env!("CARGO_BIN_EXE_quiver-harness");
+pub const HARNESS: &str = env!("CARGO_BIN_EXE_quiver-harness");
 
 /// A child running a real binary; killed on drop.
 pub struct Proc {
@@ -66,7 +66,7 @@ fn spawn(exe: &str, args: &[&str]) -> Proc {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
+        .unwrap_or_else(|e| panic!("spawn {exe:?}: {e}"));
     let stdout: ChildStdout = child.stdout.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -131,12 +131,17 @@ pub fn run_harness(args: &[&str], within: Duration) -> Output {
 }
 
 fn run(exe: &str, args: &[&str], within: Duration) -> Output {
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
+    let mut command = Command::new(exe);
+    command.args(args);
+    run_command(command, within)
+}
+
+/// Runs `command` to completion (its output captured), killing it (and
+/// failing) if it runs longer than `within`.
+pub fn run_command(mut command: Command, within: Duration) -> Output {
+    let (exe, args) = (command.get_program().to_owned(), command.get_args().map(|a| a.to_owned()).collect::<Vec<_>>());
+    let mut child =
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawn {exe:?}: {e}"));
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -154,7 +159,7 @@ fn run(exe: &str, args: &[&str], within: Duration) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{exe} {args:?} still running after {within:?}");
+            panic!("{exe:?} {args:?} still running after {within:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };

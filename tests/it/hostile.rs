@@ -52,6 +52,30 @@ fn a_short_chaos_run_loses_nothing_and_leaks_nothing() {
     assert!(v["peak_shared_kib"].as_u64().unwrap() < 2 * 80 * 1024, "{v}");
 }
 
+/// Issue 12, case 5: chaos used to work in `$TMPDIR/quiver-chaos-<pid>`,
+/// reusing whatever was there, so a symlink planted at that name sent its
+/// logs (appended to, as root) wherever it pointed. The planted link here
+/// names the very pid chaos runs as (`exec` keeps the shell's); chaos must
+/// make its own directory and leave the link's target alone.
+#[test]
+fn chaos_never_works_in_a_directory_planted_at_a_predictable_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", r#"ln -s "$1" "$TMPDIR/quiver-chaos-$$" && exec "$0" chaos --json --rounds 3 --batches 300"#])
+        .arg(crate::common::HARNESS)
+        .arg(target.path())
+        .env("TMPDIR", tmp.path());
+    let out = crate::common::run_command(command, LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+    assert!(written.is_empty(), "chaos wrote through the planted symlink: {written:?}");
+    let left: Vec<String> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left.len(), 1, "chaos removed its own directory and only that: {left:?}");
+}
+
 #[test]
 fn chaos_refuses_a_duration_that_is_not_a_number_of_seconds() {
     for seconds in ["NaN", "-1", "inf", "0"] {
