@@ -377,3 +377,81 @@ fn quiver_rm_removes_stores_but_not_what_is_not_one_nor_one_in_use_unless_forced
     let out = rm(&[&unused.name]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no store named"));
 }
+
+/// A second local user (uid 4242, run as a real process when the tests run
+/// as root; skipped, saying why, otherwise) attacks a user's stores through
+/// /dev/shm, which both can write: it cannot read them, and nothing it
+/// plants there (its own store, a symlink to the victim's store) is opened,
+/// written or removed by the victim's `quiver` without being told to.
+#[test]
+fn a_second_local_user_cannot_read_hijack_or_plant_stores() {
+    use std::os::unix::process::CommandExt;
+
+    use crate::common::{run_command, run_quiver, TestStore, LONG};
+    const OTHER: u32 = 4242;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: running processes as a second user needs root");
+        return;
+    }
+    let quiver = env!("CARGO_BIN_EXE_quiver");
+    let as_other = |args: &[&str]| {
+        let mut command = std::process::Command::new(quiver);
+        command.args(args).uid(OTHER).gid(OTHER).current_dir("/");
+        command
+    };
+    match as_other(&["--version"]).output() {
+        Ok(out) if out.status.success() => {}
+        other => {
+            eprintln!("skipped: uid {OTHER} cannot run {quiver} here ({other:?})");
+            return;
+        }
+    }
+    let (victim, theirs, planted) = (TestStore::new("victim"), TestStore::new("theirs"), TestStore::new("planted"));
+    make_store(&victim.path, 3);
+    let input = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(input.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let csv = input.path().join("in.csv");
+    std::fs::write(&csv, "x\n1\n2\n").unwrap();
+    let csv = csv.to_str().unwrap();
+
+    // It cannot read the victim's store (mode 0600).
+    let out = run_command(as_other(&["stat", &victim.name]), LONG);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"), "{out:?}");
+
+    // Its own store, at a name the victim then uses, is refused, not joined.
+    let out = run_command(as_other(&["produce", "--store", &theirs.name, "--stream", "s", "--from", csv]), LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_quiver(&["produce", "--store", &theirs.name, "--stream", "s", "--from", csv], LONG);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("owned by uid {OTHER}")), "{stderr}");
+
+    // A symlink it plants at a name the victim uses, pointing at the
+    // victim's own store, is not followed into it.
+    std::os::unix::fs::symlink(&victim.path, &planted.path).unwrap();
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        &planted.path,
+        Some(rustix::fs::Uid::from_raw(OTHER)),
+        Some(rustix::fs::Gid::from_raw(OTHER)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let out = run_quiver(&["produce", "--store", &planted.name, "--stream", "s", "--from", csv], LONG);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not a quiver store"), "{stderr}");
+    let store = open(&victim.path).unwrap();
+    assert_eq!(store.stats().unwrap().objects, 3, "the victim's store was written through the symlink");
+    drop(store);
+
+    // `ls` shows whose is what; `rm` removes neither without --force.
+    let out = run_quiver(&["ls", "--json"], LONG);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = |name: &str| listed.as_array().unwrap().iter().find(|f| f["name"] == name).cloned().unwrap();
+    assert_eq!(entry(&theirs.name)["owner"], OTHER);
+    assert_eq!(entry(&planted.name)["state"]["NotAStore"], "a symlink");
+    let out = run_quiver(&["rm", &theirs.name, &planted.name], LONG);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("belongs to uid {OTHER}")) && stderr.contains("a symlink"), "{stderr}");
+    assert!(theirs.path.exists() && std::fs::symlink_metadata(&planted.path).is_ok());
+}
