@@ -455,3 +455,21 @@ fn a_second_local_user_cannot_read_hijack_or_plant_stores() {
     assert!(stderr.contains(&format!("belongs to uid {OTHER}")) && stderr.contains("a symlink"), "{stderr}");
     assert!(theirs.path.exists() && std::fs::symlink_metadata(&planted.path).is_ok());
 }
+
+/// Issue 12, case 7 (the truncation half): a store file cut short under its
+/// clients is reported as `Shrunk` where a wait runs out, not as "nothing
+/// arrived". (A client that touched the cut-off bytes would get SIGBUS; the
+/// README says never to truncate a store in use.)
+#[test]
+fn a_store_cut_short_under_a_waiting_client_says_so() {
+    let t = crate::common::TestStore::new("shrunk");
+    let store = Store::create(StoreConfig::new(&t.name).capacity(1 << 20).max_objects(64)).unwrap();
+    let len = std::fs::metadata(&t.path).unwrap().len();
+    // Only the arena's last page goes: nothing a lookup touches.
+    std::fs::OpenOptions::new().write(true).open(&t.path).unwrap().set_len(len - 4096).unwrap();
+    match store.get(ObjectId::sequential(1, 0, 0), Duration::from_millis(10)) {
+        Err(StoreError::Shrunk { len: now, .. }) => assert_eq!(now, len - 4096),
+        other => panic!("expected Shrunk, got {other:?}"),
+    }
+    assert!(matches!(store.check_present(), Err(StoreError::Shrunk { .. })));
+}
