@@ -1,0 +1,205 @@
+//! `ShardManager` and `Task`: a group's stream shared out as shards among
+//! member processes, with leases, retries and checkpoints.
+
+use std::sync::Mutex;
+
+use arrow_pyarrow::ToPyArrow;
+use pyo3::prelude::*;
+
+use crate::errors;
+use crate::store::to_python;
+use crate::stream::{lock, Stream};
+use crate::wait;
+
+/// A shard handed to a member: `partition` and the offsets `[start, end)`.
+#[pyclass(module = "quiver", frozen, skip_from_py_object)]
+#[derive(Clone)]
+pub(crate) struct Task {
+    /// Monotonic within the group.
+    #[pyo3(get)]
+    id: u64,
+    /// The shard's partition.
+    #[pyo3(get)]
+    partition: u32,
+    /// Its first offset.
+    #[pyo3(get)]
+    start: u64,
+    /// One past its last offset.
+    #[pyo3(get)]
+    end: u64,
+    /// How often it failed before.
+    #[pyo3(get)]
+    retries: u32,
+    inner: quiver::Task,
+}
+
+impl Task {
+    fn wrap(t: quiver::Task) -> Self {
+        Task { id: t.id, partition: t.partition, start: t.start, end: t.end, retries: t.retries, inner: t }
+    }
+}
+
+#[pymethods]
+impl Task {
+    fn __repr__(&self) -> String {
+        format!("<quiver.Task {} partition {} [{}, {})>", self.id, self.partition, self.start, self.end)
+    }
+}
+
+/// A member of a shard-managed consumer group.
+///
+/// `ShardManager.join(stream, group, shard_size=...)` joins (making the
+/// group's shard state if new), `ShardManager.restore(stream, group, path)`
+/// rebuilds it from a checkpoint. `next_task(timeout)` hands out a shard
+/// (`None` if none came in time; `EndOfStream` once every shard is done),
+/// `read_task(task)` gives its batches, `report(task, done=True)` finishes
+/// it (or gives it back to be retried).
+#[pyclass(module = "quiver")]
+pub(crate) struct ShardManager {
+    inner: Mutex<Option<quiver::ShardManager>>,
+}
+
+impl ShardManager {
+    fn with<R>(&self, f: impl FnOnce(&mut quiver::ShardManager) -> PyResult<R>) -> PyResult<R> {
+        let mut guard = lock(&self.inner)?;
+        let manager: &mut quiver::ShardManager =
+            guard.as_mut().ok_or_else(|| errors::Error::new_err("this member left its group"))?;
+        f(manager)
+    }
+}
+
+#[pymethods]
+impl ShardManager {
+    /// Joins shard-managed group `group` of `stream`. A shard is
+    /// `shard_size` batches (or, with `shard_rows`, whole batches adding
+    /// up to at least that many rows); `lease` seconds to report before the
+    /// shard is handed to another member; `max_retries` failures before a
+    /// shard becomes a dead letter.
+    #[staticmethod]
+    #[pyo3(signature = (stream, group, *, shard_size = 16, shard_rows = None, lease = 30.0, max_retries = 3, linger = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        py: Python<'_>,
+        stream: &Stream,
+        group: &str,
+        shard_size: u64,
+        shard_rows: Option<u64>,
+        lease: f64,
+        max_retries: u32,
+        linger: Option<f64>,
+    ) -> PyResult<Self> {
+        let size = match shard_rows {
+            Some(rows) => quiver::ShardSize::Rows(rows),
+            None => quiver::ShardSize::Batches(shard_size),
+        };
+        let mut config =
+            quiver::ShardConfig::new().shard_size(size).lease(crate::store::seconds(lease)?).max_retries(max_retries);
+        if let Some(linger) = linger {
+            config = config.linger(crate::store::seconds(linger)?);
+        }
+        let manager = py.detach(|| quiver::ShardManager::join(&stream.inner, group, config)).map_err(errors::shard)?;
+        Ok(ShardManager { inner: Mutex::new(Some(manager)) })
+    }
+
+    /// Rebuilds group `group` of `stream` from the checkpoint at `path` and joins it.
+    #[staticmethod]
+    fn restore(py: Python<'_>, stream: &Stream, group: &str, path: std::path::PathBuf) -> PyResult<Self> {
+        let manager =
+            py.detach(|| quiver::ShardManager::restore(&stream.inner, group, &path)).map_err(errors::shard)?;
+        Ok(ShardManager { inner: Mutex::new(Some(manager)) })
+    }
+
+    /// The next shard, waiting up to `timeout` seconds (`None`: for ever);
+    /// `None` if none came in time. Raises `EndOfStream` once the stream is
+    /// closed and every shard is done. Ctrl-C interrupts the wait.
+    #[pyo3(signature = (timeout = None))]
+    fn next_task(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Task>> {
+        let timeout = wait::timeout(timeout)?;
+        let next = self.with(|m| {
+            wait::sliced(
+                py,
+                timeout,
+                |slice| {
+                    Ok(match m.next_task(slice)? {
+                        quiver::Next::Task(t) => Some(Some(t)),
+                        quiver::Next::End => Some(None),
+                        quiver::Next::TimedOut => None,
+                    })
+                },
+                errors::shard,
+            )
+        })?;
+        match next {
+            None => Ok(None),
+            Some(Some(t)) => Ok(Some(Task::wrap(t))),
+            Some(None) => Err(crate::stream::EndOfStream::new_err("the stream is closed and every shard is done")),
+        }
+    }
+
+    /// The batches of `task` (pyarrow RecordBatches, zero-copy), waiting up
+    /// to `timeout` seconds for any still being written; `None` if they
+    /// were not all sealed in time.
+    #[pyo3(signature = (task, timeout = 10.0))]
+    fn read_task<'py>(&self, py: Python<'py>, task: &Task, timeout: f64) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
+        let timeout = crate::store::seconds(timeout)?;
+        let batches = self.with(|m| py.detach(|| m.read_task(&task.inner, timeout)).map_err(errors::shard))?;
+        match batches {
+            None => Ok(None),
+            Some(batches) => Ok(Some(batches.iter().map(|b| b.batch.to_pyarrow(py)).collect::<PyResult<_>>()?)),
+        }
+    }
+
+    /// Finishes `task`: done (never handed out again), or not (`done=False`:
+    /// handed out again, or a dead letter after too many failures).
+    #[pyo3(signature = (task, done = true))]
+    fn report(&self, py: Python<'_>, task: &Task, done: bool) -> PyResult<()> {
+        let outcome = if done { quiver::Outcome::Done } else { quiver::Outcome::Failed };
+        self.with(|m| py.detach(|| m.report(task.inner, outcome)).map_err(errors::shard))
+    }
+
+    /// Gives `task` back unprocessed, without counting a failure.
+    fn release(&self, py: Python<'_>, task: &Task) -> PyResult<()> {
+        self.with(|m| py.detach(|| m.release(task.inner)).map_err(errors::shard))
+    }
+
+    /// Renews the lease of `task` (for work that takes longer than a lease).
+    fn extend_lease(&self, py: Python<'_>, task: &Task) -> PyResult<()> {
+        self.with(|m| py.detach(|| m.extend_lease(task.inner)).map_err(errors::shard))
+    }
+
+    /// Writes the group's state to `path` (atomically): a crash then loses
+    /// nothing that a restore from it cannot redo.
+    fn checkpoint(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        self.with(|m| py.detach(|| m.checkpoint(&path)).map(|_| ()).map_err(errors::shard))
+    }
+
+    /// The group's state as a dict: tasks, dead letters, members, offsets.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stats = self.with(|m| py.detach(|| m.stats()).map_err(errors::shard))?;
+        to_python(py, &stats)
+    }
+
+    /// Leaves the group: this member's tasks go back to the queue at once.
+    fn leave(&self, py: Python<'_>) -> PyResult<()> {
+        let manager = lock(&self.inner)?.take();
+        match manager {
+            Some(m) => py.detach(|| m.leave()).map_err(errors::shard),
+            None => Ok(()),
+        }
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _kind: Option<Bound<'_, PyAny>>,
+        _value: Option<Bound<'_, PyAny>>,
+        _traceback: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.leave(py)?;
+        Ok(false)
+    }
+}

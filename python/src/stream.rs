@@ -1,0 +1,479 @@
+//! `Stream`, `Producer`, `Consumer`: streams of pyarrow record batches.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_pyarrow::{FromPyArrow, ToPyArrow};
+use arrow_schema::Schema;
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+
+use crate::errors;
+use crate::objects::ObjectId;
+use crate::store::{to_python, Store};
+use crate::wait;
+
+/// Takes a handle for one call. A handle serves one thread at a time (as
+/// an iterator does): a second thread calling it meanwhile gets an error,
+/// never a wait, which could deadlock on the GIL the first one needs back.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> PyResult<std::sync::MutexGuard<'_, T>> {
+    m.try_lock().map_err(|e| match e {
+        std::sync::TryLockError::WouldBlock => {
+            errors::Error::new_err("this handle is in use by another thread: give each thread its own")
+        }
+        std::sync::TryLockError::Poisoned(_) => errors::Error::new_err("a previous call on this handle panicked"),
+    })
+}
+
+/// The record batches of a pyarrow `RecordBatch`, `Table` (one per chunk)
+/// or anything else exporting Arrow data (`__arrow_c_array__`,
+/// `__arrow_c_stream__`), imported without copying the data.
+/// The bool says whether it was one batch (not a table).
+pub(crate) fn batches_of(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<RecordBatch>, bool)> {
+    if let Ok(batch) = RecordBatch::from_pyarrow_bound(obj) {
+        return Ok((vec![batch], true));
+    }
+    if obj.hasattr("to_batches")? {
+        let batches = obj.call_method0("to_batches")?.try_iter()?.map(|b| RecordBatch::from_pyarrow_bound(&b?));
+        return Ok((batches.collect::<PyResult<_>>()?, false));
+    }
+    Err(errors::invalid(format!("expected a pyarrow.RecordBatch or pyarrow.Table, not {}", obj.get_type().name()?)))
+}
+
+fn back_pressure(name: &str) -> PyResult<quiver::BackPressure> {
+    match name {
+        "block" => Ok(quiver::BackPressure::Block),
+        "drop_oldest" => Ok(quiver::BackPressure::DropOldest),
+        "error" => Ok(quiver::BackPressure::Error),
+        other => Err(errors::invalid(format!("back_pressure is 'block', 'drop_oldest' or 'error', not {other:?}"))),
+    }
+}
+
+/// A stream: a named log of record batches in a store, with partitions and
+/// consumer groups, which any process opens by name.
+#[pyclass(module = "quiver", frozen)]
+pub(crate) struct Stream {
+    pub(crate) inner: quiver::Stream,
+}
+
+#[pymethods]
+impl Stream {
+    /// Creates stream `name` in `store` for batches of `schema` (a
+    /// `pyarrow.Schema`). `groups` are consumer groups that must each see
+    /// every batch (declared now, they miss nothing). `back_pressure` is
+    /// what an append does when the store is full: `'block'` (wait for the
+    /// producer's timeout), `'drop_oldest'` or `'error'`. `max_age`
+    /// (seconds) and `max_bytes` drop old data.
+    #[staticmethod]
+    #[pyo3(signature = (store, name, schema, *, partitions = 1, groups = Vec::new(), back_pressure = "block", max_age = None, max_bytes = None, exist_ok = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        py: Python<'_>,
+        store: &Store,
+        name: &str,
+        schema: &Bound<'_, PyAny>,
+        partitions: u32,
+        groups: Vec<String>,
+        back_pressure: &str,
+        max_age: Option<f64>,
+        max_bytes: Option<u64>,
+        exist_ok: bool,
+    ) -> PyResult<Self> {
+        let schema = Schema::from_pyarrow_bound(schema)?;
+        let mut config = quiver::StreamConfig::new(name, schema.into())
+            .partitions(partitions)
+            .back_pressure(self::back_pressure(back_pressure)?);
+        for group in groups {
+            config = config.group(group);
+        }
+        if let Some(age) = max_age {
+            config = config.max_age(crate::store::seconds(age)?);
+        }
+        if let Some(bytes) = max_bytes {
+            config = config.max_bytes(bytes);
+        }
+        let store = store.handle()?;
+        let stream = py.detach(|| match exist_ok {
+            true => quiver::Stream::open_or_create(&store, config),
+            false => quiver::Stream::create(&store, config),
+        });
+        Ok(Stream { inner: stream.map_err(errors::stream)? })
+    }
+
+    /// Opens stream `name` of `store`.
+    #[staticmethod]
+    fn open(py: Python<'_>, store: &Store, name: &str) -> PyResult<Self> {
+        let store = store.handle()?;
+        let stream = py.detach(|| quiver::Stream::open(&store, name)).map_err(errors::stream)?;
+        Ok(Stream { inner: stream })
+    }
+
+    /// Removes stream `name` of `store` and frees its batches.
+    #[staticmethod]
+    fn remove(py: Python<'_>, store: &Store, name: &str) -> PyResult<()> {
+        let store = store.handle()?;
+        py.detach(|| quiver::Stream::remove(&store, name)).map_err(errors::stream)
+    }
+
+    /// The streams of `store`: their stats, a dict each.
+    #[staticmethod]
+    fn list<'py>(py: Python<'py>, store: &Store) -> PyResult<Bound<'py, PyAny>> {
+        let store = store.handle()?;
+        let list = py.detach(|| quiver::Stream::list(&store)).map_err(errors::stream)?;
+        to_python(py, &list)
+    }
+
+    /// The stream's name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The stream's schema, a `pyarrow.Schema`.
+    #[getter]
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.inner.schema().to_pyarrow(py)
+    }
+
+    /// The number of partitions.
+    #[getter]
+    fn partitions(&self) -> u32 {
+        self.inner.partitions()
+    }
+
+    /// Whether the stream was closed.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+        py.detach(|| self.inner.is_closed()).map_err(errors::stream)
+    }
+
+    /// The ID of the batch object at `offset` of `partition`.
+    fn object_id(&self, partition: u32, offset: u64) -> ObjectId {
+        ObjectId(self.inner.object_id(partition, offset))
+    }
+
+    /// Ends the stream: no more appends; consumers that read everything
+    /// see its end.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.close()).map_err(errors::stream)
+    }
+
+    /// A producer. Under `'block'` back-pressure an append waits up to
+    /// `timeout` seconds for space.
+    #[pyo3(signature = (*, timeout = 30.0))]
+    fn producer(&self, py: Python<'_>, timeout: f64) -> PyResult<Producer> {
+        let timeout = crate::store::seconds(timeout)?;
+        let producer = py.detach(|| self.inner.producer()).map_err(errors::stream)?.with_timeout(timeout);
+        Ok(Producer { inner: Mutex::new(producer) })
+    }
+
+    /// A consumer: a member of consumer group `group` (made if new,
+    /// starting at `start`: `'oldest'` or `'newest'`), or a reader outside
+    /// any group if `group` is `None`. `partitions` reads only those;
+    /// `skip_corrupt` passes batches that cannot be decoded (counted and
+    /// listed in the stream's stats) instead of raising `CorruptBatch`.
+    #[pyo3(signature = (group = None, *, start = "oldest", partitions = None, skip_corrupt = false))]
+    fn consumer(
+        &self,
+        py: Python<'_>,
+        group: Option<String>,
+        start: &str,
+        partitions: Option<Vec<u32>>,
+        skip_corrupt: bool,
+    ) -> PyResult<Consumer> {
+        let start = match start {
+            "oldest" => quiver::StartAt::Oldest,
+            "newest" => quiver::StartAt::Newest,
+            other => return Err(errors::invalid(format!("start is 'oldest' or 'newest', not {other:?}"))),
+        };
+        let mut config = match group {
+            Some(g) => quiver::ConsumerConfig::group(g),
+            None => quiver::ConsumerConfig::reader(),
+        }
+        .start(start)
+        .skip_corrupt(skip_corrupt);
+        if let Some(p) = partitions {
+            config = config.partitions(p);
+        }
+        let consumer = py.detach(|| self.inner.consumer(config)).map_err(errors::stream)?;
+        Ok(Consumer { inner: Mutex::new(consumer), schema: Mutex::new(None), ended: Mutex::new(false) })
+    }
+
+    /// Frees what every group committed past and applies the limits now.
+    fn enforce_retention(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.enforce_retention()).map_err(errors::stream)
+    }
+
+    /// The stream's numbers as a dict: partitions, groups with their lag,
+    /// counters, skipped batches.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stats = py.detach(|| self.inner.stats()).map_err(errors::stream)?;
+        to_python(py, &stats)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<quiver.Stream {:?}, {} partitions>", self.inner.name(), self.inner.partitions())
+    }
+}
+
+/// Appends record batches to a stream.
+#[pyclass(module = "quiver")]
+pub(crate) struct Producer {
+    inner: Mutex<quiver::Producer>,
+}
+
+impl Producer {
+    fn each(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        mut append: impl FnMut(&mut quiver::Producer, &RecordBatch) -> quiver::stream::Result<Vec<quiver::Appended>> + Send,
+    ) -> PyResult<(Vec<(u32, u64)>, bool)> {
+        let (batches, single) = batches_of(data)?;
+        let mut guard = lock(&self.inner)?;
+        let producer: &mut quiver::Producer = &mut guard;
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let appended = py.detach(|| append(producer, batch)).map_err(errors::stream)?;
+            out.extend(appended.iter().map(|a| (a.partition, a.offset)));
+            py.check_signals()?;
+        }
+        Ok((out, single))
+    }
+}
+
+#[pymethods]
+impl Producer {
+    /// Appends a `pyarrow.RecordBatch` (or each batch of a `pyarrow.Table`)
+    /// to the next partition in turn. Returns `(partition, offset)` for a
+    /// batch, a list of them for a table. The data is read in place
+    /// through the Arrow C Data Interface and copied once, into shared memory.
+    fn append(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let (out, single) = self.each(py, batch, |p, b| p.append(b).map(|a| vec![a]))?;
+        answer(py, out, single)
+    }
+
+    /// Appends to partition `partition`.
+    fn append_to(&self, py: Python<'_>, partition: u32, batch: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let (out, single) = self.each(py, batch, |p, b| p.append_to(partition, b).map(|a| vec![a]))?;
+        answer(py, out, single)
+    }
+
+    /// Splits the batch by the hash of column `key` (integers, strings or
+    /// binary) so that equal keys always land in the same partition, in
+    /// order. Returns the `(partition, offset)` of every piece.
+    fn append_keyed(&self, py: Python<'_>, batch: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<(u32, u64)>> {
+        Ok(self.each(py, batch, |p, b| p.append_keyed(b, key))?.0)
+    }
+
+    /// Ends the stream (as `Stream.close`).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let guard = lock(&self.inner)?;
+        let producer: &quiver::Producer = &guard;
+        py.detach(|| producer.close()).map_err(errors::stream)
+    }
+}
+
+/// `(partition, offset)` for one batch, a list for several.
+fn answer(py: Python<'_>, out: Vec<(u32, u64)>, single: bool) -> PyResult<Py<PyAny>> {
+    Ok(match (single, out.as_slice()) {
+        (true, [one]) => one.into_pyobject(py)?.into_any().unbind(),
+        _ => out.into_pyobject(py)?.into_any().unbind(),
+    })
+}
+
+/// A batch read from a stream, with where it came from.
+#[pyclass(module = "quiver", frozen, get_all)]
+pub(crate) struct StreamBatch {
+    /// The `pyarrow.RecordBatch` (its buffers are the shared memory).
+    batch: Py<PyAny>,
+    /// The partition it was appended to.
+    partition: u32,
+    /// Its offset there.
+    offset: u64,
+    /// When it was appended, nanoseconds since the Unix epoch.
+    append_ns: u64,
+}
+
+#[pymethods]
+impl StreamBatch {
+    fn __repr__(&self) -> String {
+        format!("<quiver.StreamBatch partition {} offset {}>", self.partition, self.offset)
+    }
+}
+
+/// Reads a stream: polls with timeouts, iterates, commits its group's offsets.
+///
+/// `poll(timeout)` returns the next `pyarrow.RecordBatch`, or `None` if
+/// nothing arrived in time, and raises `EndOfStream` once the stream is
+/// closed and everything was read; `for batch in consumer:` waits for each
+/// batch and stops at the end. The batches are zero-copy: their buffers are
+/// the shared memory, and the object stays referenced until pyarrow frees
+/// the last of them.
+#[pyclass(module = "quiver")]
+pub(crate) struct Consumer {
+    inner: Mutex<quiver::Consumer>,
+    /// The stream's schema as a `pyarrow.Schema`, made once.
+    schema: Mutex<Option<Py<PyAny>>>,
+    ended: Mutex<bool>,
+}
+
+pyo3::create_exception!(quiver, EndOfStream, errors::Error, "The stream is closed and every batch was read.");
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("EndOfStream", m.py().get_type::<EndOfStream>())
+}
+
+impl Consumer {
+    /// Waits up to `timeout` for the next batch: `Some(None)` at the end.
+    fn next_batch(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Option<Option<quiver::StreamBatch>>> {
+        let mut guard = lock(&self.inner)?;
+        let consumer: &mut quiver::Consumer = &mut guard;
+        let polled = wait::sliced(
+            py,
+            timeout,
+            |slice| {
+                Ok(match consumer.poll(slice)? {
+                    quiver::Polled::Batch(b) => Some(Some(b)),
+                    quiver::Polled::EndOfStream => Some(None),
+                    quiver::Polled::TimedOut => None,
+                })
+            },
+            errors::stream,
+        )?;
+        if let Some(None) = polled {
+            *lock(&self.ended)? = true;
+        }
+        Ok(polled)
+    }
+
+    fn to_pyarrow<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
+        // Zero-copy: the C Data Interface hands pyarrow the buffers' own
+        // addresses and a release callback that drops them (and with the
+        // last one the store object's reference).
+        let _ = &self.schema;
+        batch.to_pyarrow(py)
+    }
+}
+
+#[pymethods]
+impl Consumer {
+    /// The next batch, waiting up to `timeout` seconds (0: look once;
+    /// `None`: wait for ever); `None` if nothing arrived in time. Raises
+    /// `EndOfStream` at the end of the stream, `CorruptBatch` at a batch
+    /// that cannot be decoded (the consumer stays on it: `skip` it).
+    /// With `with_meta=True` returns a `StreamBatch` (batch, partition,
+    /// offset, append_ns). Ctrl-C interrupts the wait.
+    #[pyo3(signature = (timeout = None, *, with_meta = false))]
+    fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>, with_meta: bool) -> PyResult<Option<Py<PyAny>>> {
+        match self.next_batch(py, wait::timeout(timeout)?)? {
+            None => Ok(None),
+            Some(None) => Err(EndOfStream::new_err("the stream is closed and every batch was read")),
+            Some(Some(b)) => {
+                let batch = self.to_pyarrow(py, &b.batch)?;
+                if !with_meta {
+                    return Ok(Some(batch.unbind()));
+                }
+                let meta = StreamBatch {
+                    batch: batch.unbind(),
+                    partition: b.partition,
+                    offset: b.offset,
+                    append_ns: b.append_ns,
+                };
+                Ok(Some(Bound::new(py, meta)?.into_any().unbind()))
+            }
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Waits for the next batch (Ctrl-C interrupts); stops at the end.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.next_batch(py, None)? {
+            Some(Some(b)) => self.to_pyarrow(py, &b.batch),
+            _ => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    /// Whether a poll met the end of the stream.
+    #[getter]
+    fn ended(&self) -> PyResult<bool> {
+        Ok(*lock(&self.ended)?)
+    }
+
+    /// Commits this consumer's positions for its group: everything polled
+    /// so far is done, and retention may free it.
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        let mut guard = lock(&self.inner)?;
+        let consumer: &mut quiver::Consumer = &mut guard;
+        py.detach(|| consumer.commit()).map_err(errors::stream)
+    }
+
+    /// Moves the position in `partition` to `offset` (a retained one).
+    fn seek(&self, py: Python<'_>, partition: u32, offset: u64) -> PyResult<()> {
+        let mut guard = lock(&self.inner)?;
+        let consumer: &mut quiver::Consumer = &mut guard;
+        py.detach(|| consumer.seek(partition, offset)).map_err(errors::stream)?;
+        *lock(&self.ended)? = false;
+        Ok(())
+    }
+
+    /// Passes the batch at `offset` of `partition` that `CorruptBatch`
+    /// stopped at, recording `reason` in the stream's stats.
+    #[pyo3(signature = (partition, offset, reason = "skipped by the application"))]
+    fn skip(&self, py: Python<'_>, partition: u32, offset: u64, reason: &str) -> PyResult<()> {
+        let mut guard = lock(&self.inner)?;
+        let consumer: &mut quiver::Consumer = &mut guard;
+        py.detach(|| consumer.skip(partition, offset, reason)).map_err(errors::stream)
+    }
+
+    /// The next offset this consumer reads in `partition`.
+    fn position(&self, partition: u32) -> PyResult<Option<u64>> {
+        Ok(lock(&self.inner)?.position(partition))
+    }
+
+    /// The group's committed offset in `partition`.
+    fn committed(&self, py: Python<'_>, partition: u32) -> PyResult<u64> {
+        let guard = lock(&self.inner)?;
+        let consumer: &quiver::Consumer = &guard;
+        py.detach(|| consumer.committed(partition)).map_err(errors::stream)
+    }
+
+    /// Offsets passed because their producer died before sealing them.
+    #[getter]
+    fn holes(&self) -> PyResult<u64> {
+        Ok(lock(&self.inner)?.holes())
+    }
+
+    /// Batches dropped (by a limit or `'drop_oldest'`) before this consumer read them.
+    #[getter]
+    fn missed(&self) -> PyResult<u64> {
+        Ok(lock(&self.inner)?.missed())
+    }
+
+    /// Batches this consumer skipped because they could not be decoded.
+    #[getter]
+    fn skipped(&self) -> PyResult<u64> {
+        Ok(lock(&self.inner)?.skipped())
+    }
+
+    /// Batches appended to this consumer's partitions not read yet.
+    #[getter]
+    fn backlog(&self) -> PyResult<u64> {
+        lock(&self.inner)?.backlog().map_err(errors::stream)
+    }
+
+    /// The consumer's group, or `None` for a reader.
+    #[getter]
+    fn group(&self) -> PyResult<Option<String>> {
+        Ok(lock(&self.inner)?.group().map(str::to_string))
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        let c = lock(&self.inner)?;
+        Ok(format!("<quiver.Consumer of {:?}, group {:?}>", c.stream().name(), c.group()))
+    }
+}
