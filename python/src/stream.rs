@@ -3,10 +3,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use arrow_array::RecordBatch;
+use arrow_array::ffi::FFI_ArrowArray;
+use arrow_array::{Array, RecordBatch, RecordBatchOptions, StructArray};
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
-use arrow_schema::Schema;
+use arrow_schema::{DataType, Schema, SchemaRef};
 use pyo3::exceptions::PyStopIteration;
+use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::errors;
@@ -165,7 +167,7 @@ impl Stream {
     fn producer(&self, py: Python<'_>, timeout: f64) -> PyResult<Producer> {
         let timeout = crate::store::seconds(timeout)?;
         let producer = py.detach(|| self.inner.producer()).map_err(errors::stream)?.with_timeout(timeout);
-        Ok(Producer { inner: Mutex::new(producer) })
+        Ok(Producer { inner: Mutex::new(producer), fast: FastPath::new(py, self.inner.schema())? })
     }
 
     /// A consumer: a member of consumer group `group` (made if new,
@@ -197,7 +199,7 @@ impl Stream {
             config = config.partitions(p);
         }
         let consumer = py.detach(|| self.inner.consumer(config)).map_err(errors::stream)?;
-        Ok(Consumer { inner: Mutex::new(consumer), schema: Mutex::new(None), ended: Mutex::new(false) })
+        Ok(Consumer { inner: Mutex::new(consumer), fast: FastPath::new(py, self.inner.schema())?, ended: Mutex::new(false) })
     }
 
     /// Frees what every group committed past and applies the limits now.
@@ -217,10 +219,82 @@ impl Stream {
     }
 }
 
+/// Batches of one schema across the C Data Interface with nothing but the
+/// array crossing: the schema is exchanged once, when the handle is made
+/// (arrow-pyarrow's general path exports and parses the schema with every
+/// batch, a microsecond or more per column).
+pub(crate) struct FastPath {
+    schema: SchemaRef,
+    /// The same schema as a `pyarrow.Schema`.
+    py_schema: Py<PyAny>,
+    /// `pyarrow.RecordBatch`, and its `_import_from_c`.
+    batch_type: Py<PyAny>,
+    import: Py<PyAny>,
+}
+
+impl FastPath {
+    pub(crate) fn new(py: Python<'_>, schema: &SchemaRef) -> PyResult<Self> {
+        let batch_type = py.import("pyarrow")?.getattr("RecordBatch")?;
+        Ok(FastPath {
+            schema: schema.clone(),
+            py_schema: schema.to_pyarrow(py)?.unbind(),
+            import: batch_type.getattr("_import_from_c")?.unbind(),
+            batch_type: batch_type.unbind(),
+        })
+    }
+
+    /// `batch` as a `pyarrow.RecordBatch`, zero-copy: pyarrow gets the
+    /// buffers' own addresses and a release callback that drops them (and
+    /// with the last one the store object's reference).
+    pub(crate) fn to_pyarrow<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
+        if batch.schema() != self.schema {
+            return batch.to_pyarrow(py);
+        }
+        let data = StructArray::from(batch.clone()).into_data();
+        let array = Box::into_raw(Box::new(FFI_ArrowArray::new(&data)));
+        let imported = self.import.bind(py).call1((array as usize, self.py_schema.bind(py)));
+        // SAFETY: `array` came from `Box::into_raw` just above and nothing
+        // else frees it. pyarrow moved the array out (leaving it released)
+        // or, on an error, did not: the drop releases what is left.
+        drop(unsafe { Box::from_raw(array) });
+        imported
+    }
+
+    /// `obj` as a `RecordBatch` if it is a `pyarrow.RecordBatch` of this
+    /// schema (field names and types; schema metadata aside): only the
+    /// array crosses, read in place. `None` for anything else.
+    fn from_pyarrow(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
+        if !obj.is_instance(self.batch_type.bind(py))? {
+            return Ok(None);
+        }
+        let schema = obj.getattr(intern!(py, "schema"))?;
+        let same = schema.is(self.py_schema.bind(py))
+            || schema.call_method1(intern!(py, "equals"), (self.py_schema.bind(py),))?.is_truthy()?;
+        if !same {
+            return Ok(None);
+        }
+        let mut array = FFI_ArrowArray::empty();
+        obj.call_method1(intern!(py, "_export_to_c"), (&raw mut array as usize,))?;
+        let struct_type = DataType::Struct(self.schema.fields().clone());
+        // SAFETY: pyarrow filled `array` with a struct array of this schema's
+        // fields (checked equal above); it stays alive, owned by the
+        // imported data, until the last buffer is dropped.
+        let data = unsafe { arrow_array::ffi::from_ffi_and_data_type(array, struct_type) }
+            .map_err(|e| errors::invalid(format!("pyarrow exported a batch arrow cannot import: {e}")))?;
+        let rows = data.len();
+        let (_, columns, _) = StructArray::from(data).into_parts();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .map(Some)
+            .map_err(|e| errors::invalid(e.to_string()))
+    }
+}
+
 /// Appends record batches to a stream.
 #[pyclass(module = "quiver")]
 pub(crate) struct Producer {
     inner: Mutex<quiver::Producer>,
+    fast: FastPath,
 }
 
 impl Producer {
@@ -230,7 +304,10 @@ impl Producer {
         data: &Bound<'_, PyAny>,
         mut append: impl FnMut(&mut quiver::Producer, &RecordBatch) -> quiver::stream::Result<Vec<quiver::Appended>> + Send,
     ) -> PyResult<(Vec<(u32, u64)>, bool)> {
-        let (batches, single) = batches_of(data)?;
+        let (batches, single) = match self.fast.from_pyarrow(py, data)? {
+            Some(batch) => (vec![batch], true),
+            None => batches_of(data)?,
+        };
         let mut guard = lock(&self.inner)?;
         let producer: &mut quiver::Producer = &mut guard;
         let mut out = Vec::with_capacity(batches.len());
@@ -265,6 +342,23 @@ impl Producer {
     /// order. Returns the `(partition, offset)` of every piece.
     fn append_keyed(&self, py: Python<'_>, batch: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<(u32, u64)>> {
         Ok(self.each(py, batch, |p, b| p.append_keyed(b, key))?.0)
+    }
+
+    /// Benchmark baseline (not API): appends `batch` `n` times from Rust,
+    /// importing it once, so `append`'s own cost can be told from the
+    /// library's. Returns the seconds the appends took.
+    fn _append_native(&self, py: Python<'_>, batch: &Bound<'_, PyAny>, n: u64) -> PyResult<f64> {
+        let batch = RecordBatch::from_pyarrow_bound(batch)?;
+        let mut guard = lock(&self.inner)?;
+        let producer: &mut quiver::Producer = &mut guard;
+        py.detach(|| {
+            let started = std::time::Instant::now();
+            for _ in 0..n {
+                producer.append(&batch)?;
+            }
+            Ok(started.elapsed().as_secs_f64())
+        })
+        .map_err(errors::stream)
     }
 
     /// Ends the stream (as `Stream.close`).
@@ -314,8 +408,7 @@ impl StreamBatch {
 #[pyclass(module = "quiver")]
 pub(crate) struct Consumer {
     inner: Mutex<quiver::Consumer>,
-    /// The stream's schema as a `pyarrow.Schema`, made once.
-    schema: Mutex<Option<Py<PyAny>>>,
+    fast: FastPath,
     ended: Mutex<bool>,
 }
 
@@ -349,11 +442,7 @@ impl Consumer {
     }
 
     fn to_pyarrow<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        // Zero-copy: the C Data Interface hands pyarrow the buffers' own
-        // addresses and a release callback that drops them (and with the
-        // last one the store object's reference).
-        let _ = &self.schema;
-        batch.to_pyarrow(py)
+        self.fast.to_pyarrow(py, batch)
     }
 }
 
@@ -396,6 +485,30 @@ impl Consumer {
             Some(Some(b)) => self.to_pyarrow(py, &b.batch),
             _ => Err(PyStopIteration::new_err(())),
         }
+    }
+
+    /// Benchmark baseline (not API): polls up to `n` batches from Rust
+    /// without handing them to pyarrow (each decoded, then dropped), so
+    /// `poll`'s own cost can be told from the library's. Returns the
+    /// batches read and the seconds it took.
+    fn _poll_native(&self, py: Python<'_>, n: u64) -> PyResult<(u64, f64)> {
+        let mut guard = lock(&self.inner)?;
+        let consumer: &mut quiver::Consumer = &mut guard;
+        py.detach(|| {
+            let started = std::time::Instant::now();
+            let mut read = 0;
+            while read < n {
+                match consumer.poll(Duration::ZERO)? {
+                    quiver::Polled::Batch(b) => {
+                        std::hint::black_box(b.batch.num_rows());
+                        read += 1;
+                    }
+                    _ => break,
+                }
+            }
+            Ok((read, started.elapsed().as_secs_f64()))
+        })
+        .map_err(errors::stream)
     }
 
     /// Whether a poll met the end of the stream.

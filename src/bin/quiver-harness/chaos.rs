@@ -167,8 +167,10 @@ struct Driver<'a> {
     record: Record,
     rng: SplitMix64,
     /// Every store made, removed (with the log directory) when the driver
-    /// ends, however it ends.
+    /// ends, unless a failure asked to keep the evidence.
     stores: Vec<String>,
+    /// A run that failed keeps its logs, checkpoints and last store.
+    keep: bool,
 }
 
 impl Drop for Driver<'_> {
@@ -178,9 +180,13 @@ impl Drop for Driver<'_> {
             let _ = proc.child.wait();
         }
         for name in &self.stores {
-            let _ = Store::remove(name);
+            if !(self.keep && *name == self.store_name) {
+                let _ = Store::remove(name);
+            }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -420,7 +426,34 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
         record: Record::default(),
         rng: SplitMix64::new(seed),
         stores: Vec::new(),
+        keep: false,
     };
+    let outcome = drive(&mut d, &args, seed);
+    if let Err(e) = &outcome {
+        // Keep what explains the failure: the logs, the checkpoints, the
+        // store as it was (and its state, in a file beside the logs).
+        d.keep = true;
+        if let Ok(store) = Store::open(&d.store_name) {
+            let mut state = format!("{e:#}\n\n");
+            if let Ok(stats) = Stream::open(&store, STREAM).and_then(|s| s.stats()) {
+                state += &format!("{stats:#?}\n");
+            }
+            if let Ok(groups) = quiver::shard::list(&store) {
+                state += &format!("{groups:#?}\n");
+            }
+            let _ = std::fs::write(d.dir.join("failure-state.txt"), state);
+        }
+        eprintln!(
+            "chaos: kept the evidence: logs and checkpoints in {}, the last store as {} (remove both by hand)",
+            d.dir.display(),
+            d.store_name
+        );
+    }
+    outcome
+}
+
+/// The run itself: epochs, kills, disasters, then the drain and the checks.
+fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
     let started = Instant::now();
     let (mut store, mut observers) = d.start_epoch(false)?;
     let (mut peak_rss, mut peak_shared) = own_memory();

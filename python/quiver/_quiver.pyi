@@ -1,0 +1,369 @@
+"""Type stubs of the native module `quiver._quiver` (re-exported by `quiver`)."""
+
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterator, Literal, Optional, Sequence, Union, overload
+
+import pyarrow as pa
+
+FORMAT_VERSION: int
+"""The store file format this build reads and writes."""
+
+class Error(Exception):
+    """Every error quiver raises."""
+
+class InvalidArgument(Error, ValueError):
+    """An argument or configuration that cannot work."""
+
+class NotFound(Error):
+    """No store, stream, group or object of that name or ID."""
+
+class AlreadyExists(Error):
+    """A store, stream or object of that name or ID exists already."""
+
+class NotAStore(Error):
+    """The file is not a quiver store this build can open (or is another user's)."""
+
+class StoreFull(Error):
+    """No room in the store (after waiting, where the call waits)."""
+
+class StreamClosed(Error):
+    """The stream was closed: nothing more can be appended."""
+
+class CorruptBatch(Error):
+    """A batch that cannot be decoded; `Consumer.skip` passes it."""
+
+class Corrupted(Error):
+    """The store file's bytes violate the format."""
+
+class LockTimeout(Error):
+    """Another process held the store's lock too long (stopped?); the message names it."""
+
+class StoreGone(Error):
+    """The store file was removed or cut short while in use."""
+
+class TaskNotHeld(Error):
+    """The shard manager's task is no longer held by this member."""
+
+class CheckpointInvalid(Error):
+    """A checkpoint file that cannot be read."""
+
+class EndOfStream(Error):
+    """The stream is closed and every batch (or shard) was read."""
+
+class ObjectId:
+    """A 24-byte object ID."""
+
+    def __init__(self, raw: bytes) -> None:
+        """An ID from its 24 bytes (`bytes(id)` gives them back)."""
+    @staticmethod
+    def sequential(ns: int, partition: int, offset: int) -> ObjectId:
+        """The ID of the `offset`-th object of `partition` in namespace `ns`:
+        every process computes the same ID without talking to the others."""
+    @staticmethod
+    def random() -> ObjectId:
+        """A random ID."""
+    @staticmethod
+    def parse(text: str) -> ObjectId:
+        """Parses the hexadecimal form `str(id)` prints."""
+    def sequential_parts(self) -> Optional[tuple[int, int, int]]:
+        """`(ns, partition, offset)` of a sequential ID, else None."""
+    def binary(self) -> bytes:
+        """The 24 bytes."""
+    def __bytes__(self) -> bytes: ...
+    def __hash__(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __lt__(self, other: ObjectId) -> bool: ...
+
+class ObjectBuilder:
+    """An object being created: a writable buffer into shared memory.
+
+    Fill it through the buffer protocol (`memoryview(builder)`) or `write`,
+    then `seal()`; as a context manager it seals at the end of the block
+    (aborts if the block raised). Release every memoryview before sealing.
+    """
+
+    @property
+    def id(self) -> ObjectId:
+        """The object's ID."""
+    @property
+    def metadata(self) -> bytes:
+        """The metadata given at creation."""
+    def __len__(self) -> int:
+        """The size of the data in bytes."""
+    def write(self, data: bytes, offset: int = 0) -> None:
+        """Copies `data` into the object at `offset`."""
+    def seal(self) -> None:
+        """Makes the object immutable and visible to every process."""
+    def abort(self) -> None:
+        """Gives the object up: its memory is freed and its ID is free again."""
+    def __buffer__(self, flags: int) -> memoryview: ...
+    def __enter__(self) -> ObjectBuilder: ...
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool: ...
+
+class ObjectView:
+    """A read-only, zero-copy view of a sealed object.
+
+    `memoryview(view)`, `pyarrow.py_buffer(view)` and `numpy.frombuffer(view)`
+    see the shared memory itself. The object stays in memory while the view
+    or any buffer made from it lives.
+    """
+
+    @property
+    def id(self) -> ObjectId:
+        """The object's ID."""
+    @property
+    def metadata(self) -> bytes:
+        """The object's metadata."""
+    def __len__(self) -> int:
+        """The size of the data in bytes."""
+    def to_bytes(self) -> bytes:
+        """The data as bytes (a copy)."""
+    def release(self) -> None:
+        """Gives up this handle's reference (buffers made from it keep theirs)."""
+    def __buffer__(self, flags: int) -> memoryview: ...
+    def __enter__(self) -> ObjectView: ...
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool: ...
+
+class Store:
+    """A store: named objects in a file in shared memory (`/dev/shm`), which
+    every process that opens it sees. A context manager (`close()` at the end)."""
+
+    @staticmethod
+    def create(
+        name: Optional[str] = None,
+        *,
+        capacity: int = 256 << 20,
+        max_objects: Optional[int] = None,
+        path: Union[str, PathLike[str], None] = None,
+        prefault: bool = True,
+    ) -> Store:
+        """Creates the store `name` (its file is `/dev/shm/quiver-NAME`), or a
+        store file at `path`. `capacity` is the bytes of its arena."""
+    @staticmethod
+    def open(
+        name: Optional[str] = None, *, path: Union[str, PathLike[str], None] = None, allow_other_owner: bool = False
+    ) -> Store:
+        """Opens an existing store."""
+    @staticmethod
+    def remove(name: str, *, check: bool = False) -> None:
+        """Removes the store file `name`; with `check=True` refuses what is not
+        a store and a store that live processes have open."""
+    @staticmethod
+    def list_stores() -> list[dict[str, Any]]:
+        """The stores in /dev/shm (name, owner, size, live clients, state)."""
+    def close(self) -> None:
+        """Gives this handle up (objects and views made through it stay valid)."""
+    @property
+    def path(self) -> Path:
+        """The store's file."""
+    def create_object(
+        self, id: ObjectId, size: int, metadata: bytes = b"", *, timeout: Optional[float] = None, pinned: bool = False
+    ) -> ObjectBuilder:
+        """Creates object `id` with `size` bytes of data; waits up to `timeout`
+        seconds for space if the store is full."""
+    def put(self, id: ObjectId, data: bytes, metadata: bytes = b"") -> None:
+        """Creates, fills and seals object `id` in one call."""
+    def get(self, id: ObjectId, timeout: Optional[float] = 0.0) -> Optional[ObjectView]:
+        """A zero-copy view of sealed object `id`, waiting up to `timeout`
+        seconds (None: for ever); None if it was not sealed in time."""
+    def get_many(self, ids: Sequence[ObjectId], timeout: Optional[float] = 0.0) -> list[Optional[ObjectView]]:
+        """Views of several objects, waiting up to `timeout` seconds in all."""
+    def contains(self, id: ObjectId) -> bool:
+        """Whether object `id` exists and is sealed."""
+    def delete(self, id: ObjectId) -> None:
+        """Deletes sealed object `id`; its memory is freed once no view holds it."""
+    def list(self) -> list[dict[str, Any]]:
+        """Every object: id, sizes, state, references, pinned, age."""
+    def stats(self) -> dict[str, Any]:
+        """The store's numbers: capacity, used, payload, objects, clients, ..."""
+    def recover_dead_clients(self) -> int:
+        """Releases what dead clients left behind; returns how many."""
+    def mapped_range(self) -> tuple[int, int]:
+        """The address range of this handle's mapping."""
+    def __enter__(self) -> Store: ...
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool: ...
+
+BatchLike = Union[pa.RecordBatch, pa.Table]
+
+class Stream:
+    """A named log of record batches in a store, with partitions and consumer groups."""
+
+    @staticmethod
+    def create(
+        store: Store,
+        name: str,
+        schema: pa.Schema,
+        *,
+        partitions: int = 1,
+        groups: Sequence[str] = (),
+        back_pressure: Literal["block", "drop_oldest", "error"] = "block",
+        max_age: Optional[float] = None,
+        max_bytes: Optional[int] = None,
+        exist_ok: bool = False,
+    ) -> Stream:
+        """Creates stream `name` for batches of `schema`; `groups` each see every batch."""
+    @staticmethod
+    def open(store: Store, name: str) -> Stream:
+        """Opens stream `name` of `store`."""
+    @staticmethod
+    def remove(store: Store, name: str) -> None:
+        """Removes stream `name` and frees its batches."""
+    @staticmethod
+    def list(store: Store) -> list[dict[str, Any]]:
+        """The streams of `store`, with their stats."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def schema(self) -> pa.Schema: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def object_id(self, partition: int, offset: int) -> ObjectId:
+        """The ID of the batch object at `offset` of `partition`."""
+    def close(self) -> None:
+        """Ends the stream: consumers that read everything see its end."""
+    def producer(self, *, timeout: float = 30.0) -> Producer:
+        """A producer; under 'block' back-pressure an append waits up to `timeout` s."""
+    def consumer(
+        self,
+        group: Optional[str] = None,
+        *,
+        start: Literal["oldest", "newest"] = "oldest",
+        partitions: Optional[Sequence[int]] = None,
+        skip_corrupt: bool = False,
+    ) -> Consumer:
+        """A member of consumer group `group`, or a reader outside any group."""
+    def enforce_retention(self) -> None:
+        """Frees what every group committed past and applies the limits now."""
+    def stats(self) -> dict[str, Any]:
+        """Partitions, groups with their lag, counters, skipped batches."""
+
+class Producer:
+    """Appends record batches to a stream (one copy, into shared memory)."""
+
+    @overload
+    def append(self, batch: pa.RecordBatch) -> tuple[int, int]: ...
+    @overload
+    def append(self, batch: pa.Table) -> list[tuple[int, int]]: ...
+    def append_to(self, partition: int, batch: BatchLike) -> Union[tuple[int, int], list[tuple[int, int]]]:
+        """Appends to partition `partition`."""
+    def append_keyed(self, batch: BatchLike, key: str) -> list[tuple[int, int]]:
+        """Splits by the hash of column `key`: equal keys land in the same partition."""
+    def close(self) -> None:
+        """Ends the stream."""
+
+class StreamBatch:
+    """A batch read from a stream, with where it came from."""
+
+    batch: pa.RecordBatch
+    partition: int
+    offset: int
+    append_ns: int
+
+class Consumer:
+    """Reads a stream: polls with timeouts, iterates, commits its group's offsets."""
+
+    @overload
+    def poll(self, timeout: Optional[float] = None, *, with_meta: Literal[False] = False) -> Optional[pa.RecordBatch]: ...
+    @overload
+    def poll(self, timeout: Optional[float] = None, *, with_meta: Literal[True]) -> Optional[StreamBatch]: ...
+    def __iter__(self) -> Iterator[pa.RecordBatch]: ...
+    def __next__(self) -> pa.RecordBatch: ...
+    @property
+    def ended(self) -> bool:
+        """Whether a poll met the end of the stream."""
+    def commit(self) -> None:
+        """Commits this consumer's positions for its group."""
+    def seek(self, partition: int, offset: int) -> None:
+        """Moves the position in `partition` to `offset`."""
+    def skip(self, partition: int, offset: int, reason: str = "skipped by the application") -> None:
+        """Passes the batch `CorruptBatch` stopped at, recording `reason`."""
+    def position(self, partition: int) -> Optional[int]: ...
+    def committed(self, partition: int) -> int: ...
+    @property
+    def holes(self) -> int: ...
+    @property
+    def missed(self) -> int: ...
+    @property
+    def skipped(self) -> int: ...
+    @property
+    def backlog(self) -> int: ...
+    @property
+    def group(self) -> Optional[str]: ...
+
+class Task:
+    """A shard handed to a member: `partition` and the offsets `[start, end)`."""
+
+    id: int
+    partition: int
+    start: int
+    end: int
+    retries: int
+
+class ShardManager:
+    """A member of a shard-managed consumer group (a context manager: leaves at the end)."""
+
+    @staticmethod
+    def join(
+        stream: Stream,
+        group: str,
+        *,
+        shard_size: int = 16,
+        shard_rows: Optional[int] = None,
+        lease: float = 30.0,
+        max_retries: int = 3,
+        linger: Optional[float] = None,
+    ) -> ShardManager:
+        """Joins shard-managed group `group` of `stream`."""
+    @staticmethod
+    def restore(stream: Stream, group: str, path: Union[str, PathLike[str]]) -> ShardManager:
+        """Rebuilds group `group` from a checkpoint and joins it."""
+    def next_task(self, timeout: Optional[float] = None) -> Optional[Task]:
+        """The next shard (None if none came in time); EndOfStream at the end."""
+    def read_task(self, task: Task, timeout: float = 10.0) -> Optional[list[pa.RecordBatch]]:
+        """The batches of `task`, zero-copy."""
+    def report(self, task: Task, done: bool = True) -> None:
+        """Finishes `task` (done), or gives it back to be retried."""
+    def release(self, task: Task) -> None:
+        """Gives `task` back without counting a failure."""
+    def extend_lease(self, task: Task) -> None:
+        """Renews the lease of `task`."""
+    def checkpoint(self, path: Union[str, PathLike[str]]) -> None:
+        """Writes the group's state to `path` atomically."""
+    def stats(self) -> dict[str, Any]:
+        """Tasks, dead letters, members, offsets."""
+    def leave(self) -> None:
+        """Leaves the group: this member's tasks go back at once."""
+    def __enter__(self) -> ShardManager: ...
+    def __exit__(
+        self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> bool: ...
+
+class SgdRegressor:
+    """Online linear regression by SGD, with scikit-learn's defaults and attribute names."""
+
+    def __init__(self) -> None: ...
+    def partial_fit(self, batch: pa.RecordBatch, features: Sequence[str], target: str) -> SgdRegressor:
+        """Trains on every row of `batch`."""
+    def predict(self, batch: pa.RecordBatch, features: Sequence[str]) -> list[float]:
+        """Predictions for every row of `batch`."""
+    @property
+    def coef_(self) -> list[float]: ...
+    @property
+    def intercept_(self) -> float: ...
+    @property
+    def rows_seen(self) -> int: ...
+
+def read_file(
+    path: Union[str, PathLike[str]], *, batch_rows: int = 1024
+) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """The batches of an Arrow IPC or CSV file, as `quiver produce` reads them."""
