@@ -199,7 +199,11 @@ impl Stream {
             config = config.partitions(p);
         }
         let consumer = py.detach(|| self.inner.consumer(config)).map_err(errors::stream)?;
-        Ok(Consumer { inner: Mutex::new(consumer), fast: FastPath::new(py, self.inner.schema())?, ended: Mutex::new(false) })
+        Ok(Consumer {
+            inner: Mutex::new(consumer),
+            fast: FastPath::new(py, self.inner.schema())?,
+            ended: Mutex::new(false),
+        })
     }
 
     /// Frees what every group committed past and applies the limits now.
