@@ -267,7 +267,7 @@ impl FastPath {
     /// `obj` as a `RecordBatch` if it is a `pyarrow.RecordBatch` of this
     /// schema (field names and types; schema metadata aside): only the
     /// array crosses, read in place. `None` for anything else.
-    fn from_pyarrow(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
+    fn import_batch(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
         if !obj.is_instance(self.batch_type.bind(py))? {
             return Ok(None);
         }
@@ -308,7 +308,7 @@ impl Producer {
         data: &Bound<'_, PyAny>,
         mut append: impl FnMut(&mut quiver::Producer, &RecordBatch) -> quiver::stream::Result<Vec<quiver::Appended>> + Send,
     ) -> PyResult<(Vec<(u32, u64)>, bool)> {
-        let (batches, single) = match self.fast.from_pyarrow(py, data)? {
+        let (batches, single) = match self.fast.import_batch(py, data)? {
             Some(batch) => (vec![batch], true),
             None => batches_of(data)?,
         };
