@@ -10,6 +10,7 @@
 //! stubs) is here and in `python/quiver/`.
 
 mod errors;
+mod export;
 mod objects;
 mod shard;
 mod store;

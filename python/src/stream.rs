@@ -254,6 +254,10 @@ impl FastPath {
         if batch.schema() != self.schema {
             return batch.to_pyarrow(py);
         }
+        if let Some(exported) = crate::export::export(batch) {
+            // Moved out by pyarrow, or released when `exported` drops.
+            return self.import.bind(py).call1((exported.address(), self.py_schema.bind(py)));
+        }
         let data = StructArray::from(batch.clone()).into_data();
         let array = Box::into_raw(Box::new(FFI_ArrowArray::new(&data)));
         let imported = self.import.bind(py).call1((array as usize, self.py_schema.bind(py)));

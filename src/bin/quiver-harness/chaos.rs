@@ -542,7 +542,7 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
     }
     d.absorb_producer_logs();
     let removed_still_mapped = removed_mappings();
-    let report = verify(&d, &store, observers, &args, seed)?;
+    let report = verify(d, &store, observers, args, seed)?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         println!(
