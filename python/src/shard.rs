@@ -3,7 +3,6 @@
 
 use std::sync::Mutex;
 
-use arrow_pyarrow::ToPyArrow;
 use pyo3::prelude::*;
 
 use crate::errors;
@@ -57,6 +56,7 @@ impl Task {
 #[pyclass(module = "quiver")]
 pub(crate) struct ShardManager {
     inner: Mutex<Option<quiver::ShardManager>>,
+    fast: crate::stream::FastPath,
 }
 
 impl ShardManager {
@@ -98,7 +98,8 @@ impl ShardManager {
             config = config.linger(crate::store::seconds(linger)?);
         }
         let manager = py.detach(|| quiver::ShardManager::join(&stream.inner, group, config)).map_err(errors::shard)?;
-        Ok(ShardManager { inner: Mutex::new(Some(manager)) })
+        let fast = crate::stream::FastPath::new(py, stream.inner.schema())?;
+        Ok(ShardManager { inner: Mutex::new(Some(manager)), fast })
     }
 
     /// Rebuilds group `group` of `stream` from the checkpoint at `path` and joins it.
@@ -106,7 +107,8 @@ impl ShardManager {
     fn restore(py: Python<'_>, stream: &Stream, group: &str, path: std::path::PathBuf) -> PyResult<Self> {
         let manager =
             py.detach(|| quiver::ShardManager::restore(&stream.inner, group, &path)).map_err(errors::shard)?;
-        Ok(ShardManager { inner: Mutex::new(Some(manager)) })
+        let fast = crate::stream::FastPath::new(py, stream.inner.schema())?;
+        Ok(ShardManager { inner: Mutex::new(Some(manager)), fast })
     }
 
     /// The next shard, waiting up to `timeout` seconds (`None`: for ever);
@@ -145,7 +147,9 @@ impl ShardManager {
         let batches = self.with(|m| py.detach(|| m.read_task(&task.inner, timeout)).map_err(errors::shard))?;
         match batches {
             None => Ok(None),
-            Some(batches) => Ok(Some(batches.iter().map(|b| b.batch.to_pyarrow(py)).collect::<PyResult<_>>()?)),
+            Some(batches) => {
+                Ok(Some(batches.iter().map(|b| self.fast.to_pyarrow(py, &b.batch)).collect::<PyResult<_>>()?))
+            }
         }
     }
 
