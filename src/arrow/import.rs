@@ -4,7 +4,7 @@
 //! input with an error, never a panic: arrow-ipc's readers slice buffers at
 //! the offsets a message gives without checking them against its body, so
 //! the IPC bytes are walked here first, every length and offset checked
-//! (the same checks as the store's decoder, [`check_record_batch`]), and
+//! (the same checks as the store's decoder, `check_record_batch`), and
 //! only checked messages are handed to arrow-ipc's decoder, which then
 //! validates the arrays it builds.
 //!
