@@ -140,13 +140,14 @@ impl Exported {
 impl Drop for Exported {
     fn drop(&mut self) {
         // SAFETY: `self.0` came from `Box::into_raw` in `export` and is freed
-        // only here; its contents are ours or a released shell.
-        let array = unsafe { Box::from_raw(self.0) };
-        if let Some(release_array) = array.release {
-            // SAFETY: an unreleased array of ours.
-            unsafe { release_array(self.0) };
+        // only here, below; its contents are ours or a released shell, and
+        // releasing it (if the consumer did not move it out) comes first.
+        unsafe {
+            if let Some(release_array) = (*self.0).release {
+                release_array(self.0);
+            }
+            drop(Box::from_raw(self.0));
         }
-        drop(array);
     }
 }
 

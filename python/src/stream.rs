@@ -276,8 +276,12 @@ impl FastPath {
             return Ok(None);
         }
         let schema = obj.getattr(intern!(py, "schema"))?;
+        // Metadata too: an extension type travels as field metadata, and
+        // the general path (which then refuses) compares it as well.
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item(intern!(py, "check_metadata"), true)?;
         let same = schema.is(self.py_schema.bind(py))
-            || schema.call_method1(intern!(py, "equals"), (self.py_schema.bind(py),))?.is_truthy()?;
+            || schema.call_method(intern!(py, "equals"), (self.py_schema.bind(py),), Some(&kwargs))?.is_truthy()?;
         if !same {
             return Ok(None);
         }
@@ -289,6 +293,10 @@ impl FastPath {
         // imported data, until the last buffer is dropped.
         let data = unsafe { arrow_array::ffi::from_ffi_and_data_type(array, struct_type) }
             .map_err(|e| errors::invalid(format!("pyarrow exported a batch arrow cannot import: {e}")))?;
+        // The import trusts the exporter; pyarrow checks less than arrow
+        // (UTF-8, increasing offsets), and a batch is read by other
+        // processes: validate it as the general path does.
+        data.validate_full().map_err(|e| errors::invalid(format!("an invalid batch: {e}")))?;
         let rows = data.len();
         let (_, columns, _) = StructArray::from(data).into_parts();
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
@@ -449,8 +457,14 @@ impl Consumer {
         Ok(polled)
     }
 
-    fn to_pyarrow<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        self.fast.to_pyarrow(py, batch)
+    /// A polled batch as a pyarrow batch; if that fails, the consumer goes
+    /// back to it, so the next poll meets it again rather than passing it.
+    fn handed_over<'py>(&self, py: Python<'py>, b: &quiver::StreamBatch) -> PyResult<Bound<'py, PyAny>> {
+        self.fast.to_pyarrow(py, &b.batch).inspect_err(|_| {
+            if let Ok(mut consumer) = lock(&self.inner) {
+                let _ = consumer.seek(b.partition, b.offset);
+            }
+        })
     }
 }
 
@@ -468,7 +482,7 @@ impl Consumer {
             None => Ok(None),
             Some(None) => Err(EndOfStream::new_err("the stream is closed and every batch was read")),
             Some(Some(b)) => {
-                let batch = self.to_pyarrow(py, &b.batch)?;
+                let batch = self.handed_over(py, &b)?;
                 if !with_meta {
                     return Ok(Some(batch.unbind()));
                 }
@@ -490,7 +504,7 @@ impl Consumer {
     /// Waits for the next batch (Ctrl-C interrupts); stops at the end.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self.next_batch(py, None)? {
-            Some(Some(b)) => self.to_pyarrow(py, &b.batch),
+            Some(Some(b)) => self.handed_over(py, &b),
             _ => Err(PyStopIteration::new_err(())),
         }
     }

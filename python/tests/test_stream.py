@@ -153,6 +153,28 @@ def test_every_kind_of_column_comes_back_equal(store):
     assert got[0].equals(batch)
 
 
+def test_an_invalid_pyarrow_batch_is_refused_not_stored(store):
+    # pyarrow builds these without complaint; arrow's full validation
+    # refuses them before a byte reaches the store (or a key hash reads them).
+    schema = pa.schema([("s", pa.string())])
+    stream = quiver.Stream.create(store, "s", schema, partitions=2, groups=["g"])
+    producer = stream.producer()
+    not_utf8 = pa.record_batch([pa.array([b"\xff\xfe"]).view(pa.string())], schema=schema)
+    offsets = pa.array([0, 100, 1], pa.int32()).buffers()[1]
+    out_of_bounds = pa.record_batch([pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"hello")])], schema=schema)
+    for bad in (not_utf8, out_of_bounds):
+        with pytest.raises(ValueError):
+            producer.append(bad)
+        with pytest.raises(ValueError):
+            producer.append_keyed(bad, "s")
+    assert stream.stats()["appended"] == 0
+    # Metadata is part of the schema: a batch that differs only there takes
+    # the general path, which refuses it as the Rust API does.
+    tagged = pa.record_batch([pa.array(["a"])], schema=schema.with_metadata({"k": "v"}))
+    with pytest.raises(ValueError):
+        producer.append(tagged)
+
+
 def test_a_wrong_schema_is_refused(store):
     stream = quiver.Stream.create(store, "s", SCHEMA)
     with pytest.raises(ValueError):

@@ -107,7 +107,11 @@ fn read_ipc_file(bytes: &[u8]) -> Result<Imported, ImportError> {
     if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
         return Err(ImportError::Unsupported("the file holds dictionary batches".into()));
     }
-    let mut batches = Vec::new();
+    // The blocks, checked to lie in the file and not to overlap (nor
+    // repeat) before any is read: each body is copied out, so a footer
+    // listing one big block a million times would otherwise ask for a
+    // million copies of it.
+    let mut blocks = Vec::new();
     for block in footer.recordBatches().into_iter().flatten() {
         let (offset, meta_len, body_len) = (block.offset(), block.metaDataLength(), block.bodyLength());
         let range =
@@ -115,13 +119,21 @@ fn read_ipc_file(bytes: &[u8]) -> Result<Imported, ImportError> {
         let Some(((start, meta_len), body_len)) = range else {
             return Err(bad(footer_start, format!("a block [{offset}, +{meta_len}, +{body_len}) is out of range")));
         };
-        let end = start.checked_add(meta_len).and_then(|m| m.checked_add(body_len));
-        if !end.is_some_and(|end| end <= footer_start) || start < 8 {
-            return Err(bad(
-                footer_start,
-                format!("a block [{offset}, +{meta_len}, +{body_len}) lies outside the file"),
-            ));
+        match start.checked_add(meta_len).and_then(|m| m.checked_add(body_len)) {
+            Some(end) if end <= footer_start && start >= 8 => blocks.push((start, meta_len, body_len, end)),
+            _ => {
+                let why = format!("a block [{offset}, +{meta_len}, +{body_len}) lies outside the file");
+                return Err(bad(footer_start, why));
+            }
         }
+    }
+    let mut sorted: Vec<(usize, usize)> = blocks.iter().map(|&(start, _, _, end)| (start, end)).collect();
+    sorted.sort_unstable();
+    if let Some(pair) = sorted.windows(2).find(|pair| pair[1].0 < pair[0].1) {
+        return Err(bad(pair[1].0, "two of the footer's blocks overlap"));
+    }
+    let mut batches = Vec::with_capacity(blocks.len());
+    for (start, meta_len, body_len, _) in blocks {
         let message =
             Message::frame(bytes, start)?.ok_or_else(|| bad(start, "a block points at an end-of-stream marker"))?;
         if message.next != start + meta_len {
@@ -219,7 +231,8 @@ impl Message {
         if version < MetadataVersion::V4 || version > MetadataVersion::V5 {
             return Err(bad(self.start, format!("metadata version {version:?} (this build reads V4 and V5)")));
         }
-        check_record_batch(schema, batch, self.body_len as u64, IPC_BUFFER_ALIGN)
+        let v4 = version == MetadataVersion::V4;
+        check_record_batch(schema, batch, self.body_len as u64, IPC_BUFFER_ALIGN, v4)
             .map_err(|why| bad(self.start, why))?;
         // Copied into an aligned buffer: the messages of a file are only as
         // aligned as the file, and arrow needs each type's alignment.
@@ -422,5 +435,41 @@ mod tests {
         assert!(read("a\nx\"y\n").is_err(), "a stray quote");
         let header_only = read_csv("a,b\n", 10).unwrap();
         assert_eq!((header_only.schema.fields().len(), header_only.batches.len()), (2, 0));
+    }
+
+    /// A footer that lists one block twice (or blocks that overlap) would
+    /// have each copied out again: a small file could ask for terabytes.
+    #[test]
+    fn a_footer_listing_a_block_twice_is_refused_before_anything_is_copied() {
+        use std::sync::Arc;
+
+        use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+
+        let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef)]).unwrap();
+        let mut writer = arrow_ipc::writer::FileWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.write(&batch).unwrap();
+        let mut bytes = writer.into_inner().unwrap();
+        assert_eq!(super::read_ipc(&bytes).unwrap().batches.len(), 2);
+        // The footer's blocks are 24-byte structs: copy the first over the second.
+        let footer_len = i32::from_le_bytes(bytes[bytes.len() - 10..bytes.len() - 6].try_into().unwrap()) as usize;
+        let footer_at = bytes.len() - 10 - footer_len;
+        let blocks: Vec<[u8; 24]> = arrow_ipc::root_as_footer(&bytes[footer_at..bytes.len() - 10])
+            .unwrap()
+            .recordBatches()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let mut raw = [0u8; 24];
+                raw[..8].copy_from_slice(&b.offset().to_le_bytes());
+                raw[8..12].copy_from_slice(&b.metaDataLength().to_le_bytes());
+                raw[16..].copy_from_slice(&b.bodyLength().to_le_bytes());
+                raw
+            })
+            .collect();
+        let second = bytes[footer_at..].windows(24).position(|w| w == blocks[1]).expect("the second block") + footer_at;
+        bytes[second..second + 24].copy_from_slice(&blocks[0]);
+        let e = super::read_ipc(&bytes).unwrap_err().to_string();
+        assert!(e.contains("overlap"), "{e}");
     }
 }

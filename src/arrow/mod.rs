@@ -100,19 +100,22 @@ pub(crate) fn check_batch_message(
     if u64::try_from(message.bodyLength()).ok() != Some(body) {
         return Err(not(format!("the IPC body is {} bytes, the object holds {body}", message.bodyLength())));
     }
-    check_record_batch(schema, batch, body, IPC_ALIGNMENT as i64).map_err(not)
+    check_record_batch(schema, batch, body, IPC_ALIGNMENT as i64, false).map_err(not)
 }
 
 /// Checks a record-batch message whose body holds `body` bytes against
 /// `schema`, before arrow-ipc sees it: no compression, every buffer inside
 /// the body and at a multiple of `align`, every node's length within what
-/// its place in the schema allows, every fixed-width buffer whole values.
+/// its place in the schema allows, every fixed-width buffer whole values,
+/// every union's type IDs covering it (`v4`: metadata version V4, whose
+/// unions have a validity buffer).
 /// Shared by the store's decoder and the import of Arrow files.
 pub(crate) fn check_record_batch(
     schema: &arrow_schema::Schema,
     batch: arrow_ipc::RecordBatch<'_>,
     body: u64,
     align: i64,
+    v4: bool,
 ) -> Result<(), String> {
     if batch.compression().is_some() {
         return Err("compressed IPC bodies are not supported".into());
@@ -154,104 +157,126 @@ pub(crate) fn check_record_batch(
     }
     // Each buffer's length must be whole values of its type: arrow asserts
     // that (a panic) when it validates offsets and builds primitive arrays.
-    let mut buffers = batch.buffers().into_iter().flatten().map(|b| b.length());
-    let mut variadic = batch.variadicBufferCounts().into_iter().flatten();
+    let mut walk = BufferWalk {
+        buffers: batch.buffers().into_iter().flatten().map(|b| b.length()),
+        variadic: batch.variadicBufferCounts().into_iter().flatten(),
+        nodes: batch.nodes().into_iter().flatten().map(|n| n.length()),
+        v4,
+    };
     for field in schema.fields() {
-        check_buffers(field.data_type(), &mut buffers, &mut variadic)?;
+        walk.column(field.data_type())?;
     }
     Ok(())
 }
 
-/// Walks the buffers of a column of type `t` in the order arrow-ipc reads
-/// them, checking that each fixed-width one holds whole values.
-fn check_buffers(
-    t: &DataType,
-    buffers: &mut impl Iterator<Item = i64>,
-    variadic: &mut impl Iterator<Item = i64>,
-) -> Result<(), String> {
-    let mut next = |width: i64| -> Result<(), String> {
-        let len = buffers.next().ok_or("fewer IPC buffers than the schema needs")?;
+/// Walks the buffers of each column in the order arrow-ipc reads them,
+/// beside the columns' nodes (both are in pre-order over the fields),
+/// checking that each fixed-width buffer holds whole values and that a
+/// union's type IDs (and a dense union's offsets) cover its length: arrow
+/// slices those at the node's length without checking.
+struct BufferWalk<B, V, N> {
+    buffers: B,
+    variadic: V,
+    nodes: N,
+    /// Metadata version V4, whose unions carry a validity buffer.
+    v4: bool,
+}
+
+impl<B: Iterator<Item = i64>, V: Iterator<Item = i64>, N: Iterator<Item = i64>> BufferWalk<B, V, N> {
+    /// The next buffer, checked to be whole `width`-byte values of `t`.
+    fn next(&mut self, t: &DataType, width: i64) -> Result<i64, String> {
+        let len = self.buffers.next().ok_or("fewer IPC buffers than the schema needs")?;
         if width > 1 && len % width != 0 {
             return Err(format!("an IPC buffer of {len} bytes is not whole {width}-byte values of {t}"));
         }
-        Ok(())
-    };
-    match t {
-        DataType::Null => Ok(()),
-        DataType::Boolean => {
-            next(1)?;
-            next(1)
-        }
-        DataType::Utf8 | DataType::Binary => {
-            next(1)?;
-            next(4)?;
-            next(1)
-        }
-        DataType::LargeUtf8 | DataType::LargeBinary => {
-            next(1)?;
-            next(8)?;
-            next(1)
-        }
-        DataType::Utf8View | DataType::BinaryView => {
-            next(1)?;
-            next(16)?;
-            let count = variadic.next().ok_or("a view column without its variadic buffer count")?;
-            for _ in 0..count.clamp(0, 1 << 16) {
-                next(1)?;
+        Ok(len)
+    }
+
+    fn column(&mut self, t: &DataType) -> Result<(), String> {
+        // `check_node` has checked the nodes: here only their lengths matter.
+        let len = self.nodes.next().ok_or("fewer IPC nodes than the schema has fields")?.max(0);
+        match t {
+            DataType::Null => Ok(()),
+            DataType::Boolean => {
+                self.next(t, 1)?;
+                self.next(t, 1).map(drop)
             }
-            Ok(())
-        }
-        DataType::List(child) | DataType::Map(child, _) => {
-            next(1)?;
-            next(4)?;
-            check_buffers(child.data_type(), buffers, variadic)
-        }
-        DataType::LargeList(child) => {
-            next(1)?;
-            next(8)?;
-            check_buffers(child.data_type(), buffers, variadic)
-        }
-        DataType::ListView(child) => {
-            next(1)?;
-            next(4)?;
-            next(4)?;
-            check_buffers(child.data_type(), buffers, variadic)
-        }
-        DataType::LargeListView(child) => {
-            next(1)?;
-            next(8)?;
-            next(8)?;
-            check_buffers(child.data_type(), buffers, variadic)
-        }
-        DataType::FixedSizeList(child, _) => {
-            next(1)?;
-            check_buffers(child.data_type(), buffers, variadic)
-        }
-        DataType::Struct(children) => {
-            next(1)?;
-            children.iter().try_for_each(|c| check_buffers(c.data_type(), buffers, variadic))
-        }
-        DataType::Union(children, mode) => {
-            next(1)?;
-            if *mode == arrow_schema::UnionMode::Dense {
-                next(4)?;
+            DataType::Utf8 | DataType::Binary => {
+                self.next(t, 1)?;
+                self.next(t, 4)?;
+                self.next(t, 1).map(drop)
             }
-            children.iter().try_for_each(|(_, c)| check_buffers(c.data_type(), buffers, variadic))
-        }
-        DataType::RunEndEncoded(ends, values) => {
-            check_buffers(ends.data_type(), buffers, variadic)?;
-            check_buffers(values.data_type(), buffers, variadic)
-        }
-        other => {
-            // Fixed-width values: validity, then values of the type's width
-            // (bytes for FixedSizeBinary; bits, so any length, for others
-            // without a byte width).
-            next(1)?;
-            let width = match other {
-                DataType::FixedSizeBinary(n) => (*n).max(1) as i64,
-                _ => other.primitive_width().map_or(1, |w| w as i64),
-            };
-            next(width)
+            DataType::LargeUtf8 | DataType::LargeBinary => {
+                self.next(t, 1)?;
+                self.next(t, 8)?;
+                self.next(t, 1).map(drop)
+            }
+            DataType::Utf8View | DataType::BinaryView => {
+                self.next(t, 1)?;
+                self.next(t, 16)?;
+                let count = self.variadic.next().ok_or("a view column without its variadic buffer count")?;
+                for _ in 0..count.clamp(0, 1 << 16) {
+                    self.next(t, 1)?;
+                }
+                Ok(())
+            }
+            DataType::List(child) | DataType::Map(child, _) => {
+                self.next(t, 1)?;
+                self.next(t, 4)?;
+                self.column(child.data_type())
+            }
+            DataType::LargeList(child) => {
+                self.next(t, 1)?;
+                self.next(t, 8)?;
+                self.column(child.data_type())
+            }
+            DataType::ListView(child) => {
+                self.next(t, 1)?;
+                self.next(t, 4)?;
+                self.next(t, 4)?;
+                self.column(child.data_type())
+            }
+            DataType::LargeListView(child) => {
+                self.next(t, 1)?;
+                self.next(t, 8)?;
+                self.next(t, 8)?;
+                self.column(child.data_type())
+            }
+            DataType::FixedSizeList(child, _) => {
+                self.next(t, 1)?;
+                self.column(child.data_type())
+            }
+            DataType::Struct(children) => {
+                self.next(t, 1)?;
+                children.iter().try_for_each(|c| self.column(c.data_type()))
+            }
+            DataType::Union(children, mode) => {
+                if self.v4 {
+                    self.next(t, 1)?;
+                }
+                if self.next(t, 1)? < len {
+                    return Err(format!("a union's type IDs cover fewer than its {len} values"));
+                }
+                if *mode == arrow_schema::UnionMode::Dense && self.next(t, 4)? < len.saturating_mul(4) {
+                    return Err(format!("a dense union's offsets cover fewer than its {len} values"));
+                }
+                children.iter().try_for_each(|(_, c)| self.column(c.data_type()))
+            }
+            DataType::RunEndEncoded(ends, values) => {
+                self.column(ends.data_type())?;
+                self.column(values.data_type())
+            }
+            other => {
+                // Fixed-width values: validity, then values of the type's
+                // width (bytes for FixedSizeBinary; bits, so any length, for
+                // others without a byte width).
+                self.next(t, 1)?;
+                let width = match other {
+                    DataType::FixedSizeBinary(n) => (*n).max(1) as i64,
+                    _ => other.primitive_width().map_or(1, |w| w as i64),
+                };
+                self.next(t, width).map(drop)
+            }
         }
     }
 }

@@ -42,6 +42,7 @@ pub(crate) fn ls(args: LsArgs) -> Result<()> {
             FileState::BeingCreated => "being created".to_string(),
             FileState::Abandoned => "abandoned by a dead creator (`quiver rm` removes it)".to_string(),
             FileState::NotAStore(why) => format!("not a quiver store: {why}"),
+            FileState::Unreadable(why) => format!("cannot be read: {why}"),
             _ => format!("{:?}", f.state),
         };
         let owner = f.owner.map_or("?".to_string(), |uid| uid.to_string());

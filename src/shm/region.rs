@@ -59,7 +59,13 @@ pub(crate) fn remove_stale_creations(path: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if !file_name.starts_with(&prefix) || !file_name.ends_with(CREATING) {
+        // `.NAME.XXXXXX.creating`, the random part without a dot: not the
+        // temporaries of a store `NAME.other`.
+        let ours = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(CREATING))
+            .is_some_and(|random| !random.is_empty() && !random.contains('.'));
+        if !ours {
             continue;
         }
         let stale = entry.path();

@@ -33,6 +33,8 @@ pub enum FileState {
     /// Not a quiver store (a symlink, a directory, a device, other bytes):
     /// why.
     NotAStore(String),
+    /// A file this user cannot read (another user's store, most likely): why.
+    Unreadable(String),
 }
 
 /// A file in the store directory, as [`list`] and [`inspect`] see it.
@@ -124,7 +126,13 @@ fn inspect_as(path: &Path, name: String) -> StoreFile {
             return file;
         }
         Err(e) => {
-            file.state = FileState::NotAStore(format!("cannot be read: {e}"));
+            // Another user's store (mode 0600) cannot be opened: say whose
+            // it is, from the directory entry.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::MetadataExt;
+                (file.owner, file.size, file.allocated) = (Some(meta.uid()), meta.len(), meta.blocks() * 512);
+            }
+            file.state = FileState::Unreadable(format!("{e}"));
             return file;
         }
     };
@@ -180,6 +188,10 @@ pub fn remove(name: &str, force: bool) -> Result<Removed> {
     match &file.state {
         FileState::Store | FileState::OtherVersion(_) => {}
         FileState::NotAStore(why) => return refuse(format!("it is not a quiver store ({why}); remove it by hand")),
+        FileState::Unreadable(why) if !force => {
+            return refuse(format!("it cannot be read ({why}), so it cannot be checked (--force removes it)"))
+        }
+        FileState::Unreadable(_) => {}
         FileState::BeingCreated | FileState::Abandoned => return refuse("it is a store being created".into()),
     }
     let me = rustix::process::geteuid().as_raw();

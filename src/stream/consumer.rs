@@ -364,8 +364,14 @@ impl Consumer {
         let p = partition as usize;
         let (batch, meta) = match self.reader.decode(view) {
             Ok(decoded) => decoded,
-            // The store failed, not the batch's bytes.
-            Err(crate::arrow::BatchError::Store(e)) => return Err(e.into()),
+            // The store failed, not the batch's bytes: stay on the batch
+            // (as below), so the next poll meets it again.
+            Err(crate::arrow::BatchError::Store(e)) => {
+                self.ready.clear();
+                self.fetched[p] = offset;
+                self.pos[p] = offset;
+                return Err(e.into());
+            }
             Err(source) => {
                 let recorded = match self.skip_corrupt {
                     true => self.record_skip(partition, offset, &source.to_string()),
@@ -435,13 +441,15 @@ impl Consumer {
 
     /// Counts a skip here and, for a group, in the file.
     fn record_skip(&mut self, partition: u32, offset: u64, reason: &str) -> Result<()> {
+        if let Some(group) = self.group.clone() {
+            let key = super::GroupKey { slot: group.slot, created_ns: group.created_ns };
+            self.stream.transaction(|tx| -> Result<()> {
+                tx.record_skip(key, partition, offset, reason)?;
+                Ok(())
+            })?;
+        }
         self.skipped += 1;
-        let Some(group) = self.group.clone() else { return Ok(()) };
-        let key = super::GroupKey { slot: group.slot, created_ns: group.created_ns };
-        self.stream.transaction(|tx| -> Result<()> {
-            tx.record_skip(key, partition, offset, reason)?;
-            Ok(())
-        })
+        Ok(())
     }
 
     /// The next batch: one taken ahead, or else a look at every assigned

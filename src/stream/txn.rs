@@ -293,7 +293,9 @@ impl<'a> StreamTxn<'a> {
                 partition: r.partition.load(Relaxed),
                 offset: r.offset.load(Relaxed),
                 at_ns: r.at_ns.load(Relaxed),
-                reason: registry::read_name(&r.reason, &r.reason_len)?,
+                // A writer that died mid-record leaves a torn reason: the
+                // entry is listed all the same.
+                reason: registry::read_name(&r.reason, &r.reason_len).unwrap_or_else(|_| "(unreadable)".into()),
             });
         }
         Ok((out, count))
