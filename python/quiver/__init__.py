@@ -48,6 +48,9 @@ from ._quiver import (
     read_file,
 )
 
+# `import quiver.plasma as plasma`: the pyarrow.plasma API on quiver.
+from . import plasma  # noqa: E402
+
 __all__ = [
     "FORMAT_VERSION",
     "AlreadyExists",
@@ -75,5 +78,6 @@ __all__ = [
     "Store",
     "Task",
     "TaskNotHeld",
+    "plasma",
     "read_file",
 ]

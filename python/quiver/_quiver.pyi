@@ -96,6 +96,9 @@ class ObjectBuilder:
         """Copies `data` into the object at `offset`."""
     def seal(self) -> None:
         """Makes the object immutable and visible to every process."""
+    def seal_keeping_buffers(self) -> None:
+        """Seals although buffers of the object are open (Plasma's semantics):
+        it stays referenced until they are all gone. Don't write after it."""
     def abort(self) -> None:
         """Gives the object up: its memory is freed and its ID is free again."""
     def __buffer__(self, flags: int) -> memoryview: ...
@@ -182,6 +185,9 @@ class Store:
         """Every object: id, sizes, state, references, pinned, age."""
     def stats(self) -> dict[str, Any]:
         """The store's numbers: capacity, used, payload, objects, clients, ..."""
+    def evict(self, num_bytes: int) -> int:
+        """Evicts least recently used unreferenced objects until `num_bytes`
+        of data and metadata are freed (or none is left); returns the bytes."""
     def recover_dead_clients(self) -> int:
         """Releases what dead clients left behind; returns how many."""
     def mapped_range(self) -> tuple[int, int]:

@@ -129,11 +129,14 @@ unsafe fn fill(
 pub(crate) struct ObjectBuilder {
     inner: Option<quiver::ObjectBuilder>,
     exports: usize,
+    /// After `seal_keeping_buffers`: the object, referenced for as long as
+    /// this builder (and so every buffer of it) lives.
+    sealed: Option<quiver::ObjectView>,
 }
 
 impl ObjectBuilder {
     pub(crate) fn new(inner: quiver::ObjectBuilder) -> Self {
-        ObjectBuilder { inner: Some(inner), exports: 0 }
+        ObjectBuilder { inner: Some(inner), exports: 0, sealed: None }
     }
 
     fn builder(&mut self) -> PyResult<&mut quiver::ObjectBuilder> {
@@ -184,6 +187,18 @@ impl ObjectBuilder {
     /// Makes the object immutable and visible to every process.
     fn seal(&mut self) -> PyResult<()> {
         self.finish("sealing")?.seal().map_err(errors::store)
+    }
+
+    /// Seals the object although buffers of it are still open (what
+    /// Plasma's `seal` allows): the object stays referenced, so never
+    /// evicted or freed, until this builder and every buffer of it are
+    /// gone. Writing through such a buffer after the seal breaks the
+    /// promise that sealed objects do not change: don't.
+    fn seal_keeping_buffers(&mut self) -> PyResult<()> {
+        let builder =
+            self.inner.take().ok_or_else(|| errors::Error::new_err("the object was sealed or aborted already"))?;
+        self.sealed = Some(builder.seal_and_view().map_err(errors::store)?);
+        Ok(())
     }
 
     /// Gives the object up: its memory is freed and its ID is free again.

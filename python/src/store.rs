@@ -231,6 +231,14 @@ impl Store {
         py.detach(|| store.delete(id.0)).map_err(errors::store)
     }
 
+    /// Evicts least recently used objects (sealed, unpinned, with no view
+    /// or buffer open) until their data and metadata add up to at least
+    /// `num_bytes`, or none is left; returns the bytes evicted.
+    fn evict(&self, py: Python<'_>, num_bytes: u64) -> PyResult<u64> {
+        let store = self.handle()?;
+        py.detach(|| store.evict(num_bytes)).map_err(errors::store)
+    }
+
     /// Every object: a dict each (id, sizes, state, references, pinned, age).
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let store = self.handle()?;

@@ -282,6 +282,29 @@ impl<'a> Locked<'a> {
         Ok(())
     }
 
+    /// Evicts least recently used objects (sealed, unpinned, unreferenced)
+    /// until their data and metadata add up to at least `bytes`, or none is
+    /// left; returns the bytes of data and metadata evicted.
+    pub(crate) fn evict(&self, bytes: u64) -> Result<u64> {
+        let t = self.t;
+        let mut freed = 0u64;
+        while freed < bytes {
+            let Some(victim) = t.lru_oldest() else { break };
+            let entry = t.entry(victim)?;
+            if !Tables::is_evictable(entry) {
+                return self.noted(Err(StoreError::corrupted(format_args!(
+                    "the LRU list names entry {victim}, which is not evictable"
+                ))));
+            }
+            let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));
+            self.noted(t.free_object(victim))?;
+            t.header.evictions.fetch_add(1, Relaxed);
+            freed = freed.saturating_add(payload);
+            self.wake.space.set(true);
+        }
+        Ok(freed)
+    }
+
     /// Gives `builder`'s object up and frees its memory now (dropping the
     /// builder does the same, at the end of the transaction).
     pub(crate) fn abort(&self, builder: ObjectBuilder) -> Result<()> {

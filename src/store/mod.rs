@@ -471,6 +471,13 @@ impl Store {
         Ok(())
     }
 
+    /// Evicts least recently used objects (sealed, unpinned, with no view)
+    /// until their data and metadata add up to at least `bytes` or none is
+    /// left, as Plasma's `evict` does; returns the bytes evicted.
+    pub fn evict(&self, bytes: u64) -> Result<u64> {
+        self.locked(|l| l.evict(bytes))
+    }
+
     /// Protects a sealed object from eviction.
     pub fn pin(&self, id: ObjectId) -> Result<()> {
         self.set_pinned(id, true)

@@ -91,6 +91,19 @@ impl ObjectBuilder {
         super::locked::transaction(&shared, |l| l.seal(self))
     }
 
+    /// Seals the object and, in the same critical section, takes a view of
+    /// it: the object is referenced from the moment it is sealed, so it is
+    /// never evicted or freed while the caller still holds pointers into
+    /// its bytes (a Plasma-style client whose buffer outlives the seal).
+    pub fn seal_and_view(self) -> Result<ObjectView> {
+        let shared = Arc::clone(&self.shared);
+        let id = self.id;
+        super::locked::transaction(&shared, |l| {
+            l.seal(self)?;
+            l.view(id)?.ok_or(StoreError::NotFound(id))
+        })
+    }
+
     /// Gives the object up and frees its memory (what dropping does, with
     /// the error reported).
     pub fn abort(self) -> Result<()> {

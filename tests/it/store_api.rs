@@ -359,3 +359,28 @@ fn capacity_is_the_arena_and_the_largest_object_is_64_bytes_less() {
     // The documented largest object fits in the empty store.
     store.create_object(ObjectId::random(), capacity - 64, &[]).unwrap().seal().unwrap();
 }
+
+#[test]
+fn evict_frees_least_recently_used_objects_and_a_sealed_view_keeps_its_object() {
+    let t = crate::common::TestStore::new("evict");
+    let store = t.create(1 << 20);
+    let put = |i: u64, size: usize| {
+        let mut b = store.create_object(ObjectId::sequential(1, 0, i), size as u64, b"m").unwrap();
+        b.data_mut().fill(1);
+        b.seal().unwrap();
+    };
+    put(0, 1000);
+    put(1, 900);
+    // Sealed with a view taken in the same critical section: not evictable.
+    let mut b = store.create_object(ObjectId::sequential(1, 0, 2), 800, b"").unwrap();
+    b.data_mut().fill(2);
+    let view = b.seal_and_view().unwrap();
+    assert_eq!(store.evict(1).unwrap(), 1001, "the oldest first: data and metadata");
+    assert_eq!(store.evict(u64::MAX).unwrap(), 901, "only what no view holds");
+    assert!(store.contains(ObjectId::sequential(1, 0, 2)).unwrap());
+    assert_eq!(view.data()[0], 2);
+    drop(view);
+    assert_eq!(store.evict(1).unwrap(), 800);
+    assert_eq!(store.evict(1).unwrap(), 0, "nothing left");
+    assert_eq!(store.stats().unwrap().evictions, 3);
+}
