@@ -234,15 +234,17 @@ class PlasmaClient:
         """The objects' data as read-only pyarrow buffers (the shared memory
         itself), waiting up to ``timeout_ms`` milliseconds in all (-1: for
         ever); ``None`` for each one not sealed in time. With ``with_meta``,
-        a ``(metadata, data)`` pair each."""
+        a ``(metadata, data)`` pair each, the metadata as ``bytes`` (as
+        Plasma gave it)."""
         views = self._store.get_many([o._quiver() for o in object_ids], _timeout(timeout_ms))
         if not with_meta:
             return [None if v is None else pa.py_buffer(v) for v in views]
-        return [(None, None) if v is None else (pa.py_buffer(v.metadata), pa.py_buffer(v)) for v in views]
+        return [(None, None) if v is None else (v.metadata, pa.py_buffer(v)) for v in views]
 
     def get_metadata(self, object_ids, timeout_ms=-1):
         """The objects' metadata as pyarrow buffers (``None`` if not there in time)."""
-        return [meta for meta, _ in self.get_buffers(object_ids, timeout_ms, with_meta=True)]
+        pairs = self.get_buffers(object_ids, timeout_ms, with_meta=True)
+        return [None if meta is None else pa.py_buffer(meta) for meta, _ in pairs]
 
     def get(self, object_ids, timeout_ms=-1, serialization_context=None):
         """The values ``put`` stored (``ObjectNotAvailable`` for each one not
@@ -256,7 +258,7 @@ class PlasmaClient:
         for meta, data in self.get_buffers(ids, timeout_ms, with_meta=True):
             if data is None:
                 values.append(ObjectNotAvailable)
-            elif meta is not None and meta.to_pybytes() == _PICKLED:
+            elif meta == _PICKLED:
                 values.append(_unpickle(data))
             else:
                 values.append(data)

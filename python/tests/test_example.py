@@ -17,3 +17,15 @@ def test_the_example_trains_every_consumer(mode):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok: every row seen" in done.stdout
+
+
+def test_the_plasma_example_runs_on_quiver_plasma():
+    example = EXAMPLE.parent / "plasma_sgd.py"
+    source = example.read_text()
+    assert "import quiver.plasma as plasma  # was: import pyarrow.plasma as plasma" in source
+    done = subprocess.run(
+        [sys.executable, str(example), "--consumers", "2", "--batches", "500"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok: every consumer saw every row" in done.stdout

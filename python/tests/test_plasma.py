@@ -63,7 +63,7 @@ def test_create_seal_get_with_metadata(client):
         assert data.to_pybytes() == bytes(i % 256 for i in range(length))
         assert client.get_metadata([object_id])[0].to_pybytes() == metadata
         [(meta, data)] = client.get_buffers([object_id], with_meta=True)
-        assert meta.to_pybytes() == metadata and data.size == length
+        assert meta == metadata and data.size == length
 
 
 def test_create_existing_and_create_and_seal(client):
@@ -76,7 +76,7 @@ def test_create_existing_and_create_and_seal(client):
     with pytest.raises(plasma.PlasmaObjectExists):
         client.create_and_seal(other, b"a", b"b")
     [(meta, data)] = client.get_buffers([other], with_meta=True)
-    assert (meta.to_pybytes(), data.to_pybytes()) == (b"meta", b"data")
+    assert (meta, data.to_pybytes()) == (b"meta", b"data")
 
 
 def test_get_times_out_and_an_unsealed_object_is_not_there(client):
@@ -137,7 +137,7 @@ def test_put_and_get_raw_buffer(client):
     for value in (b"Bytes Test", 10 * b"\x00"):
         object_id = client.put_raw_buffer(value, metadata=b"RAW")
         [(meta, data)] = client.get_buffers([object_id], with_meta=True)
-        assert meta.to_pybytes() == b"RAW" and data.to_pybytes() == value
+        assert meta == b"RAW" and data.to_pybytes() == value
     [(meta, data)] = client.get_buffers([oid()], timeout_ms=0, with_meta=True)
     assert meta is None and data is None
 
