@@ -83,6 +83,9 @@ def consume(store_name, mode, index, use_sklearn):
                     fit(m, batch)
                     rows += batch.num_rows
                 member.report(task)
+    if rows == 0:  # a member that joined after every shard was taken
+        print(0, 0.0, 0.0, flush=True)
+        return
     intercept = float(m.intercept_ if isinstance(m, quiver.SgdRegressor) else m.intercept_[0])
     print(rows, intercept, float(m.coef_[0]), flush=True)
 

@@ -34,6 +34,9 @@ class StreamClosed(Error):
 class CorruptBatch(Error):
     """A batch that cannot be decoded; `Consumer.skip` passes it."""
 
+class NotSealed(Error):
+    """The object is still being created (not sealed)."""
+
 class Corrupted(Error):
     """The store file's bytes violate the format."""
 

@@ -14,7 +14,7 @@ What differs from Plasma, and why:
 
 - There is no daemon. A "store" is a quiver store file in ``/dev/shm``;
   ``start_plasma_store`` creates one (and removes it at the end of its
-  ``with`` block) and yields ``(name, None)``, and ``connect(name)`` opens it.
+  ``with`` block) and yields ``(name, handle)``, and ``connect(name)`` opens it.
   Every client maps the store itself: nothing goes through a socket.
 - ``put``/``get`` serialize with pickle protocol 5, buffers out of band (so
   NumPy arrays and pyarrow buffers are stored and read back without a
@@ -61,26 +61,27 @@ _PICKLED = b"QVPLPK05"  # the metadata of objects `put` wrote
 _CAPACITY = _quiver.ObjectId(b"p" + b"capacity".ljust(23, b"\0"))  # the requested capacity
 
 
-class PlasmaObjectExists(_quiver.AlreadyExists):
+# Each is also a pyarrow.lib.ArrowException, as Plasma's were, so existing
+# `except pa.lib.ArrowException` handlers still catch them.
+class PlasmaObjectExists(_quiver.AlreadyExists, pa.lib.ArrowException):
     """An object with this ID exists already."""
 
 
-class PlasmaObjectNotFound(_quiver.NotFound):
-    """No object with this ID."""
+class PlasmaObjectNotFound(_quiver.NotFound, pa.lib.ArrowException):
+    """No object with this ID (or not one this client is creating)."""
 
 
-class PlasmaStoreFull(_quiver.StoreFull):
+class PlasmaStoreFull(_quiver.StoreFull, pa.lib.ArrowException):
     """The store has no room for the object (after evicting what it could)."""
 
 
-class _ObjectNotAvailable:
-    """What ``get`` returns for an object that was not there in time."""
-
-    def __repr__(self):
-        return "ObjectNotAvailable"
+class PlasmaObjectCorrupt(_quiver.Corrupted, pa.lib.ArrowInvalid):
+    """An object tagged as a pickled value whose bytes are not one."""
 
 
-ObjectNotAvailable = _ObjectNotAvailable()
+class ObjectNotAvailable:
+    """What ``get`` returns (this class itself, as Plasma did) for an object
+    that was not there in time."""
 
 PlasmaBuffer = pa.Buffer
 
@@ -157,10 +158,11 @@ class PlasmaClient:
 
     def create_and_seal(self, object_id, data, metadata=b""):
         """Creates, fills and seals an object in one call."""
-        buffer = self.create(object_id, len(data), metadata)
-        pa.FixedSizeBufferWriter(buffer).write(data)
-        del buffer
-        self.seal(object_id)
+        data = memoryview(data).cast("B")
+        builder = self._create_builder(object_id, data.nbytes, bytes(metadata or b""))
+        with builder:  # sealed at the end, or aborted if the copy fails
+            with memoryview(builder) as target:
+                target[:] = data
 
     def seal(self, object_id):
         """Makes the object immutable and visible to every client. Buffers
@@ -171,6 +173,8 @@ class PlasmaClient:
             raise PlasmaObjectNotFound(f"{object_id} is not being created by this client")
         builder, created = entry
         builder.seal_keeping_buffers()
+        if len(self._constructed) >= 100_000:
+            self._constructed.clear()  # bounded: only list()'s construct_duration uses it
         self._constructed[object_id] = (created, time.time())
 
     def abort(self, object_id):
@@ -257,7 +261,7 @@ class PlasmaClient:
         values = []
         for meta, data in self.get_buffers(ids, timeout_ms, with_meta=True):
             if data is None:
-                values.append(ObjectNotAvailable)
+                values.append(ObjectNotAvailable)  # the class, as Plasma returned
             elif meta == _PICKLED:
                 values.append(_unpickle(data))
             else:
@@ -274,10 +278,12 @@ class PlasmaClient:
         ``construct_duration`` and ``state`` (``"created"`` or ``"sealed"``)."""
         now = time.time()
         out = {}
+        listed = set()
         for info in self._store.list():
             object_id = _of(info["id"])
             if object_id is None:
                 continue
+            listed.add(object_id)
             age = info["age"]["secs"] + info["age"]["nanos"] / 1e9
             sealed = info["state"] == "sealed"
             created, sealed_at = self._constructed.get(object_id, (now - age, None))
@@ -289,6 +295,9 @@ class PlasmaClient:
                 "construct_duration": (sealed_at - created) if (sealed and sealed_at) else -1,
                 "state": "sealed" if sealed else "created",
             }
+        # Forget the construction times of objects gone (deleted or evicted).
+        for gone in set(self._constructed) - listed:
+            del self._constructed[gone]
         return out
 
     # ---- removing ----
@@ -297,9 +306,10 @@ class PlasmaClient:
         """Deletes sealed objects (missing ones are ignored, as Plasma did);
         each one's memory is freed once no buffer holds it."""
         for object_id in object_ids:
+            self._constructed.pop(object_id, None)
             try:
                 self._store.delete(object_id._quiver())
-            except _quiver.NotFound:
+            except (_quiver.NotFound, _quiver.NotSealed):
                 pass
 
     def evict(self, num_bytes):
@@ -351,20 +361,64 @@ def _round(n):
 
 
 def _unpickle(data):
+    """The value `put` laid out in `data`, every length checked first."""
+    size = data.size
+    if size < 4:
+        raise PlasmaObjectCorrupt("a pickled object shorter than its header")
     count = struct.unpack_from("<I", data, 0)[0]
+    if not 1 <= count <= (size - 4) // 16:
+        raise PlasmaObjectCorrupt(f"a pickled object claims {count} parts")
     table = struct.unpack_from(f"<{2 * count}Q", data, 4)
-    parts = [data.slice(table[2 * i], table[2 * i + 1]) for i in range(count)]
-    return pickle.loads(parts[0], buffers=parts[1:])
+    parts = []
+    for i in range(count):
+        offset, length = table[2 * i], table[2 * i + 1]
+        if offset > size or length > size - offset:
+            raise PlasmaObjectCorrupt(f"part {i} of a pickled object lies outside it")
+        parts.append(data.slice(offset, length))
+    try:
+        return pickle.loads(parts[0], buffers=parts[1:])
+    except Exception as e:  # noqa: BLE001 (any unpickling failure is the same fault)
+        raise PlasmaObjectCorrupt(f"a pickled object does not unpickle: {e}") from e
 
 
 def connect(store_socket_name, manager_socket_name=None, release_delay=0, num_retries=-1):
     """Connects to the store ``store_socket_name``: a quiver store name (or
     a path to its file)."""
-    if os.sep in store_socket_name:
-        store = _quiver.Store.open(path=store_socket_name)
-    else:
-        store = _quiver.Store.open(store_socket_name)
+    try:
+        if os.sep in store_socket_name:
+            store = _quiver.Store.open(path=store_socket_name)
+        else:
+            store = _quiver.Store.open(store_socket_name)
+    except (_quiver.NotFound, _quiver.NotAStore) as e:
+        # What Plasma raised when nothing listened on the socket.
+        raise OSError(f"could not connect to the store {store_socket_name!r}: {e}") from e
     return PlasmaClient(store)
+
+
+class _StoreHandle:
+    """What ``start_plasma_store`` yields where Plasma yielded the store's
+    process: ``poll()`` is ``None`` while the store exists, and
+    ``terminate()``/``kill()`` remove it."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def poll(self):
+        return None if os.path.exists(f"/dev/shm/quiver-{self._name}") else 0
+
+    def terminate(self):
+        try:
+            _quiver.Store.remove(self._name)
+        except _quiver.NotFound:
+            pass
+
+    kill = terminate
+
+    def wait(self, timeout=None):
+        return self.poll()
+
+    def send_signal(self, signal):
+        self.terminate()
 
 
 @contextmanager
@@ -373,8 +427,10 @@ def start_plasma_store(
     external_store=None,
 ):
     """Creates a store able to hold ``plasma_store_memory`` bytes and yields
-    ``(name, None)``: there is no daemon to hand back. The store is removed
-    at the end of the ``with`` block."""
+    ``(name, handle)``: there is no daemon, so the handle stands for one
+    (``poll()``, ``terminate()``). The store is removed at the end of the
+    ``with`` block (a process killed inside it leaves the file: remove it
+    with ``quiver rm``)."""
     if use_hugepages or external_store or plasma_directory or use_valgrind or use_profiler:
         raise NotImplementedError("huge pages, external stores, other directories and valgrind have no equivalent")
     name = f"plasma-{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -383,7 +439,7 @@ def start_plasma_store(
         # What was asked for, for store_capacity() (the arena is rounded up).
         with store.create_object(_CAPACITY, 8, pinned=True) as record:
             record.write(struct.pack("<Q", plasma_store_memory))
-        yield name, None
+        yield name, _StoreHandle(name)
     finally:
         store.close()
         try:

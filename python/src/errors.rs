@@ -25,6 +25,7 @@ create_exception!(quiver, StoreFull, Error, "No room in the store (after waiting
 create_exception!(quiver, StreamClosed, Error, "The stream was closed: nothing more can be appended.");
 create_exception!(quiver, CorruptBatch, Error, "A batch that cannot be decoded; `Consumer.skip` passes it.");
 create_exception!(quiver, Corrupted, Error, "The store file's bytes violate the format.");
+create_exception!(quiver, NotSealed, Error, "The object is still being created (not sealed).");
 create_exception!(quiver, LockTimeout, Error, "Another process held the store's lock too long (stopped?).");
 create_exception!(quiver, StoreGone, Error, "The store file was removed or cut short while in use.");
 create_exception!(quiver, TaskNotHeld, Error, "The shard manager's task is no longer held by this member.");
@@ -46,6 +47,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StreamClosed", py.get_type::<StreamClosed>())?;
     m.add("CorruptBatch", py.get_type::<CorruptBatch>())?;
     m.add("Corrupted", py.get_type::<Corrupted>())?;
+    m.add("NotSealed", py.get_type::<NotSealed>())?;
     m.add("LockTimeout", py.get_type::<LockTimeout>())?;
     m.add("StoreGone", py.get_type::<StoreGone>())?;
     m.add("TaskNotHeld", py.get_type::<TaskNotHeld>())?;
@@ -85,6 +87,7 @@ pub(crate) fn store(e: StoreError) -> PyErr {
             StoreFull::new_err(msg)
         }
         StoreError::Corrupted(_) => Corrupted::new_err(msg),
+        StoreError::NotSealed(_) => NotSealed::new_err(msg),
         StoreError::LockTimeout { .. } => LockTimeout::new_err(msg),
         StoreError::Removed(_) | StoreError::Shrunk { .. } => StoreGone::new_err(msg),
         _ => Error::new_err(msg),

@@ -22,7 +22,7 @@ MEMORY = 10 << 20
 @pytest.fixture
 def store():
     with plasma.start_plasma_store(plasma_store_memory=MEMORY) as (name, handle):
-        assert handle is None
+        assert handle.poll() is None
         yield name
 
 
@@ -64,6 +64,36 @@ def test_create_seal_get_with_metadata(client):
         assert client.get_metadata([object_id])[0].to_pybytes() == metadata
         [(meta, data)] = client.get_buffers([object_id], with_meta=True)
         assert meta == metadata and data.size == length
+
+
+def test_errors_are_what_plasma_code_catches(client):
+    object_id = oid()
+    client.create_and_seal(object_id, b"x")
+    with pytest.raises(pa.lib.ArrowException):
+        client.create(object_id, 1)
+    with pytest.raises(pa.lib.ArrowException):
+        client.create(oid(), MEMORY * 2)
+    with pytest.raises(OSError):
+        plasma.connect("no-such-plasma-store")
+    # A failed copy leaves nothing behind: the ID is free again.
+    other = oid()
+    with pytest.raises(Exception):
+        client.create_and_seal(other, object())
+    assert other not in client.list()
+    client.create_and_seal(other, __import__("array").array("i", [1, 2, 3]))
+    assert client.get_buffers([other])[0].size == 12
+    # delete passes over unsealed and missing IDs and deletes the rest.
+    unsealed, last = oid(), oid()
+    client.create(unsealed, 4)
+    client.create_and_seal(last, b"z")
+    client.delete([object_id, unsealed, oid(), last])
+    assert not client.contains(object_id) and not client.contains(last)
+    # A corrupt pickled object is one clear error, never a crash.
+    bad = oid()
+    client.create_and_seal(bad, b"\xff" * 64, b"QVPLPK05")
+    with pytest.raises(plasma.PlasmaObjectCorrupt):
+        client.get(bad)
+    assert client.get([oid()], timeout_ms=0) == [plasma.ObjectNotAvailable]
 
 
 def test_create_existing_and_create_and_seal(client):

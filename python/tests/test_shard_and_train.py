@@ -64,7 +64,8 @@ with quiver.ShardManager.join(stream, "g", shard_size=4) as member:
         for batch in member.read_task(task):
             model.partial_fit(batch, ["x"], "y")
         member.report(task)
-print(model.rows_seen, model.intercept_, model.coef_[0], flush=True)
+# A member that joined after every shard was taken trained on nothing.
+print(model.rows_seen, model.intercept_, model.coef_[0] if model.coef_ else 0.0, flush=True)
 """
 
 
