@@ -80,13 +80,15 @@ pub(crate) fn framed_header_len(id: ObjectId, data: &[u8]) -> Result<usize, Batc
 /// Checks the record-batch message in `data` (framed header of
 /// `header_len` bytes, then the body) before arrow-ipc sees it: arrow-ipc
 /// slices buffers at the offsets the message gives without checking them
-/// against the body, so every one is checked here.
-pub(crate) fn check_batch_message(
+/// against the body, so every one is checked here. Returns the verified
+/// record-batch header, which the decoder then reads without parsing and
+/// verifying the flatbuffer a second time.
+pub(crate) fn check_batch_message<'d>(
     id: ObjectId,
     schema: &arrow_schema::Schema,
-    data: &[u8],
+    data: &'d [u8],
     header_len: usize,
-) -> Result<(), BatchError> {
+) -> Result<arrow_ipc::RecordBatch<'d>, BatchError> {
     let not = |why: String| BatchError::NotABatch { id, why };
     // The body must start 64-byte aligned, as quiver's writer pads the
     // header to, or its buffers would be misaligned in memory (see below).
@@ -100,7 +102,8 @@ pub(crate) fn check_batch_message(
     if u64::try_from(message.bodyLength()).ok() != Some(body) {
         return Err(not(format!("the IPC body is {} bytes, the object holds {body}", message.bodyLength())));
     }
-    check_record_batch(schema, batch, body, IPC_ALIGNMENT as i64, false).map_err(not)
+    check_record_batch(schema, batch, body, IPC_ALIGNMENT as i64, false).map_err(not)?;
+    Ok(batch)
 }
 
 /// Checks a record-batch message whose body holds `body` bytes against

@@ -5,10 +5,11 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow_array::ArrayRef;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::reader::FileDecoder;
-use arrow_ipc::{Block, MetadataVersion};
+use arrow_ipc::reader::RecordBatchDecoder;
+use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
 
 use super::BatchError;
@@ -47,21 +48,30 @@ impl BatchMeta {
 /// schema it has met.
 pub struct BatchReader {
     store: Store,
-    decoders: HashMap<u64, (SchemaRef, FileDecoder)>,
+    /// The schemas met, by fingerprint.
+    schemas: HashMap<u64, SchemaRef>,
+    /// Batches carry no dictionaries (refused at the writer).
+    no_dictionaries: HashMap<i64, ArrayRef>,
     expected: Option<SchemaRef>,
     skip_validation: bool,
 }
 
 impl std::fmt::Debug for BatchReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchReader").field("schemas", &self.decoders.len()).finish()
+        f.debug_struct("BatchReader").field("schemas", &self.schemas.len()).finish()
     }
 }
 
 impl BatchReader {
     /// A reader of batches in `store`, validating what it decodes.
     pub fn new(store: &Store) -> Self {
-        BatchReader { store: store.clone(), decoders: HashMap::new(), expected: None, skip_validation: false }
+        BatchReader {
+            store: store.clone(),
+            schemas: HashMap::new(),
+            no_dictionaries: HashMap::new(),
+            expected: None,
+            skip_validation: false,
+        }
     }
 
     /// Refuse batches whose schema is not `schema` ([`BatchError::SchemaMismatch`]).
@@ -82,7 +92,6 @@ impl BatchReader {
     /// an adversary.)
     pub unsafe fn with_skip_validation(mut self, skip: bool) -> Self {
         self.skip_validation = skip;
-        self.decoders.clear();
         self
     }
 
@@ -109,24 +118,37 @@ impl BatchReader {
     pub fn decode(&mut self, view: ObjectView) -> Result<(RecordBatch, BatchMeta), BatchError> {
         let id = view.id();
         let meta = BatchMeta::parse(id, view.metadata())?;
-        let header = framed_header_len(id, view.data())?;
-        let body = view.data().len() - header;
-        let (header_len, body_len) = match (i32::try_from(header), i64::try_from(body)) {
-            (Ok(h), Ok(b)) => (h, b),
-            _ => return Err(BatchError::NotABatch { id, why: "message larger than IPC allows".into() }),
-        };
-        let (schema, decoder) = self.decoder(id, meta.schema_fingerprint)?;
-        check_batch_message(id, schema, view.data(), header)?;
-        let block = Block::new(0, header_len, body_len);
+        let schema = self.schema(id, meta.schema_fingerprint)?;
         let buffer = wrap(view);
+        let data = buffer.as_slice();
+        let header = framed_header_len(id, data)?;
+        // Checked (and its flatbuffer verified) once, here; the decoder
+        // reads the verified header as it is.
+        let batch_header = check_batch_message(id, &schema, data, header)?;
+        let body = buffer.slice(header);
+        let decode = || {
+            let mut decoder = RecordBatchDecoder::try_new(
+                &body,
+                batch_header,
+                schema.clone(),
+                &self.no_dictionaries,
+                &MetadataVersion::V5,
+            )?
+            .with_require_alignment(true);
+            if self.skip_validation {
+                let mut skip = arrow_data::UnsafeFlag::new();
+                // SAFETY: the caller of `with_skip_validation` promised that
+                // every object this reader decodes comes from a trusted writer.
+                unsafe { skip.set(true) };
+                decoder = decoder.with_skip_validation(skip);
+            }
+            decoder.read_record_batch()
+        };
         // The message was checked above; should arrow-ipc still panic on
         // some other inconsistency, the bytes are reported as not a batch
         // rather than taking the process down.
-        let decoded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.read_record_batch(&block, &buffer)))
-                .map_err(|_| BatchError::NotABatch { id, why: "arrow-ipc could not decode the message".into() })?;
-        let batch = decoded?
-            .ok_or_else(|| BatchError::NotABatch { id, why: "the IPC message holds no record batch".into() })?;
+        let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+            .map_err(|_| BatchError::NotABatch { id, why: "arrow-ipc could not decode the message".into() })??;
         if batch.num_rows() as u64 != meta.rows {
             let why = format!("its metadata says {} rows, its message {}", meta.rows, batch.num_rows());
             return Err(BatchError::NotABatch { id, why });
@@ -134,30 +156,19 @@ impl BatchReader {
         Ok((batch, meta))
     }
 
-    /// The decoder for schema `fp`, loading the schema object the first time.
-    fn decoder(&mut self, id: ObjectId, fp: u64) -> Result<(&SchemaRef, &FileDecoder), BatchError> {
-        if !self.decoders.contains_key(&fp) {
-            let schema = load_schema(&self.store, id, fp)?;
-            if let Some(expected) = &self.expected {
-                if **expected != *schema {
-                    return Err(BatchError::SchemaMismatch {
-                        expected: expected.to_string(),
-                        found: schema.to_string(),
-                    });
-                }
-            }
-            let mut decoder = FileDecoder::new(schema.clone(), MetadataVersion::V5).with_require_alignment(true);
-            if self.skip_validation {
-                // SAFETY: the caller of `with_skip_validation` promised that
-                // every object this reader decodes comes from a trusted writer.
-                decoder = unsafe { decoder.with_skip_validation(true) };
-            }
-            self.decoders.insert(fp, (schema, decoder));
+    /// The schema with fingerprint `fp`, loading its object the first time.
+    fn schema(&mut self, id: ObjectId, fp: u64) -> Result<SchemaRef, BatchError> {
+        if let Some(schema) = self.schemas.get(&fp) {
+            return Ok(schema.clone());
         }
-        self.decoders
-            .get(&fp)
-            .map(|(schema, decoder)| (schema, decoder))
-            .ok_or(BatchError::UnknownSchema { id, fingerprint: fp })
+        let schema = load_schema(&self.store, id, fp)?;
+        if let Some(expected) = &self.expected {
+            if **expected != *schema {
+                return Err(BatchError::SchemaMismatch { expected: expected.to_string(), found: schema.to_string() });
+            }
+        }
+        self.schemas.insert(fp, schema.clone());
+        Ok(schema)
     }
 }
 
