@@ -188,6 +188,9 @@ class Store:
         """Every object: id, sizes, state, references, pinned, age."""
     def stats(self) -> dict[str, Any]:
         """The store's numbers: capacity, used, payload, objects, clients, ..."""
+    def delete_many(self, ids: Sequence[ObjectId]) -> int:
+        """Deletes the sealed objects among `ids` in one go (others passed over);
+        returns how many were deleted."""
     def evict(self, num_bytes: int) -> int:
         """Evicts least recently used unreferenced objects until `num_bytes`
         of data and metadata are freed (or none is left); returns the bytes."""

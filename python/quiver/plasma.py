@@ -307,10 +307,7 @@ class PlasmaClient:
         each one's memory is freed once no buffer holds it."""
         for object_id in object_ids:
             self._constructed.pop(object_id, None)
-            try:
-                self._store.delete(object_id._quiver())
-            except (_quiver.NotFound, _quiver.NotSealed):
-                pass
+        self._store.delete_many([object_id._quiver() for object_id in object_ids])
 
     def evict(self, num_bytes):
         """Evicts least recently used objects that nobody holds until

@@ -231,6 +231,15 @@ impl Store {
         py.detach(|| store.delete(id.0)).map_err(errors::store)
     }
 
+    /// Deletes every sealed object among `ids` in one critical section,
+    /// passing over IDs that name nothing or an object still being
+    /// created; returns how many were deleted.
+    fn delete_many(&self, py: Python<'_>, ids: Vec<ObjectId>) -> PyResult<usize> {
+        let store = self.handle()?;
+        let ids: Vec<quiver::ObjectId> = ids.iter().map(|id| id.0).collect();
+        py.detach(|| store.delete_many(&ids)).map_err(errors::store)
+    }
+
     /// Evicts least recently used objects (sealed, unpinned, with no view
     /// or buffer open) until their data and metadata add up to at least
     /// `num_bytes`, or none is left; returns the bytes evicted.

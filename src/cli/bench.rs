@@ -334,10 +334,13 @@ fn run_store(
                     let _ = store.delete(ObjectId::sequential(PROGRESS_NS, c, needed - 1));
                 }
             }
-            while freed < needed * window.step {
-                store.delete(ObjectId::sequential(BATCH_NS, 0, freed))?;
-                freed += 1;
+            // The consumed batches go in one lock round trip.
+            let consumed: Vec<ObjectId> =
+                (freed..needed * window.step).map(|b| ObjectId::sequential(BATCH_NS, 0, b)).collect();
+            if store.delete_many(&consumed)? != consumed.len() {
+                bail!("batches {freed}..{} were not all there to free", needed * window.step);
             }
+            freed = freed.max(needed * window.step);
         }
         pace(args.rate, start, i);
         writer.put_batch_with(ObjectId::sequential(BATCH_NS, 0, i), batch, wait)?;

@@ -471,6 +471,37 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes every sealed object among `ids` in one critical section (as
+    /// [`delete`](Self::delete) does one): IDs that name no object, or an
+    /// object still being created, are passed over. Returns how many were
+    /// deleted. One lock round trip for many objects: what a producer
+    /// freeing a window of consumed batches wants.
+    pub fn delete_many(&self, ids: &[ObjectId]) -> Result<usize> {
+        let deleted = self.with_tables(|t| {
+            let mut deleted = 0;
+            for id in ids {
+                let hash = id.table_hash();
+                let Some(e) = t.lookup(id, hash)? else { continue };
+                let entry = t.entry(e)?;
+                if entry.state.load(Relaxed) != state::SEALED {
+                    continue;
+                }
+                if Tables::holder_count(entry) == 0 {
+                    t.free_object(e)?;
+                } else {
+                    t.index_remove(hash, e)?;
+                    entry.state.store(state::DELETED, Release);
+                }
+                deleted += 1;
+            }
+            Ok(deleted)
+        })?;
+        if deleted > 0 {
+            self.shared.notify(SPACE_CELL);
+        }
+        Ok(deleted)
+    }
+
     /// Evicts least recently used objects (sealed, unpinned, with no view)
     /// until their data and metadata add up to at least `bytes` or none is
     /// left, as Plasma's `evict` does; returns the bytes evicted.

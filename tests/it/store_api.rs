@@ -384,3 +384,25 @@ fn evict_frees_least_recently_used_objects_and_a_sealed_view_keeps_its_object() 
     assert_eq!(store.evict(1).unwrap(), 0, "nothing left");
     assert_eq!(store.stats().unwrap().evictions, 3);
 }
+
+#[test]
+fn delete_many_deletes_what_is_sealed_in_one_go_and_passes_over_the_rest() {
+    let t = crate::common::TestStore::new("delete-many");
+    let store = t.create(1 << 20);
+    let id = |i| ObjectId::sequential(3, 0, i);
+    for i in 0..4 {
+        store.create_object(id(i), 10, b"").unwrap().seal().unwrap();
+    }
+    let unsealed = store.create_object(id(4), 10, b"").unwrap();
+    let held = store.get(id(1), Duration::ZERO).unwrap().unwrap();
+    assert_eq!(store.delete_many(&[id(0), id(1), id(4), id(9), id(2)]).unwrap(), 3);
+    for i in [0, 1, 2] {
+        assert!(!store.contains(id(i)).unwrap(), "{i} is gone");
+    }
+    assert!(store.contains(id(3)).unwrap());
+    assert_eq!(held.data().len(), 10, "a held object stays readable until its view goes");
+    drop(held);
+    unsealed.seal().unwrap();
+    assert!(store.contains(id(4)).unwrap(), "an object being created was passed over");
+    assert_eq!(store.stats().unwrap().objects, 2);
+}
