@@ -361,15 +361,12 @@ impl Consumer {
     /// be decoded and was skipped ([`ConsumerConfig::skip_corrupt`]).
     fn deliver(&mut self, ahead: Taken) -> Result<Option<StreamBatch>> {
         let Taken { partition, offset, view } = ahead;
-        let p = partition as usize;
         let (batch, meta) = match self.reader.decode(view) {
             Ok(decoded) => decoded,
             // The store failed, not the batch's bytes: stay on the batch
             // (as below), so the next poll meets it again.
             Err(crate::arrow::BatchError::Store(e)) => {
-                self.ready.clear();
-                self.fetched[p] = offset;
-                self.pos[p] = offset;
+                self.reposition(partition, offset);
                 return Err(e.into());
             }
             Err(source) => {
@@ -382,9 +379,7 @@ impl Consumer {
                     // (all of this partition), so that the next poll meets
                     // it again, and put the position on it, where `skip`
                     // expects it.
-                    self.ready.clear();
-                    self.fetched[p] = offset;
-                    self.pos[p] = offset;
+                    self.reposition(partition, offset);
                     return Err(e);
                 }
                 self.move_past(partition, offset);
@@ -428,15 +423,21 @@ impl Consumer {
             return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
         }
         self.record_skip(partition, offset, reason)?;
-        // Reading goes on after it: what was taken ahead of this partition
-        // is taken again.
+        // Reading goes on after it.
+        self.reposition(partition, offset + 1);
+        Ok(())
+    }
+
+    /// Puts the next read of `partition` at `offset`. Batches taken ahead
+    /// are dropped (they are all of one partition): that partition's
+    /// reading restarts at the first of them, unless it is `partition`.
+    fn reposition(&mut self, partition: u32, offset: u64) {
         if let Some(first) = self.ready.front() {
             self.fetched[first.partition as usize] = first.offset;
         }
         self.ready.clear();
-        self.pos[partition as usize] = offset + 1;
-        self.fetched[partition as usize] = offset + 1;
-        Ok(())
+        self.pos[partition as usize] = offset;
+        self.fetched[partition as usize] = offset;
     }
 
     /// Counts a skip here and, for a group, in the file.
@@ -535,14 +536,7 @@ impl Consumer {
         if offset < tail || offset > head {
             return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
         }
-        // Batches taken ahead are dropped (they are all of one partition):
-        // that partition's reading restarts at the first of them.
-        if let Some(first) = self.ready.front() {
-            self.fetched[first.partition as usize] = first.offset;
-        }
-        self.ready.clear();
-        self.pos[partition as usize] = offset;
-        self.fetched[partition as usize] = offset;
+        self.reposition(partition, offset);
         Ok(())
     }
 
