@@ -286,19 +286,9 @@ impl<'a> Locked<'a> {
     /// until their data and metadata add up to at least `bytes`, or none is
     /// left; returns the bytes of data and metadata evicted.
     pub(crate) fn evict(&self, bytes: u64) -> Result<u64> {
-        let t = self.t;
         let mut freed = 0u64;
         while freed < bytes {
-            let Some(victim) = t.lru_oldest() else { break };
-            let entry = t.entry(victim)?;
-            if !Tables::is_evictable(entry) {
-                return self.noted(Err(StoreError::corrupted(format_args!(
-                    "the LRU list names entry {victim}, which is not evictable"
-                ))));
-            }
-            let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));
-            self.noted(t.free_object(victim))?;
-            t.header.evictions.fetch_add(1, Relaxed);
+            let Some(payload) = self.noted(evict_oldest(self.t))? else { break };
             freed = freed.saturating_add(payload);
             self.wake.space.set(true);
         }
@@ -435,18 +425,27 @@ pub(super) fn allocate(t: &Tables<'_>, block_size: u64) -> Result<Option<(u32, u
             }
             t.push_free_entry(e)?;
         }
-        let Some(victim) = t.lru_oldest() else {
+        if evict_oldest(t)?.is_none() {
             return Ok(None);
-        };
-        // The LRU list is derived: never free what it names without checking.
-        if !Tables::is_evictable(t.entry(victim)?) {
-            return Err(StoreError::corrupted(format_args!(
-                "the LRU list names entry {victim}, which is not evictable"
-            )));
         }
-        t.free_object(victim)?;
-        t.header.evictions.fetch_add(1, Relaxed);
     }
+}
+
+/// Evicts the least recently used evictable object; returns its bytes of
+/// data and metadata, or `None` if nothing can be evicted.
+fn evict_oldest(t: &Tables<'_>) -> Result<Option<u64>> {
+    let Some(victim) = t.lru_oldest() else {
+        return Ok(None);
+    };
+    let entry = t.entry(victim)?;
+    // The LRU list is derived: never free what it names without checking.
+    if !Tables::is_evictable(entry) {
+        return Err(StoreError::corrupted(format_args!("the LRU list names entry {victim}, which is not evictable")));
+    }
+    let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));
+    t.free_object(victim)?;
+    t.header.evictions.fetch_add(1, Relaxed);
+    Ok(Some(payload))
 }
 
 #[cfg(test)]

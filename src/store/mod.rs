@@ -452,21 +452,7 @@ impl Store {
     /// Deletes a sealed object: at once if no view of it exists, else when
     /// the last view is dropped (it disappears from `get` and `contains` now).
     pub fn delete(&self, id: ObjectId) -> Result<()> {
-        let hash = id.table_hash();
-        self.with_tables(|t| {
-            let e = t.lookup(&id, hash)?.ok_or(StoreError::NotFound(id))?;
-            let entry = t.entry(e)?;
-            if entry.state.load(Relaxed) != state::SEALED {
-                return Err(StoreError::NotSealed(id));
-            }
-            if Tables::holder_count(entry) == 0 {
-                t.free_object(e)
-            } else {
-                t.index_remove(hash, e)?;
-                entry.state.store(state::DELETED, Release);
-                Ok(())
-            }
-        })?;
+        self.with_tables(|t| delete_sealed(t, &id))?;
         self.shared.notify(SPACE_CELL);
         Ok(())
     }
@@ -480,19 +466,11 @@ impl Store {
         let deleted = self.with_tables(|t| {
             let mut deleted = 0;
             for id in ids {
-                let hash = id.table_hash();
-                let Some(e) = t.lookup(id, hash)? else { continue };
-                let entry = t.entry(e)?;
-                if entry.state.load(Relaxed) != state::SEALED {
-                    continue;
+                match delete_sealed(t, id) {
+                    Ok(()) => deleted += 1,
+                    Err(StoreError::NotFound(_) | StoreError::NotSealed(_)) => {}
+                    Err(e) => return Err(e),
                 }
-                if Tables::holder_count(entry) == 0 {
-                    t.free_object(e)?;
-                } else {
-                    t.index_remove(hash, e)?;
-                    entry.state.store(state::DELETED, Release);
-                }
-                deleted += 1;
             }
             Ok(deleted)
         })?;
@@ -638,6 +616,24 @@ fn take_view(t: &Tables<'_>, shared: &Arc<ClientState>, id: ObjectId, hash: u64)
     }
     count.fetch_add(1, Relaxed);
     Ok(Some(ObjectView::new(shared.clone(), e, id, payload.data_offset, payload.data_size, payload.meta_size)?))
+}
+
+/// Deletes sealed object `id` under the lock: at once if no view holds it,
+/// else when the last view goes (it leaves the index now).
+fn delete_sealed(t: &Tables<'_>, id: &ObjectId) -> Result<()> {
+    let hash = id.table_hash();
+    let e = t.lookup(id, hash)?.ok_or(StoreError::NotFound(*id))?;
+    let entry = t.entry(e)?;
+    if entry.state.load(Relaxed) != state::SEALED {
+        return Err(StoreError::NotSealed(*id));
+    }
+    if Tables::holder_count(entry) == 0 {
+        t.free_object(e)
+    } else {
+        t.index_remove(hash, e)?;
+        entry.state.store(state::DELETED, Release);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Store {
