@@ -69,19 +69,11 @@ pub(crate) fn remove_stale_creations(path: &Path) -> usize {
             continue;
         }
         let stale = entry.path();
-        let Ok(file) =
-            OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&stale)
-        else {
-            continue;
-        };
-        let Ok(meta) = file.metadata() else {
+        let Ok((file, meta)) = open_regular(&stale, true) else {
             continue;
         };
         let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() >= 5);
-        let abandoned = meta.is_file()
-            && meta.uid() == me
-            && old
-            && super::liveness::creator_alive(&file).is_ok_and(|alive| !alive);
+        let abandoned = meta.uid() == me && old && super::liveness::creator_alive(&file).is_ok_and(|alive| !alive);
         if abandoned && std::fs::remove_file(&stale).is_ok() {
             removed += 1;
         }
@@ -106,16 +98,7 @@ pub(crate) struct Inspected {
 /// FIFO, checks it is a regular file, and reads its first `head` bytes.
 pub(crate) fn inspect(path: &Path, head: usize) -> Result<Inspected> {
     use std::os::unix::fs::{FileExt, MetadataExt};
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(
-        |e| match e.raw_os_error() {
-            Some(libc::ELOOP | libc::EISDIR) => ShmError::NotRegular(path.to_path_buf()),
-            _ => ShmError::io(format!("open {}", path.display()), e),
-        },
-    )?;
-    let meta = file.metadata().map_err(|e| ShmError::io(format!("stat {}", path.display()), e))?;
-    if !meta.file_type().is_file() {
-        return Err(ShmError::NotRegular(path.to_path_buf()));
-    }
+    let (file, meta) = open_regular(path, false)?;
     let mut bytes = vec![0u8; head];
     let mut read = 0;
     while read < head {
@@ -128,6 +111,27 @@ pub(crate) fn inspect(path: &Path, head: usize) -> Result<Inspected> {
     }
     bytes.truncate(read);
     Ok(Inspected { uid: meta.uid(), len: meta.len(), allocated: meta.blocks().saturating_mul(512), head: bytes, file })
+}
+
+/// Opens `path` (read-only, or read-write with `write`) without following a
+/// symlink at its last component or blocking on a FIFO, and checks on the
+/// open descriptor that it is a regular file: a symlink, directory, device
+/// or FIFO is `NotRegular`, before anything reads or maps it.
+fn open_regular(path: &Path, write: bool) -> Result<(File, std::fs::Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::EISDIR) => ShmError::NotRegular(path.to_path_buf()),
+            _ => ShmError::io(format!("open {}", path.display()), e),
+        })?;
+    let meta = file.metadata().map_err(|e| ShmError::io(format!("stat {}", path.display()), e))?;
+    if !meta.file_type().is_file() {
+        return Err(ShmError::NotRegular(path.to_path_buf()));
+    }
+    Ok((file, meta))
 }
 
 /// Whether `name` is the temporary name a store is created under
@@ -209,21 +213,8 @@ impl Region {
     /// device or FIFO, or another user's file (a huge sparse one, say) is
     /// refused without being mapped, pre-faulted or written.
     pub(crate) fn open(path: &Path, prefault: bool, owner: Option<u32>) -> Result<Region> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            // Not blocking on a FIFO planted at the path.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP | libc::EISDIR) => ShmError::NotRegular(path.to_path_buf()),
-                _ => ShmError::io(format!("open {}", path.display()), e),
-            })?;
-        let meta = file.metadata().map_err(|e| ShmError::io(format!("stat {}", path.display()), e))?;
-        if !meta.file_type().is_file() {
-            return Err(ShmError::NotRegular(path.to_path_buf()));
-        }
+        use std::os::unix::fs::MetadataExt;
+        let (file, meta) = open_regular(path, true)?;
         if let Some(me) = owner {
             if meta.uid() != me {
                 return Err(ShmError::OtherOwner { path: path.to_path_buf(), owner: meta.uid(), me });

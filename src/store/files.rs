@@ -74,18 +74,9 @@ pub fn list_in(dir: &Path) -> Result<Vec<StoreFile>> {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         if let Some(name) = file_name.strip_prefix(FILE_PREFIX) {
-            files.push(inspect_as(&path, name.to_string()));
+            files.push(inspect_as(&path, name.to_string(), false));
         } else if let Some(name) = crate::shm::creating_name(&file_name).and_then(|n| n.strip_prefix(FILE_PREFIX)) {
-            let mut file = inspect_as(&path, name.to_string());
-            if file.owner.is_some() {
-                file.state = match creator_alive(&path) {
-                    true => FileState::BeingCreated,
-                    false => FileState::Abandoned,
-                };
-                file.live_clients = None;
-                (file.created_ns, file.creator_pid) = (None, None);
-            }
-            files.push(file);
+            files.push(inspect_as(&path, name.to_string(), true));
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name).then(a.path.cmp(&b.path)));
@@ -99,10 +90,12 @@ pub fn inspect(path: &Path) -> StoreFile {
         .map(|n| n.to_string_lossy().into_owned())
         .map(|n| n.strip_prefix(FILE_PREFIX).map(str::to_string).unwrap_or(n))
         .unwrap_or_default();
-    inspect_as(path, name)
+    inspect_as(path, name, false)
 }
 
-fn inspect_as(path: &Path, name: String) -> StoreFile {
+/// What the file at `path` is; `creating`: the temporary of a store being
+/// made, whose creator lock tells a live creator from a dead one.
+fn inspect_as(path: &Path, name: String, creating: bool) -> StoreFile {
     let mut file = StoreFile {
         name,
         path: path.to_path_buf(),
@@ -137,6 +130,14 @@ fn inspect_as(path: &Path, name: String) -> StoreFile {
         }
     };
     (file.owner, file.size, file.allocated) = (Some(seen.uid), seen.len, seen.allocated);
+    if creating {
+        // Probed on this descriptor, opened anew: its own locks are not the creator's.
+        file.state = match crate::shm::liveness::creator_alive(&seen.file).unwrap_or(true) {
+            true => FileState::BeingCreated,
+            false => FileState::Abandoned,
+        };
+        return file;
+    }
     let word = |at: usize| seen.head.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
     let half = |at: usize| seen.head.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
     if word(0) != Some(MAGIC) {
@@ -153,10 +154,6 @@ fn inspect_as(path: &Path, name: String) -> StoreFile {
     file.creator_pid = half(80);
     file.live_clients = crate::shm::liveness::live_slots(&seen.file, MAX_CLIENTS as u32).ok();
     file
-}
-
-fn creator_alive(path: &Path) -> bool {
-    crate::shm::inspect(path, 0).is_ok_and(|seen| crate::shm::liveness::creator_alive(&seen.file).unwrap_or(true))
 }
 
 /// What [`remove`] did.
