@@ -150,7 +150,7 @@ fn read_ipc_file(bytes: &[u8]) -> Result<Imported, ImportError> {
 /// The stream format: encapsulated messages one after another.
 fn read_ipc_stream(bytes: &[u8]) -> Result<Imported, ImportError> {
     let first = Message::frame(bytes, 0)?.ok_or_else(|| bad(0, "the stream ends before its schema"))?;
-    let message = first.parse(bytes)?;
+    let message = first.header;
     let fb_schema = message.header_as_schema().ok_or_else(|| bad(0, "the first message is not a schema"))?;
     let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(fb_schema).map_err(|e| bad(0, e.to_string()))?);
     check_supported(schema.fields()).map_err(|e| ImportError::Unsupported(e.to_string()))?;
@@ -168,20 +168,20 @@ fn read_ipc_stream(bytes: &[u8]) -> Result<Imported, ImportError> {
 
 /// An encapsulated IPC message: `0xFFFFFFFF`, the i32 length of the
 /// flatbuffer header, the header, then the body the header declares.
-struct Message {
+struct Message<'a> {
     /// Where the message starts.
     start: usize,
-    /// The flatbuffer header.
-    header: std::ops::Range<usize>,
+    /// The flatbuffer header, verified once, here.
+    header: arrow_ipc::Message<'a>,
     /// Where the body starts (the header's end).
     next: usize,
     body_len: usize,
 }
 
-impl Message {
-    /// The message framed at `at`, its lengths checked against `bytes`;
-    /// `None` at an end-of-stream marker.
-    fn frame(bytes: &[u8], at: usize) -> Result<Option<Message>, ImportError> {
+impl<'a> Message<'a> {
+    /// The message framed at `at`, its lengths checked against `bytes` and
+    /// its header verified; `None` at an end-of-stream marker.
+    fn frame(bytes: &'a [u8], at: usize) -> Result<Option<Message<'a>>, ImportError> {
         if bytes.len().saturating_sub(at) < 8 {
             return Err(bad(at, "truncated: no room for a message's length"));
         }
@@ -196,13 +196,14 @@ impl Message {
         let Some(header_end) = header_end.filter(|&end| end <= bytes.len()) else {
             return Err(bad(at, format!("a message header of {len} bytes does not fit in the file")));
         };
-        let mut message = Message { start: at, header: at + 8..header_end, next: header_end, body_len: 0 };
-        let body = message.parse(bytes)?.bodyLength();
-        message.body_len = usize::try_from(body)
+        let header = arrow_ipc::root_as_message(&bytes[at + 8..header_end])
+            .map_err(|e| bad(at, format!("invalid message header: {e}")))?;
+        let body = header.bodyLength();
+        let body_len = usize::try_from(body)
             .ok()
             .filter(|&b| b <= bytes.len() - header_end)
             .ok_or_else(|| bad(at, format!("a message body of {body} bytes does not fit in the file")))?;
-        Ok(Some(message))
+        Ok(Some(Message { start: at, header, next: header_end, body_len }))
     }
 
     /// Where the next message starts.
@@ -210,15 +211,9 @@ impl Message {
         self.next + self.body_len
     }
 
-    /// The flatbuffer header, verified.
-    fn parse<'a>(&self, bytes: &'a [u8]) -> Result<arrow_ipc::Message<'a>, ImportError> {
-        arrow_ipc::root_as_message(&bytes[self.header.clone()])
-            .map_err(|e| bad(self.start, format!("invalid message header: {e}")))
-    }
-
     /// Decodes this message as a record batch of `schema`, after checking it.
     fn batch(&self, bytes: &[u8], schema: &SchemaRef) -> Result<RecordBatch, ImportError> {
-        let message = self.parse(bytes)?;
+        let message = self.header;
         let batch = match message.header_type() {
             MessageHeader::RecordBatch => message.header_as_record_batch(),
             MessageHeader::DictionaryBatch => {
