@@ -1,6 +1,6 @@
 //! `Stream`, `Producer`, `Consumer`: streams of pyarrow record batches.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_array::ffi::FFI_ArrowArray;
@@ -251,7 +251,9 @@ impl FastPath {
     /// buffers' own addresses and a release callback that drops them (and
     /// with the last one the store object's reference).
     pub(crate) fn to_pyarrow<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        if batch.schema() != self.schema {
+        // The stream's readers hand out batches with the stream's own schema
+        // `Arc` (`BatchReader::expect_schema`): the pointer test is the hit.
+        if !Arc::ptr_eq(batch.schema_ref(), &self.schema) && *batch.schema() != *self.schema {
             return batch.to_pyarrow(py);
         }
         if let Some(exported) = crate::export::export(batch) {
