@@ -48,6 +48,22 @@ def window_batches(size):
     return max(8, min(512, WINDOW // size))
 
 
+def run_pair(python, consumer_args, producer_args, seconds):
+    """Starts the consumer role, waits for it to be ready, runs the producer
+    role for `seconds`, and returns the consumer's batches per second
+    (checking it read every batch the producer sent)."""
+    consumer = subprocess.Popen([python, HERE, *consumer_args], stdout=subprocess.PIPE, text=True)
+    assert consumer.stdout.readline().strip() == "ready"
+    producer = subprocess.run(
+        [python, HERE, *producer_args, str(seconds)],
+        capture_output=True, text=True, check=True, timeout=seconds + 120,
+    )
+    out, _ = consumer.communicate(timeout=120)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["batches"] == int(producer.stdout), (result, producer.stdout)
+    return result["batches"] / result["seconds"]
+
+
 # ---- quiver, Python to Python -------------------------------------------------
 
 def quiver_producer(store, size, seconds):
@@ -98,16 +114,7 @@ def run_quiver(size, seconds):
     try:
         schema = make_batch(1).schema
         quiver.Stream.create(store, "bench", schema, groups=["bench"])
-        consumer = subprocess.Popen([sys.executable, HERE, "quiver-consumer", name, str(size)], stdout=subprocess.PIPE, text=True)
-        assert consumer.stdout.readline().strip() == "ready"
-        producer = subprocess.run(
-            [sys.executable, HERE, "quiver-producer", name, str(size), str(seconds)],
-            capture_output=True, text=True, check=True, timeout=seconds + 120,
-        )
-        out, _ = consumer.communicate(timeout=120)
-        result = json.loads(out.strip().splitlines()[-1])
-        assert result["batches"] == int(producer.stdout), (result, producer.stdout)
-        return result["batches"] / result["seconds"]
+        return run_pair(sys.executable, ["quiver-consumer", name, str(size)], ["quiver-producer", name, str(size)], seconds)
     finally:
         store.close()
         quiver.Store.remove(name)
@@ -190,16 +197,7 @@ def run_plasma(python, size, seconds):
                 if time.monotonic() > deadline:
                     raise SystemExit("plasma_store did not start")
                 time.sleep(0.01)
-            consumer = subprocess.Popen([python, HERE, "plasma-consumer", socket], stdout=subprocess.PIPE, text=True)
-            assert consumer.stdout.readline().strip() == "ready"
-            producer = subprocess.run(
-                [python, HERE, "plasma-producer", socket, str(size), str(seconds)],
-                capture_output=True, text=True, check=True, timeout=seconds + 120,
-            )
-            out, _ = consumer.communicate(timeout=120)
-            result = json.loads(out.strip().splitlines()[-1])
-            assert result["batches"] == int(producer.stdout), (result, producer.stdout)
-            return result["batches"] / result["seconds"]
+            return run_pair(python, ["plasma-consumer", socket], ["plasma-producer", socket, str(size)], seconds)
         finally:
             server.kill()
             server.wait()
