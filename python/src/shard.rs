@@ -93,9 +93,9 @@ impl ShardManager {
             None => quiver::ShardSize::Batches(shard_size),
         };
         let mut config =
-            quiver::ShardConfig::new().shard_size(size).lease(crate::store::seconds(lease)?).max_retries(max_retries);
+            quiver::ShardConfig::new().shard_size(size).lease(crate::wait::seconds(lease)?).max_retries(max_retries);
         if let Some(linger) = linger {
-            config = config.linger(crate::store::seconds(linger)?);
+            config = config.linger(crate::wait::seconds(linger)?);
         }
         let manager = py.detach(|| quiver::ShardManager::join(&stream.inner, group, config)).map_err(errors::shard)?;
         let fast = crate::stream::FastPath::new(py, stream.inner.schema())?;
@@ -143,7 +143,7 @@ impl ShardManager {
     /// were not all sealed in time.
     #[pyo3(signature = (task, timeout = 10.0))]
     fn read_task<'py>(&self, py: Python<'py>, task: &Task, timeout: f64) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
-        let timeout = crate::store::seconds(timeout)?;
+        let timeout = crate::wait::seconds(timeout)?;
         let batches = self.with(|m| py.detach(|| m.read_task(&task.inner, timeout)).map_err(errors::shard))?;
         match batches {
             None => Ok(None),

@@ -1,7 +1,5 @@
 //! `Store`: a handle on a store file in shared memory.
 
-use std::time::Duration;
-
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -290,9 +288,4 @@ impl Store {
             Err(_) => "<quiver.Store (closed)>".into(),
         }
     }
-}
-
-/// Seconds as a `Duration`, for APIs that take a required timeout.
-pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| errors::invalid(format!("{s} is not a number of seconds >= 0")))
 }

@@ -90,7 +90,7 @@ impl Stream {
             config = config.group(group);
         }
         if let Some(age) = max_age {
-            config = config.max_age(crate::store::seconds(age)?);
+            config = config.max_age(crate::wait::seconds(age)?);
         }
         if let Some(bytes) = max_bytes {
             config = config.max_bytes(bytes);
@@ -165,7 +165,7 @@ impl Stream {
     /// `timeout` seconds for space.
     #[pyo3(signature = (*, timeout = 30.0))]
     fn producer(&self, py: Python<'_>, timeout: f64) -> PyResult<Producer> {
-        let timeout = crate::store::seconds(timeout)?;
+        let timeout = crate::wait::seconds(timeout)?;
         let producer = py.detach(|| self.inner.producer()).map_err(errors::stream)?.with_timeout(timeout);
         Ok(Producer { inner: Mutex::new(producer), fast: FastPath::new(py, self.inner.schema())? })
     }

@@ -9,15 +9,14 @@ use pyo3::prelude::*;
 /// A wait is cut into slices this long: Ctrl-C interrupts within about this.
 const SLICE: Duration = Duration::from_millis(50);
 
-/// A Python timeout: `None` waits for ever; seconds must be a finite number
-/// at least 0.
+/// A Python timeout: `None` waits for ever.
 pub(crate) fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
-    match seconds {
-        None => Ok(None),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .map(Some)
-            .map_err(|_| crate::errors::invalid(format!("a timeout is a number of seconds >= 0 or None, not {s}"))),
-    }
+    seconds.map(self::seconds).transpose()
+}
+
+/// Seconds from Python: a finite number at least 0.
+pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| crate::errors::invalid(format!("{s} is not a number of seconds >= 0")))
 }
 
 /// Runs `attempt(slice)` without the GIL, slice after slice, until it gives
