@@ -48,7 +48,7 @@ pub mod store;
 pub mod stream;
 pub mod train;
 
-pub use arrow::{BatchMeta, BatchReader, BatchWriter};
+pub use arrow::{BatchMeta, BatchReader, BatchSlot, BatchWriter};
 pub use error::{BatchError, CheckpointError, ImportError, ShmError, StoreError, StreamError};
 pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Task};
 pub use shm::wait::WaitStrategy;
@@ -57,7 +57,7 @@ pub use store::{
     StoreStats,
 };
 pub use stream::{
-    Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, StartAt, Stream, StreamBatch, StreamConfig,
-    StreamStats, Window, WindowKind, WindowOutcome, Windows,
+    Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, Reservation, StartAt, Stream, StreamBatch,
+    StreamConfig, StreamStats, Window, WindowKind, WindowOutcome, Windows,
 };
 pub use train::SgdRegressor;

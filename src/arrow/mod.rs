@@ -29,14 +29,17 @@
 
 mod error;
 pub mod import;
+mod layout;
 mod reader;
+mod slot;
 mod writer;
 
 pub use error::{BatchError, ImportError};
 pub(crate) use reader::load_schema;
 pub use reader::{BatchMeta, BatchReader};
+pub use slot::BatchSlot;
+pub(crate) use writer::stamp_append_time;
 pub use writer::BatchWriter;
-pub(crate) use writer::{stamp_append_time, Encoded};
 
 use arrow_schema::{DataType, Field};
 

@@ -12,6 +12,7 @@ use arrow_ipc::reader::RecordBatchDecoder;
 use arrow_ipc::MetadataVersion;
 use arrow_schema::SchemaRef;
 
+use super::layout::Layout;
 use super::BatchError;
 use super::{
     check_batch_message, fingerprint, framed_header_len, BATCH_MAGIC, BATCH_META_LEN, FORMAT_VERSION, SCHEMA_MAGIC,
@@ -44,12 +45,20 @@ impl BatchMeta {
     }
 }
 
+/// How many layouts a reader keeps per schema.
+const LAYOUTS_PER_SCHEMA: usize = 4;
+
 /// Reads record batches out of a store, zero-copy. Keeps a decoder per
 /// schema it has met.
 pub struct BatchReader {
     store: Store,
     /// The schemas met, by fingerprint.
     schemas: HashMap<u64, SchemaRef>,
+    /// For schemas with a fixed layout, the layouts of the last batches
+    /// decoded in full (a few per schema: row counts and which columns
+    /// carry a bitmap vary): a batch with the same header as one of them
+    /// (null counts aside) is decoded without parsing its header again.
+    layouts: HashMap<u64, Vec<Layout>>,
     /// Batches carry no dictionaries (refused at the writer).
     no_dictionaries: HashMap<i64, ArrayRef>,
     expected: Option<SchemaRef>,
@@ -68,6 +77,7 @@ impl BatchReader {
         BatchReader {
             store: store.clone(),
             schemas: HashMap::new(),
+            layouts: HashMap::new(),
             no_dictionaries: HashMap::new(),
             expected: None,
             skip_validation: false,
@@ -122,9 +132,19 @@ impl BatchReader {
         let buffer = wrap(view);
         let data = buffer.as_slice();
         let header = framed_header_len(id, data)?;
+        let known = self.layouts.get(&meta.schema_fingerprint).and_then(|layouts| {
+            layouts
+                .iter()
+                .find(|l| l.rows as u64 == meta.rows && data.len() == l.size && l.same_header(&data[..header]))
+        });
+        if let Some(layout) = known {
+            let batch = layout.decode(&schema, &buffer).map_err(|why| BatchError::NotABatch { id, why })?;
+            return Ok((batch, meta));
+        }
         // Checked (and its flatbuffer verified) once, here; the decoder
         // reads the verified header as it is.
         let batch_header = check_batch_message(id, &schema, data, header)?;
+        let layout = Layout::from_header(&schema, &data[..header], batch_header, data.len() - header);
         let body = buffer.slice(header);
         let decode = || {
             let mut decoder = RecordBatchDecoder::try_new(
@@ -152,6 +172,13 @@ impl BatchReader {
         if batch.num_rows() as u64 != meta.rows {
             let why = format!("its metadata says {} rows, its message {}", meta.rows, batch.num_rows());
             return Err(BatchError::NotABatch { id, why });
+        }
+        if let Some(layout) = layout {
+            let layouts = self.layouts.entry(meta.schema_fingerprint).or_default();
+            if layouts.len() >= LAYOUTS_PER_SCHEMA {
+                layouts.remove(0);
+            }
+            layouts.push(layout);
         }
         Ok((batch, meta))
     }

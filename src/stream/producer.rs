@@ -18,7 +18,7 @@ use arrow_schema::DataType;
 use super::registry::{self, CLOSED};
 use super::StreamError;
 use super::{BackPressure, Result, Stream};
-use crate::arrow::{stamp_append_time, BatchWriter, Encoded, BATCH_META_LEN};
+use crate::arrow::{stamp_append_time, BatchSlot, BatchWriter, BATCH_META_LEN};
 use crate::shm::clock::wall_ns;
 use crate::store::StoreError;
 use crate::store::{ObjectBuilder, ObjectId};
@@ -94,6 +94,46 @@ impl Producer {
         // Under `Block` an append waits for space up to its timeout, and for
         // the lock no longer than that either.
         let _call = crate::store::CallDeadline::enter(self.timeout);
+        self.check_partition(partition)?;
+        let encoded = self.writer.encode(batch)?;
+        let metadata = self.writer.metadata(encoded.rows, 0);
+        let (mut builder, appended) = self.create(partition, encoded.size, &metadata)?;
+        encoded.write_into(&mut builder)?;
+        stamp_append_time(&mut builder, appended.append_ns);
+        self.seal(builder, partition, encoded.size, encoded.rows)?;
+        self.after_append();
+        Ok(appended)
+    }
+
+    /// Takes the next offset of the next partition in round-robin order for
+    /// a batch of `rows` rows built in place: fill its columns through the
+    /// [`Reservation`] (a [`BatchSlot`]), then
+    /// [`commit`](Reservation::commit) it. Nothing is copied. Every column
+    /// of the stream's schema must have fixed-width values.
+    ///
+    /// The offset is taken now: a reservation dropped without its commit
+    /// leaves a hole there, which consumers pass over, as they do the batch
+    /// of a producer that died mid-append.
+    pub fn reserve(&mut self, rows: usize) -> Result<Reservation<'_>> {
+        let partition = self.next;
+        self.next = (self.next + 1) % self.stream.partitions();
+        self.reserve_to(partition, rows)
+    }
+
+    /// [`reserve`](Self::reserve) in `partition`.
+    pub fn reserve_to(&mut self, partition: u32, rows: usize) -> Result<Reservation<'_>> {
+        let _call = crate::store::CallDeadline::enter(self.timeout);
+        self.check_partition(partition)?;
+        let layout = self.writer.reserve_layout(rows)?;
+        let metadata = self.writer.metadata(rows as u64, 0);
+        let (builder, appended) = self.create(partition, layout.size as u64, &metadata)?;
+        let slot = BatchSlot::new(builder, layout, self.stream.schema().clone())?;
+        Ok(Reservation { producer: self, slot, appended })
+    }
+
+    /// Refuses a partition the stream does not have, and an append after
+    /// one whose limits could not be applied, until they can.
+    fn check_partition(&mut self, partition: u32) -> Result<()> {
         let partitions = self.stream.partitions();
         if partition >= partitions {
             return Err(StreamError::NoSuchPartition { partition, partitions });
@@ -104,23 +144,21 @@ impl Producer {
             self.apply_limits()?;
             self.limits_failed = false;
         }
-        let encoded = self.writer.encode(batch)?;
-        let (mut builder, appended) = self.create(partition, &encoded)?;
-        encoded.write_into(&mut builder)?;
-        stamp_append_time(&mut builder, appended.append_ns);
-        self.seal(builder, partition, &encoded)?;
-        // The batch is in: a failure to apply the limits now is not this
-        // append's failure (see above).
+        Ok(())
+    }
+
+    /// Applies the limits once a batch is in: a failure now is not this
+    /// append's failure (see `check_partition`).
+    fn after_append(&mut self) {
         self.limits_failed = self.apply_limits().is_err();
-        Ok(appended)
     }
 
     /// Seals a batch and, in the same transaction, counts it in its
     /// partition: a batch whose producer dies before this point is never
     /// counted, so holes leave the counters right. If the stream was removed
     /// meanwhile, the batch is aborted rather than left pinned.
-    fn seal(&self, builder: ObjectBuilder, partition: u32, encoded: &Encoded) -> Result<()> {
-        let payload = encoded.size + BATCH_META_LEN as u64;
+    fn seal(&self, builder: ObjectBuilder, partition: u32, size: u64, rows: u64) -> Result<()> {
+        let payload = size + BATCH_META_LEN as u64;
         let slot = self.stream.inner().slot;
         self.stream.store().locked(|l| {
             let record = match self.stream.record(l) {
@@ -136,8 +174,8 @@ impl Producer {
             l.seal(builder)?;
             let part = &record.partitions[partition as usize];
             part.bytes.fetch_add(payload, Relaxed);
-            part.rows.fetch_add(encoded.rows, Relaxed);
-            part.appended_rows.fetch_add(encoded.rows, Relaxed);
+            part.rows.fetch_add(rows, Relaxed);
+            part.appended_rows.fetch_add(rows, Relaxed);
             record.slot.bytes.fetch_add(payload, Relaxed);
             record.slot.appended.fetch_add(1, Relaxed);
             l.wake_registry(registry::partition_cell_offset(slot, partition as usize));
@@ -186,7 +224,8 @@ impl Producer {
     #[cfg(feature = "harness")]
     pub fn debug_begin_append(&mut self, partition: u32, batch: &RecordBatch) -> Result<(ObjectBuilder, Appended)> {
         let encoded = self.writer.encode(batch)?;
-        let (mut builder, appended) = self.create(partition, &encoded)?;
+        let metadata = self.writer.metadata(encoded.rows, 0);
+        let (mut builder, appended) = self.create(partition, encoded.size, &metadata)?;
         encoded.write_into(&mut builder)?;
         Ok((builder, appended))
     }
@@ -199,17 +238,16 @@ impl Producer {
     /// Creates the object for the next offset of `partition`, applying the
     /// back-pressure policy when the store is full: the one retry loop of
     /// an append.
-    fn create(&mut self, partition: u32, encoded: &Encoded) -> Result<(ObjectBuilder, Appended)> {
+    fn create(&mut self, partition: u32, size: u64, metadata: &[u8]) -> Result<(ObjectBuilder, Appended)> {
         let store = self.stream.store();
         let policy = self.stream.inner().back_pressure;
-        let metadata = self.writer.metadata(encoded, 0);
         // The clock is read and a space ticket taken only once the store
         // was found full: the common append costs neither.
         let mut started = None;
         let mut ticket = None;
         let mut holes = 0;
         loop {
-            if let Some(created) = self.try_create(partition, encoded, &metadata)? {
+            if let Some(created) = self.try_create(partition, size, metadata)? {
                 return Ok(created);
             }
             if policy == BackPressure::DropOldest {
@@ -234,7 +272,7 @@ impl Producer {
                 };
                 if !store.wait_for_space(ticket, deadline)? {
                     let waited = if policy == BackPressure::Block { start.elapsed() } else { Duration::ZERO };
-                    return Err(self.full(encoded, waited));
+                    return Err(self.full(size, waited));
                 }
             }
             // Taken before the next attempt, waited on only after it failed.
@@ -245,12 +283,7 @@ impl Producer {
     /// One transaction: assigns the partition's next offset and creates its
     /// object, or finds no room (`None`). A closed or removed stream is
     /// refused with its own error; nothing in the store changes.
-    fn try_create(
-        &self,
-        partition: u32,
-        encoded: &Encoded,
-        metadata: &[u8],
-    ) -> Result<Option<(ObjectBuilder, Appended)>> {
+    fn try_create(&self, partition: u32, size: u64, metadata: &[u8]) -> Result<Option<(ObjectBuilder, Appended)>> {
         let namespace = self.stream.inner().namespace;
         self.stream.with_record(|l, record| {
             if record.slot.flags.load(Relaxed) & CLOSED != 0 {
@@ -260,7 +293,7 @@ impl Producer {
             let offset = part.head.load(Relaxed);
             let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
             let id = ObjectId::sequential(namespace, partition, offset);
-            let Some(builder) = l.create(id, encoded.size, metadata, true)? else {
+            let Some(builder) = l.create(id, size, metadata, true)? else {
                 return Ok(None);
             };
             let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
@@ -270,8 +303,8 @@ impl Producer {
         })
     }
 
-    fn full(&self, encoded: &Encoded, waited: Duration) -> StreamError {
-        StreamError::Full { stream: self.stream.name().to_string(), bytes: encoded.size, waited }
+    fn full(&self, size: u64, waited: Duration) -> StreamError {
+        StreamError::Full { stream: self.stream.name().to_string(), bytes: size, waited }
     }
 
     /// Drops what the stream's `max_bytes` and `max_age` say must go. The
@@ -288,6 +321,49 @@ impl Producer {
             self.stream.enforce_retention()?;
         }
         Ok(())
+    }
+}
+
+/// A batch being built in place at an offset a [`Producer`] reserved
+/// ([`Producer::reserve`]): fill its columns through the [`BatchSlot`] it
+/// dereferences to, then [`commit`](Self::commit). Dropped without a
+/// commit, its object is aborted and its offset becomes a hole.
+#[derive(Debug)]
+pub struct Reservation<'p> {
+    producer: &'p mut Producer,
+    slot: BatchSlot,
+    appended: Appended,
+}
+
+impl Reservation<'_> {
+    /// Where the batch will be.
+    pub fn appended(&self) -> Appended {
+        self.appended
+    }
+
+    /// Seals the batch and counts it in its partition, as an append does:
+    /// consumers see it from now on.
+    pub fn commit(self) -> Result<Appended> {
+        let Reservation { producer, slot, appended } = self;
+        let (size, rows) = (slot.size(), slot.rows());
+        let mut object = slot.finish()?;
+        stamp_append_time(&mut object, appended.append_ns);
+        producer.seal(object, appended.partition, size, rows)?;
+        producer.after_append();
+        Ok(appended)
+    }
+}
+
+impl std::ops::Deref for Reservation<'_> {
+    type Target = BatchSlot;
+    fn deref(&self) -> &BatchSlot {
+        &self.slot
+    }
+}
+
+impl std::ops::DerefMut for Reservation<'_> {
+    fn deref_mut(&mut self) -> &mut BatchSlot {
+        &mut self.slot
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 mod demo_cli;
 mod fuzz_regressions;
 mod hostile;
+mod no_copy;
 mod poison_batches;
 mod shard_processes;
 mod shards;
