@@ -48,7 +48,7 @@ pub mod store;
 pub mod stream;
 pub mod train;
 
-pub use arrow::{BatchMeta, BatchReader, BatchSlot, BatchWriter};
+pub use arrow::{BatchMeta, BatchReader, BatchSlot, BatchWriter, ColumnMut};
 pub use error::{BatchError, CheckpointError, ImportError, ShmError, StoreError, StreamError};
 pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Task};
 pub use shm::wait::WaitStrategy;

@@ -37,7 +37,7 @@ mod writer;
 pub use error::{BatchError, ImportError};
 pub(crate) use reader::load_schema;
 pub use reader::{BatchMeta, BatchReader};
-pub use slot::BatchSlot;
+pub use slot::{BatchSlot, ColumnMut};
 pub(crate) use writer::stamp_append_time;
 pub use writer::BatchWriter;
 

@@ -90,15 +90,38 @@ impl BatchSlot {
             });
         }
         let range = self.layout.columns[column].values.clone();
-        let bytes = &mut self.object.data_mut()[range];
-        // SAFETY: `T::Native` is one of arrow's native types (integers,
-        // floats, i256, intervals): plain bytes, valid for every bit pattern,
-        // so viewing initialised bytes as them is sound.
-        let (head, values, tail) = unsafe { bytes.align_to_mut::<T::Native>() };
-        if !head.is_empty() || !tail.is_empty() || values.len() != self.layout.rows {
-            return Err(StoreError::corrupted("a batch object's column is misaligned in the mapping").into());
+        typed::<T>(&mut self.object.data_mut()[range], self.layout.rows)
+    }
+
+    /// Every column's values at once, to fill side by side (`values_mut`
+    /// lends one column at a time):
+    ///
+    /// ```no_run
+    /// # use arrow_array::types::{Float64Type, Int64Type};
+    /// # fn fill(slot: &mut quiver::BatchSlot) -> Result<(), quiver::BatchError> {
+    /// let mut columns = slot.columns_mut().into_iter();
+    /// let (Some(seq), Some(value)) = (columns.next(), columns.next()) else { return Ok(()) };
+    /// let (seq, value) = (seq.into_values::<Int64Type>()?, value.into_values::<Float64Type>()?);
+    /// for (row, (s, v)) in seq.iter_mut().zip(value).enumerate() {
+    ///     (*s, *v) = (row as i64, row as f64 * 0.5);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn columns_mut(&mut self) -> Vec<ColumnMut<'_>> {
+        let rows = self.layout.rows;
+        let mut rest = self.object.data_mut();
+        let mut at = 0;
+        let mut out = Vec::with_capacity(self.layout.columns.len());
+        for (column, field) in self.layout.columns.iter().zip(self.schema.fields()) {
+            // The layout's ranges ascend without overlapping.
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(column.values.start - at);
+            let (values, tail) = tail.split_at_mut(column.values.len());
+            rest = tail;
+            at = column.values.end;
+            out.push(ColumnMut { field: field.as_ref(), rows, values });
         }
-        Ok(values)
+        out
     }
 
     /// The raw values of column `column`, little-endian: `rows × width`
@@ -198,4 +221,49 @@ impl BatchSlot {
         debug_assert!(Width::of(field.data_type()).is_some());
         Ok(field)
     }
+}
+
+/// One column's values in a [`BatchSlot`], from
+/// [`columns_mut`](BatchSlot::columns_mut).
+#[derive(Debug)]
+pub struct ColumnMut<'a> {
+    field: &'a arrow_schema::Field,
+    rows: usize,
+    values: &'a mut [u8],
+}
+
+impl<'a> ColumnMut<'a> {
+    /// The column's field.
+    pub fn field(&self) -> &arrow_schema::Field {
+        self.field
+    }
+
+    /// The values of a primitive column, one per row (as
+    /// [`BatchSlot::values_mut`]).
+    pub fn into_values<T: ArrowPrimitiveType>(self) -> Result<&'a mut [T::Native], BatchError> {
+        if !PrimitiveArray::<T>::is_compatible(self.field.data_type()) {
+            return Err(BatchError::SchemaMismatch {
+                expected: format!("column {:?} of type {}", self.field.name(), self.field.data_type()),
+                found: format!("values of type {}", T::DATA_TYPE),
+            });
+        }
+        typed::<T>(self.values, self.rows)
+    }
+
+    /// The raw values (as [`BatchSlot::bytes_mut`]).
+    pub fn into_bytes(self) -> &'a mut [u8] {
+        self.values
+    }
+}
+
+/// `bytes` as the `rows` values of `T`.
+fn typed<T: ArrowPrimitiveType>(bytes: &mut [u8], rows: usize) -> Result<&mut [T::Native], BatchError> {
+    // SAFETY: `T::Native` is one of arrow's native types (integers, floats,
+    // i256, intervals): plain bytes, valid for every bit pattern, so viewing
+    // initialised bytes as them is sound.
+    let (head, values, tail) = unsafe { bytes.align_to_mut::<T::Native>() };
+    if !head.is_empty() || !tail.is_empty() || values.len() != rows {
+        return Err(StoreError::corrupted("a batch object's column is misaligned in the mapping").into());
+    }
+    Ok(values)
 }

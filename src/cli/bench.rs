@@ -80,7 +80,14 @@ pub(crate) struct BenchArgs {
     /// to see the consumers' backlog at a steady rate.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Print one JSON object.
+    /// Measure the publish path with no copy: two runs, one after the
+    /// other, whose producers fill the same column values into every batch,
+    /// first into an ordinary batch that is then appended (one copy), then
+    /// straight into the store object (`BatchWriter::reserve`,
+    /// `Producer::reserve`).
+    #[arg(long, conflicts_with = "baseline")]
+    no_copy: bool,
+    /// Print one JSON object (with --no-copy, one per run).
     #[arg(long)]
     json: bool,
     /// Stream mode: every this many seconds, print (to stderr) the resident
@@ -212,18 +219,116 @@ fn make_batch(rows: u64) -> Result<RecordBatch> {
     Ok(RecordBatch::try_from_iter([("seq", seq), ("value", value)])?)
 }
 
+/// How the producer makes each batch it publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publish {
+    /// Appends the same ready-made batch every time (one copy).
+    Same,
+    /// Fills batch `i`'s values into a new ordinary batch, then appends it
+    /// (one copy).
+    FillThenCopy,
+    /// Fills batch `i`'s values straight into its store object (no copy).
+    FillInPlace,
+}
+
+impl Publish {
+    fn name(self) -> &'static str {
+        match self {
+            Publish::Same => "one-copy",
+            Publish::FillThenCopy => "fill-then-copy",
+            Publish::FillInPlace => "no-copy",
+        }
+    }
+}
+
+/// The values of batch `i`: `seq` counts rows across batches, `value` is
+/// half of it.
+fn seq_value(rows: usize, i: u64, row: usize) -> (i64, f64) {
+    let seq = (i as usize * rows + row) as i64;
+    (seq, seq as f64 * 0.5)
+}
+
+/// The one fill loop of both paths: batch `i`'s values.
+#[inline(never)]
+fn fill(seq: &mut [i64], value: &mut [f64], i: u64) {
+    let rows = seq.len();
+    for (r, (s, v)) in seq.iter_mut().zip(value).enumerate() {
+        (*s, *v) = seq_value(rows, i, r);
+    }
+}
+
+/// Fills ordinary batches, as a careful producer does: into two column
+/// buffers it reuses once the last batch made from them is dropped, so the
+/// fill writes to warm private memory and the append makes the one copy.
+#[derive(Default)]
+struct Filler {
+    seq: Option<Buffer>,
+    value: Option<Buffer>,
+}
+
+impl Filler {
+    /// Batch `i`; drop it before asking for the next one, or the buffers
+    /// are not free to reuse (they are then allocated anew).
+    fn batch(&mut self, schema: &arrow_schema::SchemaRef, rows: usize, i: u64) -> Result<RecordBatch> {
+        fn reuse(slot: &mut Option<Buffer>, rows: usize) -> arrow_buffer::MutableBuffer {
+            let mut buffer = match slot.take().map(Buffer::into_mutable) {
+                Some(Ok(buffer)) => buffer,
+                _ => arrow_buffer::MutableBuffer::new(rows * 8),
+            };
+            buffer.resize(rows * 8, 0);
+            buffer
+        }
+        let mut seq = reuse(&mut self.seq, rows);
+        let mut value = reuse(&mut self.value, rows);
+        fill(seq.typed_data_mut(), value.typed_data_mut(), i);
+        let (seq, value): (Buffer, Buffer) = (seq.into(), value.into());
+        self.seq = Some(seq.clone());
+        self.value = Some(value.clone());
+        let seq: ArrayRef = Arc::new(Int64Array::new(seq.into(), None));
+        let value: ArrayRef = Arc::new(Float64Array::new(value.into(), None));
+        Ok(RecordBatch::try_new(schema.clone(), vec![seq, value])?)
+    }
+}
+
+/// Batch `i` filled into a slot in the store, in the same loop as
+/// [`Filler`]'s.
+fn fill_slot(slot: &mut quiver::BatchSlot, i: u64) -> Result<()> {
+    let mut columns = slot.columns_mut().into_iter();
+    let (Some(seq), Some(value)) = (columns.next(), columns.next()) else { bail!("the bench batch has two columns") };
+    fill(
+        seq.into_values::<arrow_array::types::Int64Type>()?,
+        value.into_values::<arrow_array::types::Float64Type>()?,
+        i,
+    );
+    Ok(())
+}
+
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }
+    if args.no_copy {
+        let copied = run_one(&args, Publish::FillThenCopy)?;
+        let in_place = run_one(&args, Publish::FillInPlace)?;
+        if !args.json {
+            println!("no-copy / fill-then-copy   {:.2}x batches/s", in_place / copied);
+        }
+        return Ok(());
+    }
+    run_one(&args, Publish::Same).map(drop)
+}
+
+/// One run; prints its report and returns its batches per second.
+fn run_one(args: &BenchArgs, publish: Publish) -> Result<f64> {
+    let args = args.clone();
     let rows = args.batch_rows.unwrap_or((args.batch_bytes / 16).max(1)).max(1);
     let batch = make_batch(rows)?;
     let batch_bytes = batch.get_array_memory_size() as u64;
     let window = Window::for_batches(args.window_bytes, batch_bytes);
     let exe = std::env::current_exe().context("find the quiver binary")?;
     let (produced, seconds, reports) = match args.baseline {
-        None if args.stream => run_stream(&args, window, &exe, &batch)?,
-        None => run_store(&args, window, &exe, &batch)?,
+        None if args.stream => run_stream(&args, window, &exe, &batch, publish)?,
+        None => run_store(&args, window, &exe, &batch, publish)?,
         Some(Baseline::Socket) => run_socket(&args, &exe, &batch)?,
     };
     let mut latency = Histogram::new();
@@ -250,7 +355,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let (p50, p99, p999) = (latency.quantile_us(0.5), latency.quantile_us(0.99), latency.quantile_us(0.999));
     if args.json {
         let value = serde_json::json!({
-            "transport": transport, "consumers": args.consumers, "batch_bytes": batch_bytes, "batch_rows": rows,
+            "transport": transport, "publish": publish.name(), "consumers": args.consumers, "batch_bytes": batch_bytes, "batch_rows": rows,
             "batches": produced, "seconds": seconds, "batches_per_s": batches_per_s, "gb_per_s": gb_per_s,
             "latency_us_p50": p50, "latency_us_p99": p99, "latency_us_p999": p999,
             "backlog_p50": backlog_p50, "backlog_p99": backlog_p99,
@@ -258,6 +363,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         println!("{value}");
     } else {
         println!("transport        {transport}");
+        if publish != Publish::Same {
+            println!("publish          {} (values filled into every batch)", publish.name());
+        }
         println!("consumers        {}", args.consumers);
         println!("batch            {rows} rows, {batch_bytes} bytes");
         println!("batches          {produced} in {seconds:.3} s");
@@ -267,7 +375,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             println!("backlog          p50 {backlog_p50:.0} batches, p99 {backlog_p99:.0} batches (at each read)");
         }
     }
-    Ok(())
+    Ok(batches_per_s)
 }
 
 /// Spawns a consumer process of this binary.
@@ -293,6 +401,7 @@ fn run_store(
     window: Window,
     exe: &std::path::Path,
     batch: &RecordBatch,
+    publish: Publish,
 ) -> Result<(u64, f64, Vec<ConsumerReport>)> {
     let name = format!("bench-{}", std::process::id());
     let object = batch.get_array_memory_size() as u64 + 4096;
@@ -301,19 +410,9 @@ fn run_store(
     let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(max_objects))?;
     let _remove = RemoveOnDrop(store.path().to_path_buf());
     let mut writer = BatchWriter::new(&store, batch.schema())?;
-    let mut children = Children(Vec::new());
-    for c in 0..args.consumers {
-        let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
-        let a = ["bench-worker", "store", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
-        children.0.push(spawn(exe, &a.map(String::from))?);
-    }
-    // Start the clock once every consumer has attached.
-    for c in 0..args.consumers {
-        if store.get(ObjectId::sequential(READY_NS, c, 0), Duration::from_secs(30))?.is_none() {
-            bail!("consumer {c} did not start within 30 s");
-        }
-    }
+    let mut children = start_workers(exe, "store", (&store, &name), args, window, publish)?;
     let wait = CreateOptions::new().timeout(Duration::from_secs(30)).pinned(true);
+    let mut filler = Filler::default();
     let start = Instant::now();
     let mut freed = 0u64;
     let mut i = 0u64;
@@ -343,12 +442,52 @@ fn run_store(
             freed = freed.max(needed * window.step);
         }
         pace(args.rate, start, i);
-        writer.put_batch_with(ObjectId::sequential(BATCH_NS, 0, i), batch, wait)?;
+        let id = ObjectId::sequential(BATCH_NS, 0, i);
+        match publish {
+            Publish::Same => writer.put_batch_with(id, batch, wait)?,
+            Publish::FillThenCopy => {
+                writer.put_batch_with(id, &filler.batch(&batch.schema(), batch.num_rows(), i)?, wait)?
+            }
+            Publish::FillInPlace => {
+                let mut slot = writer.reserve(id, batch.num_rows(), wait)?;
+                fill_slot(&mut slot, i)?;
+                slot.seal()?;
+            }
+        }
         i += 1;
     }
     store.create_object_with(ObjectId::sequential(BATCH_NS, 0, i), 0, END_MARK, wait)?.seal()?;
     let reports = collect(std::mem::take(&mut children.0))?;
     Ok((i, start.elapsed().as_secs_f64(), reports))
+}
+
+/// Starts the consumer processes (`bench-worker KIND`) of a run on
+/// `store` and waits until every one has attached, so the clock can start.
+fn start_workers(
+    exe: &std::path::Path,
+    kind: &str,
+    (store, name): (&Store, &str),
+    args: &BenchArgs,
+    window: Window,
+    publish: Publish,
+) -> Result<Children> {
+    let mut children = Children(Vec::new());
+    for c in 0..args.consumers {
+        let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
+        let mut a = ["bench-worker", kind, "--store", name, "--consumer", &c, "--step", &step, "--spin-us", &spin]
+            .map(String::from)
+            .to_vec();
+        if publish != Publish::Same {
+            a.push("--check-values".into());
+        }
+        children.0.push(spawn(exe, &a)?);
+    }
+    for c in 0..args.consumers {
+        if store.get(ObjectId::sequential(READY_NS, c, 0), Duration::from_secs(30))?.is_none() {
+            bail!("consumer {c} did not start within 30 s");
+        }
+    }
+    Ok(children)
 }
 
 /// The stream name used by `--stream`.
@@ -364,6 +503,7 @@ fn run_stream(
     window: Window,
     exe: &std::path::Path,
     batch: &RecordBatch,
+    publish: Publish,
 ) -> Result<(u64, f64, Vec<ConsumerReport>)> {
     let name = format!("bench-stream-{}", std::process::id());
     let object = batch.get_array_memory_size() as u64 + 4096;
@@ -376,17 +516,8 @@ fn run_stream(
     }
     let stream = Stream::create(&store, config)?;
     let mut producer = stream.producer()?.with_timeout(Duration::from_secs(30));
-    let mut children = Children(Vec::new());
-    for c in 0..args.consumers {
-        let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
-        let a = ["bench-worker", "stream", "--store", &name, "--consumer", &c, "--step", &step, "--spin-us", &spin];
-        children.0.push(spawn(exe, &a.map(String::from))?);
-    }
-    for c in 0..args.consumers {
-        if store.get(ObjectId::sequential(READY_NS, c, 0), Duration::from_secs(30))?.is_none() {
-            bail!("consumer {c} did not start within 30 s");
-        }
-    }
+    let mut children = start_workers(exe, "stream", (&store, &name), args, window, publish)?;
+    let mut filler = Filler::default();
     let start = Instant::now();
     let mut next_sample = args.sample_every.map(|s| (Duration::from_secs_f64(s.max(0.1)), start));
     let mut i = 0u64;
@@ -395,7 +526,15 @@ fn run_stream(
             break;
         }
         pace(args.rate, start, i);
-        producer.append(batch)?;
+        match publish {
+            Publish::Same => drop(producer.append(batch)?),
+            Publish::FillThenCopy => drop(producer.append(&filler.batch(&batch.schema(), batch.num_rows(), i)?)?),
+            Publish::FillInPlace => {
+                let mut reservation = producer.reserve(batch.num_rows())?;
+                fill_slot(&mut reservation, i)?;
+                reservation.commit()?;
+            }
+        }
         i += 1;
         if let Some((every, at)) = &mut next_sample {
             if i % 64 == 0 && at.elapsed() >= *every {
@@ -444,18 +583,22 @@ pub(crate) struct WorkerArgs {
     step: u64,
     #[arg(long, default_value_t = 0)]
     spin_us: u64,
+    /// Check that batch `i` holds the values `--no-copy` runs fill in.
+    #[arg(long)]
+    check_values: bool,
 }
 
 pub(crate) fn work(worker: Worker) -> Result<()> {
     match worker {
-        Worker::Store(a) => consume_store(&a.store, a.consumer, a.step, a.spin_us),
-        Worker::Stream(a) => consume_stream(&a.store, a.consumer, a.step, a.spin_us),
+        Worker::Store(a) => consume_store(&a),
+        Worker::Stream(a) => consume_stream(&a),
         Worker::Socket { socket } => consume_socket(&socket),
     }
 }
 
 /// The stream consumer: `quiver bench-worker stream`.
-fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
+fn consume_stream(args: &WorkerArgs) -> Result<()> {
+    let (store, consumer, step, spin_us) = (&args.store, args.consumer, args.step, args.spin_us);
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     let stream = Stream::open(&store, STREAM)?;
     let mut consumer_ = stream.consumer(ConsumerConfig::group(format!("c{consumer}")))?;
@@ -470,6 +613,9 @@ fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result
             Polled::TimedOut => bail!("no batch within 30 s"),
         };
         report.latency.record(wall_ns().saturating_sub(got.append_ns));
+        if args.check_values {
+            check_values(&got.batch, report.batches)?;
+        }
         if report.batches % 16 == 0 {
             // Sampled: reading the heads costs a cache miss on a line the producer writes.
             backlog.record(consumer_.backlog()? + 1);
@@ -491,7 +637,8 @@ fn consume_stream(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result
 }
 
 /// The shared-memory consumer: `quiver bench-worker store`.
-fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<()> {
+fn consume_store(args: &WorkerArgs) -> Result<()> {
+    let (store, consumer, step, spin_us) = (&args.store, args.consumer, args.step, args.spin_us);
     let store = Store::open_with(OpenConfig::new(store).wait_strategy(super::wait_strategy(spin_us)))?;
     let mut reader = BatchReader::new(&store);
     store.create_object(ObjectId::sequential(READY_NS, consumer, 0), 0, &[])?.seal()?;
@@ -507,6 +654,9 @@ fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<
         }
         let (batch, meta) = reader.decode(view)?;
         report.latency.record(wall_ns().saturating_sub(meta.append_ns));
+        if args.check_values {
+            check_values(&batch, i)?;
+        }
         start.get_or_insert_with(Instant::now);
         report.rows += batch.num_rows() as u64;
         report.bytes += batch.get_array_memory_size() as u64;
@@ -519,6 +669,20 @@ fn consume_store(store: &str, consumer: u32, step: u64, spin_us: u64) -> Result<
     }
     report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Checks the first and last row of batch `i` of a run that fills values.
+fn check_values(batch: &RecordBatch, i: u64) -> Result<()> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    let rows = batch.num_rows();
+    let (seq, value) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_primitive::<Float64Type>());
+    for r in [0, rows - 1] {
+        if (seq.value(r), value.value(r)) != seq_value(rows, i, r) {
+            bail!("batch {i} row {r} holds ({}, {}), not the values filled in", seq.value(r), value.value(r));
+        }
+    }
     Ok(())
 }
 

@@ -50,3 +50,25 @@ fn quiver_bench_reports_the_stream_pipeline_with_the_consumers_backlog() {
     let paced = bench(&["--stream", "--rate", "5000"]);
     check(&paced, "stream", 1);
 }
+
+/// `--no-copy` runs twice, filling the same values into every batch: once
+/// into an ordinary batch then appended, once in place. Its consumers check
+/// the values of every batch, so a run that passes moved them all intact.
+#[test]
+fn quiver_bench_no_copy_runs_both_paths_and_the_consumers_check_every_batch() {
+    for mode in [&[][..], &["--stream"][..]] {
+        let mut args = vec!["bench", "--json", "--count", "300", "--batch-bytes", "4096", "--no-copy"];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&["--consumers", "2", "--window-bytes", "65536"]);
+        let out = run_quiver(&args, LONG);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let reports: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        let transport = if mode.is_empty() { "shared-memory" } else { "stream" };
+        for (report, publish) in reports.iter().zip(["fill-then-copy", "no-copy"]) {
+            check(report, transport, 2);
+            assert_eq!(report["publish"], publish);
+        }
+    }
+}
