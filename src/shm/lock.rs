@@ -116,10 +116,14 @@ impl LockGuard<'_> {
     }
 }
 
-/// Locks the mutex at `offset`, waiting at most `timeout`.
-/// The least a call with a deadline waits for the lock: the lock is held for
-/// microseconds, so a call whose own time is up still gets this long.
-const MIN_LOCK_WAIT: Duration = Duration::from_millis(5);
+/// The least a call with a deadline waits for the lock, so that a call
+/// whose own time is up (a poll with a zero timeout) still gets this long.
+/// The lock is held for microseconds, but with both cores busy a waiter
+/// that sleeps may not run again for milliseconds, and finds the lock
+/// taken again when it does: waits of 1 to 8 ms were measured under
+/// `quiver bench` on 2 cores, and the 5 ms this used to be made a
+/// consumer's zero-timeout call fail now and then.
+const MIN_LOCK_WAIT: Duration = Duration::from_millis(100);
 
 /// Locks the mutex at `offset`, waiting at most `timeout`, and no longer
 /// than until `deadline_ns` (`monotonic_coarse_ns`, the caller's own

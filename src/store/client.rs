@@ -13,12 +13,13 @@
 //! client's next call or its close.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::Ordering::{self, Relaxed};
+use std::sync::atomic::Ordering::{self, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicUsize};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::layout::{self, state, Layout, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
+use super::layout::{self, state, Layout, FLAG_PINNED, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
+use super::object::ObjectView;
 use super::recovery;
 use super::table::Tables;
 use super::ObjectId;
@@ -32,9 +33,14 @@ pub(crate) struct ClientState {
     /// Validated once at open; never re-read from the file.
     pub(super) layout: Layout,
     pub(super) client: u32,
-    /// This client's number of live views per entry. Changed only under the
-    /// store's lock; the shared holder bit is set while it is non-zero.
+    /// This client's number of live views per entry; the shared holder bit
+    /// is set while it is non-zero. It crosses zero (and the bit changes)
+    /// only under `gate`.
     pub(super) local_refs: Box<[AtomicU32]>,
+    /// Serialises this process's threads where a count crosses zero, with
+    /// the store's lock or without it (taken after the store's lock, never
+    /// before). Process memory, not shared.
+    pub(super) gate: Mutex<()>,
     pub(super) wait: WaitStrategy,
     pub(super) lock_timeout: Duration,
     /// The store file's identity (device, inode): what the lock belongs to.
@@ -52,6 +58,22 @@ pub(super) enum Deferred {
     Release(u32),
     /// An unsealed builder was dropped.
     Abort(u32, ObjectId),
+    /// A view released without the lock left an entry to bring in line
+    /// (see [`Tables::settle`]), and the lock could not be taken then.
+    Settle(u32),
+    /// A look without the lock left a holder bit to take back, and the
+    /// lock could not be taken then.
+    TakeBack(u32),
+}
+
+/// What a look without the store's lock found (see [`ClientState::get_unlocked`]).
+pub(crate) enum Unlocked {
+    /// The object, pinned.
+    View(ObjectView),
+    /// The object exists and is not sealed yet.
+    NotYet,
+    /// Only the lock can tell.
+    Ask,
 }
 
 /// A store file's identity: (device, inode).
@@ -267,6 +289,8 @@ impl ClientState {
             let applied = match drop {
                 Deferred::Release(e) => self.release_locked(t, e),
                 Deferred::Abort(e, id) => self.owned_entry(t, e, id).and_then(|_| t.free_object(e)),
+                Deferred::Settle(e) => t.settle(e).map(|_| ()),
+                Deferred::TakeBack(e) => self.take_back_locked(t, e).map(|_| ()),
             };
             if let Err(err) = applied {
                 outcome = outcome.and(Err(err));
@@ -306,12 +330,96 @@ impl ClientState {
         Ok(entry)
     }
 
+    /// This process's gate (see the field).
+    pub(super) fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A view of object `id` taken without the store's lock, when it is
+    /// sealed and pinned (every stream batch is): the hot read path.
+    ///
+    /// The protocol (whoever frees does the mirror image): set this
+    /// client's holder bit, then check that the entry is still `id`, sealed
+    /// and pinned. Whoever deletes or unpins an object stores its state or
+    /// flag first, then counts holders, all `SeqCst`, so at least one of
+    /// the two sees the other: either the deleter sees the bit and leaves
+    /// the object to its last holder, or the reader sees the change and
+    /// takes its bit back (under the lock). Once the check passes, the
+    /// entry cannot be freed or reused while the bit is set.
+    pub(super) fn get_unlocked(self: &Arc<Self>, id: ObjectId, hash: u64) -> Unlocked {
+        let Ok(t) = Tables::new(&self.region, &self.layout) else { return Unlocked::Ask };
+        // The index may change under this read: a miss, or an entry that is
+        // no longer `id`, is settled by the check below or by the lock.
+        let Ok(Some(e)) = t.lookup(&id, hash) else { return Unlocked::Ask };
+        let Ok(entry) = t.entry(e) else { return Unlocked::Ask };
+        match entry.state.load(SeqCst) {
+            // Unpinned objects leave the eviction list when viewed: the lock's work.
+            state::SEALED if entry.flags.load(Relaxed) & FLAG_PINNED != 0 => {}
+            state::CREATING if Tables::id_of(entry) == id => return Unlocked::NotYet,
+            _ => return Unlocked::Ask,
+        }
+        let (word, bit) = ((self.client / 64) as usize, 1u64 << (self.client % 64));
+        let count = &self.local_refs[e as usize];
+        let gate = self.gate();
+        let first = count.load(Relaxed) == 0;
+        if first {
+            entry.holders[word].fetch_or(bit, SeqCst);
+        }
+        let valid = entry.state.load(SeqCst) == state::SEALED
+            && (!first || entry.flags.load(SeqCst) & FLAG_PINNED != 0)
+            && Tables::id_of(entry) == id;
+        match t.payload(e, &id) {
+            Ok(p) if valid => {
+                count.fetch_add(1, Relaxed);
+                drop(gate);
+                // If its bytes were outside the mapping (only a bug gets
+                // here), the reference stays counted until this client
+                // closes: the safe direction.
+                match ObjectView::new(self.clone(), e, id, p.data_offset, p.data_size, p.meta_size) {
+                    Ok(view) => Unlocked::View(view),
+                    Err(_) => Unlocked::Ask,
+                }
+            }
+            _ => {
+                drop(gate);
+                if first {
+                    self.take_back(e);
+                }
+                Unlocked::Ask
+            }
+        }
+    }
+
+    /// Clears this client's holder bit on entry `e`, set by a look that
+    /// found the entry not what it wanted. If the lock cannot be had now,
+    /// the bit stays (the safe direction) until this client's next call
+    /// that takes the lock.
+    fn take_back(&self, e: u32) {
+        match self.with_tables(|t| self.take_back_locked(t, e)) {
+            Ok(true) => self.notify(SPACE_CELL),
+            Ok(false) => {}
+            Err(_) => self.defer(Deferred::TakeBack(e)),
+        }
+    }
+
+    /// [`take_back`](Self::take_back) under the lock, unless a view of this
+    /// process took the entry since.
+    fn take_back_locked(&self, t: &Tables<'_>, e: u32) -> Result<bool> {
+        let _gate = self.gate();
+        if self.local_refs[e as usize].load(Relaxed) != 0 {
+            return Ok(false);
+        }
+        t.drop_holder(e, self.client)
+    }
+
     /// Drops one of this client's views of entry `e`: called by the view.
     ///
     /// A view that is not this client's last one only decrements the local
-    /// count, without the lock. The last one takes the lock, so that the
-    /// count reaching zero and the shared holder bit being cleared are one
-    /// step for any `get` of the same object (which increments under the lock).
+    /// count. The last view of a sealed, pinned object clears the holder
+    /// bit without the lock, then checks whether the object was deleted or
+    /// unpinned meanwhile (the mirror of [`get_unlocked`](Self::get_unlocked)),
+    /// and only then takes the lock to free it or list it for eviction.
+    /// Other last views take the lock.
     pub(crate) fn release(&self, e: u32) -> Result<()> {
         let count = &self.local_refs[e as usize];
         let mut n = count.load(Relaxed);
@@ -325,16 +433,58 @@ impl ClientState {
             self.defer(Deferred::Release(e));
             return Ok(());
         }
+        if self.release_unlocked(e) {
+            return Ok(());
+        }
         self.with_tables(|t| self.release_locked(t, e))?;
         self.notify(SPACE_CELL);
         Ok(())
     }
 
+    /// [`release`](Self::release) without the lock, if `e` is sealed and
+    /// pinned; `false` if the lock must do it.
+    fn release_unlocked(&self, e: u32) -> bool {
+        let Ok(t) = Tables::new(&self.region, &self.layout) else { return false };
+        let Ok(entry) = t.entry(e) else { return false };
+        let pinned_and_sealed =
+            || entry.state.load(SeqCst) == state::SEALED && entry.flags.load(SeqCst) & FLAG_PINNED != 0;
+        let count = &self.local_refs[e as usize];
+        let gate = self.gate();
+        match count.load(Relaxed) {
+            0 => return true,
+            1 => {}
+            _ => {
+                // Another view was taken since: it may be cloned or dropped
+                // on another thread meanwhile, without the gate.
+                count.fetch_sub(1, Relaxed);
+                return true;
+            }
+        }
+        if !pinned_and_sealed() {
+            return false;
+        }
+        count.store(0, Relaxed);
+        let (word, bit) = ((self.client / 64) as usize, 1u64 << (self.client % 64));
+        entry.holders[word].fetch_and(!bit, SeqCst);
+        let unchanged = pinned_and_sealed();
+        drop(gate);
+        if !unchanged {
+            // Deleted or unpinned meanwhile: this may have been the last
+            // holder, which frees it or lists it for eviction.
+            match self.with_tables(|t| t.settle(e)) {
+                Ok(true) => self.notify(SPACE_CELL),
+                Ok(false) => {}
+                Err(_) => self.defer(Deferred::Settle(e)),
+            }
+        }
+        true
+    }
+
     fn release_locked(&self, t: &Tables<'_>, e: u32) -> Result<()> {
         let count = &self.local_refs[e as usize];
+        let _gate = self.gate();
         match count.load(Relaxed) {
             0 => Ok(()),
-            // Only this view is left in this process, so nothing can race us.
             1 => {
                 count.store(0, Relaxed);
                 t.drop_holder(e, self.client).map(|_| ())

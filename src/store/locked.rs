@@ -241,8 +241,8 @@ impl<'a> Locked<'a> {
         entry.meta_size.store(object.meta_size, Relaxed);
         entry.flags.store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
         entry.owner.store(s.client, Relaxed);
-        entry.holders[0].store(0, Relaxed);
-        entry.holders[1].store(0, Relaxed);
+        // The holder bits are not cleared: a reader that pinned the entry's
+        // last object without the lock clears its own (see `free_object`).
         entry.created_ns.store(super::now_ns(), Relaxed);
         // The state word last: until it is written, repair treats the
         // entry and its block as free.
@@ -403,13 +403,8 @@ impl<'a> Locked<'a> {
             Some(record) if record.state == ObjectState::Sealed => record,
             _ => return Ok(None),
         };
-        let entry = self.t.entry(e)?;
-        if Tables::holder_count(entry) == 0 {
-            self.t.free_object(e)?;
+        if self.t.delete_sealed(e, hash)? {
             self.wake.space.set(true);
-        } else {
-            self.t.index_remove(hash, e)?;
-            entry.state.store(state::DELETED, Release);
         }
         Ok(Some(record))
     }
@@ -439,7 +434,10 @@ fn evict_oldest(t: &Tables<'_>) -> Result<Option<u64>> {
     };
     let entry = t.entry(victim)?;
     // The LRU list is derived: never free what it names without checking.
-    if !Tables::is_evictable(entry) {
+    // (A holder bit may be set: a reader's that pinned it without the lock
+    // and will find it unpinned and take the bit back.)
+    let sealed = entry.state.load(Relaxed) == state::SEALED;
+    if !sealed || entry.flags.load(Relaxed) & FLAG_PINNED != 0 || !Tables::on_lru(entry) {
         return Err(StoreError::corrupted(format_args!("the LRU list names entry {victim}, which is not evictable")));
     }
     let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));

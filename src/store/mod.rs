@@ -33,7 +33,7 @@ mod table;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,7 @@ use locked::Placement;
 pub(crate) use locked::{Locked, METADATA_HEAD};
 
 use crate::shm::{liveness, lock, Region};
-use client::{bucket_of, sweep_dead_clients, ClientState, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
+use client::{bucket_of, sweep_dead_clients, ClientState, Unlocked, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
 use layout::{state, Header, Layout, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
 use table::Tables;
 
@@ -219,6 +219,7 @@ impl Store {
             file,
             deferred: Default::default(),
             deferred_count: Default::default(),
+            gate: Default::default(),
         };
         Ok(Store { shared: Arc::new(shared) })
     }
@@ -435,6 +436,11 @@ impl Store {
     }
 
     fn try_get(&self, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
+        match self.shared.get_unlocked(id, hash) {
+            Unlocked::View(view) => return Ok(Some(view)),
+            Unlocked::NotYet => return Ok(None),
+            Unlocked::Ask => {}
+        }
         self.with_tables(|t| take_view(t, &self.shared, id, hash))
     }
 
@@ -507,16 +513,16 @@ impl Store {
             if entry.state.load(Relaxed) != state::SEALED {
                 return Err(StoreError::NotSealed(id));
             }
-            let was = Tables::is_evictable(entry);
+            // The flag is stored before the holders are counted, as a
+            // release without the lock clears its bit before it reads the
+            // flag: one of the two puts an unpinned, unheld object on the
+            // LRU list.
             if pinned {
-                entry.flags.fetch_or(FLAG_PINNED, Relaxed);
+                entry.flags.fetch_or(FLAG_PINNED, SeqCst);
+                t.lru_remove(e)
             } else {
-                entry.flags.fetch_and(!FLAG_PINNED, Relaxed);
-            }
-            match (was, Tables::is_evictable(entry)) {
-                (true, false) => t.lru_remove(e),
-                (false, true) => t.lru_push(e),
-                _ => Ok(()),
+                entry.flags.fetch_and(!FLAG_PINNED, SeqCst);
+                t.settle(e).map(drop)
             }
         })
     }
@@ -611,10 +617,12 @@ fn take_view(t: &Tables<'_>, shared: &Arc<ClientState>, id: ObjectId, hash: u64)
     let payload = t.payload(e, &id)?;
     // The holder bit first: if it fails, the count is left as it was.
     let count = &shared.local_refs[e as usize];
+    let gate = shared.gate();
     if count.load(Relaxed) == 0 {
         t.add_holder(e, shared.client)?;
     }
     count.fetch_add(1, Relaxed);
+    drop(gate);
     Ok(Some(ObjectView::new(shared.clone(), e, id, payload.data_offset, payload.data_size, payload.meta_size)?))
 }
 
@@ -627,13 +635,7 @@ fn delete_sealed(t: &Tables<'_>, id: &ObjectId) -> Result<()> {
     if entry.state.load(Relaxed) != state::SEALED {
         return Err(StoreError::NotSealed(*id));
     }
-    if Tables::holder_count(entry) == 0 {
-        t.free_object(e)
-    } else {
-        t.index_remove(hash, e)?;
-        entry.state.store(state::DELETED, Release);
-        Ok(())
-    }
+    t.delete_sealed(e, hash).map(drop)
 }
 
 impl std::fmt::Debug for Store {

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
-use super::layout::{state, Entry, ALIGN, BLOCK_HEADER, MAX_CLIENTS, NIL};
+use super::layout::{state, Entry, ALIGN, BLOCK_HEADER, FLAG_ON_LRU, MAX_CLIENTS, NIL};
 use super::table::Tables;
 use super::Result;
 
@@ -99,6 +99,7 @@ fn repair(t: &Tables<'_>) -> Result<()> {
     t.header.lru_tail.store(NIL, Relaxed);
     let mut evictable = Vec::new();
     for (e, entry) in t.entries.iter().enumerate().rev() {
+        entry.flags.fetch_and(!FLAG_ON_LRU, Relaxed);
         if entry.state.load(Relaxed) == state::FREE {
             t.push_free_entry(e as u32)?;
         } else if Tables::is_evictable(entry) {
@@ -127,9 +128,13 @@ fn repair(t: &Tables<'_>) -> Result<()> {
 /// creating, then frees its slot. Returns whether memory was freed.
 pub(crate) fn release_client(t: &Tables<'_>, client: u32) -> Result<bool> {
     let mut freed = false;
+    let (word, bit) = ((client / 64) as usize, 1u64 << (client % 64));
     for (e, entry) in t.entries.iter().enumerate() {
         let st = entry.state.load(Relaxed);
         if st == state::FREE {
+            // A bit it set pinning this entry without the lock, had it
+            // died before taking the bit back.
+            entry.holders[word].fetch_and(!bit, Relaxed);
             continue;
         }
         if st == state::CREATING && entry.owner.load(Relaxed) == client {

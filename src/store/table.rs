@@ -12,13 +12,13 @@
 //! home slot) and the entry number plus one; 0 is empty.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 use super::alloc::Arena;
 use super::id::ObjectId;
 use super::layout::{
-    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, BLOCK_HEADER, CLIENTS_OFFSET, FLAG_PINNED,
-    MAX_CLIENTS, NIL,
+    state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, BLOCK_HEADER, CLIENTS_OFFSET, FLAG_ON_LRU,
+    FLAG_PINNED, MAX_CLIENTS, NIL,
 };
 use super::{Result, StoreError};
 use crate::shm::Region;
@@ -70,9 +70,14 @@ impl<'a> Tables<'a> {
 
     /// Whether the entry belongs on the LRU list: sealed, held by nobody, not pinned.
     pub(crate) fn is_evictable(entry: &Entry) -> bool {
-        entry.state.load(Relaxed) == state::SEALED
-            && entry.flags.load(Relaxed) & FLAG_PINNED == 0
-            && entry.holders.iter().all(|h| h.load(Relaxed) == 0)
+        entry.state.load(SeqCst) == state::SEALED
+            && entry.flags.load(SeqCst) & FLAG_PINNED == 0
+            && entry.holders.iter().all(|h| h.load(SeqCst) == 0)
+    }
+
+    /// Whether the entry is on the LRU list.
+    pub(crate) fn on_lru(entry: &Entry) -> bool {
+        entry.flags.load(Relaxed) & FLAG_ON_LRU != 0
     }
 
     /// Where entry `e`'s payload lies: checked that data and metadata fit
@@ -89,8 +94,11 @@ impl<'a> Tables<'a> {
         Ok(Payload { data_offset: self.layout.arena_offset + block + BLOCK_HEADER, data_size, meta_size })
     }
 
+    /// How many clients hold the entry. `SeqCst`: a reader that pins an
+    /// object without the lock sets its bit, then checks the state; whoever
+    /// frees one stores the state, then counts here (see `Store::get`).
     pub(crate) fn holder_count(entry: &Entry) -> u32 {
-        entry.holders.iter().map(|h| h.load(Relaxed).count_ones()).sum()
+        entry.holders.iter().map(|h| h.load(SeqCst).count_ones()).sum()
     }
 
     // ---- index ----
@@ -209,9 +217,14 @@ impl<'a> Tables<'a> {
 
     // ---- LRU ----
 
-    /// Appends `e` as the most recently used evictable object.
+    /// Appends `e` as the most recently used evictable object (if it is
+    /// not on the list already).
     pub(crate) fn lru_push(&self, e: u32) -> Result<()> {
         let entry = self.entry(e)?;
+        if Self::on_lru(entry) {
+            return Ok(());
+        }
+        entry.flags.fetch_or(FLAG_ON_LRU, Relaxed);
         let tail = self.header.lru_tail.load(Relaxed);
         entry.last_use.store(self.header.lru_clock.fetch_add(1, Relaxed), Relaxed);
         entry.lru_prev.store(tail, Relaxed);
@@ -225,8 +238,12 @@ impl<'a> Tables<'a> {
         Ok(())
     }
 
+    /// Takes `e` off the LRU list (if it is on it).
     pub(crate) fn lru_remove(&self, e: u32) -> Result<()> {
         let entry = self.entry(e)?;
+        if !Self::on_lru(entry) {
+            return Ok(());
+        }
         let (prev, next) = (entry.lru_prev.load(Relaxed), entry.lru_next.load(Relaxed));
         if prev == NIL {
             if self.header.lru_head.load(Relaxed) != e {
@@ -243,6 +260,7 @@ impl<'a> Tables<'a> {
         }
         entry.lru_prev.store(NIL, Relaxed);
         entry.lru_next.store(NIL, Relaxed);
+        entry.flags.fetch_and(!FLAG_ON_LRU, Relaxed);
         Ok(())
     }
 
@@ -256,17 +274,19 @@ impl<'a> Tables<'a> {
     /// Frees a non-free entry and its block. The state word flips first: a
     /// crash after it leaves an entry that repair treats as free, a crash
     /// before it an object that repair keeps whole.
+    ///
+    /// Holder bits are left alone: each is cleared by its own client (or by
+    /// the sweep of a dead one). A bit set here is a reader's that pinned
+    /// the entry without the lock and is about to find it not what it
+    /// wanted, and take its bit back.
     pub(crate) fn free_object(&self, e: u32) -> Result<()> {
         let entry = self.entry(e)?;
         let st = entry.state.load(Relaxed);
         if st == state::FREE {
             return Err(StoreError::corrupted(format_args!("entry {e} is already free")));
         }
-        let was_evictable = Self::is_evictable(entry);
-        entry.state.store(state::FREE, Release);
-        if was_evictable {
-            self.lru_remove(e)?;
-        }
+        entry.state.store(state::FREE, SeqCst);
+        self.lru_remove(e)?;
         if st == state::CREATING || st == state::SEALED {
             self.index_remove(Self::id_of(entry).table_hash(), e)?;
         }
@@ -275,41 +295,67 @@ impl<'a> Tables<'a> {
         self.header.used.fetch_sub(entry.block_size.load(Relaxed), Relaxed);
         self.header.payload.fetch_sub(payload, Relaxed);
         self.header.objects.fetch_sub(1, Relaxed);
-        entry.holders[0].store(0, Relaxed);
-        entry.holders[1].store(0, Relaxed);
         entry.owner.store(NIL, Relaxed);
         self.push_free_entry(e)
     }
 
+    /// Deletes sealed entry `e` (whose ID hashes to `hash`): it leaves the
+    /// index and the LRU list and is marked deleted, then freed at once if
+    /// nobody holds it, else by the release of its last holder. Returns
+    /// whether it was freed. The state is stored before the holders are
+    /// counted (see [`holder_count`](Self::holder_count)).
+    pub(crate) fn delete_sealed(&self, e: u32, hash: u64) -> Result<bool> {
+        let entry = self.entry(e)?;
+        self.lru_remove(e)?;
+        self.index_remove(hash, e)?;
+        entry.state.store(state::DELETED, SeqCst);
+        if Self::holder_count(entry) == 0 {
+            self.free_object(e)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Brings entry `e` in line with its holders after a release without
+    /// the lock: freed if it is deleted and held by nobody, on the LRU list
+    /// if it is evictable. Returns whether memory was freed (or may now be
+    /// evicted).
+    pub(crate) fn settle(&self, e: u32) -> Result<bool> {
+        let entry = self.entry(e)?;
+        if Self::holder_count(entry) != 0 {
+            return Ok(false);
+        }
+        if entry.state.load(SeqCst) == state::DELETED {
+            self.free_object(e)?;
+            return Ok(true);
+        }
+        if Self::is_evictable(entry) {
+            self.lru_push(e)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Removes `client`'s reference to `e`. Frees the object if it was
     /// deleted and this was the last reference, or puts it on the LRU list if
-    /// it became evictable. Returns whether memory was freed.
+    /// it became evictable. Returns whether memory was freed or became
+    /// evictable.
     pub(crate) fn drop_holder(&self, e: u32, client: u32) -> Result<bool> {
         let entry = self.entry(e)?;
         let (word, bit) = ((client / 64) as usize, 1u64 << (client % 64));
-        if entry.holders[word].load(Relaxed) & bit == 0 {
+        if entry.holders[word].fetch_and(!bit, SeqCst) & bit == 0 {
             return Ok(false);
         }
-        entry.holders[word].fetch_and(!bit, Relaxed);
-        if Self::holder_count(entry) == 0 {
-            if entry.state.load(Relaxed) == state::DELETED {
-                self.free_object(e)?;
-                return Ok(true);
-            }
-            if Self::is_evictable(entry) {
-                self.lru_push(e)?;
-            }
+        if entry.state.load(SeqCst) == state::FREE {
+            return Ok(false);
         }
-        Ok(false)
+        self.settle(e)
     }
 
     /// Adds `client`'s reference to `e`, taking it off the LRU list.
     pub(crate) fn add_holder(&self, e: u32, client: u32) -> Result<()> {
         let entry = self.entry(e)?;
-        if Self::is_evictable(entry) {
-            self.lru_remove(e)?;
-        }
-        entry.holders[(client / 64) as usize].fetch_or(1u64 << (client % 64), Relaxed);
-        Ok(())
+        entry.holders[(client / 64) as usize].fetch_or(1u64 << (client % 64), SeqCst);
+        self.lru_remove(e)
     }
 }

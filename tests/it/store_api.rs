@@ -406,3 +406,82 @@ fn delete_many_deletes_what_is_sealed_in_one_go_and_passes_over_the_rest() {
     assert!(store.contains(id(4)).unwrap(), "an object being created was passed over");
     assert_eq!(store.stats().unwrap().objects, 2);
 }
+
+/// Readers on two clients (three threads) take views without the lock while
+/// a writer on a third creates, deletes, pins and unpins the same objects and
+/// a small arena evicts. Every view must show its object's own bytes (a view
+/// of memory freed and reused would not), and once all is deleted and
+/// dropped nothing may be left: no object, no byte, no repair.
+#[test]
+fn views_taken_without_the_lock_race_deletes_pins_and_evictions_safely() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let t = TestStore::new("lockfree-race");
+    let writer = Store::create(StoreConfig::new(&t.name).capacity(256 << 10).max_objects(512)).unwrap();
+    let readers = [Store::open(&t.name).unwrap(), Store::open(&t.name).unwrap()];
+    const N: u64 = 20_000;
+    let id = |i: u64| ObjectId::sequential(3, 0, i);
+    let size = |i: u64| 64 + (i * 37) % 900;
+    let latest = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let (hits, checked) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for (r, store) in [0, 0, 1].into_iter().map(|r| (r, &readers[r])) {
+            let (latest, done, hits, checked) = (&latest, &done, &hits, &checked);
+            s.spawn(move || {
+                let mut held = Vec::new();
+                let mut rng = quiver::shm::rand::SplitMix64::new(r as u64 + 7);
+                while !done.load(Relaxed) {
+                    let j = latest.load(Relaxed).saturating_sub(rng.next_u64() % 12);
+                    if let Some(view) = store.get(id(j), Duration::ZERO).unwrap() {
+                        hits.fetch_add(1, Relaxed);
+                        held.push(view);
+                    }
+                    if held.len() > 3 || (!held.is_empty() && rng.next_u64() % 3 == 0) {
+                        let view = held.remove(0);
+                        let i = u64::from_le_bytes(view.metadata().try_into().unwrap());
+                        assert_eq!(view.id(), id(i));
+                        assert_eq!(view.len() as u64, size(i));
+                        assert!(view.data().iter().all(|&b| b == i as u8), "object {i} changed under its view");
+                        if rng.next_u64() % 2 == 0 {
+                            drop(view.clone());
+                        }
+                        checked.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+        }
+        for i in 0..N {
+            let options = CreateOptions::new().pinned(i % 3 != 0);
+            let mut b = loop {
+                match writer.create_object_with(id(i), size(i), &i.to_le_bytes(), options) {
+                    Ok(b) => break b,
+                    Err(StoreError::StoreFull { .. }) => std::thread::yield_now(),
+                    Err(e) => panic!("create {i}: {e}"),
+                }
+            };
+            b.data_mut().fill(i as u8);
+            b.seal().unwrap();
+            latest.store(i, Relaxed);
+            let ok = |r: Result<(), StoreError>| {
+                assert!(matches!(r, Ok(()) | Err(StoreError::NotFound(_))), "{r:?}");
+            };
+            match i % 5 {
+                0 if i >= 4 => ok(writer.unpin(id(i - 4))),
+                1 if i >= 4 => ok(writer.pin(id(i - 4))),
+                _ => {}
+            }
+            if i >= 8 {
+                ok(writer.delete(id(i - 8)));
+            }
+        }
+        done.store(true, Relaxed);
+    });
+    for i in N - 8..N {
+        let _ = writer.delete(id(i));
+    }
+    drop(readers);
+    let stats = writer.stats().unwrap();
+    assert!(hits.load(Relaxed) > 0 && checked.load(Relaxed) > 0);
+    assert_eq!((stats.objects, stats.used, stats.payload), (0, 0, 0), "{stats:?}");
+    assert_eq!((stats.repairs, stats.dropped_corrupt), (0, 0), "{stats:?}");
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use quiver::shm::rand::SplitMix64;
-use quiver::{ObjectId, Store, StoreConfig, StoreError};
+use quiver::{CreateOptions, ObjectId, Store, StoreConfig, StoreError};
 
 use crate::common::{harness, pattern, run_quiver, TestStore, LONG};
 
@@ -265,4 +265,44 @@ fn calls_keep_their_own_timeout_while_a_stopped_process_holds_the_lock() {
     }
     let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), rustix::process::Signal::CONT);
     holder.kill();
+}
+
+#[test]
+fn pinned_objects_are_read_and_released_without_the_lock() {
+    let t = TestStore::new("lockfree");
+    let config = StoreConfig::new(&t.name).capacity(1 << 20).lock_timeout(Duration::from_secs(600));
+    let store = Store::create(config).unwrap();
+    let (pinned, unpinned) = (ObjectId::sequential(1, 0, 0), ObjectId::sequential(1, 0, 1));
+    for (id, pin) in [(pinned, true), (unpinned, false)] {
+        let mut b = store.create_object_with(id, 5, b"m", CreateOptions::new().pinned(pin)).unwrap();
+        b.data_mut().copy_from_slice(b"hello");
+        b.seal().unwrap();
+    }
+    let other = Store::open(&t.name).unwrap();
+    let mut holder = harness(&["hold-lock", "--store", &t.name]);
+    holder.expect_line("locked", LONG);
+    let pid = holder.child.id() as i32;
+    let stop = |signal| {
+        let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid).unwrap(), signal);
+    };
+    stop(rustix::process::Signal::STOP);
+    // Sealed and pinned (as every stream batch is): read, cloned and
+    // released while a stopped process holds the lock.
+    let view = store.get(pinned, Duration::from_millis(200)).unwrap().unwrap();
+    assert_eq!((view.data(), view.metadata()), (&b"hello"[..], &b"m"[..]));
+    let again = view.clone();
+    let third = store.get(pinned, Duration::ZERO).unwrap().unwrap();
+    drop((view, again, third));
+    // Another client of the store, likewise.
+    assert_eq!(other.get(pinned, Duration::from_millis(200)).unwrap().unwrap().data(), b"hello");
+    // An unpinned object (which a get takes off the eviction list) needs the lock.
+    assert!(matches!(store.get(unpinned, Duration::from_millis(200)), Err(StoreError::LockTimeout { .. })));
+    stop(rustix::process::Signal::CONT);
+    holder.kill();
+    drop(other); // closing takes the lock
+                 // Nothing was left held: both are freed as they are deleted.
+    store.delete(pinned).unwrap();
+    store.delete(unpinned).unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.objects, stats.used), (0, 0));
 }
