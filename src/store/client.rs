@@ -13,7 +13,7 @@
 //! client's next call or its close.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::Ordering::{self, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -272,8 +272,9 @@ impl ClientState {
     /// returned.
     #[inline]
     fn apply_deferred(&self, t: &Tables<'_>) -> Result<bool> {
-        // Only a holder of the lock defers, and this thread holds it now, so
-        // a zero count read here is exact: the common case takes no mutex.
+        // A drop deferred by another thread meanwhile (one that could not
+        // get the lock) is applied next time: the count is read zero only
+        // before its push. The common case takes no mutex.
         if self.deferred_count.load(Relaxed) == 0 {
             return Ok(false);
         }
@@ -347,6 +348,11 @@ impl ClientState {
     /// takes its bit back (under the lock). Once the check passes, the
     /// entry cannot be freed or reused while the bit is set.
     pub(super) fn get_unlocked(self: &Arc<Self>, id: ObjectId, hash: u64) -> Unlocked {
+        // Drops deferred for want of the lock are applied by the next call
+        // that takes it: let this be that call.
+        if self.deferred_count.load(Relaxed) != 0 {
+            return Unlocked::Ask;
+        }
         let Ok(t) = Tables::new(&self.region, &self.layout) else { return Unlocked::Ask };
         // The index may change under this read: a miss, or an entry that is
         // no longer `id`, is settled by the check below or by the lock.
@@ -365,9 +371,15 @@ impl ClientState {
         if first {
             entry.holders[word].fetch_or(bit, SeqCst);
         }
-        let valid = entry.state.load(SeqCst) == state::SEALED
+        // The state is read again after the flags and the ID: whichever
+        // object the entry holds when that read sees it sealed can no longer
+        // be freed (the bit is set), so the fields read after it are that
+        // object's, and a flag or ID read from an earlier one is caught.
+        let sealed = || entry.state.load(SeqCst) == state::SEALED;
+        let valid = sealed()
             && (!first || entry.flags.load(SeqCst) & FLAG_PINNED != 0)
-            && Tables::id_of(entry) == id;
+            && Tables::id_of(entry) == id
+            && sealed();
         match t.payload(e, &id) {
             Ok(p) if valid => {
                 count.fetch_add(1, Relaxed);
@@ -423,8 +435,11 @@ impl ClientState {
     pub(crate) fn release(&self, e: u32) -> Result<()> {
         let count = &self.local_refs[e as usize];
         let mut n = count.load(Relaxed);
+        // Release, paired with the Acquire load of the last view's release:
+        // this view's reads of the object happen before the bit is cleared
+        // (as `Arc` orders its drops).
         while n > 1 {
-            match count.compare_exchange_weak(n, n - 1, Relaxed, Relaxed) {
+            match count.compare_exchange_weak(n, n - 1, Release, Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(now) => n = now,
             }
@@ -436,7 +451,11 @@ impl ClientState {
         if self.release_unlocked(e) {
             return Ok(());
         }
-        self.with_tables(|t| self.release_locked(t, e))?;
+        if let Err(err) = self.with_tables(|t| self.release_locked(t, e)) {
+            // Applied by this client's next call that takes the lock.
+            self.defer(Deferred::Release(e));
+            return Err(err);
+        }
         self.notify(SPACE_CELL);
         Ok(())
     }
@@ -444,19 +463,22 @@ impl ClientState {
     /// [`release`](Self::release) without the lock, if `e` is sealed and
     /// pinned; `false` if the lock must do it.
     fn release_unlocked(&self, e: u32) -> bool {
+        if self.deferred_count.load(Relaxed) != 0 {
+            return false;
+        }
         let Ok(t) = Tables::new(&self.region, &self.layout) else { return false };
         let Ok(entry) = t.entry(e) else { return false };
         let pinned_and_sealed =
             || entry.state.load(SeqCst) == state::SEALED && entry.flags.load(SeqCst) & FLAG_PINNED != 0;
         let count = &self.local_refs[e as usize];
         let gate = self.gate();
-        match count.load(Relaxed) {
+        match count.load(Acquire) {
             0 => return true,
             1 => {}
             _ => {
                 // Another view was taken since: it may be cloned or dropped
                 // on another thread meanwhile, without the gate.
-                count.fetch_sub(1, Relaxed);
+                count.fetch_sub(1, Release);
                 return true;
             }
         }
@@ -483,14 +505,14 @@ impl ClientState {
     fn release_locked(&self, t: &Tables<'_>, e: u32) -> Result<()> {
         let count = &self.local_refs[e as usize];
         let _gate = self.gate();
-        match count.load(Relaxed) {
+        match count.load(Acquire) {
             0 => Ok(()),
             1 => {
                 count.store(0, Relaxed);
                 t.drop_holder(e, self.client).map(|_| ())
             }
             _ => {
-                count.fetch_sub(1, Relaxed);
+                count.fetch_sub(1, Release);
                 Ok(())
             }
         }

@@ -441,9 +441,12 @@ fn evict_oldest(t: &Tables<'_>) -> Result<Option<u64>> {
         return Err(StoreError::corrupted(format_args!("the LRU list names entry {victim}, which is not evictable")));
     }
     let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));
-    t.free_object(victim)?;
+    // As a delete: the state first, then the holders counted. A reader that
+    // set its bit meanwhile leaves it deleted, off the list, for the reader
+    // to free when it takes the bit back.
     t.header.evictions.fetch_add(1, Relaxed);
-    Ok(Some(payload))
+    let freed = t.delete_sealed(victim, Tables::id_of(entry).table_hash())?;
+    Ok(Some(if freed { payload } else { 0 }))
 }
 
 #[cfg(test)]

@@ -138,11 +138,16 @@ pub(crate) fn release_client(t: &Tables<'_>, client: u32) -> Result<bool> {
             continue;
         }
         if st == state::CREATING && entry.owner.load(Relaxed) == client {
+            entry.holders[word].fetch_and(!bit, Relaxed);
             t.free_object(e as u32)?;
             freed = true;
             continue;
         }
-        freed |= t.drop_holder(e as u32, client)?;
+        t.drop_holder(e as u32, client)?;
+        // Settled whether or not its bit was still set: it may have cleared
+        // the bit of its last view without the lock, then died before it
+        // could free or list the entry.
+        freed |= t.settle(e as u32)?;
     }
     let slot = &t.clients[client as usize];
     slot.pid.store(0, Relaxed);

@@ -355,7 +355,9 @@ impl<'a> Tables<'a> {
     /// Adds `client`'s reference to `e`, taking it off the LRU list.
     pub(crate) fn add_holder(&self, e: u32, client: u32) -> Result<()> {
         let entry = self.entry(e)?;
+        // Off the list first: if that fails, no bit is left behind.
+        self.lru_remove(e)?;
         entry.holders[(client / 64) as usize].fetch_or(1u64 << (client % 64), SeqCst);
-        self.lru_remove(e)
+        Ok(())
     }
 }
