@@ -12,11 +12,13 @@
 //! last header it verified and decodes a batch whose header matches it
 //! byte for byte (null counts aside) without parsing it again.
 
-use arrow_array::{make_array, ArrayRef, RecordBatch};
-use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder, Buffer, MutableBuffer, NullBuffer};
+use std::sync::Arc;
+
+use arrow_array::{downcast_primitive, make_array, ArrayRef, BooleanArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder, Buffer, MutableBuffer, NullBuffer, ScalarBuffer};
 use arrow_data::ArrayData;
 use arrow_ipc::writer::{IpcWriteOptions, StreamEncoder};
-use arrow_schema::{DataType, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
 use std::ops::Range;
 
 use super::BatchError;
@@ -248,15 +250,40 @@ impl Layout {
                 Some(nulls)
             };
             let values = message.slice_with_length(column.values.start, column.values.len());
-            let data = ArrayData::builder(field.data_type().clone())
-                .len(self.rows)
-                .add_buffer(values)
-                .nulls(nulls)
-                .build()
-                .map_err(|e| e.to_string())?;
-            arrays.push(make_array(data));
+            arrays.push(array(field.data_type(), self.rows, values, nulls).map_err(|e| e.to_string())?);
         }
         RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())
+    }
+}
+
+/// A primitive array of `$t` over `values` (64-byte aligned: the
+/// message's base and every buffer offset of a layout are).
+macro_rules! primitive_array {
+    ($t:ty, $rows:expr, $values:expr, $nulls:expr, $data_type:expr) => {
+        PrimitiveArray::<$t>::try_new(ScalarBuffer::new($values, 0, $rows), $nulls)
+            .map(|a| Arc::new(a.with_data_type($data_type.clone())) as ArrayRef)
+    };
+}
+
+/// The array of `rows` values of fixed-width type `t` in `values`, built
+/// directly (primitive and boolean columns; arrow's checks of lengths and
+/// null counts apply), not through `ArrayData`.
+fn array(t: &DataType, rows: usize, values: Buffer, nulls: Option<NullBuffer>) -> Result<ArrayRef, ArrowError> {
+    if values.as_ptr() as usize % super::IPC_ALIGNMENT != 0 {
+        return Err(ArrowError::InvalidArgumentError("a column's values are misaligned".into()));
+    }
+    downcast_primitive! {
+        t => (primitive_array, rows, values, nulls, t),
+        DataType::Boolean => {
+            if nulls.as_ref().is_some_and(|n| n.len() != rows) {
+                return Err(ArrowError::InvalidArgumentError("a validity bitmap of the wrong length".into()));
+            }
+            Ok(Arc::new(BooleanArray::new(BooleanBuffer::new(values, 0, rows), nulls)) as ArrayRef)
+        }
+        _ => {
+            let data = ArrayData::builder(t.clone()).len(rows).add_buffer(values).nulls(nulls).build()?;
+            Ok(make_array(data))
+        }
     }
 }
 

@@ -45,6 +45,28 @@ impl BatchMeta {
     }
 }
 
+/// Maps keyed by schema fingerprint, which is a hash already: it is used
+/// as it is, not hashed again for every batch.
+type ByFingerprint = std::hash::BuildHasherDefault<FingerprintHasher>;
+
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (keys are u64); fold anything else in.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, fingerprint: u64) {
+        self.0 = fingerprint;
+    }
+}
+
 /// How many layouts a reader keeps per schema.
 const LAYOUTS_PER_SCHEMA: usize = 4;
 
@@ -53,12 +75,12 @@ const LAYOUTS_PER_SCHEMA: usize = 4;
 pub struct BatchReader {
     store: Store,
     /// The schemas met, by fingerprint.
-    schemas: HashMap<u64, SchemaRef>,
+    schemas: HashMap<u64, SchemaRef, ByFingerprint>,
     /// For schemas with a fixed layout, the layouts of the last batches
     /// decoded in full (a few per schema: row counts and which columns
     /// carry a bitmap vary): a batch with the same header as one of them
     /// (null counts aside) is decoded without parsing its header again.
-    layouts: HashMap<u64, Vec<Layout>>,
+    layouts: HashMap<u64, Vec<Layout>, ByFingerprint>,
     /// Batches carry no dictionaries (refused at the writer).
     no_dictionaries: HashMap<i64, ArrayRef>,
     expected: Option<SchemaRef>,
@@ -76,8 +98,8 @@ impl BatchReader {
     pub fn new(store: &Store) -> Self {
         BatchReader {
             store: store.clone(),
-            schemas: HashMap::new(),
-            layouts: HashMap::new(),
+            schemas: HashMap::default(),
+            layouts: HashMap::default(),
             no_dictionaries: HashMap::new(),
             expected: None,
             skip_validation: false,
