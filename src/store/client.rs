@@ -40,7 +40,7 @@ pub(crate) struct ClientState {
     /// Serialises this process's threads where a count crosses zero, with
     /// the store's lock or without it (taken after the store's lock, never
     /// before). Process memory, not shared.
-    pub(super) gate: Mutex<()>,
+    pub(super) gate: Gate,
     pub(super) wait: WaitStrategy,
     pub(super) lock_timeout: Duration,
     /// The store file's identity (device, inode): what the lock belongs to.
@@ -66,14 +66,48 @@ pub(super) enum Deferred {
     TakeBack(u32),
 }
 
+/// A spin lock in process memory around a few loads and stores (never a
+/// wait or a system call inside): cheaper than a mutex on the hot path,
+/// where it is taken twice per batch and almost never contended.
+#[derive(Default)]
+pub(crate) struct Gate(std::sync::atomic::AtomicBool);
+
+/// A held [`Gate`]; opens it on drop.
+pub(crate) struct GateGuard<'g>(&'g std::sync::atomic::AtomicBool);
+
+impl Gate {
+    fn enter(&self) -> GateGuard<'_> {
+        let mut spins = 0u32;
+        while self.0.swap(true, Acquire) {
+            while self.0.load(Relaxed) {
+                spins += 1;
+                // A holder that was preempted: let it run.
+                if spins % 64 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        GateGuard(&self.0)
+    }
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
+}
+
 /// What a look without the store's lock found (see [`ClientState::get_unlocked`]).
 pub(crate) enum Unlocked {
     /// The object, pinned.
     View(ObjectView),
     /// The object exists and is not sealed yet.
     NotYet,
-    /// Only the lock can tell.
-    Ask,
+    /// Only the lock can tell; the entry the index named, if any (a hint
+    /// the lock checks before it trusts it).
+    Ask(Option<u32>),
 }
 
 /// A store file's identity: (device, inode).
@@ -332,8 +366,8 @@ impl ClientState {
     }
 
     /// This process's gate (see the field).
-    pub(super) fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(super) fn gate(&self) -> GateGuard<'_> {
+        self.gate.enter()
     }
 
     /// A view of object `id` taken without the store's lock, when it is
@@ -351,18 +385,18 @@ impl ClientState {
         // Drops deferred for want of the lock are applied by the next call
         // that takes it: let this be that call.
         if self.deferred_count.load(Relaxed) != 0 {
-            return Unlocked::Ask;
+            return Unlocked::Ask(None);
         }
-        let Ok(t) = Tables::new(&self.region, &self.layout) else { return Unlocked::Ask };
+        let Ok(t) = Tables::new(&self.region, &self.layout) else { return Unlocked::Ask(None) };
         // The index may change under this read: a miss, or an entry that is
         // no longer `id`, is settled by the check below or by the lock.
-        let Ok(Some(e)) = t.lookup(&id, hash) else { return Unlocked::Ask };
-        let Ok(entry) = t.entry(e) else { return Unlocked::Ask };
+        let Ok(Some(e)) = t.lookup(&id, hash) else { return Unlocked::Ask(None) };
+        let Ok(entry) = t.entry(e) else { return Unlocked::Ask(None) };
         match entry.state.load(SeqCst) {
             // Unpinned objects leave the eviction list when viewed: the lock's work.
             state::SEALED if entry.flags.load(Relaxed) & FLAG_PINNED != 0 => {}
             state::CREATING if Tables::id_of(entry) == id => return Unlocked::NotYet,
-            _ => return Unlocked::Ask,
+            _ => return Unlocked::Ask(Some(e)),
         }
         let (word, bit) = ((self.client / 64) as usize, 1u64 << (self.client % 64));
         let count = &self.local_refs[e as usize];
@@ -389,7 +423,7 @@ impl ClientState {
                 // closes: the safe direction.
                 match ObjectView::new(self.clone(), e, id, p.data_offset, p.data_size, p.meta_size) {
                     Ok(view) => Unlocked::View(view),
-                    Err(_) => Unlocked::Ask,
+                    Err(_) => Unlocked::Ask(None),
                 }
             }
             _ => {
@@ -397,7 +431,7 @@ impl ClientState {
                 if first {
                     self.take_back(e);
                 }
-                Unlocked::Ask
+                Unlocked::Ask(None)
             }
         }
     }
@@ -466,8 +500,12 @@ impl ClientState {
         if self.deferred_count.load(Relaxed) != 0 {
             return false;
         }
-        let Ok(t) = Tables::new(&self.region, &self.layout) else { return false };
-        let Ok(entry) = t.entry(e) else { return false };
+        let at = self.layout.entries_offset + u64::from(e) * layout::ENTRY_BYTES;
+        let Ok(entry) = self.region.get::<layout::Entry>(at) else { return false };
+        if u64::from(e) >= self.layout.max_objects || entry.flags.load(Relaxed) & FLAG_PINNED == 0 {
+            // Unpinned: its last release may list it for eviction, which is the lock's work.
+            return false;
+        }
         let pinned_and_sealed =
             || entry.state.load(SeqCst) == state::SEALED && entry.flags.load(SeqCst) & FLAG_PINNED != 0;
         let count = &self.local_refs[e as usize];

@@ -367,7 +367,7 @@ impl<'a> Locked<'a> {
 
     /// A view of the sealed object `id`, or `None` if it is not sealed.
     pub(crate) fn view(&self, id: ObjectId) -> Result<Option<ObjectView>> {
-        self.noted(super::take_view(self.t, self.shared, id, id.table_hash()))
+        self.noted(super::take_view(self.t, self.shared, id, id.table_hash(), None))
     }
 
     /// Deletes every sealed object whose ID satisfies `matches`: a scan of

@@ -436,12 +436,12 @@ impl Store {
     }
 
     fn try_get(&self, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
-        match self.shared.get_unlocked(id, hash) {
+        let hint = match self.shared.get_unlocked(id, hash) {
             Unlocked::View(view) => return Ok(Some(view)),
             Unlocked::NotYet => return Ok(None),
-            Unlocked::Ask => {}
-        }
-        self.with_tables(|t| take_view(t, &self.shared, id, hash))
+            Unlocked::Ask(hint) => hint,
+        };
+        self.with_tables(|t| take_view(t, &self.shared, id, hash, hint))
     }
 
     /// Whether `id` names a sealed object.
@@ -606,8 +606,21 @@ pub(crate) struct SpaceTicket(u32);
 
 /// A view of the sealed object `id`, taken under the lock: the holder bit
 /// is set (if this client had no view of it) and the local count raised.
-fn take_view(t: &Tables<'_>, shared: &Arc<ClientState>, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
-    let Some(e) = t.lookup(&id, hash)? else {
+fn take_view(
+    t: &Tables<'_>,
+    shared: &Arc<ClientState>,
+    id: ObjectId,
+    hash: u64,
+    hint: Option<u32>,
+) -> Result<Option<ObjectView>> {
+    // The entry a look without the lock found, if it is still `id` (live
+    // entries are in the index): saves a second probe of the index.
+    let hinted = hint.filter(|&e| {
+        t.entry(e).is_ok_and(|entry| {
+            matches!(entry.state.load(Relaxed), state::CREATING | state::SEALED) && Tables::id_of(entry) == id
+        })
+    });
+    let Some(e) = hinted.map_or_else(|| t.lookup(&id, hash), |e| Ok(Some(e)))? else {
         return Ok(None);
     };
     let entry = t.entry(e)?;

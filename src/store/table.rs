@@ -224,7 +224,9 @@ impl<'a> Tables<'a> {
         if Self::on_lru(entry) {
             return Ok(());
         }
-        entry.flags.fetch_or(FLAG_ON_LRU, Relaxed);
+        // Every writer of the flags holds the lock (readers without it only
+        // read them): no atomic read-modify-write is needed.
+        entry.flags.store(entry.flags.load(Relaxed) | FLAG_ON_LRU, Relaxed);
         let tail = self.header.lru_tail.load(Relaxed);
         entry.last_use.store(self.header.lru_clock.fetch_add(1, Relaxed), Relaxed);
         entry.lru_prev.store(tail, Relaxed);
@@ -260,7 +262,7 @@ impl<'a> Tables<'a> {
         }
         entry.lru_prev.store(NIL, Relaxed);
         entry.lru_next.store(NIL, Relaxed);
-        entry.flags.fetch_and(!FLAG_ON_LRU, Relaxed);
+        entry.flags.store(entry.flags.load(Relaxed) & !FLAG_ON_LRU, Relaxed);
         Ok(())
     }
 
