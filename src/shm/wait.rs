@@ -27,6 +27,22 @@ crate::shm::shared_struct! {
 }
 const _: () = assert!(size_of::<WaitCell>() == 64);
 
+/// What one attempt of [`WaitCell::wait_for`] found.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// What the wait was for.
+    Ready(T),
+    /// Nothing yet.
+    Pending,
+    /// Nothing yet, but another process is making it now (writing the
+    /// object waited for): worth a short spin before parking.
+    InFlight,
+}
+
+/// How long a wait spins when the change it waits for is under way (see
+/// [`WaitCell::wait_for`]): about a 1 MiB copy into shared memory.
+pub const IN_FLIGHT_SPIN: Duration = Duration::from_micros(50);
+
 /// How a blocked call waits for another process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WaitStrategy {
@@ -96,13 +112,30 @@ impl WaitCell {
         strategy: WaitStrategy,
         mut attempt: impl FnMut() -> Result<Option<T>, E>,
     ) -> Result<Option<T>, E> {
+        self.wait_for(timeout, strategy, || Ok(attempt()?.map_or(Attempt::Pending, Attempt::Ready)))
+    }
+
+    /// [`wait_until`](Self::wait_until) for an attempt that can also say
+    /// the change it waits for is under way ([`Attempt::InFlight`]: another
+    /// process is writing the object now). Then the wait spins for up to
+    /// [`IN_FLIGHT_SPIN`] before it parks, whatever the strategy: the
+    /// notify is at most the rest of a write away, and a park would cost
+    /// a wake-up through the kernel (tens of microseconds across cores).
+    pub fn wait_for<T, E>(
+        &self,
+        timeout: Duration,
+        strategy: WaitStrategy,
+        mut attempt: impl FnMut() -> Result<Attempt<T>, E>,
+    ) -> Result<Option<T>, E> {
         let mut deadline: Option<Option<Instant>> = None;
         loop {
             // Read before the attempt: a notify after this load changes it.
             let seq = self.seq.load(Ordering::SeqCst);
-            if let Some(value) = attempt()? {
-                return Ok(Some(value));
-            }
+            let in_flight = match attempt()? {
+                Attempt::Ready(value) => return Ok(Some(value)),
+                Attempt::Pending => false,
+                Attempt::InFlight => true,
+            };
             if timeout.is_zero() {
                 return Ok(None);
             }
@@ -114,7 +147,12 @@ impl WaitCell {
                 },
                 None => None,
             };
-            if let WaitStrategy::SpinThenPark { budget } = strategy {
+            let budget = match strategy {
+                WaitStrategy::SpinThenPark { budget } => budget,
+                WaitStrategy::Park => Duration::ZERO,
+            };
+            let budget = if in_flight { budget.max(IN_FLIGHT_SPIN) } else { budget };
+            if !budget.is_zero() {
                 let budget = remaining.map_or(budget, |left| left.min(budget));
                 if spin_while_unchanged(&self.seq, seq, budget) {
                     continue;

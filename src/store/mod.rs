@@ -50,6 +50,7 @@ pub(crate) use layout::REGISTRY_BYTES;
 use locked::Placement;
 pub(crate) use locked::{Locked, METADATA_HEAD};
 
+use crate::shm::wait::Attempt;
 use crate::shm::{liveness, lock, Region};
 use client::{bucket_of, sweep_dead_clients, ClientState, Unlocked, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
 use layout::{state, Header, Layout, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
@@ -410,7 +411,7 @@ impl Store {
         let _call = CallDeadline::enter(timeout);
         let hash = id.table_hash();
         let cell = self.shared.cell(bucket_of(hash))?;
-        let found = cell.wait_until(timeout, self.shared.wait, || self.try_get(id, hash))?;
+        let found = cell.wait_for(timeout, self.shared.wait, || self.try_get(id, hash))?;
         if found.is_none() && !timeout.is_zero() {
             // Not "nothing yet" if the store is gone.
             self.check_present()?;
@@ -427,7 +428,9 @@ impl Store {
         cell.wait_until(timeout, self.shared.wait, || {
             for (id, view) in ids.iter().zip(views.iter_mut()) {
                 if view.is_none() {
-                    *view = self.try_get(*id, id.table_hash())?;
+                    if let Attempt::Ready(found) = self.try_get(*id, id.table_hash())? {
+                        *view = Some(found);
+                    }
                 }
             }
             Ok::<_, StoreError>(views.iter().all(Option::is_some).then_some(()))
@@ -435,13 +438,16 @@ impl Store {
         Ok(views)
     }
 
-    fn try_get(&self, id: ObjectId, hash: u64) -> Result<Option<ObjectView>> {
+    /// One look for sealed object `id`: without the lock if it can, else
+    /// under it. An object found being created is [`Attempt::InFlight`]:
+    /// its creator is writing it now.
+    fn try_get(&self, id: ObjectId, hash: u64) -> Result<Attempt<ObjectView>> {
         let hint = match self.shared.get_unlocked(id, hash) {
-            Unlocked::View(view) => return Ok(Some(view)),
-            Unlocked::NotYet => return Ok(None),
+            Unlocked::View(view) => return Ok(Attempt::Ready(view)),
+            Unlocked::NotYet => return Ok(Attempt::InFlight),
             Unlocked::Ask(hint) => hint,
         };
-        self.with_tables(|t| take_view(t, &self.shared, id, hash, hint))
+        Ok(self.with_tables(|t| take_view(t, &self.shared, id, hash, hint))?.map_or(Attempt::Pending, Attempt::Ready))
     }
 
     /// Whether `id` names a sealed object.

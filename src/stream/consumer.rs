@@ -44,6 +44,7 @@ use super::txn::{Taken, READ_AHEAD};
 use super::StreamError;
 use super::{join_group, Result, Stream};
 use crate::arrow::BatchReader;
+use crate::shm::wait::Attempt;
 use crate::store::StoreError;
 
 /// Where a new group (or a consumer without a group) starts reading.
@@ -334,8 +335,15 @@ impl Consumer {
                 None => DEAD_PRODUCER_SWEEP,
             };
             let mut unsealed = false;
-            let step =
-                cell.wait_until(left.min(DEAD_PRODUCER_SWEEP), store.wait_strategy(), || self.look(&mut unsealed))?;
+            // A batch being written is at most a copy away: spin for it a
+            // moment before parking (see `WaitCell::wait_for`).
+            let step = cell.wait_for(left.min(DEAD_PRODUCER_SWEEP), store.wait_strategy(), || {
+                Ok::<_, StreamError>(match self.look(&mut unsealed)? {
+                    Some(step) => Attempt::Ready(step),
+                    None if unsealed => Attempt::InFlight,
+                    None => Attempt::Pending,
+                })
+            })?;
             match step {
                 Some(Step::Batch(ahead)) => {
                     if let Some(batch) = self.deliver(ahead)? {

@@ -84,6 +84,30 @@ fn get_waits_for_a_seal_and_times_out_otherwise() {
     assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"woken"[..]));
 }
 
+/// An object found being written: the getter spins a moment (the seal is a
+/// write away), then parks like any other, and the seal wakes it; one never
+/// sealed times the get out.
+#[test]
+fn get_of_an_object_being_written_waits_for_its_seal_and_times_out_otherwise() {
+    let t = TestStore::new("inflight");
+    let store = t.create(1 << 20);
+    let (id, never) = (ObjectId::random(), ObjectId::random());
+    let pinned = CreateOptions::new().pinned(true);
+    let _unsealed = store.create_object_with(never, 8, &[], pinned).unwrap();
+    let started = std::time::Instant::now();
+    assert!(store.get(never, Duration::from_millis(30)).unwrap().is_none());
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    let mut builder = store.create_object_with(id, 5, &[], pinned).unwrap();
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || store.get(id, Duration::from_secs(30)).unwrap().map(|v| v.data().to_vec()))
+    };
+    crate::common::wait_until("a getter parked", || store.debug_waiters(Some(id)).unwrap() > 0);
+    builder.data_mut().copy_from_slice(b"ready");
+    builder.seal().unwrap();
+    assert_eq!(waiter.join().unwrap().as_deref(), Some(&b"ready"[..]));
+}
+
 #[test]
 fn get_many_returns_what_was_sealed_in_time() {
     let t = TestStore::new("many");
