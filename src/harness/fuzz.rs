@@ -136,6 +136,84 @@ pub fn ipc_object(data: &[u8]) {
     let _ = store.delete(id);
 }
 
+/// A batch of a fixed-width schema decoded from the reader's cached layout:
+/// the reader has verified a good message, and the input becomes the null
+/// counts (its first 16 bytes, as two i64) and the body (the rest, repeated)
+/// of a message with that same header. Decoding must give a valid batch or
+/// an error, as the full decode would.
+pub fn cached_layout(data: &[u8]) {
+    type Fixed = (Store, Vec<u8>, Vec<u8>, [usize; 2]);
+    static FIXED: OnceLock<Option<Fixed>> = OnceLock::new();
+    thread_local! {
+        static READER: std::cell::RefCell<Option<BatchReader>> = const { std::cell::RefCell::new(None) };
+    }
+    let Some((store, message, meta, null_counts)) = FIXED.get_or_init(|| {
+        let path = scratch("layout-store");
+        let _ = std::fs::remove_file(&path);
+        let config = StoreConfig::at_path(&path).capacity(4 << 20).max_objects(256).prefault(false);
+        let store = Store::create(config).ok()?;
+        let _ = std::fs::remove_file(&path);
+        let (one, two) = (fixed_batch(1), fixed_batch(2));
+        let mut writer = BatchWriter::new(&store, one.schema()).ok()?;
+        let (a, b) = (ObjectId::sequential(1, 0, 0), ObjectId::sequential(1, 0, 1));
+        writer.put_batch(a, &one).ok()?;
+        writer.put_batch(b, &two).ok()?;
+        let (va, vb) = (store.get(a, Duration::ZERO).ok()??, store.get(b, Duration::ZERO).ok()??);
+        // The two headers differ only in the two columns' null counts.
+        let header = 8 + i32::from_le_bytes(va.data().get(4..8)?.try_into().ok()?) as usize;
+        let mut at: Vec<usize> = (0..header).filter(|&i| va.data()[i] != vb.data()[i]).map(|i| i & !7).collect();
+        at.dedup();
+        let null_counts = [*at.first()?, *at.get(1)?];
+        let (message, meta) = (va.data().to_vec(), va.metadata().to_vec());
+        drop((va, vb));
+        let mut reader = BatchReader::new(&store);
+        reader.get_batch(a, Duration::ZERO).ok()??;
+        READER.with(|r| *r.borrow_mut() = Some(reader));
+        Some((store, message, meta, null_counts))
+    }) else {
+        return;
+    };
+    let mut bytes = message.clone();
+    if let Some(counts) = data.get(..16) {
+        bytes[null_counts[0]..null_counts[0] + 8].copy_from_slice(&counts[..8]);
+        bytes[null_counts[1]..null_counts[1] + 8].copy_from_slice(&counts[8..]);
+        let header = 8 + i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        for (byte, value) in bytes[header..].iter_mut().zip(data[16..].iter().cycle()) {
+            *byte = *value;
+        }
+    }
+    let id = ObjectId::random();
+    let Ok(mut builder) = store.create_object(id, bytes.len() as u64, meta) else { return };
+    builder.data_mut().copy_from_slice(&bytes);
+    if builder.seal().is_err() {
+        return;
+    }
+    READER.with(|r| {
+        let mut r = r.borrow_mut();
+        let reader = r.get_or_insert_with(|| BatchReader::new(store));
+        if let Ok(Some(batch)) = reader.get_batch(id, Duration::ZERO) {
+            for column in batch.columns() {
+                assert!(arrow_array::Array::to_data(column.as_ref()).validate_full().is_ok(), "an invalid array");
+            }
+        }
+    });
+    let _ = store.delete(id);
+}
+
+/// 40 rows of a fixed-width schema (Int64, nullable Float64, nullable
+/// Boolean) with a null every `every` rows in the nullable columns.
+fn fixed_batch(every: usize) -> arrow_array::RecordBatch {
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array};
+    use std::sync::Arc;
+    let null = |i: usize| i % (every * 7) == 3;
+    let columns: [(&str, ArrayRef); 3] = [
+        ("id", Arc::new(Int64Array::from_iter_values(0..40))),
+        ("x", Arc::new(Float64Array::from_iter((0..40).map(|i| (!null(i)).then_some(i as f64 * 0.5))))),
+        ("ok", Arc::new(BooleanArray::from_iter((0..40).map(|i| (!null(i)).then_some(i % 2 == 0))))),
+    ];
+    arrow_array::RecordBatch::try_from_iter_with_nullable(columns.map(|(n, a)| (n, a, true))).expect("a valid batch")
+}
+
 /// A file given to `quiver produce --from`: read as Arrow IPC (file or
 /// stream format) or CSV; whatever reads must validate in full, and each
 /// batch must go into a store object and come back out equal, as an append

@@ -53,6 +53,23 @@ fn ipc_object_inputs_give_errors_or_batches() {
 }
 
 #[test]
+fn cached_layout_inputs_give_errors_or_valid_batches() {
+    replay("cached_layout", quiver::harness::fuzz::cached_layout);
+    // And inputs made here: null counts from 0 to past the row count (and
+    // negative), bodies of random bytes.
+    let mut rng = quiver::shm::rand::SplitMix64::new(15);
+    for i in 0..2_000u64 {
+        let mut input: Vec<u8> = (0..rng.next_u64() % 1_200).map(|_| rng.next_u64() as u8).collect();
+        if input.len() >= 16 {
+            let counts = [i % 45, (rng.next_u64() % 45).wrapping_sub(i % 3)];
+            input[..8].copy_from_slice(&counts[0].to_le_bytes());
+            input[8..16].copy_from_slice(&counts[1].to_le_bytes());
+        }
+        quiver::harness::fuzz::cached_layout(&input);
+    }
+}
+
+#[test]
 fn store_file_inputs_give_errors_or_work() {
     replay("store_file", quiver::harness::fuzz::store_patches);
 }
@@ -94,7 +111,7 @@ fn mutated_import_files_give_errors_never_panics() {
 #[ignore = "writes fuzz/corpus/*/seed-*"]
 fn write_the_fuzz_seeds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for target in ["checkpoint", "ipc_object", "store_file", "import_file"] {
+    for target in ["checkpoint", "ipc_object", "store_file", "import_file", "cached_layout"] {
         std::fs::create_dir_all(root.join(target)).unwrap();
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
@@ -108,4 +125,7 @@ fn write_the_fuzz_seeds() {
     for (name, bytes) in quiver::harness::fuzz::sample_import_files() {
         std::fs::write(root.join("import_file").join(name), bytes).unwrap();
     }
+    // The null counts of the good message (6 and 6), its body untouched.
+    let counts: Vec<u8> = [6i64, 6].iter().flat_map(|c| c.to_le_bytes()).collect();
+    std::fs::write(root.join("cached_layout/seed-good"), counts).unwrap();
 }
