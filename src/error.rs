@@ -12,8 +12,11 @@
 //! | [`arrow`](crate::arrow) | [`BatchError`]: encoding and decoding record batches; [`ImportError`]: files of batches |
 //! | [`stream`](crate::stream) | [`StreamError`]: streams, groups, producers, consumers |
 //! | [`shard`](crate::shard) | [`ShardError`]: tasks, members, groups; [`CheckpointError`]: checkpoint files |
+//! | `kafka` (feature `kafka`) | `KafkaError`: the Kafka client, topics |
 
 pub use crate::arrow::{BatchError, ImportError};
+#[cfg(feature = "kafka")]
+pub use crate::kafka::KafkaError;
 pub use crate::shard::{CheckpointError, ShardError};
 pub use crate::shm::ShmError;
 pub use crate::store::StoreError;

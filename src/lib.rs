@@ -42,6 +42,8 @@ pub mod arrow;
 pub mod error;
 #[cfg(feature = "harness")]
 pub mod harness;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod shard;
 pub mod shm;
 pub mod store;

@@ -9,6 +9,7 @@
 //! - `stat.rs`: `quiver stat`;
 //! - `io.rs`: `produce` and `consume` (Arrow IPC and CSV in, Arrow IPC out);
 //! - `checkpoint.rs`: `quiver checkpoint show`;
+//! - `kafka.rs`: `quiver kafka source`;
 //! - `files.rs`: `quiver ls` and `quiver rm`;
 //! - `signals.rs`: the stop flag that Ctrl-C sets;
 //! - `guard.rs`: child processes and store files cleaned up however a
@@ -20,6 +21,7 @@ mod demo;
 mod files;
 mod guard;
 mod io;
+mod kafka;
 mod signals;
 mod stat;
 
@@ -61,6 +63,10 @@ enum Command {
     /// Work with shard-manager checkpoint files.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Kafka in: a topic appended to a stream, with end-to-end
+    /// at-least-once offsets.
+    #[command(subcommand)]
+    Kafka(kafka::KafkaCommand),
     /// A consumer process of `quiver demo` (the demo starts these).
     #[command(hide = true)]
     DemoWorker(demo::WorkerArgs),
@@ -79,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Ls(args) => files::ls(args),
         Command::Rm(args) => files::rm(args),
         Command::Checkpoint(command) => checkpoint::run(command),
+        Command::Kafka(command) => kafka::run(command),
         Command::Produce(args) => io::produce(args),
         Command::Consume(args) => io::consume(args),
         Command::DemoWorker(args) => demo::consume(args),

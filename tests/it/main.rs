@@ -6,6 +6,8 @@ mod common;
 mod demo_cli;
 mod fuzz_regressions;
 mod hostile;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod no_copy;
 mod poison_batches;
 mod shard_processes;

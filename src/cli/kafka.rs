@@ -1,0 +1,104 @@
+//! `quiver kafka source`: a Kafka topic appended to a stream, Kafka offsets
+//! committed once the stream's groups have committed past them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use quiver::kafka::{Source, SourceConfig};
+use quiver::{Store, StoreConfig};
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum KafkaCommand {
+    /// Consume a topic as a member of a Kafka consumer group and append its
+    /// records to a stream (Kafka partition p into stream partition p),
+    /// committing Kafka offsets only after the stream's groups commit.
+    Source(SourceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SourceArgs {
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long)]
+    brokers: String,
+    /// The topic to read.
+    #[arg(long)]
+    topic: String,
+    /// The Kafka consumer group this source joins.
+    #[arg(long)]
+    group: String,
+    /// The store (created if missing).
+    #[arg(long)]
+    store: String,
+    /// The stream (created if missing, with the topic's partition count).
+    #[arg(long)]
+    stream: String,
+    /// A stream consumer group that must commit a batch before its Kafka
+    /// offsets are committed (repeat; default: every group of the stream).
+    /// Groups named here are declared when the stream is created.
+    #[arg(long = "require-group")]
+    require_groups: Vec<String>,
+    /// Records per batch, at most.
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+    /// Milliseconds a partition's records wait for their batch to fill.
+    #[arg(long, default_value_t = 10)]
+    linger_ms: u64,
+    /// Store capacity in bytes, when the store is created.
+    #[arg(long, default_value_t = 256 << 20)]
+    capacity: u64,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_parser = super::positive_seconds)]
+    seconds: Option<f64>,
+}
+
+pub(crate) fn run(command: KafkaCommand) -> Result<()> {
+    match command {
+        KafkaCommand::Source(args) => source(args),
+    }
+}
+
+fn source(args: SourceArgs) -> Result<()> {
+    super::signals::install();
+    let store = match Store::create(StoreConfig::new(&args.store).capacity(args.capacity)) {
+        Ok(store) => store,
+        Err(quiver::StoreError::StoreExists(_)) => Store::open(&args.store)?,
+        Err(e) => return Err(e.into()),
+    };
+    let mut config = SourceConfig::new(&args.brokers, &args.topic, &args.group)
+        .batch_records(args.batch_records)
+        .linger(Duration::from_millis(args.linger_ms));
+    for group in &args.require_groups {
+        config = config.required_group(group);
+    }
+    let mut source = Source::new(&store, &args.stream, config)
+        .with_context(|| format!("join group {:?} on topic {:?} at {}", args.group, args.topic, args.brokers))?;
+    eprintln!(
+        "kafka source: topic {:?} -> stream {:?} ({} partitions)",
+        args.topic,
+        args.stream,
+        source.stream().partitions()
+    );
+    let start = Instant::now();
+    let mut reported = Instant::now();
+    loop {
+        source.step(Duration::from_millis(100))?;
+        if reported.elapsed() >= Duration::from_secs(1) {
+            reported = Instant::now();
+            let stats = source.stats();
+            eprintln!(
+                "kafka source: {} records in {} batches; appended up to {:?}, committed to Kafka {:?}",
+                stats.records, stats.batches, stats.appended, stats.committed
+            );
+        }
+        let due = args.seconds.is_some_and(|s| start.elapsed().as_secs_f64() >= s);
+        if due || super::signals::interrupted().is_err() {
+            source.flush_all()?;
+            let stats = source.stats();
+            println!(
+                "kafka source: {} records in {} batches; committed to Kafka {:?}",
+                stats.records, stats.batches, stats.committed
+            );
+            return Ok(());
+        }
+    }
+}
