@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use quiver::kafka::{Source, SourceConfig};
+use quiver::kafka::{Format, Source, SourceConfig};
 use quiver::{Store, StoreConfig};
 
 #[derive(clap::Subcommand, Debug)]
@@ -37,6 +37,14 @@ pub(crate) struct SourceArgs {
     /// Groups named here are declared when the stream is created.
     #[arg(long = "require-group")]
     require_groups: Vec<String>,
+    /// How records become rows: raw (key, value, timestamp), json (one
+    /// object per record) or arrow (an Arrow IPC stream per record).
+    #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
+    format: FormatArg,
+    /// JSON: take the columns from this Arrow IPC or CSV file's schema
+    /// (default: inferred from the first record).
+    #[arg(long, requires = "format")]
+    schema_from: Option<std::path::PathBuf>,
     /// Records per batch, at most.
     #[arg(long, default_value_t = 1000)]
     batch_records: usize,
@@ -49,6 +57,13 @@ pub(crate) struct SourceArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_parser = super::positive_seconds)]
     seconds: Option<f64>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum FormatArg {
+    Raw,
+    Json,
+    Arrow,
 }
 
 pub(crate) fn run(command: KafkaCommand) -> Result<()> {
@@ -64,7 +79,19 @@ fn source(args: SourceArgs) -> Result<()> {
         Err(quiver::StoreError::StoreExists(_)) => Store::open(&args.store)?,
         Err(e) => return Err(e.into()),
     };
+    let format = match (args.format, &args.schema_from) {
+        (FormatArg::Raw, None) => Format::Raw,
+        (FormatArg::Arrow, None) => Format::Arrow,
+        (FormatArg::Json, None) => Format::Json(None),
+        (FormatArg::Json, Some(path)) => {
+            let imported = quiver::arrow::import::read_path(path, 1)
+                .with_context(|| format!("read the schema of {}", path.display()))?;
+            Format::Json(Some(imported.schema))
+        }
+        (_, Some(_)) => anyhow::bail!("--schema-from goes with --format json"),
+    };
     let mut config = SourceConfig::new(&args.brokers, &args.topic, &args.group)
+        .format(format)
         .batch_records(args.batch_records)
         .linger(Duration::from_millis(args.linger_ms));
     for group in &args.require_groups {
@@ -72,12 +99,7 @@ fn source(args: SourceArgs) -> Result<()> {
     }
     let mut source = Source::new(&store, &args.stream, config)
         .with_context(|| format!("join group {:?} on topic {:?} at {}", args.group, args.topic, args.brokers))?;
-    eprintln!(
-        "kafka source: topic {:?} -> stream {:?} ({} partitions)",
-        args.topic,
-        args.stream,
-        source.stream().partitions()
-    );
+    eprintln!("kafka source: topic {:?} -> stream {:?} ({} partitions)", args.topic, args.stream, source.partitions());
     let start = Instant::now();
     let mut reported = Instant::now();
     loop {

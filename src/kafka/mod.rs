@@ -13,16 +13,18 @@
 //! costs duplicates, never a record, because reading resumes from Kafka's
 //! committed offsets.
 //!
-//! Formats this version reads: `raw` (the key, value, timestamp, Kafka
-//! partition and offset of each record as columns, so each batch records
-//! the Kafka range it came from).
+//! Formats ([`Format`]): `raw` (each record's key, value and timestamp),
+//! `json` (one object per record, into the columns of a schema given or
+//! inferred from the first record) and `arrow` (one Arrow IPC stream of one
+//! or more batches per record). Every row also carries its record's Kafka
+//! partition and offset (`kafka_partition`, `kafka_offset`), so each batch
+//! says which Kafka range it holds.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -52,32 +54,75 @@ pub enum KafkaError {
     /// A configuration that cannot work.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A record that cannot become rows (an Arrow record that is not Arrow
+    /// IPC, or holds another schema). It is not committed: the source stops
+    /// before it.
+    #[error("record at partition {partition}, offset {offset}: {why}")]
+    Record {
+        /// The Kafka partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// The result of a Kafka operation.
 pub type Result<T> = std::result::Result<T, KafkaError>;
 
 /// How Kafka records become rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Format {
     /// One row per record: `key` and `value` (binary, null when absent),
-    /// `timestamp_ms` (the record's timestamp, null when it has none),
-    /// `kafka_partition` and `kafka_offset`.
+    /// `timestamp_ms` (the record's timestamp, null when it has none).
     Raw,
+    /// One row per record, a JSON object whose members fill the columns of
+    /// `schema` by name (Int64, Float64, Boolean, Utf8; other members are
+    /// ignored, missing ones are null). `None`: the schema is inferred from
+    /// the records of the first batch (integers Int64, or Float64 where any
+    /// has a fraction; booleans; strings Utf8; anything else, or a mix, Utf8
+    /// holding its JSON text). A record
+    /// that is not an object, or a member that does not fit its column,
+    /// keeps its text in `_unparsed`: nothing is dropped.
+    Json(Option<SchemaRef>),
+    /// Each record an Arrow IPC stream (a schema, then batches); each batch
+    /// is appended as it is.
+    Arrow,
+}
+
+/// The columns every format adds, after its own.
+fn kafka_fields() -> [Field; 2] {
+    [Field::new("kafka_partition", DataType::Int32, false), Field::new("kafka_offset", DataType::Int64, false)]
+}
+
+/// `fields`, then the Kafka columns (and `_unparsed` for JSON).
+fn with_kafka_fields(fields: impl IntoIterator<Item = Field>, json: bool) -> SchemaRef {
+    let mut all: Vec<Field> = fields.into_iter().collect();
+    all.extend(kafka_fields());
+    if json {
+        all.push(Field::new("_unparsed", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(all))
 }
 
 impl Format {
-    /// The schema of the stream a source of this format appends to.
-    pub fn schema(self) -> SchemaRef {
+    /// The stream's schema, when the format knows it before any record.
+    fn known_schema(&self) -> Option<SchemaRef> {
         match self {
-            Format::Raw => Arc::new(Schema::new(vec![
-                Field::new("key", DataType::Binary, true),
-                Field::new("value", DataType::Binary, true),
-                Field::new("timestamp_ms", DataType::Int64, true),
-                Field::new("kafka_partition", DataType::Int32, false),
-                Field::new("kafka_offset", DataType::Int64, false),
-            ])),
+            Format::Raw => Some(with_kafka_fields(
+                [
+                    Field::new("key", DataType::Binary, true),
+                    Field::new("value", DataType::Binary, true),
+                    Field::new("timestamp_ms", DataType::Int64, true),
+                ],
+                false,
+            )),
+            Format::Json(Some(schema)) => {
+                Some(with_kafka_fields(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)), true))
+            }
+            Format::Json(None) | Format::Arrow => None,
         }
     }
 }
@@ -144,33 +189,20 @@ impl SourceConfig {
     }
 }
 
-/// Records of one partition gathered for the next batch.
-struct Gathering {
-    keys: BinaryBuilder,
-    values: BinaryBuilder,
-    timestamps: Int64Builder,
-    partitions: Int32Builder,
-    offsets: Int64Builder,
-    rows: usize,
-    /// When the first record of the batch arrived.
-    since: Option<Instant>,
-    /// The Kafka offset after the last record gathered.
-    next: i64,
+/// A record gathered for the next batch.
+struct Record {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp_ms: Option<i64>,
+    offset: i64,
 }
 
-impl Gathering {
-    fn new() -> Self {
-        Gathering {
-            keys: BinaryBuilder::new(),
-            values: BinaryBuilder::new(),
-            timestamps: Int64Builder::new(),
-            partitions: Int32Builder::new(),
-            offsets: Int64Builder::new(),
-            rows: 0,
-            since: None,
-            next: -1,
-        }
-    }
+/// Records of one partition gathered for the next batch.
+#[derive(Default)]
+struct Gathering {
+    records: Vec<Record>,
+    /// When the first record of the batch arrived.
+    since: Option<Instant>,
 }
 
 /// Progress of a [`Source`], for `quiver stat` and the terminal.
@@ -190,8 +222,12 @@ pub struct SourceStats {
 /// stream's groups have committed past them. See the module docs.
 pub struct Source {
     consumer: BaseConsumer,
-    stream: Stream,
-    producer: Producer,
+    store: Store,
+    stream_name: String,
+    partitions: u32,
+    /// Opened (or created) once its schema is known: at once for formats
+    /// that know it, at the first record for the others.
+    stream: Option<(Stream, Producer)>,
     config: SourceConfig,
     gathering: Vec<Gathering>,
     /// Per partition: appended batches not yet committed to Kafka, as
@@ -203,7 +239,7 @@ pub struct Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("topic", &self.config.topic).field("stream", &self.stream.name()).finish()
+        f.debug_struct("Source").field("topic", &self.config.topic).field("stream", &self.stream_name).finish()
     }
 }
 
@@ -240,36 +276,63 @@ impl Source {
             .ok()
             .filter(|&n| n > 0)
             .ok_or_else(|| KafkaError::Topic { topic: config.topic.clone(), why: "it has no partitions".into() })?;
-        let mut stream_config = StreamConfig::new(stream, config.format.schema()).partitions(partitions);
-        for group in &config.required_groups {
-            stream_config = stream_config.group(group.clone());
-        }
-        let stream = Stream::open_or_create(store, stream_config)?;
-        if stream.partitions() != partitions {
-            return Err(KafkaError::InvalidConfig(format!(
-                "stream {stream:?} has {} partitions, topic {:?} has {partitions}",
-                stream.partitions(),
-                config.topic
-            )));
-        }
-        let producer = stream.producer()?;
         consumer.subscribe(&[&config.topic])?;
         let n = partitions as usize;
-        Ok(Source {
+        let mut source = Source {
             consumer,
-            stream,
-            producer,
-            gathering: (0..n).map(|_| Gathering::new()).collect(),
+            store: store.clone(),
+            stream_name: stream.to_string(),
+            partitions,
+            stream: None,
+            gathering: (0..n).map(|_| Gathering::default()).collect(),
             pending: vec![VecDeque::new(); n],
             stats: SourceStats { committed: vec![-1; n], appended: vec![-1; n], ..Default::default() },
             config,
             last_commit_check: None,
-        })
+        };
+        let existing = match Stream::open(store, stream) {
+            Ok(existing) => Some(existing.schema().clone()),
+            Err(StreamError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(schema) = existing.or_else(|| source.config.format.known_schema()) {
+            source.open_stream(schema)?;
+        }
+        Ok(source)
     }
 
-    /// The stream the source appends to.
-    pub fn stream(&self) -> &Stream {
-        &self.stream
+    /// Opens the stream, creating it with `schema` if it does not exist.
+    fn open_stream(&mut self, schema: SchemaRef) -> Result<&mut (Stream, Producer)> {
+        if self.stream.is_none() {
+            let mut config = StreamConfig::new(&self.stream_name, schema).partitions(self.partitions);
+            for group in &self.config.required_groups {
+                config = config.group(group.clone());
+            }
+            let stream = Stream::open_or_create(&self.store, config)?;
+            if stream.partitions() != self.partitions {
+                return Err(KafkaError::InvalidConfig(format!(
+                    "stream {:?} has {} partitions, topic {:?} has {}",
+                    self.stream_name,
+                    stream.partitions(),
+                    self.config.topic,
+                    self.partitions
+                )));
+            }
+            let producer = stream.producer()?;
+            self.stream = Some((stream, producer));
+        }
+        self.stream.as_mut().ok_or_else(|| KafkaError::InvalidConfig("no stream".into()))
+    }
+
+    /// The stream the source appends to, once it is open (see [`Format`]:
+    /// at once, or at the first record).
+    pub fn stream(&self) -> Option<&Stream> {
+        self.stream.as_ref().map(|(stream, _)| stream)
+    }
+
+    /// The topic's partition count (and the stream's).
+    pub fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     /// Progress so far.
@@ -296,15 +359,14 @@ impl Source {
                         });
                     };
                     let gathering = &mut self.gathering[g];
-                    gathering.keys.append_option(message.key());
-                    gathering.values.append_option(message.payload());
-                    gathering.timestamps.append_option(message.timestamp().to_millis());
-                    gathering.partitions.append_value(p);
-                    gathering.offsets.append_value(message.offset());
-                    gathering.rows += 1;
+                    gathering.records.push(Record {
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        timestamp_ms: message.timestamp().to_millis(),
+                        offset: message.offset(),
+                    });
                     gathering.since.get_or_insert_with(Instant::now);
-                    gathering.next = message.offset() + 1;
-                    if gathering.rows >= self.config.batch_records {
+                    if gathering.records.len() >= self.config.batch_records {
                         self.flush(g)?;
                     }
                 }
@@ -325,31 +387,80 @@ impl Source {
         }
     }
 
-    /// Appends partition `g`'s gathered records as one batch.
+    /// Appends partition `g`'s gathered records (one batch; for the Arrow
+    /// format, the batches the records hold).
     fn flush(&mut self, g: usize) -> Result<()> {
-        let gathering = &mut self.gathering[g];
-        if gathering.rows == 0 {
-            return Ok(());
+        let records = std::mem::take(&mut self.gathering[g].records);
+        self.gathering[g].since = None;
+        let Some(last) = records.last() else { return Ok(()) };
+        let next = last.offset + 1;
+        let batches = match &self.config.format {
+            Format::Raw => {
+                let schema = self.schema_for(None)?;
+                vec![raw_batch(&schema, g as i32, &records)?]
+            }
+            Format::Json(_) => {
+                let schema = match self.stream() {
+                    Some(stream) => stream.schema().clone(),
+                    None => self.schema_for(Some(json::infer(&records)))?,
+                };
+                vec![json::batch(&schema, g as i32, &records)?]
+            }
+            Format::Arrow => self.arrow_batches(g as i32, &records)?,
+        };
+        let (_, producer) = self.stream.as_mut().ok_or_else(|| KafkaError::InvalidConfig("no stream".into()))?;
+        let mut last_offset = None;
+        for batch in &batches {
+            last_offset = Some(producer.append_to(g as u32, batch)?.offset);
+            self.stats.batches += 1;
         }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(gathering.keys.finish()),
-            Arc::new(gathering.values.finish()),
-            Arc::new(gathering.timestamps.finish()),
-            Arc::new(gathering.partitions.finish()),
-            Arc::new(gathering.offsets.finish()),
-        ];
-        let rows = gathering.rows as u64;
-        let next = gathering.next;
-        gathering.rows = 0;
-        gathering.since = None;
-        let batch = RecordBatch::try_new(self.stream.schema().clone(), columns)
-            .map_err(|e| KafkaError::InvalidConfig(format!("the raw batch does not fit the stream's schema: {e}")))?;
-        let appended = self.producer.append_to(g as u32, &batch)?;
-        self.pending[g].push_back((appended.offset, next));
-        self.stats.records += rows;
-        self.stats.batches += 1;
+        if let Some(offset) = last_offset {
+            self.pending[g].push_back((offset, next));
+        } else if self.pending[g].is_empty() {
+            // Records that held no rows: nothing to wait for.
+            self.pending[g].push_back((0, next));
+        }
+        self.stats.records += records.len() as u64;
         self.stats.appended[g] = next;
         Ok(())
+    }
+
+    /// The stream's schema, opening the stream (with `inferred` when it does
+    /// not exist and the format does not say).
+    fn schema_for(&mut self, inferred: Option<SchemaRef>) -> Result<SchemaRef> {
+        if let Some(stream) = self.stream() {
+            return Ok(stream.schema().clone());
+        }
+        let schema = self
+            .config
+            .format
+            .known_schema()
+            .or(inferred)
+            .ok_or_else(|| KafkaError::InvalidConfig("the stream's schema is not known yet".into()))?;
+        Ok(self.open_stream(schema)?.0.schema().clone())
+    }
+
+    /// The batches Arrow IPC records hold, each with the Kafka columns.
+    fn arrow_batches(&mut self, partition: i32, records: &[Record]) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for record in records {
+            let bad = |why: String| KafkaError::Record { partition, offset: record.offset, why };
+            let bytes = record.value.as_deref().unwrap_or_default();
+            let imported = crate::arrow::import::read_ipc(bytes).map_err(|e| bad(e.to_string()))?;
+            let expected = with_kafka_fields(imported.schema.fields().iter().map(|f| f.as_ref().clone()), false);
+            let schema = self.schema_for(Some(expected.clone()))?;
+            if schema != expected {
+                return Err(bad(format!("its schema {expected} is not the stream's {schema}")));
+            }
+            for batch in imported.batches {
+                let rows = batch.num_rows();
+                let mut columns = batch.columns().to_vec();
+                columns.push(Arc::new(Int32Array::from(vec![partition; rows])));
+                columns.push(Arc::new(Int64Array::from(vec![record.offset; rows])));
+                out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| bad(e.to_string()))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Commits to Kafka, per partition, the offset after the last batch
@@ -359,7 +470,8 @@ impl Source {
         if self.pending.iter().all(VecDeque::is_empty) {
             return Ok(());
         }
-        let stats = self.stream.stats()?;
+        let Some(stream) = self.stream() else { return Ok(()) };
+        let stats = stream.stats()?;
         let groups: Vec<_> = stats
             .groups
             .iter()
@@ -397,3 +509,18 @@ impl Source {
         self.commit_committed()
     }
 }
+
+/// A raw batch: key, value, timestamp, then the Kafka columns.
+fn raw_batch(schema: &SchemaRef, partition: i32, records: &[Record]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(BinaryArray::from_iter(records.iter().map(|r| r.key.as_deref()))),
+        Arc::new(BinaryArray::from_iter(records.iter().map(|r| r.value.as_deref()))),
+        Arc::new(Int64Array::from_iter(records.iter().map(|r| r.timestamp_ms))),
+        Arc::new(Int32Array::from(vec![partition; records.len()])),
+        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.offset))),
+    ];
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| KafkaError::InvalidConfig(format!("the stream's schema is not the raw format's: {e}")))
+}
+
+mod json;

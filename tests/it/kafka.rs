@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
-use quiver::kafka::{Source, SourceConfig};
+use arrow_array::Array;
+use quiver::kafka::{Format, Source, SourceConfig};
 use quiver::{ConsumerConfig, Polled};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -63,6 +65,19 @@ fn topic(brokers: &str, tag: &str, partitions: i32) -> String {
     name
 }
 
+/// Queues `record`, waiting while the producer's queue is full.
+fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(producer: &BaseProducer, mut record: BaseRecord<'_, K, P>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+        }
+    }
+}
+
 /// Produces records `from..to` to every partition: key `p-i`, value `i`.
 fn produce(brokers: &str, topic: &str, partitions: i32, range: std::ops::Range<u32>) {
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("a producer");
@@ -70,17 +85,17 @@ fn produce(brokers: &str, topic: &str, partitions: i32, range: std::ops::Range<u
         for i in range.clone() {
             let key = format!("{p}-{i}");
             let value = i.to_le_bytes();
-            let mut record = BaseRecord::to(topic).partition(p).key(&key).payload(&value[..]);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        producer.poll(Duration::from_millis(10));
-                        record = back;
-                    }
-                }
-            }
+            send(&producer, BaseRecord::to(topic).partition(p).key(&key).payload(&value[..]));
         }
+    }
+    producer.flush(Duration::from_secs(30)).expect("every record delivered");
+}
+
+/// Produces `payloads` to partition 0, in order.
+fn produce_payloads(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("a producer");
+    for payload in payloads {
+        send(&producer, BaseRecord::<(), [u8]>::to(topic).partition(0).payload(payload.as_slice()));
     }
     producer.flush(Duration::from_secs(30)).expect("every record delivered");
 }
@@ -143,14 +158,15 @@ fn a_topic_reaches_the_stream_in_order_and_kafka_offsets_follow_the_groups_commi
         .batch_records(50)
         .linger(Duration::from_millis(5));
     let mut source = Source::new(&store, "s", config).expect("a source");
-    assert_eq!(source.stream().partitions(), 2);
+    assert_eq!(source.partitions(), 2);
     step_until(&mut source, "400 records appended", |s| s.stats().records == 400);
     // Nothing read by the stream's group yet: nothing committed to Kafka.
     source.step(Duration::from_millis(200)).unwrap();
     assert_eq!(source.stats().committed, [-1, -1]);
     assert_eq!(kafka_committed(&brokers, &kafka_group, &topic, 2), [-1, -1]);
 
-    let mut consumer = source.stream().consumer(ConsumerConfig::group("g")).unwrap();
+    let mut consumer =
+        source.stream().expect("the raw stream is open at once").consumer(ConsumerConfig::group("g")).unwrap();
     let rows = read_all(&mut consumer);
     for p in 0..2 {
         let mine: Vec<(i64, u32)> = rows.iter().filter(|r| r.0 == p).map(|r| (r.1, r.2)).collect();
@@ -181,7 +197,8 @@ fn a_source_started_again_on_a_new_store_resumes_from_kafka_and_loses_nothing() 
         step_until(&mut source, "300 records appended", |s| s.stats().records == 300);
         // The group reads (and commits) only the first batch, then the host
         // is lost: the store, the source and the group's position with it.
-        let mut consumer = source.stream().consumer(ConsumerConfig::group("g")).unwrap();
+        let mut consumer =
+            source.stream().expect("the raw stream is open at once").consumer(ConsumerConfig::group("g")).unwrap();
         let Polled::Batch(first) = consumer.poll(Duration::from_secs(5)).unwrap() else { panic!("a batch") };
         seen.extend(first.batch.column(4).as_primitive::<Int64Type>().values().iter().copied());
         drop(first);
@@ -193,7 +210,8 @@ fn a_source_started_again_on_a_new_store_resumes_from_kafka_and_loses_nothing() 
     let store = t.create(64 << 20);
     let mut source = Source::new(&store, "s", config()).expect("a source, again");
     step_until(&mut source, "the rest appended", |s| s.stats().records == 250);
-    let mut consumer = source.stream().consumer(ConsumerConfig::group("g")).unwrap();
+    let mut consumer =
+        source.stream().expect("the raw stream is open at once").consumer(ConsumerConfig::group("g")).unwrap();
     seen.extend(read_all(&mut consumer).into_iter().map(|r| r.1));
     seen.sort_unstable();
     assert_eq!(seen, (0..350).collect::<Vec<i64>>(), "every record once: resumed at Kafka's committed offset");
@@ -234,4 +252,91 @@ fn quiver_kafka_source_appends_a_topic_and_reports_what_it_committed() {
     let stream = quiver::Stream::open(&store, "s").unwrap();
     let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
     assert_eq!(read_all(&mut consumer).len(), 200);
+}
+
+/// Every batch a new group `g` reads from `stream`, committed.
+fn all_batches(stream: &quiver::Stream) -> Vec<arrow_array::RecordBatch> {
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    let mut out = Vec::new();
+    while let Polled::Batch(got) = consumer.poll(Duration::from_millis(300)).expect("a poll") {
+        out.push(got.batch.clone());
+        consumer.commit().unwrap();
+    }
+    out
+}
+
+#[test]
+fn json_records_fill_an_inferred_schema_and_what_does_not_fit_is_kept_as_text() {
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "json", 1);
+    let payloads: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!(r#"{{"x": {i}, "y": {}, "name": "n{i}", "extra": [1]}}"#, i as f64 * 0.5).into_bytes())
+        .collect();
+    produce_payloads(&brokers, &topic, &payloads);
+    let t = TestStore::new("kafka-json");
+    let store = t.create(64 << 20);
+    let config = SourceConfig::new(&brokers, &topic, format!("{topic}-source"))
+        .format(Format::Json(None))
+        .required_group("g")
+        .linger(Duration::from_millis(5));
+    let mut source = Source::new(&store, "s", config).expect("a source");
+    assert!(source.stream().is_none(), "the schema comes with the first records");
+    step_until(&mut source, "50 records appended", |s| s.stats().records == 50);
+    // Once the schema is set, records that do not fit keep their text.
+    let bad: [&[u8]; 2] = [b"not json at all", br#"{"x": "text where a number goes", "y": 1.5}"#];
+    produce_payloads(&brokers, &topic, &bad.map(<[u8]>::to_vec));
+    step_until(&mut source, "52 records appended", |s| s.stats().records == 52);
+    let stream = source.stream().expect("open now");
+    let names: Vec<&str> = stream.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["x", "y", "name", "extra", "kafka_partition", "kafka_offset", "_unparsed"]);
+    let batches = all_batches(stream);
+    let batch = arrow_select::concat::concat_batches(stream.schema(), &batches).unwrap();
+    assert_eq!(batch.num_rows(), 52);
+    let x = batch.column(0).as_primitive::<Int64Type>();
+    assert_eq!((x.value(7), x.is_null(50), x.is_null(51)), (7, true, true));
+    assert_eq!(batch.column(2).as_string::<i32>().value(3), "n3");
+    assert_eq!(batch.column(3).as_string::<i32>().value(0), "[1]", "other JSON kept as its text");
+    let unparsed = batch.column(6).as_string::<i32>();
+    assert_eq!(unparsed.null_count(), 50);
+    assert_eq!(unparsed.value(50), "not json at all");
+    assert!(unparsed.value(51).contains("text where a number goes"));
+    assert_eq!(batch.column(5).as_primitive::<Int64Type>().value(51), 51);
+}
+
+#[test]
+fn arrow_records_are_appended_as_they_are_with_their_kafka_offsets() {
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "arrow", 1);
+    let batch = |i: i64| {
+        arrow_array::RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(arrow_array::Int64Array::from(vec![i, i + 1])) as arrow_array::ArrayRef,
+        )])
+        .unwrap()
+    };
+    let payloads: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            let mut bytes = Vec::new();
+            let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &batch(0).schema()).unwrap();
+            writer.write(&batch(i * 2)).unwrap();
+            writer.finish().unwrap();
+            drop(writer);
+            bytes
+        })
+        .collect();
+    produce_payloads(&brokers, &topic, &payloads);
+    let t = TestStore::new("kafka-arrow");
+    let store = t.create(64 << 20);
+    let config =
+        SourceConfig::new(&brokers, &topic, format!("{topic}-source")).format(Format::Arrow).required_group("g");
+    let mut source = Source::new(&store, "s", config).expect("a source");
+    step_until(&mut source, "20 records appended", |s| s.stats().records == 20);
+    let stream = source.stream().expect("open");
+    let batches = all_batches(stream);
+    assert_eq!(batches.len(), 20, "one batch per record");
+    for (i, b) in batches.iter().enumerate() {
+        let v = b.column(0).as_primitive::<Int64Type>();
+        assert_eq!((v.value(0), v.value(1)), (i as i64 * 2, i as i64 * 2 + 1));
+        assert_eq!(b.column(2).as_primitive::<Int64Type>().value(1), i as i64, "the record's Kafka offset");
+    }
 }
