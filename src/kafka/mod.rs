@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -216,12 +217,14 @@ pub struct SourceStats {
     pub committed: Vec<i64>,
     /// Per Kafka partition: the offset after the last record appended.
     pub appended: Vec<i64>,
+    /// Partitions rebalances took from this source.
+    pub revoked: u64,
 }
 
 /// A topic's records appended to a stream, Kafka offsets committed once the
 /// stream's groups have committed past them. See the module docs.
 pub struct Source {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Handover>,
     store: Store,
     stream_name: String,
     partitions: u32,
@@ -243,6 +246,27 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// Notes the partitions a rebalance takes from this source, for the source
+/// to forget what it gathered and has not committed there: their next
+/// owner reads them again from Kafka's committed offsets (duplicates, never
+/// a loss), and this source never commits an offset there again, which
+/// could move the new owner's commits back.
+#[derive(Default)]
+struct Handover {
+    revoked: std::sync::Mutex<Vec<i32>>,
+}
+
+impl ClientContext for Handover {}
+
+impl ConsumerContext for Handover {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            revoked.extend(list.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
 /// How often a source looks at the groups' commits to commit to Kafka.
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 
@@ -261,7 +285,7 @@ impl Source {
         for (key, value) in &config.properties {
             client.set(key, value);
         }
-        let consumer: BaseConsumer = client.create()?;
+        let consumer: BaseConsumer<Handover> = client.create_with_context(Handover::default())?;
         let metadata = consumer.fetch_metadata(Some(&config.topic), Duration::from_secs(10))?;
         let topic = metadata
             .topics()
@@ -373,6 +397,7 @@ impl Source {
                 Some(Err(e)) => return Err(e.into()),
                 None => {}
             }
+            self.forget_revoked();
             for g in 0..self.gathering.len() {
                 if self.gathering[g].since.is_some_and(|t| t.elapsed() >= self.config.linger) {
                     self.flush(g)?;
@@ -383,6 +408,19 @@ impl Source {
             }
             if Instant::now() >= deadline {
                 return Ok(self.stats.records - before);
+            }
+        }
+    }
+
+    /// Forgets what was gathered and is pending on partitions a rebalance
+    /// took away (see [`Handover`]).
+    fn forget_revoked(&mut self) {
+        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        for p in revoked {
+            if let Some(g) = usize::try_from(p).ok().filter(|&g| g < self.gathering.len()) {
+                self.gathering[g] = Gathering::default();
+                self.pending[g].clear();
+                self.stats.revoked += 1;
             }
         }
     }

@@ -340,3 +340,88 @@ fn arrow_records_are_appended_as_they_are_with_their_kafka_offsets() {
         assert_eq!(b.column(2).as_primitive::<Int64Type>().value(1), i as i64, "the record's Kafka offset");
     }
 }
+
+/// One "host": a store, a source in the shared Kafka group, and a stream
+/// group that reads and commits everything, noting each Kafka record seen.
+fn host(
+    brokers: String,
+    topic: String,
+    kafka_group: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<(i32, i64)>>>,
+    appended: Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let t = TestStore::new("kafka-host");
+        let store = t.create(64 << 20);
+        let config =
+            SourceConfig::new(&brokers, &topic, &kafka_group).required_group("g").linger(Duration::from_millis(5));
+        let mut source = Source::new(&store, "s", config).expect("a source");
+        let mut consumer = source.stream().expect("raw: open").consumer(ConsumerConfig::group("g")).unwrap();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            source.step(Duration::from_millis(20)).expect("a step");
+            appended.store(source.stats().records, std::sync::atomic::Ordering::SeqCst);
+            while let Polled::Batch(got) = consumer.poll(Duration::ZERO).expect("a poll") {
+                let (p, o) =
+                    (got.batch.column(3).as_primitive::<Int32Type>(), got.batch.column(4).as_primitive::<Int64Type>());
+                let mut seen = seen.lock().unwrap();
+                for r in 0..got.batch.num_rows() {
+                    seen.insert((p.value(r), o.value(r)));
+                }
+                drop(got);
+                consumer.commit().unwrap();
+            }
+        }
+        source.flush_all().expect("a last commit");
+        source.stats().revoked
+    })
+}
+
+#[test]
+fn two_hosts_share_a_topic_and_one_leaving_loses_nothing() {
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "hosts", 2);
+    let kafka_group = format!("{topic}-hosts");
+    produce(&brokers, &topic, 2, 0..200);
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (stop_a, stop_b) =
+        (Arc::new(std::sync::atomic::AtomicBool::new(false)), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let count = |seen: &Arc<std::sync::Mutex<std::collections::HashSet<(i32, i64)>>>| seen.lock().unwrap().len();
+    let wait_for = |what: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while count(&seen) < n {
+            assert!(Instant::now() < deadline, "{what}: {} of {n} records seen within 90 s", count(&seen));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let appended_b = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let a = host(brokers.clone(), topic.clone(), kafka_group.clone(), stop_a.clone(), seen.clone(), Arc::default());
+    wait_for("host A alone", 400);
+    // Host B joins: the group coordinator splits the partitions, and B
+    // appends what it is given.
+    let b = host(brokers.clone(), topic.clone(), kafka_group.clone(), stop_b.clone(), seen.clone(), appended_b.clone());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut next = 200;
+    while appended_b.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "host B was given no partition within 90 s");
+        produce(&brokers, &topic, 2, next..next + 10);
+        next += 10;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    produce(&brokers, &topic, 2, next..400);
+    wait_for("both hosts", 800);
+    // Host A leaves: B takes its partitions over from the committed offsets.
+    stop_a.store(true, std::sync::atomic::Ordering::SeqCst);
+    let revoked_a = a.join().expect("host A");
+    produce(&brokers, &topic, 2, 400..500);
+    wait_for("host B after A left", 1000);
+    stop_b.store(true, std::sync::atomic::Ordering::SeqCst);
+    b.join().expect("host B");
+    let seen = seen.lock().unwrap();
+    for p in 0..2 {
+        for o in 0..500 {
+            assert!(seen.contains(&(p, o)), "record {o} of partition {p} lost");
+        }
+    }
+    assert!(revoked_a > 0, "host A gave partitions up when B joined");
+}
