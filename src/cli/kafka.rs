@@ -51,6 +51,10 @@ pub(crate) struct SourceArgs {
     /// Milliseconds a partition's records wait for their batch to fill.
     #[arg(long, default_value_t = 10)]
     linger_ms: u64,
+    /// A librdkafka property, key=value (repeat): security settings,
+    /// `session.timeout.ms`, ...
+    #[arg(long = "property", value_parser = key_value)]
+    properties: Vec<(String, String)>,
     /// Store capacity in bytes, when the store is created.
     #[arg(long, default_value_t = 256 << 20)]
     capacity: u64,
@@ -64,6 +68,14 @@ enum FormatArg {
     Raw,
     Json,
     Arrow,
+}
+
+/// A `key=value` pair.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not key=value")),
+    }
 }
 
 pub(crate) fn run(command: KafkaCommand) -> Result<()> {
@@ -96,6 +108,9 @@ fn source(args: SourceArgs) -> Result<()> {
         .linger(Duration::from_millis(args.linger_ms));
     for group in &args.require_groups {
         config = config.required_group(group);
+    }
+    for (key, value) in &args.properties {
+        config = config.property(key, value);
     }
     let mut source = Source::new(&store, &args.stream, config)
         .with_context(|| format!("join group {:?} on topic {:?} at {}", args.group, args.topic, args.brokers))?;

@@ -217,6 +217,15 @@ fn a_source_started_again_on_a_new_store_resumes_from_kafka_and_loses_nothing() 
     assert_eq!(seen, (0..350).collect::<Vec<i64>>(), "every record once: resumed at Kafka's committed offset");
 }
 
+/// `quiver kafka source` into stream `s` of `store`, group `g` required.
+fn source_args(brokers: &str, topic: &str, kafka_group: &str, store: &str, extra: &[&str]) -> Vec<String> {
+    let args = ["kafka", "source", "--brokers", brokers, "--topic", topic, "--group", kafka_group, "--store", store];
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.extend(["--stream", "s", "--require-group", "g"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 #[test]
 fn quiver_kafka_source_appends_a_topic_and_reports_what_it_committed() {
     let Some(brokers) = broker() else { return };
@@ -224,24 +233,8 @@ fn quiver_kafka_source_appends_a_topic_and_reports_what_it_committed() {
     produce(&brokers, &topic, 2, 0..100);
     let t = TestStore::new("kafka-cli");
     let kafka_group = format!("{topic}-cli");
-    let args = [
-        "kafka",
-        "source",
-        "--brokers",
-        &brokers,
-        "--topic",
-        &topic,
-        "--group",
-        &kafka_group,
-        "--store",
-        &t.name,
-        "--stream",
-        "s",
-        "--require-group",
-        "g",
-        "--seconds",
-        "3",
-    ];
+    let args = source_args(&brokers, &topic, &kafka_group, &t.name, &["--seconds", "3"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = crate::common::run_quiver(&args, crate::common::LONG);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = String::from_utf8_lossy(&out.stdout);
@@ -424,4 +417,64 @@ fn two_hosts_share_a_topic_and_one_leaving_loses_nothing() {
         }
     }
     assert!(revoked_a > 0, "host A gave partitions up when B joined");
+}
+
+#[test]
+fn a_source_process_killed_at_random_moments_loses_no_record() {
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "kill", 1);
+    let t = TestStore::new("kafka-kill");
+    let kafka_group = format!("{topic}-kill");
+    // A short session, so the killed member's partition is handed on soon.
+    let extra = ["--batch-records", "100", "--property", "session.timeout.ms=6000"];
+    let args = source_args(&brokers, &topic, &kafka_group, &t.name, &extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut rng = quiver::shm::rand::SplitMix64::new(16);
+    let mut consumer: Option<quiver::Consumer> = None;
+    type Seen = std::collections::BTreeMap<i64, u32>;
+    fn read(consumer: &mut Option<quiver::Consumer>, store: &Option<quiver::Store>, seen: &mut Seen) {
+        if consumer.is_none() {
+            let stream = store.as_ref().and_then(|s| quiver::Stream::open(s, "s").ok());
+            *consumer = stream.map(|s| s.consumer(ConsumerConfig::group("g")).unwrap());
+        }
+        if let Some(c) = consumer.as_mut() {
+            for (_, offset, _) in read_all(c) {
+                *seen.entry(offset).or_default() += 1;
+            }
+        }
+    }
+    let mut seen = Seen::new();
+    let mut store = None;
+    for kill in 0..3 {
+        let mut source = crate::common::quiver(&args);
+        // Records arrive while this source runs; it is killed once it has
+        // appended some of them (its predecessor's session must end first),
+        // at a random moment after, before or after its Kafka commit.
+        produce(&brokers, &topic, 1, kill * 1000..(kill + 1) * 1000);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.range(kill as i64 * 1000..).next().is_none() {
+            assert!(Instant::now() < deadline, "source {kill} appended nothing within 60 s");
+            store = store.or_else(|| quiver::Store::open(&t.name).ok());
+            read(&mut consumer, &store, &mut seen);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 50));
+        source.kill();
+        eprintln!(
+            "kill {kill}: {} distinct records read, {} read twice",
+            seen.len(),
+            seen.values().filter(|&&n| n > 1).count()
+        );
+    }
+    // A last source runs until every record is read.
+    let mut source = crate::common::quiver(&args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < 3000 {
+        assert!(Instant::now() < deadline, "{} of 3000 records read within 120 s", seen.len());
+        store = store.or_else(|| quiver::Store::open(&t.name).ok());
+        read(&mut consumer, &store, &mut seen);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    source.kill();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (0..3000).collect::<Vec<i64>>(), "every record read");
 }
