@@ -39,13 +39,9 @@ pub(crate) struct ProduceArgs {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ConsumeArgs {
-    #[arg(long)]
-    store: String,
-    #[arg(long)]
-    stream: String,
-    /// The consumer group to read as (made at the oldest retained batch if new).
-    #[arg(long)]
-    group: String,
+    /// The group is made at the oldest retained batch if new.
+    #[command(flatten)]
+    from: super::GroupArgs,
     /// The Arrow IPC file to write.
     #[arg(long)]
     to: PathBuf,
@@ -94,9 +90,9 @@ pub(crate) fn produce(args: ProduceArgs) -> Result<()> {
 
 pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout must be a number of seconds >= 0")?;
-    let store = Store::open(&args.store)?;
-    let stream = Stream::open(&store, &args.stream)?;
-    let config = ConsumerConfig::group(&args.group).start(StartAt::Oldest).skip_corrupt(args.skip_corrupt);
+    let store = Store::open(&args.from.store)?;
+    let stream = Stream::open(&store, &args.from.stream)?;
+    let config = ConsumerConfig::group(&args.from.group).start(StartAt::Oldest).skip_corrupt(args.skip_corrupt);
     let mut consumer = stream.consumer(config)?;
     // Written beside the target and renamed over it once complete; the
     // group commits only then, so a crash before loses nothing (the

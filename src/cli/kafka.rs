@@ -1,11 +1,14 @@
 //! `quiver kafka source`: a Kafka topic appended to a stream, Kafka offsets
-//! committed once the stream's groups have committed past them.
+//! committed once the stream's groups have committed past them; `quiver
+//! kafka sink`: a stream group's batches to a topic.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use quiver::kafka::{Format, Source, SourceConfig};
+use quiver::kafka::{Format, Sink, SinkConfig, SinkFormat, Source, SourceConfig};
 use quiver::{Store, StoreConfig};
+
+use super::GroupArgs;
 
 #[derive(clap::Subcommand, Debug)]
 pub(crate) enum KafkaCommand {
@@ -13,6 +16,37 @@ pub(crate) enum KafkaCommand {
     /// records to a stream (Kafka partition p into stream partition p),
     /// committing Kafka offsets only after the stream's groups commit.
     Source(SourceArgs),
+    /// Produce what a stream consumer group reads to a Kafka topic (an
+    /// idempotent producer; the group commits once Kafka acknowledged).
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SinkArgs {
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long)]
+    brokers: String,
+    /// The topic to write (it must exist).
+    #[arg(long)]
+    topic: String,
+    /// The stream consumer group that reads for the sink.
+    #[command(flatten)]
+    from: super::GroupArgs,
+    /// arrow (one Arrow IPC record per batch) or json (one object per row).
+    #[arg(long, value_enum, default_value_t = SinkFormatArg::Arrow)]
+    format: SinkFormatArg,
+    /// A librdkafka property, key=value (repeat).
+    #[arg(long = "property", value_parser = key_value)]
+    properties: Vec<(String, String)>,
+    /// Stop after this many seconds (default: at the end of the stream, or Ctrl-C).
+    #[arg(long, value_parser = super::positive_seconds)]
+    seconds: Option<f64>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkFormatArg {
+    Arrow,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +115,7 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 pub(crate) fn run(command: KafkaCommand) -> Result<()> {
     match command {
         KafkaCommand::Source(args) => source(args),
+        KafkaCommand::Sink(args) => sink(args),
     }
 }
 
@@ -135,6 +170,31 @@ fn source(args: SourceArgs) -> Result<()> {
                 "kafka source: {} records in {} batches; committed to Kafka {:?}",
                 stats.records, stats.batches, stats.committed
             );
+            return Ok(());
+        }
+    }
+}
+
+fn sink(args: SinkArgs) -> Result<()> {
+    super::signals::install();
+    let GroupArgs { store, stream, group } = &args.from;
+    let store = Store::open(store)?;
+    let format = match args.format {
+        SinkFormatArg::Arrow => SinkFormat::Arrow,
+        SinkFormatArg::Json => SinkFormat::Json,
+    };
+    let mut config = SinkConfig::new(&args.brokers, &args.topic).format(format);
+    for (key, value) in &args.properties {
+        config = config.property(key, value);
+    }
+    let mut sink = Sink::new(&store, stream, group, config)
+        .with_context(|| format!("write group {group:?} of stream {stream:?} to topic {:?}", args.topic))?;
+    let start = Instant::now();
+    loop {
+        sink.step(Duration::from_millis(100))?;
+        let due = args.seconds.is_some_and(|s| start.elapsed().as_secs_f64() >= s);
+        if sink.ended() || due || super::signals::interrupted().is_err() {
+            println!("kafka sink: {} records acknowledged by Kafka", sink.sent);
             return Ok(());
         }
     }

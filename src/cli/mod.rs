@@ -100,6 +100,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A stream consumer group of a store: the arguments of the commands that
+/// read as one (`consume`, `kafka sink`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct GroupArgs {
+    /// The store.
+    #[arg(long)]
+    pub(crate) store: String,
+    /// The stream.
+    #[arg(long)]
+    pub(crate) stream: String,
+    /// The consumer group to read as.
+    #[arg(long)]
+    pub(crate) group: String,
+}
+
 /// A number of seconds that is finite and above zero (clap's value parser
 /// for durations given as floats).
 pub(crate) fn positive_seconds(text: &str) -> Result<f64, String> {

@@ -152,3 +152,63 @@ pub(super) fn batch(schema: &SchemaRef, partition: i32, records: &[Record]) -> R
     RecordBatch::try_new(schema.clone(), arrays)
         .map_err(|e| KafkaError::InvalidConfig(format!("JSON rows do not fit the stream's schema: {e}")))
 }
+
+/// Each row of `batch` as a JSON object (integers, floats, booleans,
+/// strings, binary as an array of byte values; nulls as null). Other column
+/// types are refused: the Arrow format carries them.
+pub(super) fn rows(batch: &RecordBatch) -> std::result::Result<Vec<Vec<u8>>, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{
+        Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type,
+        UInt8Type,
+    };
+    use arrow_array::Array;
+    let schema = batch.schema();
+    let mut objects: Vec<serde_json::Map<String, Value>> = vec![serde_json::Map::new(); batch.num_rows()];
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        macro_rules! values {
+            ($f:expr) => {
+                (0..column.len()).map(|i| if column.is_null(i) { Value::Null } else { $f(i) }).collect::<Vec<Value>>()
+            };
+        }
+        macro_rules! number {
+            ($t:ty) => {{
+                let a = column.as_primitive::<$t>();
+                values!(|i| Value::from(a.value(i)))
+            }};
+        }
+        let values = match field.data_type() {
+            DataType::Int8 => number!(Int8Type),
+            DataType::Int16 => number!(Int16Type),
+            DataType::Int32 => number!(Int32Type),
+            DataType::Int64 => number!(Int64Type),
+            DataType::UInt8 => number!(UInt8Type),
+            DataType::UInt16 => number!(UInt16Type),
+            DataType::UInt32 => number!(UInt32Type),
+            DataType::UInt64 => number!(UInt64Type),
+            DataType::Float32 => number!(Float32Type),
+            DataType::Float64 => number!(Float64Type),
+            DataType::Boolean => {
+                let a = column.as_boolean();
+                values!(|i| Value::Bool(a.value(i)))
+            }
+            DataType::Utf8 => {
+                let a = column.as_string::<i32>();
+                values!(|i| Value::from(a.value(i)))
+            }
+            DataType::LargeUtf8 => {
+                let a = column.as_string::<i64>();
+                values!(|i| Value::from(a.value(i)))
+            }
+            DataType::Binary => {
+                let a = column.as_binary::<i32>();
+                values!(|i| Value::from(a.value(i).to_vec()))
+            }
+            other => return Err(format!("column {:?} of type {other} has no JSON form here", field.name())),
+        };
+        for (object, value) in objects.iter_mut().zip(values) {
+            object.insert(field.name().clone(), value);
+        }
+    }
+    objects.into_iter().map(|o| serde_json::to_vec(&Value::Object(o)).map_err(|e| e.to_string())).collect()
+}

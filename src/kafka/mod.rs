@@ -1,6 +1,8 @@
-//! Kafka in: a topic's records appended to a quiver stream, with Kafka
-//! offsets committed only once the stream's consumer groups have committed
-//! past them (end-to-end at-least-once).
+//! Kafka in and out: a topic's records appended to a quiver stream, with
+//! Kafka offsets committed only once the stream's consumer groups have
+//! committed past them (end-to-end at-least-once); and a stream consumer
+//! group's batches produced to a topic ([`Sink`]), the group committing
+//! once Kafka acknowledged them.
 //!
 //! A [`Source`] is a member of a Kafka consumer group. Kafka partition `p`
 //! goes to quiver partition `p` (the stream has the topic's partition
@@ -562,3 +564,6 @@ fn raw_batch(schema: &SchemaRef, partition: i32, records: &[Record]) -> Result<R
 }
 
 mod json;
+mod sink;
+
+pub use sink::{Sink, SinkConfig, SinkFormat};

@@ -478,3 +478,74 @@ fn a_source_process_killed_at_random_moments_loses_no_record() {
     source.kill();
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (0..3000).collect::<Vec<i64>>(), "every record read");
 }
+
+/// Every record of partition `p` of `topic`, from the start.
+fn topic_records(brokers: &str, topic: &str, p: i32, count: usize) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .create()
+        .expect("a consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < count {
+        assert!(Instant::now() < deadline, "{} of {count} records within 60 s", out.len());
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            out.push(rdkafka::message::Message::payload(&message.expect("a record")).unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_group_sinks_its_batches_to_a_topic_and_commits_after_kafka_acknowledged() {
+    let Some(brokers) = broker() else { return };
+    let (arrow_topic, json_topic) = (topic(&brokers, "sink-arrow", 1), topic(&brokers, "sink-json", 1));
+    let t = TestStore::new("kafka-sink");
+    let store = t.create(64 << 20);
+    let batch = |i: i64| {
+        arrow_array::RecordBatch::try_from_iter([
+            ("x", Arc::new(arrow_array::Int64Array::from_iter_values(i * 10..i * 10 + 10)) as arrow_array::ArrayRef),
+            (
+                "name",
+                Arc::new(arrow_array::StringArray::from_iter_values((0..10).map(|r| format!("r{}", i * 10 + r)))) as _,
+            ),
+        ])
+        .unwrap()
+    };
+    let config = quiver::StreamConfig::new("s", batch(0).schema()).group("arrow").group("json");
+    let stream = quiver::Stream::create(&store, config).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for i in 0..5 {
+        producer.append(&batch(i)).unwrap();
+    }
+    stream.close().unwrap();
+    // Arrow: one record per batch, through the library.
+    let mut sink =
+        quiver::kafka::Sink::new(&store, "s", "arrow", quiver::kafka::SinkConfig::new(&brokers, &arrow_topic))
+            .expect("a sink");
+    while !sink.ended() {
+        sink.step(Duration::from_millis(200)).expect("a step");
+    }
+    assert_eq!(sink.sent, 5);
+    let group = |name: &str| stream.stats().unwrap().groups.into_iter().find(|g| g.name == name).unwrap();
+    assert_eq!(group("arrow").committed, [5], "committed once Kafka acknowledged");
+    for (i, bytes) in topic_records(&brokers, &arrow_topic, 0, 5).iter().enumerate() {
+        let mut reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        assert_eq!(reader.next().unwrap().unwrap(), batch(i as i64));
+    }
+    // JSON: one record per row, through the CLI.
+    let args = ["kafka", "sink", "--brokers", &brokers, "--topic", &json_topic, "--store", &t.name, "--stream", "s"];
+    let out =
+        crate::common::run_quiver(&[&args[..], &["--group", "json", "--format", "json"]].concat(), crate::common::LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("50 records"));
+    assert_eq!(group("json").committed, [5]);
+    for (i, bytes) in topic_records(&brokers, &json_topic, 0, 50).iter().enumerate() {
+        let row: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(row, serde_json::json!({"x": i, "name": format!("r{i}")}));
+    }
+}
