@@ -549,3 +549,36 @@ fn a_group_sinks_its_batches_to_a_topic_and_commits_after_kafka_acknowledged() {
         assert_eq!(row, serde_json::json!({"x": i, "name": format!("r{i}")}));
     }
 }
+
+#[test]
+fn a_broker_that_is_not_there_is_a_clear_error_at_start() {
+    // Port 1 on loopback: nothing listens there.
+    let t = TestStore::new("kafka-nobroker");
+    let store = t.create(1 << 20);
+    let started = Instant::now();
+    let config = SourceConfig::new("127.0.0.1:1", "events", "g").property("socket.connection.setup.timeout.ms", "1000");
+    let err = Source::new(&store, "s", config).expect_err("no broker");
+    assert!(started.elapsed() < Duration::from_secs(30), "it gave up in {:?}", started.elapsed());
+    assert!(matches!(err, quiver::kafka::KafkaError::Client(_)), "{err}");
+    let out = crate::common::run_quiver(
+        &[
+            "kafka",
+            "source",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "events",
+            "--group",
+            "g",
+            "--store",
+            &t.name,
+            "--stream",
+            "s",
+        ],
+        crate::common::LONG,
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("127.0.0.1:1") && said.contains("events"), "{said}");
+    assert!(quiver::Stream::open(&store, "s").is_err(), "no stream is made for a source that could not start");
+}
