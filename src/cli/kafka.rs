@@ -19,6 +19,28 @@ pub(crate) enum KafkaCommand {
     /// Produce what a stream consumer group reads to a Kafka topic (an
     /// idempotent producer; the group commits once Kafka acknowledged).
     Sink(SinkArgs),
+    /// Measure the source's records per second beside a bare rdkafka
+    /// consumer reading the same topic, in one run (a new topic is made).
+    Bench(KafkaBenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct KafkaBenchArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    brokers: String,
+    /// Records to produce and read.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// json (100-byte objects) or arrow (64 KiB Arrow IPC records).
+    #[arg(long, value_enum, default_value_t = BenchFormat::Json)]
+    format: BenchFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum BenchFormat {
+    Json,
+    Arrow,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,6 +138,7 @@ pub(crate) fn run(command: KafkaCommand) -> Result<()> {
     match command {
         KafkaCommand::Source(args) => source(args),
         KafkaCommand::Sink(args) => sink(args),
+        KafkaCommand::Bench(args) => bench(args),
     }
 }
 
@@ -198,4 +221,104 @@ fn sink(args: SinkArgs) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+fn bench(args: KafkaBenchArgs) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let topic = format!("quiver-bench-{}-{}", std::process::id(), quiver::ObjectId::random());
+    quiver::kafka::create_topic(&args.brokers, &topic, 1, Duration::from_secs(30))?;
+    // The records: 100-byte JSON objects, or 64 KiB Arrow IPC streams.
+    let payload = |i: u64| -> Result<Vec<u8>> {
+        Ok(match args.format {
+            BenchFormat::Json => {
+                let mut text = format!(r#"{{"id": {i}, "x": {}, "name": ""#, i as f64 * 0.25);
+                text.push_str(&"n".repeat(100usize.saturating_sub(text.len() + 2)));
+                text.push_str(r#""}"#);
+                text.into_bytes()
+            }
+            BenchFormat::Arrow => {
+                let rows = 4096;
+                let batch = arrow_array::RecordBatch::try_from_iter([
+                    (
+                        "id",
+                        std::sync::Arc::new(arrow_array::Int64Array::from_iter_values(0..rows))
+                            as arrow_array::ArrayRef,
+                    ),
+                    (
+                        "x",
+                        std::sync::Arc::new(arrow_array::Float64Array::from_iter_values(
+                            (0..rows).map(|r| (r as u64 + i) as f64),
+                        )) as _,
+                    ),
+                ])?;
+                let mut bytes = Vec::new();
+                let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema())?;
+                writer.write(&batch)?;
+                writer.finish()?;
+                drop(writer);
+                bytes
+            }
+        })
+    };
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &args.brokers).create()?;
+    let mut bytes = 0u64;
+    for i in 0..args.records {
+        let value = payload(i)?;
+        bytes += value.len() as u64;
+        let mut record = BaseRecord::<(), [u8]>::to(&topic).partition(0).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = back;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    eprintln!("produced {} records ({bytes} bytes) to {topic}", args.records);
+    // A bare consumer: records received, nothing done with them.
+    let bare: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("group.id", format!("{topic}-bare"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    bare.subscribe(&[&topic])?;
+    let mut received = 0;
+    let mut start = None;
+    while received < args.records {
+        if let Some(message) = bare.poll(Duration::from_millis(100)) {
+            message?;
+            start.get_or_insert_with(Instant::now);
+            received += 1;
+        }
+    }
+    let bare_s = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    drop(bare);
+    // The source: records into a stream of a fresh store.
+    let name = format!("kafka-bench-{}", std::process::id());
+    let store = Store::create(StoreConfig::new(&name).capacity(1 << 30))?;
+    let _remove = super::guard::RemoveOnDrop(store.path().to_path_buf());
+    let format = match args.format {
+        BenchFormat::Json => Format::Json(None),
+        BenchFormat::Arrow => Format::Arrow,
+    };
+    let config = SourceConfig::new(&args.brokers, &topic, format!("{topic}-source")).format(format);
+    let mut source = Source::new(&store, "s", config)?;
+    let mut start = None;
+    while source.stats().records < args.records {
+        source.step(Duration::from_millis(50))?;
+        if source.stats().records > 0 {
+            start.get_or_insert_with(Instant::now);
+        }
+    }
+    let source_s = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let (bare_rate, source_rate) = (args.records as f64 / bare_s, args.records as f64 / source_s);
+    println!("records          {} of {} bytes on average", args.records, bytes / args.records.max(1));
+    println!("bare consumer    {bare_rate:.0} records/s");
+    println!("quiver source    {source_rate:.0} records/s ({:.2}x the bare consumer)", source_rate / bare_rate);
+    Ok(())
 }

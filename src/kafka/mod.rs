@@ -567,3 +567,43 @@ mod json;
 mod sink;
 
 pub use sink::{Sink, SinkConfig, SinkFormat};
+
+/// Creates `topic` with `partitions` partitions (replication 1) on
+/// `brokers`, waiting up to `timeout`: for tests, benchmarks and first
+/// runs (production topics are usually made by their operators).
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32, timeout: Duration) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    for result in block_on(admin.create_topics([&new], &options), timeout)?? {
+        result.map_err(|(topic, code)| KafkaError::Topic { topic, why: format!("not created: {code}") })?;
+    }
+    Ok(())
+}
+
+/// Runs a future to completion on this thread, for at most `timeout`.
+fn block_on<F: std::future::Future>(future: F, timeout: Duration) -> Result<F::Output> {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return Ok(output);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KafkaError::InvalidConfig(format!("no answer from the brokers within {timeout:?}")));
+        }
+        std::thread::park_timeout(left.min(Duration::from_millis(10)));
+    }
+}

@@ -3,9 +3,7 @@
 //! variable these tests say so and pass; with it, a broker that is gone is a
 //! failure.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
@@ -13,8 +11,6 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::Array;
 use quiver::kafka::{Format, Source, SourceConfig};
 use quiver::{ConsumerConfig, Polled};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -33,35 +29,10 @@ fn broker() -> Option<String> {
     }
 }
 
-/// Runs a future to completion on this thread.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::park_timeout(Duration::from_millis(10));
-    }
-}
-
 /// A new topic of `partitions` partitions, named uniquely.
 fn topic(brokers: &str, tag: &str, partitions: i32) -> String {
     let name = format!("quiver-{tag}-{}-{}", std::process::id(), quiver::ObjectId::random());
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("an admin client");
-    let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
-    let results = block_on(admin.create_topics([&new], &AdminOptions::new())).expect("create the topic");
-    for result in results {
-        result.expect("the topic is created");
-    }
+    quiver::kafka::create_topic(brokers, &name, partitions, Duration::from_secs(30)).expect("the topic is created");
     name
 }
 
@@ -581,4 +552,18 @@ fn a_broker_that_is_not_there_is_a_clear_error_at_start() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("127.0.0.1:1") && said.contains("events"), "{said}");
     assert!(quiver::Stream::open(&store, "s").is_err(), "no stream is made for a source that could not start");
+}
+
+#[test]
+fn quiver_kafka_bench_reports_the_source_beside_a_bare_consumer() {
+    let Some(brokers) = broker() else { return };
+    for format in ["json", "arrow"] {
+        let out = crate::common::run_quiver(
+            &["kafka", "bench", "--brokers", &brokers, "--records", "200", "--format", format],
+            crate::common::LONG,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(report.contains("bare consumer") && report.contains("x the bare consumer"), "{report}");
+    }
 }
