@@ -454,11 +454,17 @@ impl Source {
             last_offset = Some(producer.append_to(g as u32, batch)?.offset);
             self.stats.batches += 1;
         }
-        if let Some(offset) = last_offset {
-            self.pending[g].push_back((offset, next));
-        } else if self.pending[g].is_empty() {
-            // Records that held no rows: nothing to wait for.
-            self.pending[g].push_back((0, next));
+        match (last_offset, self.pending[g].back_mut()) {
+            (Some(offset), _) => self.pending[g].push_back((offset, next)),
+            // Records that held no rows (Arrow streams without a batch) wait
+            // for the batch before them, or for nothing.
+            (None, Some(last)) => last.1 = next,
+            (None, None) => {
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset(&self.config.topic, g as i32, Offset::Offset(next))?;
+                self.consumer.commit(&list, CommitMode::Sync)?;
+                self.stats.committed[g] = next;
+            }
         }
         self.stats.records += records.len() as u64;
         self.stats.appended[g] = next;
