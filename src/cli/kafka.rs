@@ -2,10 +2,12 @@
 //! committed once the stream's groups have committed past them; `quiver
 //! kafka sink`: a stream group's batches to a topic.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use quiver::kafka::{Format, Sink, SinkConfig, SinkFormat, Source, SourceConfig};
+use quiver::kafka::{Format, Sink, SinkConfig, SinkFormat, Source, SourceConfig, SourceStatus};
+use quiver::StreamStats;
 use quiver::{Store, StoreConfig};
 
 use super::GroupArgs;
@@ -174,16 +176,19 @@ fn source(args: SourceArgs) -> Result<()> {
         .with_context(|| format!("join group {:?} on topic {:?} at {}", args.group, args.topic, args.brokers))?;
     eprintln!("kafka source: topic {:?} -> stream {:?} ({} partitions)", args.topic, args.stream, source.partitions());
     let start = Instant::now();
-    let mut reported = Instant::now();
+    let mut reported = (Instant::now(), 0u64);
     loop {
         source.step(Duration::from_millis(100))?;
-        if reported.elapsed() >= Duration::from_secs(1) {
-            reported = Instant::now();
-            let stats = source.stats();
-            eprintln!(
-                "kafka source: {} records in {} batches; appended up to {:?}, committed to Kafka {:?}",
-                stats.records, stats.batches, stats.appended, stats.committed
-            );
+        if reported.0.elapsed() >= Duration::from_secs(1) {
+            let records = source.stats().records;
+            let rate = (records - reported.1) as f64 / reported.0.elapsed().as_secs_f64();
+            reported = (Instant::now(), records);
+            if let Some(status) = source.status() {
+                let stream = source.stream().and_then(|s| s.stats().ok());
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "kafka source: {rate:.0} records/s");
+                let _ = print_status(&mut err, &status, stream.as_ref());
+            }
         }
         let due = args.seconds.is_some_and(|s| start.elapsed().as_secs_f64() >= s);
         if due || super::signals::interrupted().is_err() {
@@ -321,4 +326,60 @@ fn bench(args: KafkaBenchArgs) -> Result<()> {
     println!("bare consumer    {bare_rate:.0} records/s");
     println!("quiver source    {source_rate:.0} records/s ({:.2}x the bare consumer)", source_rate / bare_rate);
     Ok(())
+}
+
+/// A source's status as JSON, with each partition's Kafka lag.
+pub(crate) fn status_json(status: &SourceStatus) -> serde_json::Value {
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    if let Some(partitions) = value.get_mut("partitions").and_then(|v| v.as_array_mut()) {
+        for (json, p) in partitions.iter_mut().zip(&status.partitions) {
+            json["kafka_lag"] = p.kafka_lag().into();
+        }
+    }
+    value
+}
+
+/// A source's status as lines: Kafka's offsets and lag beside the stream's
+/// (the furthest-behind group's batches not committed, per partition).
+pub(crate) fn print_status(out: &mut dyn Write, status: &SourceStatus, stream: Option<&StreamStats>) -> std::io::Result<()> {
+    let age = (wall_ms().saturating_sub(status.updated_ms)) as f64 / 1000.0;
+    let stale = if age > 5.0 { " (stale: the source is gone or stopped)" } else { "" };
+    writeln!(
+        out,
+        "  kafka source pid {} (topic {:?}, group {:?}): {} records in {} batches, updated {age:.1} s ago{stale}",
+        status.pid, status.topic, status.kafka_group, status.records, status.batches
+    )?;
+    if status.errors > 0 {
+        writeln!(out, "    {} errors ridden out, the last: {}", status.errors, status.last_error.as_deref().unwrap_or("?"))?;
+    }
+    writeln!(
+        out,
+        "    {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12}",
+        "partition", "kafka end", "appended", "committed", "kafka lag", "waiting", "stream lag"
+    )?;
+    let known = |o: i64| if o < 0 { "-".to_string() } else { o.to_string() };
+    for p in &status.partitions {
+        let stream_lag = stream
+            .and_then(|s| {
+                let head = s.partitions.get(p.partition as usize)?.head;
+                s.groups.iter().filter_map(|g| g.committed.get(p.partition as usize)).map(|&c| head.saturating_sub(c)).max()
+            })
+            .map_or("-".to_string(), |lag| format!("{lag} b"));
+        writeln!(
+        out,
+            "    {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12}",
+            p.partition,
+            known(p.end),
+            known(p.appended),
+            known(p.committed),
+            p.kafka_lag().map_or("-".to_string(), |l| l.to_string()),
+            format!("{} b", p.waiting_batches),
+            stream_lag
+        )?;
+    }
+    Ok(())
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -26,12 +26,20 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     let objects = if args.objects { Some(store.list()?) } else { None };
     let streams = Stream::list(&store)?;
     let shards = quiver::shard::list(&store)?;
+    let mut sources = Vec::new();
+    for s in &streams {
+        // A stream removed since it was listed has no sources to show.
+        if let Ok(stream) = Stream::open(&store, &s.name) {
+            sources.extend(quiver::kafka::source_status(&stream)?);
+        }
+    }
     if args.json {
         let mut value = serde_json::json!({
             "path": store.path().display().to_string(),
             "stats": stats,
             "streams": streams,
             "shard_groups": shards,
+            "kafka_sources": sources.iter().map(super::kafka::status_json).collect::<Vec<_>>(),
         });
         if let Some(objects) = &objects {
             value["objects"] = serde_json::to_value(objects)?;
@@ -65,6 +73,9 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
     }
     for stream in &streams {
         print_stream(stream);
+        for status in sources.iter().filter(|s| s.stream == stream.name) {
+            super::kafka::print_status(&mut std::io::stdout().lock(), status, Some(stream))?;
+        }
     }
     for group in &shards {
         print_shards(group);

@@ -8,7 +8,8 @@ use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, SchemaRef};
 use serde_json::Value;
 
-use super::{with_kafka_fields, KafkaError, Record, Result};
+use super::source::Record;
+use super::{with_kafka_fields, KafkaError, Result};
 
 /// The schema the records that are JSON objects imply, every column
 /// nullable, members in the order they first appear: integers Int64 (Float64

@@ -230,6 +230,40 @@ impl Producer {
         Ok((builder, appended))
     }
 
+    /// Moves every empty partition whose groups have committed past its
+    /// head up to the furthest of those commits, and returns how many
+    /// partitions moved.
+    ///
+    /// This is for a producer that replays an external log from that log's
+    /// own committed position (a Kafka source on a new store whose groups
+    /// were restored from checkpoints): the replay starts after what the
+    /// groups already finished, so the restored groups must read it from
+    /// their committed offsets on, not skip its first batches as finished.
+    /// Offsets passed over count as dropped. A partition that holds
+    /// batches, or whose groups are all at or behind its head, is left as
+    /// it is.
+    pub fn skip_to_committed(&mut self) -> Result<u32> {
+        let partitions = self.stream.partitions() as usize;
+        self.stream.with_record(|_, record| {
+            let mut moved = 0;
+            for (p, part) in record.partitions.iter().enumerate().take(partitions) {
+                let (tail, head) = registry::range(part)?;
+                let furthest = record
+                    .groups
+                    .iter()
+                    .filter(|g| g.state.load(Relaxed) == registry::LIVE)
+                    .map(|g| g.committed[p].load(Relaxed))
+                    .max();
+                if let Some(to) = furthest.filter(|&to| tail == head && to > head) {
+                    part.head.store(to, Relaxed);
+                    part.tail.store(to, Relaxed);
+                    moved += 1;
+                }
+            }
+            Ok(moved)
+        })
+    }
+
     /// Closes the stream (see [`Stream::close`]).
     pub fn close(&self) -> Result<()> {
         self.stream.close()

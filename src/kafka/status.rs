@@ -1,0 +1,171 @@
+//! A source's progress, published in the store for `quiver stat`: Kafka's
+//! offsets (the partition's end, what was appended, what Kafka holds as
+//! committed) beside the stream's own.
+//!
+//! Each running [`Source`] keeps one small object of JSON in the store,
+//! rewritten every second, under an ID of kind `b'K'`: bytes 4..8 the
+//! source's process ID, bytes 8..16 a hash of the stream's name. The
+//! object says which stream it is about; a reader trusts nothing else in
+//! it, and a status that does not parse is skipped. A source that stops
+//! deletes its status; one that was killed leaves it, and its age shows
+//! that it is stale.
+
+use serde::{Deserialize, Serialize};
+
+use super::source::Source;
+use crate::store::{ObjectId, ObjectState, Store, StoreError};
+use crate::stream::Stream;
+
+/// The kind byte of a status object's ID.
+const KIND_STATUS: u8 = b'K';
+/// A status larger than this is not one of ours.
+const MAX_STATUS_BYTES: usize = 1 << 20;
+
+/// One Kafka partition as a source last saw it. Offsets are -1 when not
+/// known (not heard from the broker yet, or the partition is not this
+/// source's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// The Kafka partition (and stream partition).
+    pub partition: u32,
+    /// The partition's end (high watermark) on the broker.
+    pub end: i64,
+    /// The offset after the last record appended to the stream.
+    pub appended: i64,
+    /// The offset Kafka acknowledged as committed for the source's group.
+    pub committed: i64,
+    /// Batches appended that wait for the stream's groups to commit them.
+    pub waiting_batches: u64,
+}
+
+impl PartitionStatus {
+    /// Records on the broker the source's Kafka group has not committed:
+    /// Kafka's consumer lag (`None` when an offset is not known).
+    pub fn kafka_lag(&self) -> Option<i64> {
+        (self.end >= 0).then(|| self.end - self.committed.max(0))
+    }
+
+    /// Records on the broker not yet appended to the stream.
+    pub fn unread(&self) -> Option<i64> {
+        (self.end >= 0).then(|| (self.end - self.appended.max(0)).max(0))
+    }
+}
+
+/// What a running source publishes about itself (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// The stream it appends to.
+    pub stream: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// Its Kafka consumer group.
+    pub kafka_group: String,
+    /// The brokers it was given.
+    pub brokers: String,
+    /// Its process.
+    pub pid: u32,
+    /// When it started and when it wrote this, in ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When this was written.
+    pub updated_ms: u64,
+    /// Records and batches appended.
+    pub records: u64,
+    /// Batches appended.
+    pub batches: u64,
+    /// Failures it rode out, and the last of them.
+    pub errors: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Per partition.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+impl SourceStatus {
+    pub(super) fn from_source(source: &Source, stream: &str) -> Self {
+        let stats = source.stats();
+        let config = source.config();
+        SourceStatus {
+            stream: stream.to_string(),
+            topic: config.topic.clone(),
+            kafka_group: config.group.clone(),
+            brokers: config.brokers.clone(),
+            pid: std::process::id(),
+            started_ms: source.started_ms(),
+            updated_ms: crate::shm::clock::wall_ns() / 1_000_000,
+            records: stats.records,
+            batches: stats.batches,
+            errors: stats.errors,
+            last_error: stats.last_error.clone(),
+            partitions: (0..source.partitions() as usize)
+                .map(|p| PartitionStatus {
+                    partition: p as u32,
+                    end: stats.end.get(p).copied().unwrap_or(-1),
+                    appended: stats.appended.get(p).copied().unwrap_or(-1),
+                    committed: stats.committed.get(p).copied().unwrap_or(-1),
+                    waiting_batches: source.pending_batches(p) as u64,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash of a stream's name.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The ID of the status of the source in process `pid` for `stream`.
+fn status_id(stream: &str, pid: u32) -> ObjectId {
+    let mut bytes = [0u8; ObjectId::LEN];
+    bytes[0] = KIND_STATUS;
+    bytes[4..8].copy_from_slice(&pid.to_le_bytes());
+    bytes[8..16].copy_from_slice(&name_hash(stream).to_le_bytes());
+    ObjectId::from_bytes(bytes)
+}
+
+/// Replaces this process's status for `status.stream`.
+pub(super) fn publish(store: &Store, status: &SourceStatus) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(status).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+    let id = status_id(&status.stream, status.pid);
+    remove_id(store, id)?;
+    let mut builder = store.create_object(id, bytes.len() as u64, &[])?;
+    builder.data_mut().copy_from_slice(&bytes);
+    builder.seal()
+}
+
+/// Deletes this process's status for `stream`, if there is one.
+pub(super) fn remove(store: &Store, stream: &str) -> Result<(), StoreError> {
+    remove_id(store, status_id(stream, std::process::id()))
+}
+
+fn remove_id(store: &Store, id: ObjectId) -> Result<(), StoreError> {
+    match store.delete(id) {
+        Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The statuses the Kafka sources of `stream` published (see the module
+/// docs), oldest source first; statuses that do not parse are skipped.
+pub fn source_status(stream: &Stream) -> Result<Vec<SourceStatus>, StoreError> {
+    let store = stream.store();
+    let hash = name_hash(stream.name()).to_le_bytes();
+    let mut found = Vec::new();
+    for info in store.list()? {
+        let bytes = info.id.as_bytes();
+        if bytes[0] != KIND_STATUS || bytes[8..16] != hash || info.state != ObjectState::Sealed {
+            continue;
+        }
+        if info.data_size > MAX_STATUS_BYTES as u64 {
+            continue;
+        }
+        let Some(view) = store.get(info.id, std::time::Duration::ZERO)? else { continue };
+        if let Ok(status) = serde_json::from_slice::<SourceStatus>(view.data()) {
+            if status.stream == stream.name() {
+                found.push(status);
+            }
+        }
+    }
+    found.sort_by_key(|s| (s.started_ms, s.pid));
+    Ok(found)
+}
