@@ -2,7 +2,7 @@
 //! committed once the stream's groups have committed past them; `quiver
 //! kafka sink`: a stream group's batches to a topic.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -177,17 +177,29 @@ fn source(args: SourceArgs) -> Result<()> {
     eprintln!("kafka source: topic {:?} -> stream {:?} ({} partitions)", args.topic, args.stream, source.partitions());
     let start = Instant::now();
     let mut reported = (Instant::now(), 0u64);
+    // On a terminal, the whole table every second; in a log, a line every 10 s.
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if terminal { 1 } else { 10 });
     loop {
         source.step(Duration::from_millis(100))?;
-        if reported.0.elapsed() >= Duration::from_secs(1) {
+        if reported.0.elapsed() >= every {
             let records = source.stats().records;
             let rate = (records - reported.1) as f64 / reported.0.elapsed().as_secs_f64();
             reported = (Instant::now(), records);
             if let Some(status) = source.status() {
-                let stream = source.stream().and_then(|s| s.stats().ok());
                 let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "kafka source: {rate:.0} records/s");
-                let _ = print_status(&mut err, &status, stream.as_ref());
+                if terminal {
+                    let stream = source.stream().and_then(|s| s.stats().ok());
+                    let _ = writeln!(err, "kafka source: {rate:.0} records/s");
+                    let _ = print_status(&mut err, &status, stream.as_ref());
+                } else {
+                    let lag: i64 = status.partitions.iter().filter_map(|p| p.kafka_lag()).sum();
+                    let _ = writeln!(
+                        err,
+                        "kafka source: {} records, {rate:.0}/s, Kafka lag {lag}, {} errors ridden out",
+                        status.records, status.errors
+                    );
+                }
             }
         }
         let due = args.seconds.is_some_and(|s| start.elapsed().as_secs_f64() >= s);
@@ -341,7 +353,11 @@ pub(crate) fn status_json(status: &SourceStatus) -> serde_json::Value {
 
 /// A source's status as lines: Kafka's offsets and lag beside the stream's
 /// (the furthest-behind group's batches not committed, per partition).
-pub(crate) fn print_status(out: &mut dyn Write, status: &SourceStatus, stream: Option<&StreamStats>) -> std::io::Result<()> {
+pub(crate) fn print_status(
+    out: &mut dyn Write,
+    status: &SourceStatus,
+    stream: Option<&StreamStats>,
+) -> std::io::Result<()> {
     let age = (wall_ms().saturating_sub(status.updated_ms)) as f64 / 1000.0;
     let stale = if age > 5.0 { " (stale: the source is gone or stopped)" } else { "" };
     writeln!(
@@ -350,7 +366,12 @@ pub(crate) fn print_status(out: &mut dyn Write, status: &SourceStatus, stream: O
         status.pid, status.topic, status.kafka_group, status.records, status.batches
     )?;
     if status.errors > 0 {
-        writeln!(out, "    {} errors ridden out, the last: {}", status.errors, status.last_error.as_deref().unwrap_or("?"))?;
+        writeln!(
+            out,
+            "    {} errors ridden out, the last: {}",
+            status.errors,
+            status.last_error.as_deref().unwrap_or("?")
+        )?;
     }
     writeln!(
         out,
@@ -362,11 +383,15 @@ pub(crate) fn print_status(out: &mut dyn Write, status: &SourceStatus, stream: O
         let stream_lag = stream
             .and_then(|s| {
                 let head = s.partitions.get(p.partition as usize)?.head;
-                s.groups.iter().filter_map(|g| g.committed.get(p.partition as usize)).map(|&c| head.saturating_sub(c)).max()
+                s.groups
+                    .iter()
+                    .filter_map(|g| g.committed.get(p.partition as usize))
+                    .map(|&c| head.saturating_sub(c))
+                    .max()
             })
             .map_or("-".to_string(), |lag| format!("{lag} b"));
         writeln!(
-        out,
+            out,
             "    {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12}",
             p.partition,
             known(p.end),

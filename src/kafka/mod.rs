@@ -40,6 +40,9 @@ pub enum KafkaError {
     /// The stream refused an operation.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A shard-managed group of the stream could not be read.
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
     /// The topic does not exist or cannot be used.
     #[error("topic {topic:?}: {why}")]
     Topic {

@@ -165,8 +165,12 @@ impl Listener {
 impl ClientContext for Listener {
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else { return };
-        let ends: Vec<(i32, i64)> =
-            topic.partitions.values().filter(|p| p.partition >= 0 && p.hi_offset >= 0).map(|p| (p.partition, p.hi_offset)).collect();
+        let ends: Vec<(i32, i64)> = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
+            .map(|p| (p.partition, p.hi_offset))
+            .collect();
         self.with(|heard| heard.ends.extend(ends));
     }
 
@@ -272,12 +276,7 @@ impl Source {
             wanted: none.clone(),
             committing: false,
             next_commit: None,
-            stats: SourceStats {
-                committed: none.clone(),
-                appended: none.clone(),
-                end: none,
-                ..Default::default()
-            },
+            stats: SourceStats { committed: none.clone(), appended: none.clone(), end: none, ..Default::default() },
             config,
             last_commit_check: None,
             last_status: None,
@@ -295,9 +294,9 @@ impl Source {
     }
 
     /// Opens the stream, creating it with `schema` if it does not exist.
-    /// Partitions left empty with groups restored past their head (a new
-    /// store after a disaster) go on from there: see
-    /// [`Producer::skip_to_committed`].
+    /// Empty partitions whose groups were restored past their head (a new
+    /// store after a disaster) go on from past what the groups know: see
+    /// [`restored_ends`].
     fn open_stream(&mut self, schema: SchemaRef) -> Result<&mut (Stream, Producer)> {
         if self.stream.is_none() {
             let mut config = StreamConfig::new(&self.stream_name, schema).partitions(self.partitions);
@@ -315,7 +314,9 @@ impl Source {
                 )));
             }
             let mut producer = stream.producer()?;
-            producer.skip_to_committed()?;
+            for (p, offset) in restored_ends(&self.store, &stream)?.into_iter().enumerate() {
+                producer.skip_to(p as u32, offset)?;
+            }
             self.stream = Some((stream, producer));
         }
         self.stream.as_mut().ok_or_else(|| KafkaError::InvalidConfig("no stream".into()))
@@ -612,6 +613,31 @@ impl Drop for Source {
             let _ = status::remove(&self.store, &self.stream_name);
         }
     }
+}
+
+/// Per partition, the first offset past everything the stream's groups
+/// know of: their committed offsets and, for shard-managed groups, what
+/// they have cut into shards. On a new store with groups restored from
+/// checkpoints, the source appends from there ([`Producer::skip_to`]): what
+/// Kafka re-delivers is not what the old offsets held, so a restored shard
+/// that was done, or one still to do, must not stand for a new batch. The
+/// restored shards below it read nothing and finish at once; the records
+/// they held are re-delivered by Kafka (its offsets were committed only
+/// once the group had committed them).
+fn restored_ends(store: &Store, stream: &Stream) -> Result<Vec<u64>> {
+    let mut ends = vec![0u64; stream.partitions() as usize];
+    for group in stream.stats()?.groups {
+        for (end, &c) in ends.iter_mut().zip(&group.committed) {
+            *end = (*end).max(c);
+        }
+    }
+    let shards = crate::shard::list(store)?;
+    for group in shards.iter().filter(|g| g.stream == stream.name()) {
+        for (end, &cut) in ends.iter_mut().zip(&group.next_cut) {
+            *end = (*end).max(cut);
+        }
+    }
+    Ok(ends)
 }
 
 /// Starts the thread that commits offsets for `consumer`, one list at a

@@ -230,37 +230,28 @@ impl Producer {
         Ok((builder, appended))
     }
 
-    /// Moves every empty partition whose groups have committed past its
-    /// head up to the furthest of those commits, and returns how many
-    /// partitions moved.
+    /// Moves an empty partition's head (and tail) forward to `offset`, so
+    /// its next batch gets that offset; returns whether it moved. A
+    /// partition that holds batches, or whose head is at or past `offset`,
+    /// is left as it is. Offsets passed over count as dropped.
     ///
     /// This is for a producer that replays an external log from that log's
-    /// own committed position (a Kafka source on a new store whose groups
-    /// were restored from checkpoints): the replay starts after what the
-    /// groups already finished, so the restored groups must read it from
-    /// their committed offsets on, not skip its first batches as finished.
-    /// Offsets passed over count as dropped. A partition that holds
-    /// batches, or whose groups are all at or behind its head, is left as
-    /// it is.
-    pub fn skip_to_committed(&mut self) -> Result<u32> {
-        let partitions = self.stream.partitions() as usize;
+    /// own committed position, on a new store whose groups were restored
+    /// from checkpoints (a Kafka source after a disaster): the replay does
+    /// not recreate the old offsets, so it must start past every offset the
+    /// restored state knows, or a restored group would take the first new
+    /// batches for ones it already finished.
+    pub fn skip_to(&mut self, partition: u32, offset: u64) -> Result<bool> {
+        self.check_partition(partition)?;
         self.stream.with_record(|_, record| {
-            let mut moved = 0;
-            for (p, part) in record.partitions.iter().enumerate().take(partitions) {
-                let (tail, head) = registry::range(part)?;
-                let furthest = record
-                    .groups
-                    .iter()
-                    .filter(|g| g.state.load(Relaxed) == registry::LIVE)
-                    .map(|g| g.committed[p].load(Relaxed))
-                    .max();
-                if let Some(to) = furthest.filter(|&to| tail == head && to > head) {
-                    part.head.store(to, Relaxed);
-                    part.tail.store(to, Relaxed);
-                    moved += 1;
-                }
+            let part = &record.partitions[partition as usize];
+            let (tail, head) = registry::range(part)?;
+            if tail != head || offset <= head {
+                return Ok(false);
             }
-            Ok(moved)
+            part.head.store(offset, Relaxed);
+            part.tail.store(offset, Relaxed);
+            Ok(true)
         })
     }
 

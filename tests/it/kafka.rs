@@ -567,3 +567,271 @@ fn quiver_kafka_bench_reports_the_source_beside_a_bare_consumer() {
         assert!(report.contains("bare consumer") && report.contains("x the bare consumer"), "{report}");
     }
 }
+
+/// A `quiver-harness shard-worker` of group `g` of stream `s`, logging the
+/// Kafka partition and offset of every row it reads to `log`.
+fn kafka_worker(t: &TestStore, log: &std::path::Path, work_ms: u64) -> crate::common::Proc {
+    let (log, work_ms) = (log.display().to_string(), work_ms.to_string());
+    crate::common::harness(&[
+        "shard-worker",
+        "--store",
+        &t.name,
+        "--stream",
+        "s",
+        "--group",
+        "g",
+        "--shard-size",
+        "4",
+        "--log",
+        &log,
+        "--log-kafka",
+        "--work-ms",
+        &work_ms,
+    ])
+}
+
+/// How often each Kafka (partition, offset) was processed, over every
+/// worker log in `dir`.
+fn logged_rows(dir: &std::path::Path) -> std::collections::BTreeMap<(i32, i64), u32> {
+    let mut rows = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().map_or(true, |e| e != "log") {
+            continue;
+        }
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            if let ["row", p, o] = line.split(' ').collect::<Vec<_>>()[..] {
+                *rows.entry((p.parse().unwrap(), o.parse().unwrap())).or_default() += 1;
+            }
+        }
+    }
+    rows
+}
+
+/// Every (partition, offset) of `partitions` partitions of `records` each.
+fn every_record(partitions: i32, records: i64) -> Vec<(i32, i64)> {
+    (0..partitions).flat_map(|p| (0..records).map(move |o| (p, o))).collect()
+}
+
+/// Steps `source` until the workers' logs show `lines` task lines.
+fn step_until_tasks(source: &mut Source, log: &std::path::Path, tasks: usize) {
+    step_until(source, "the worker logs its tasks", |_| {
+        std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.starts_with("task")).count() >= tasks
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_shard_with_a_source_in_the_loop_loses_no_record() {
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "worker-kill", 2);
+    produce(&brokers, &topic, 2, 0..300);
+    let t = TestStore::new("kafka-worker-kill");
+    let store = t.create(64 << 20);
+    let logs = tempfile::tempdir().unwrap();
+    let config = SourceConfig::new(&brokers, &topic, format!("{topic}-source"))
+        .required_group("g")
+        .batch_records(20)
+        .linger(Duration::from_millis(5));
+    let mut source = Source::new(&store, "s", config).expect("a source");
+    // A slow worker, killed while it works on a shard it has read and not
+    // reported; a fast one, and a replacement.
+    let (slow_log, fast_log) = (logs.path().join("slow.log"), logs.path().join("fast.log"));
+    let mut slow = kafka_worker(&t, &slow_log, 2_000);
+    let mut fast = kafka_worker(&t, &fast_log, 5);
+    step_until_tasks(&mut source, &slow_log, 1);
+    slow.kill();
+    let mut replacement = kafka_worker(&t, &logs.path().join("replacement.log"), 5);
+    step_until(&mut source, "600 records appended", |s| s.stats().records == 600);
+    source.stream().unwrap().close().unwrap();
+    step_until(&mut source, "Kafka offsets committed", |s| s.stats().committed == [300, 300]);
+    for worker in [&mut fast, &mut replacement] {
+        assert!(worker.wait(crate::common::LONG).success(), "a worker failed");
+    }
+    let shards = quiver::shard::list(&store).unwrap();
+    assert!(shards[0].requeued >= 1, "the killed worker's shard was handed out again: {shards:?}");
+    let rows = logged_rows(logs.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), every_record(2, 300), "every record processed");
+    assert_eq!(kafka_committed(&brokers, &format!("{topic}-source"), &topic, 2), [300, 300]);
+}
+
+#[test]
+fn a_host_disaster_restored_from_a_checkpoint_with_a_source_loses_no_record() {
+    use quiver::{ShardConfig, ShardManager, ShardSize, Stream, StreamConfig};
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "disaster", 2);
+    produce(&brokers, &topic, 2, 0..200);
+    let t = TestStore::new("kafka-disaster");
+    let logs = tempfile::tempdir().unwrap();
+    let checkpoint = logs.path().join("group.qvck");
+    let kafka_group = format!("{topic}-source");
+    // The new host batches differently (as lingering can): its offsets are
+    // not the old ones.
+    let config = |batch_records| {
+        SourceConfig::new(&brokers, &topic, &kafka_group)
+            .required_group("g")
+            .batch_records(batch_records)
+            .linger(Duration::from_millis(5))
+    };
+    let schema = {
+        let store = t.create(64 << 20);
+        let mut source = Source::new(&store, "s", config(10)).expect("a source");
+        let stream = source.stream().unwrap().clone();
+        let observer = ShardManager::join(&stream, "g", ShardConfig::new().shard_size(ShardSize::Batches(4))).unwrap();
+        let log = logs.path().join("before.log");
+        let mut worker = kafka_worker(&t, &log, 100);
+        step_until_tasks(&mut source, &log, 3);
+        observer.checkpoint(&checkpoint).unwrap();
+        // Work and Kafka commits go on past the checkpoint, then the host
+        // dies halfway through.
+        step_until(&mut source, "a Kafka commit", |s| s.stats().committed.iter().any(|&c| c >= 40));
+        worker.kill();
+        assert!(source.stats().committed.iter().all(|&c| c < 200), "the host died before the end");
+        std::mem::forget(observer);
+        eprintln!("before the disaster: {:?}", source.stats());
+        stream.schema().clone()
+    };
+    std::fs::remove_file(&t.path).unwrap();
+    produce(&brokers, &topic, 2, 200..400);
+    // The new host: a new store, the group restored, the source and workers
+    // started again.
+    let store = t.create(64 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema).partitions(2)).unwrap();
+    drop(ShardManager::restore(&stream, "g", &checkpoint).unwrap());
+    let mut source = Source::new(&store, "s", config(25)).expect("a source");
+    let mut workers: Vec<_> =
+        (0..2).map(|w| kafka_worker(&t, &logs.path().join(format!("after-{w}.log")), 1)).collect();
+    step_until(&mut source, "every record appended", |s| s.stats().appended == [400, 400]);
+    stream.close().unwrap();
+    step_until(&mut source, "Kafka offsets committed", |s| s.stats().committed == [400, 400]);
+    for worker in &mut workers {
+        assert!(worker.wait(crate::common::LONG).success(), "a worker failed");
+    }
+    let rows = logged_rows(logs.path());
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), every_record(2, 400), "every record processed");
+}
+
+/// A broker of the test's own (tansu, through `scripts/kafka-broker`),
+/// stopped and its data removed on drop.
+struct OwnBroker {
+    brokers: String,
+    pid: String,
+    dir: String,
+}
+
+impl OwnBroker {
+    fn start(again: Option<&OwnBroker>) -> OwnBroker {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka-broker");
+        let mut command = std::process::Command::new(script);
+        command.arg("start");
+        if let Some(before) = again {
+            let port = before.brokers.rsplit(':').next().unwrap();
+            command.args([port, &before.dir]);
+        }
+        let out = crate::common::run_command(command, crate::common::LONG);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let value = |key: &str| {
+            text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {text}")).to_string()
+        };
+        OwnBroker { brokers: value("BROKERS="), pid: value("PID="), dir: value("DIR=") }
+    }
+
+    /// SIGKILL: the broker is gone at once, its data kept.
+    fn kill(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-9", &self.pid]).status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_broker_that_goes_away_mid_run_is_ridden_out_and_loses_nothing() {
+    if broker().is_none() {
+        return;
+    }
+    let mut own = OwnBroker::start(None);
+    let brokers = own.brokers.clone();
+    let topic = topic(&brokers, "away", 1);
+    produce(&brokers, &topic, 1, 0..100);
+    let t = TestStore::new("kafka-away");
+    let store = t.create(64 << 20);
+    let kafka_group = format!("{topic}-source");
+    let config = SourceConfig::new(&brokers, &topic, &kafka_group)
+        .required_group("g")
+        .batch_records(25)
+        .linger(Duration::from_millis(5))
+        .property("reconnect.backoff.max.ms", "500");
+    let mut source = Source::new(&store, "s", config).expect("a source");
+    let mut consumer = source.stream().unwrap().consumer(ConsumerConfig::group("g")).unwrap();
+    let mut seen = Vec::new();
+    step_until(&mut source, "100 records appended", |s| s.stats().records == 100);
+    seen.extend(read_all(&mut consumer).into_iter().map(|r| r.2));
+    step_until(&mut source, "the first commit", |s| s.stats().committed == [100]);
+
+    own.kill();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(3) {
+        source.step(Duration::from_millis(100)).expect("a broker gone is ridden out, not an error");
+    }
+    assert!(source.stats().errors > 0, "the broker's absence was seen: {:?}", source.stats());
+    eprintln!("while the broker was away: {:?}", source.stats().last_error);
+
+    let again = OwnBroker::start(Some(&own));
+    std::mem::forget(std::mem::replace(&mut own, again));
+    produce(&brokers, &topic, 1, 100..200);
+    step_until(&mut source, "200 records appended", |s| s.stats().appended == [200]);
+    seen.extend(read_all(&mut consumer).into_iter().map(|r| r.2));
+    step_until(&mut source, "the commit after the broker came back", |s| s.stats().committed == [200]);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..200).collect::<Vec<u32>>(), "every record read");
+    assert_eq!(kafka_committed(&brokers, &kafka_group, &topic, 1), [200]);
+}
+
+#[test]
+fn quiver_stat_shows_a_running_sources_kafka_offsets_and_lag() {
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "stat", 2);
+    produce(&brokers, &topic, 2, 0..50);
+    let t = TestStore::new("kafka-stat");
+    let kafka_group = format!("{topic}-stat");
+    let args = source_args(&brokers, &topic, &kafka_group, &t.name, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut source = crate::common::quiver(&args);
+    let stat = || {
+        let out = crate::common::run_quiver(&["stat", &t.name, "--json"], crate::common::LONG);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    // Nobody reads the stream: everything appended, nothing committed, the
+    // whole topic is Kafka lag.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let value = stat();
+        let status = &value["kafka_sources"][0];
+        let p = &status["partitions"];
+        if p[0]["appended"] == 50 && p[1]["appended"] == 50 && p[0]["end"] == 50 && p[1]["end"] == 50 {
+            break status.clone();
+        }
+        assert!(Instant::now() < deadline, "no status with every record appended within 60 s: {value}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["topic"], topic.as_str());
+    assert_eq!(status["stream"], "s");
+    assert_eq!(status["pid"], source.child.id());
+    for p in 0..2 {
+        assert_eq!(status["partitions"][p]["committed"], -1);
+        assert_eq!(status["partitions"][p]["kafka_lag"], 50);
+        assert_eq!(status["partitions"][p]["waiting_batches"], 1);
+    }
+    let text = crate::common::run_quiver(&["stat", &t.name], crate::common::LONG);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("kafka source pid {}", source.child.id())), "{text}");
+    assert!(text.contains("kafka lag"), "{text}");
+    source.kill();
+}

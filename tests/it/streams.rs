@@ -589,3 +589,28 @@ fn a_store_removed_under_a_waiting_consumer_is_an_error_not_no_data() {
     let got = store.get(ObjectId::sequential(9, 0, 0), Duration::from_millis(10));
     assert!(matches!(got, Err(quiver::StoreError::Removed(_))), "{got:?}");
 }
+
+#[test]
+fn skip_to_moves_only_an_empty_partition_forward_and_groups_read_from_there() {
+    let t = TestStore::new("stream-skip-to");
+    let store = t.create(16 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    producer.append_to(1, &batch(0, 0, 1)).unwrap();
+    assert!(producer.skip_to(0, 10).unwrap(), "an empty partition moves");
+    assert!(!producer.skip_to(0, 5).unwrap(), "never backwards");
+    assert!(!producer.skip_to(1, 10).unwrap(), "a partition that holds a batch stays");
+    assert!(producer.skip_to(7, 1).is_err(), "no such partition");
+    assert_eq!(producer.append_to(0, &batch(0, 1, 1)).unwrap().offset, 10);
+    assert_eq!(producer.append_to(1, &batch(0, 2, 1)).unwrap().offset, 1);
+    // The group, at 0, passes the offsets skipped over as dropped.
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    let mut got = Vec::new();
+    while let Polled::Batch(b) = consumer.poll(Duration::from_millis(200)).unwrap() {
+        got.push((b.partition, b.offset, first_seq(&b)));
+        drop(b);
+        consumer.commit().unwrap();
+    }
+    got.sort_unstable();
+    assert_eq!(got, [(0, 10, 1), (1, 0, 0), (1, 1, 2)]);
+}

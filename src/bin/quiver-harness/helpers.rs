@@ -211,6 +211,10 @@ pub(crate) struct ShardWorkerArgs {
     log: Option<std::path::PathBuf>,
     #[arg(long)]
     hold: bool,
+    /// Also log the Kafka partition and offset of every row read
+    /// (`row P O`, from the columns a Kafka source adds).
+    #[arg(long, requires = "log")]
+    log_kafka: bool,
     /// Do not read the batches (for the get/report benchmark).
     #[arg(long)]
     no_read: bool,
@@ -527,6 +531,7 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
             say(&format!("holding {}", task.id))?;
             wait_to_be_killed();
         }
+        let mut rows = String::new();
         if !no_read {
             let Some(batches) = manager.read_task(&task, Duration::from_secs(30))? else {
                 bail!("the batches of task {} did not arrive within 30 s", task.id);
@@ -535,9 +540,14 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
             if batches.len() as u64 > expected {
                 bail!("task {} read {} batches for {expected} offsets", task.id, batches.len());
             }
+            if args.log_kafka {
+                for got in &batches {
+                    kafka_rows(&got.batch, &mut rows)?;
+                }
+            }
         }
         if let Some(log) = &mut log {
-            writeln!(log, "task {} {} {} {}", task.id, task.partition, task.start, task.end)?;
+            writeln!(log, "{rows}task {} {} {} {}", task.id, task.partition, task.start, task.end)?;
             log.flush()?;
         }
         if !work.is_zero() {
@@ -548,6 +558,27 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     say(&format!("{{\"tasks\":{tasks},\"seconds\":{seconds}}}"))
+}
+
+/// Appends `row P O` for each row's `kafka_partition` and `kafka_offset`.
+fn kafka_rows(batch: &arrow_array::RecordBatch, out: &mut String) -> Result<()> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type};
+    use std::fmt::Write as _;
+    let (Some(partitions), Some(offsets)) =
+        (batch.column_by_name("kafka_partition"), batch.column_by_name("kafka_offset"))
+    else {
+        bail!("--log-kafka: the batch has no kafka_partition and kafka_offset columns");
+    };
+    let (Some(partitions), Some(offsets)) =
+        (partitions.as_primitive_opt::<Int32Type>(), offsets.as_primitive_opt::<Int64Type>())
+    else {
+        bail!("--log-kafka: kafka_partition is not Int32 or kafka_offset not Int64");
+    };
+    for r in 0..batch.num_rows() {
+        writeln!(out, "row {} {}", partitions.value(r), offsets.value(r))?;
+    }
+    Ok(())
 }
 
 fn scribble(path: &std::path::Path, seconds: f64, seed: u64) -> Result<()> {
