@@ -37,6 +37,23 @@ pub(crate) struct KafkaBenchArgs {
     /// json (100-byte objects) or arrow (64 KiB Arrow IPC records).
     #[arg(long, value_enum, default_value_t = BenchFormat::Json)]
     format: BenchFormat,
+    /// Measure the latency from a Kafka produce to a quiver poll instead,
+    /// at a steady rate (see --rate, --seconds, --linger-ms).
+    #[arg(long)]
+    latency: bool,
+    /// Latency: records produced per second.
+    #[arg(long, default_value_t = 1000, requires = "latency")]
+    rate: u64,
+    /// Latency: seconds to produce for.
+    #[arg(long, default_value_t = 10.0, requires = "latency", value_parser = super::positive_seconds)]
+    seconds: f64,
+    /// Latency: the source's linger (a partition's records wait at most
+    /// this long for their batch).
+    #[arg(long, default_value_t = 10, requires = "latency")]
+    linger_ms: u64,
+    /// A librdkafka property for the consumers, key=value (repeat).
+    #[arg(long = "property", value_parser = key_value)]
+    properties: Vec<(String, String)>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +258,15 @@ fn sink(args: SinkArgs) -> Result<()> {
 }
 
 fn bench(args: KafkaBenchArgs) -> Result<()> {
+    if args.latency {
+        return super::kafka_latency::run(
+            &args.brokers,
+            args.rate,
+            Duration::from_secs_f64(args.seconds),
+            Duration::from_millis(args.linger_ms),
+            &args.properties,
+        );
+    }
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let topic = format!("quiver-bench-{}-{}", std::process::id(), quiver::ObjectId::random());
@@ -297,12 +323,16 @@ fn bench(args: KafkaBenchArgs) -> Result<()> {
     producer.flush(Duration::from_secs(120))?;
     eprintln!("produced {} records ({bytes} bytes) to {topic}", args.records);
     // A bare consumer: records received, nothing done with them.
-    let bare: BaseConsumer = rdkafka::ClientConfig::new()
+    let mut bare_config = rdkafka::ClientConfig::new();
+    bare_config
         .set("bootstrap.servers", &args.brokers)
         .set("group.id", format!("{topic}-bare"))
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
+        .set("enable.auto.commit", "false");
+    for (key, value) in &args.properties {
+        bare_config.set(key, value);
+    }
+    let bare: BaseConsumer = bare_config.create()?;
     bare.subscribe(&[&topic])?;
     let mut received = 0;
     let mut start = None;
@@ -323,7 +353,10 @@ fn bench(args: KafkaBenchArgs) -> Result<()> {
         BenchFormat::Json => Format::Json(None),
         BenchFormat::Arrow => Format::Arrow,
     };
-    let config = SourceConfig::new(&args.brokers, &topic, format!("{topic}-source")).format(format);
+    let mut config = SourceConfig::new(&args.brokers, &topic, format!("{topic}-source")).format(format);
+    for (key, value) in &args.properties {
+        config = config.property(key, value);
+    }
     let mut source = Source::new(&store, "s", config)?;
     let mut start = None;
     while source.stats().records < args.records {

@@ -22,6 +22,7 @@ mod files;
 mod guard;
 mod io;
 mod kafka;
+mod kafka_latency;
 mod signals;
 mod stat;
 

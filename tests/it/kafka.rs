@@ -835,3 +835,19 @@ fn quiver_stat_shows_a_running_sources_kafka_offsets_and_lag() {
     assert!(text.contains("kafka lag"), "{text}");
     source.kill();
 }
+
+#[test]
+fn quiver_kafka_bench_latency_reports_both_paths_for_every_record() {
+    let Some(brokers) = broker() else { return };
+    let args = ["kafka", "bench", "--brokers", &brokers, "--latency", "--rate", "200", "--seconds", "1"];
+    let args: Vec<&str> = args.into_iter().chain(["--linger-ms", "1", "--property", "fetch.wait.max.ms=10"]).collect();
+    let out = crate::common::run_quiver(&args, crate::common::LONG);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    // The command fails unless both read every record; each line says how many.
+    let records = report.lines().next().and_then(|l| l.split_whitespace().nth(1)).expect("a first line");
+    for path in ["bare consumer", "quiver poll"] {
+        let line = report.lines().find(|l| l.starts_with(path)).unwrap_or_else(|| panic!("no {path} line: {report}"));
+        assert!(line.contains("p99") && line.contains(&format!("({records} records)")), "{report}");
+    }
+}
