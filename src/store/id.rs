@@ -20,7 +20,8 @@
 //! [`ObjectId::random`] sets kind `b'R'` and fills the rest from the OS's
 //! random source; [`ObjectId::schema`] sets kind `b'F'` and a schema
 //! fingerprint at bytes 8..16 (the object holding an Arrow schema);
-//! [`ObjectId::from_bytes`] takes any 24 bytes.
+//! [`ObjectId::from_bytes`] takes any 24 bytes (the Kafka source's status
+//! objects use kind `b'K'` that way; see `docs/format.md`).
 
 use std::fmt;
 use std::str::FromStr;
