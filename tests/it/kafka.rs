@@ -831,6 +831,7 @@ fn quiver_stat_shows_a_running_sources_kafka_offsets_and_lag() {
     }
     let text = crate::common::run_quiver(&["stat", &t.name], crate::common::LONG);
     let text = String::from_utf8_lossy(&text.stdout);
+    eprintln!("{text}");
     assert!(text.contains(&format!("kafka source pid {}", source.child.id())), "{text}");
     assert!(text.contains("kafka lag"), "{text}");
     source.kill();
