@@ -55,7 +55,7 @@ pub use error::{BatchError, CheckpointError, ImportError, ShmError, StoreError, 
 pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Task};
 pub use shm::wait::WaitStrategy;
 pub use store::{
-    CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,
+    Cells, CreateOptions, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store, StoreConfig,
     StoreStats,
 };
 pub use stream::{

@@ -373,4 +373,9 @@ impl Span {
     pub(crate) fn len(&self) -> u64 {
         self.len as u64
     }
+
+    /// Where it starts in its region.
+    pub(crate) fn offset(&self) -> u64 {
+        self.at as u64
+    }
 }

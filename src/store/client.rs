@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::layout::{self, state, Layout, FLAG_PINNED, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
+use super::layout::{self, state, Layout, FLAG_CELLS, FLAG_PINNED, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
 use super::object::ObjectView;
 use super::recovery;
 use super::table::Tables;
@@ -410,8 +410,10 @@ impl ClientState {
         // be freed (the bit is set), so the fields read after it are that
         // object's, and a flag or ID read from an earlier one is caught.
         let sealed = || entry.state.load(SeqCst) == state::SEALED;
+        // Shared cells are never bytes, whoever holds them (`take_view`).
         let valid = sealed()
             && (!first || entry.flags.load(SeqCst) & FLAG_PINNED != 0)
+            && entry.flags.load(SeqCst) & FLAG_CELLS == 0
             && Tables::id_of(entry) == id
             && sealed();
         match t.payload(e, &id) {

@@ -180,6 +180,8 @@ impl OpenConfig {
 pub struct CreateOptions {
     pub(crate) timeout: Duration,
     pub(crate) pinned: bool,
+    /// An object of shared cells (`Store::create_cells`); pinned too.
+    pub(crate) cells: bool,
 }
 
 impl CreateOptions {

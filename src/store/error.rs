@@ -118,6 +118,13 @@ pub enum StoreError {
     /// `create` was called with an ID that already names an object.
     #[error("object {0} already exists")]
     AlreadyExists(ObjectId),
+    /// The object holds shared cells ([`crate::store::Store::create_cells`]):
+    /// it is opened with `get_cells`, never read as bytes.
+    #[error("object {0} holds shared cells: open it with get_cells, not get")]
+    CellsObject(ObjectId),
+    /// `get_cells` of an object that does not hold shared cells.
+    #[error("object {0} does not hold shared cells")]
+    NotCells(ObjectId),
     /// The object does not exist (or was deleted).
     #[error("object {0} not found")]
     NotFound(ObjectId),

@@ -22,7 +22,7 @@ use crate::shm::wait::WaitCell;
 /// "QVRSTORE" as a little-endian u64: the first eight bytes of every store.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"QVRSTORE");
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The ready word's value once the creator has published the file.
 pub(crate) const READY: u32 = 0x5244_5952; // "RYDR"
 
@@ -79,6 +79,11 @@ pub(crate) const FLAG_PINNED: u32 = 1;
 /// Entry flag: the entry is on the LRU list (set and cleared with its links,
 /// under the lock).
 pub(crate) const FLAG_ON_LRU: u32 = 2;
+/// Entry flag: the object is an array of shared atomic cells
+/// ([`crate::store::Store::create_cells`]), which its users change after
+/// the seal; it is never handed out as bytes. Set at creation, with
+/// [`FLAG_PINNED`], and never cleared.
+pub(crate) const FLAG_CELLS: u32 = 4;
 
 crate::shm::shared_struct! {
     /// The file header: identity, layout and store-wide counters.

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc;
 
 use super::client::{bucket_of, ClientState, ANY_SEAL_CELL, SPACE_CELL};
-use super::layout::{state, BLOCK_HEADER, FLAG_PINNED, NIL, REGISTRY_BYTES, REGISTRY_OFFSET};
+use super::layout::{state, BLOCK_HEADER, FLAG_CELLS, FLAG_PINNED, NIL, REGISTRY_BYTES, REGISTRY_OFFSET};
 use super::table::Tables;
 use super::{ObjectBuilder, ObjectId, ObjectState, ObjectView, ALIGN};
 use super::{Result, StoreError};
@@ -210,9 +210,9 @@ impl<'a> Locked<'a> {
         id: ObjectId,
         data_size: u64,
         metadata: &[u8],
-        pinned: bool,
+        flags: u32,
     ) -> Result<Option<ObjectBuilder>> {
-        self.noted(self.create_object(id, data_size, metadata, pinned))
+        self.noted(self.create_object(id, data_size, metadata, flags))
     }
 
     fn create_object(
@@ -220,7 +220,7 @@ impl<'a> Locked<'a> {
         id: ObjectId,
         data_size: u64,
         metadata: &[u8],
-        pinned: bool,
+        flags: u32,
     ) -> Result<Option<ObjectBuilder>> {
         let (t, s) = (self.t, self.shared);
         let object = Placement::new(data_size, metadata.len(), s.layout.arena_size)?;
@@ -239,7 +239,7 @@ impl<'a> Locked<'a> {
         entry.block_size.store(object.block_size, Relaxed);
         entry.data_size.store(object.data_size, Relaxed);
         entry.meta_size.store(object.meta_size, Relaxed);
-        entry.flags.store(if pinned { FLAG_PINNED } else { 0 }, Relaxed);
+        entry.flags.store(flags & (FLAG_PINNED | FLAG_CELLS), Relaxed);
         entry.owner.store(s.client, Relaxed);
         // The holder bits are not cleared: a reader that pinned the entry's
         // last object without the lock clears its own (see `free_object`).
@@ -367,7 +367,13 @@ impl<'a> Locked<'a> {
 
     /// A view of the sealed object `id`, or `None` if it is not sealed.
     pub(crate) fn view(&self, id: ObjectId) -> Result<Option<ObjectView>> {
-        self.noted(super::take_view(self.t, self.shared, id, id.table_hash(), None))
+        self.noted(super::take_view(self.t, self.shared, id, id.table_hash(), None, super::Want::Bytes))
+    }
+
+    /// A view of the sealed object of shared cells `id` (see
+    /// [`super::Store::create_cells`]), or `None` if it is not sealed.
+    pub(crate) fn cells_view(&self, id: ObjectId) -> Result<Option<ObjectView>> {
+        self.noted(super::take_view(self.t, self.shared, id, id.table_hash(), None, super::Want::Cells))
     }
 
     /// Deletes every sealed object whose ID satisfies `matches`: a scan of
@@ -481,7 +487,7 @@ mod tests {
         // A builder dropped on an error path aborts its object.
         let other = ObjectId::sequential(1, 0, 1);
         let refused = store.locked(|l| {
-            let _builder = l.create(other, 8, b"meta", false)?.expect("room");
+            let _builder = l.create(other, 8, b"meta", 0)?.expect("room");
             Err::<(), _>(StoreError::InvalidConfig("refused".into()))
         });
         assert!(matches!(refused, Err(StoreError::InvalidConfig(_))));

@@ -42,7 +42,8 @@ pub use error::{Result, StoreError};
 pub(crate) use id::fnv1a;
 pub use id::{ObjectId, ParseObjectIdError};
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
-pub use object::{ObjectBuilder, ObjectView};
+pub use object::{Cells, ObjectBuilder, ObjectView};
+pub(crate) use layout::FLAG_PINNED as PINNED;
 pub use stats::{ObjectInfo, ObjectState, StoreStats};
 
 pub(crate) use client::CallDeadline;
@@ -53,7 +54,7 @@ pub(crate) use locked::{Locked, METADATA_HEAD};
 use crate::shm::wait::Attempt;
 use crate::shm::{liveness, lock, Region};
 use client::{bucket_of, sweep_dead_clients, ClientState, Unlocked, ANY_SEAL_CELL, DEAD_CLIENT_SWEEP, SPACE_CELL};
-use layout::{state, Header, Layout, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
+use layout::{state, Header, Layout, FLAG_CELLS, FLAG_PINNED, MAGIC, MUTEX_OFFSET, NIL, READY};
 use table::Tables;
 
 /// A handle on a store: one client of it. Cheap to clone (clones share the
@@ -298,7 +299,12 @@ impl Store {
         // is missed, and the common case costs no ticket.
         let mut ticket = None;
         loop {
-            if let Some(builder) = self.locked(|l| l.create(id, data_size, metadata, options.pinned))? {
+            let flags = match (options.pinned || options.cells, options.cells) {
+                (_, true) => FLAG_PINNED | FLAG_CELLS,
+                (true, false) => FLAG_PINNED,
+                (false, false) => 0,
+            };
+            if let Some(builder) = self.locked(|l| l.create(id, data_size, metadata, flags))? {
                 return Ok(builder);
             }
             if let Some(ticket) = ticket.take() {
@@ -447,7 +453,7 @@ impl Store {
             Unlocked::NotYet => return Ok(Attempt::InFlight),
             Unlocked::Ask(hint) => hint,
         };
-        Ok(self.with_tables(|t| take_view(t, &self.shared, id, hash, hint))?.map_or(Attempt::Pending, Attempt::Ready))
+        Ok(self.with_tables(|t| take_view(t, &self.shared, id, hash, hint, Want::Bytes))?.map_or(Attempt::Pending, Attempt::Ready))
     }
 
     /// Whether `id` names a sealed object.
@@ -499,6 +505,30 @@ impl Store {
         self.locked(|l| l.evict(bytes))
     }
 
+    /// Creates a pinned object of `count` shared atomic cells (64-bit,
+    /// zeroed) and seals it at once: an object its users change in place
+    /// after the seal, from any process, by atomic operations only (a model
+    /// that several trainers update, say). It is never handed out as bytes:
+    /// [`get`](Self::get) refuses it, [`get_cells`](Self::get_cells) opens
+    /// it. Deleting it is deferred while handles to it exist, like any
+    /// object's; it cannot be unpinned. The metadata is fixed at creation.
+    pub fn create_cells(&self, id: ObjectId, count: usize, metadata: &[u8]) -> Result<Cells> {
+        let size = (count as u64)
+            .checked_mul(8)
+            .ok_or_else(|| StoreError::InvalidArgument(format!("{count} cells do not fit in memory")))?;
+        let options = CreateOptions { cells: true, ..CreateOptions::default() };
+        let mut builder = self.create_object_with(id, size, metadata, options)?;
+        builder.data_mut().fill(0);
+        builder.seal_and_cells()
+    }
+
+    /// The shared cells object `id` (see [`create_cells`](Self::create_cells)),
+    /// or `None` while it does not exist or is being created.
+    pub fn get_cells(&self, id: ObjectId) -> Result<Option<Cells>> {
+        let view = self.locked(|l| l.cells_view(id))?;
+        view.map(Cells::new).transpose()
+    }
+
     /// Protects a sealed object from eviction.
     pub fn pin(&self, id: ObjectId) -> Result<()> {
         self.set_pinned(id, true)
@@ -518,6 +548,9 @@ impl Store {
             let entry = t.entry(e)?;
             if entry.state.load(Relaxed) != state::SEALED {
                 return Err(StoreError::NotSealed(id));
+            }
+            if !pinned && entry.flags.load(Relaxed) & FLAG_CELLS != 0 {
+                return Err(StoreError::InvalidArgument(format!("object {id} holds shared cells, which stay pinned")));
             }
             // The flag is stored before the holders are counted, as a
             // release without the lock clears its bit before it reads the
@@ -612,12 +645,21 @@ pub(crate) struct SpaceTicket(u32);
 
 /// A view of the sealed object `id`, taken under the lock: the holder bit
 /// is set (if this client had no view of it) and the local count raised.
+/// What a view is for: bytes (every object but shared cells) or shared
+/// cells (only those).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Bytes,
+    Cells,
+}
+
 fn take_view(
     t: &Tables<'_>,
     shared: &Arc<ClientState>,
     id: ObjectId,
     hash: u64,
     hint: Option<u32>,
+    want: Want,
 ) -> Result<Option<ObjectView>> {
     // The entry a look without the lock found, if it is still `id` (live
     // entries are in the index): saves a second probe of the index.
@@ -632,6 +674,12 @@ fn take_view(
     let entry = t.entry(e)?;
     if entry.state.load(Relaxed) != state::SEALED {
         return Ok(None);
+    }
+    // Cells change after the seal: they are never handed out as bytes.
+    match (want, entry.flags.load(Relaxed) & FLAG_CELLS != 0) {
+        (Want::Bytes, true) => return Err(StoreError::CellsObject(id)),
+        (Want::Cells, false) => return Err(StoreError::NotCells(id)),
+        _ => {}
     }
     let payload = t.payload(e, &id)?;
     // The holder bit first: if it fails, the count is left as it was.

@@ -5,6 +5,7 @@
 //! Preconditions live in the types: only a builder can write, and sealing
 //! consumes it, so a sealed object cannot be written through quiver's API.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::client::ClientState;
@@ -102,6 +103,18 @@ impl ObjectBuilder {
             l.seal(self)?;
             l.view(id)?.ok_or(StoreError::NotFound(id))
         })
+    }
+
+    /// Seals an object of shared cells (`Store::create_cells`) and takes its
+    /// handle in the same critical section.
+    pub(crate) fn seal_and_cells(self) -> Result<Cells> {
+        let shared = Arc::clone(&self.shared);
+        let id = self.id;
+        let view = super::locked::transaction(&shared, |l| {
+            l.seal(self)?;
+            l.cells_view(id)?.ok_or(StoreError::NotFound(id))
+        })?;
+        Cells::new(view)
     }
 
     /// Gives the object up and frees its memory (what dropping does, with
@@ -227,5 +240,46 @@ impl AsRef<[u8]> for ObjectView {
 impl std::fmt::Debug for ObjectView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectView").field("id", &self.id).field("len", &self.data.len()).finish()
+    }
+}
+
+/// A handle to an object of shared cells ([`super::Store::create_cells`]):
+/// 64-bit atomics that every process holding a handle reads and changes in
+/// place. The object stays allocated while a handle exists (it holds a
+/// reference, like a view). Its bytes are never handed out as a slice: the
+/// cells change under any reader, so only atomic access is sound.
+pub struct Cells {
+    view: ObjectView,
+    count: u64,
+}
+
+impl Cells {
+    /// Checks the view's data is whole, aligned cells of its region.
+    pub(crate) fn new(view: ObjectView) -> Result<Cells> {
+        let count = view.data.len() / 8;
+        view.shared.region().slice::<AtomicU64>(view.data.offset(), count)?;
+        Ok(Cells { view, count })
+    }
+
+    /// The object's ID.
+    pub fn id(&self) -> ObjectId {
+        self.view.id
+    }
+
+    /// The cells.
+    pub fn cells(&self) -> &[AtomicU64] {
+        // Checked in `new`: the same span of the same region cannot fail.
+        self.view.shared.region().slice::<AtomicU64>(self.view.data.offset(), self.count).unwrap_or_default()
+    }
+
+    /// The metadata given at creation (never changed).
+    pub fn metadata(&self) -> &[u8] {
+        self.view.metadata()
+    }
+}
+
+impl std::fmt::Debug for Cells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cells").field("id", &self.view.id).field("count", &self.count).finish()
     }
 }

@@ -318,7 +318,7 @@ impl Producer {
             let offset = part.head.load(Relaxed);
             let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
             let id = ObjectId::sequential(namespace, partition, offset);
-            let Some(builder) = l.create(id, size, metadata, true)? else {
+            let Some(builder) = l.create(id, size, metadata, crate::store::PINNED)? else {
                 return Ok(None);
             };
             let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));

@@ -519,3 +519,36 @@ fn views_taken_without_the_lock_race_deletes_pins_and_evictions_safely() {
     assert_eq!((stats.objects, stats.used, stats.payload), (0, 0, 0), "{stats:?}");
     assert_eq!((stats.repairs, stats.dropped_corrupt), (0, 0), "{stats:?}");
 }
+
+#[test]
+fn shared_cells_are_changed_in_place_by_every_handle_and_never_read_as_bytes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let t = TestStore::new("store-cells");
+    let store = t.create(8 << 20);
+    let id = ObjectId::random();
+    let cells = store.create_cells(id, 3, b"what they hold").unwrap();
+    assert_eq!(cells.cells().len(), 3);
+    assert!(cells.cells().iter().all(|c| c.load(SeqCst) == 0), "zeroed");
+    cells.cells()[1].store(7, SeqCst);
+    // Another client (another process would do the same) sees and changes them.
+    let other = quiver::Store::open(&t.name).unwrap();
+    let theirs = other.get_cells(id).unwrap().expect("sealed at once");
+    assert_eq!(theirs.cells()[1].fetch_add(1, SeqCst), 7);
+    assert_eq!(cells.cells()[1].load(SeqCst), 8);
+    assert_eq!(theirs.metadata(), b"what they hold");
+    // Never bytes, whichever path a get takes (and whatever this client holds).
+    for s in [&store, &other] {
+        assert!(matches!(s.get(id, Duration::ZERO), Err(StoreError::CellsObject(_))));
+    }
+    assert!(matches!(store.unpin(id), Err(StoreError::InvalidArgument(_))));
+    assert!(matches!(store.evict(u64::MAX), Ok(0)), "pinned: never evicted");
+    // And an ordinary object is not cells.
+    let plain = ObjectId::random();
+    store.create_object(plain, 8, b"").unwrap().seal().unwrap();
+    assert!(matches!(store.get_cells(plain), Err(StoreError::NotCells(_))));
+    assert!(matches!(store.create_cells(id, 3, b""), Err(StoreError::AlreadyExists(_))));
+    // Deleted once no handle holds it.
+    store.delete(id).unwrap();
+    drop((cells, theirs));
+    assert!(store.get_cells(id).unwrap().is_none());
+}
