@@ -41,9 +41,9 @@ pub use config::{store_path, CreateOptions, OpenConfig, StoreConfig, FILE_PREFIX
 pub use error::{Result, StoreError};
 pub(crate) use id::fnv1a;
 pub use id::{ObjectId, ParseObjectIdError};
+pub(crate) use layout::FLAG_PINNED as PINNED;
 pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{Cells, ObjectBuilder, ObjectView};
-pub(crate) use layout::FLAG_PINNED as PINNED;
 pub use stats::{ObjectInfo, ObjectState, StoreStats};
 
 pub(crate) use client::CallDeadline;
@@ -453,7 +453,9 @@ impl Store {
             Unlocked::NotYet => return Ok(Attempt::InFlight),
             Unlocked::Ask(hint) => hint,
         };
-        Ok(self.with_tables(|t| take_view(t, &self.shared, id, hash, hint, Want::Bytes))?.map_or(Attempt::Pending, Attempt::Ready))
+        Ok(self
+            .with_tables(|t| take_view(t, &self.shared, id, hash, hint, Want::Bytes))?
+            .map_or(Attempt::Pending, Attempt::Ready))
     }
 
     /// Whether `id` names a sealed object.

@@ -1,18 +1,25 @@
 //! Online learning, the worked example: linear regression by stochastic
 //! gradient descent, trained batch by batch as record batches arrive.
 //!
-//! - [`SgdRegressor`]: scikit-learn's `SGDRegressor` with its defaults;
+//! - `sgd`: [`SgdRegressor`], scikit-learn's `SGDRegressor` (its
+//!   schedules `constant`, `invscaling`, `adaptive`; squared error and
+//!   Huber loss), with [`Scorer`] for R² and MSE;
+//! - `file`: [`SavedModel`], a model with its feature names, saved as JSON
+//!   atomically and loaded with every field checked;
+//! - `shared`: [`SharedModel`], one model in a store object of shared
+//!   cells that every worker process trains (Hogwild!-style, lock-free);
 //! - `data`: the seeded synthetic data of the Plasma streaming example
 //!   (`y = 4 + 3x + noise`) and an order-independent checksum of rows.
 
 mod data;
+mod file;
+mod sgd;
+mod shared;
 
 pub use data::{row_checksum, LinearData};
-
-use arrow_array::cast::AsArray;
-use arrow_array::types::Float64Type;
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+pub use file::SavedModel;
+pub use sgd::{Fitted, LearningRate, Loss, Score, Scorer, SgdRegressor, SgdSettings};
+pub use shared::{SharedModel, SharedTrainer};
 
 /// Errors of training: the batch does not have the columns asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -21,9 +28,9 @@ pub enum TrainError {
     /// A feature or target column is missing.
     #[error("the batch has no column {0:?}")]
     NoColumn(String),
-    /// A column is not `Float64`.
-    #[error("column {column:?} is {found}, not Float64")]
-    NotFloat64 {
+    /// A column is not a number (integers and floats are read as f64).
+    #[error("column {column:?} is {found}, not a number")]
+    NotNumeric {
         /// The column.
         column: String,
         /// Its type.
@@ -39,6 +46,21 @@ pub enum TrainError {
     /// for the data's scale (scikit-learn raises the same).
     #[error("the model diverged (weights are no longer finite); scale the features or lower eta0")]
     Diverged,
+    /// Settings that cannot work.
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    /// A model file that cannot be written or read.
+    #[error("model file {path}: {why}")]
+    ModelFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The shared model's store object refused an operation, or is not a
+    /// model of these features and settings.
+    #[error("shared model: {0}")]
+    Shared(String),
     /// The batch has another number of features than the model.
     #[error("the model has {model} features; {given} were given")]
     Features {
@@ -49,152 +71,11 @@ pub enum TrainError {
     },
 }
 
-/// Online linear regression by plain stochastic gradient descent, with the
-/// defaults and the meaning of scikit-learn's `SGDRegressor`: squared loss,
-/// an L2 penalty with `alpha = 0.0001`, the `invscaling` learning rate
-/// `eta = eta0 / t^power_t` with `eta0 = 0.01` and `power_t = 0.25`, and a
-/// fitted intercept.
-///
-/// [`partial_fit`](Self::partial_fit) makes one pass over a batch's rows in
-/// order; for each row, with `t` counting the rows seen from 1:
-///
-/// ```text
-/// eta = eta0 / t^power_t
-/// p   = w·x + b
-/// g   = p - y                       (the derivative of ½(p - y)², clipped to ±1e12)
-/// w   = w · max(0, 1 - eta·alpha)   (the L2 penalty, as scikit-learn applies it)
-/// w   = w - eta·g·x
-/// b   = b - eta·g
-/// ```
-///
-/// Unlike scikit-learn's `partial_fit`, rows are not shuffled: a batch is
-/// trained in the order the stream delivered it, so runs are reproducible.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SgdRegressor {
-    coef: Vec<f64>,
-    intercept: f64,
-    /// Rows seen plus one (scikit-learn's `t_`).
-    t: f64,
-    /// Initial learning rate.
-    pub eta0: f64,
-    /// Exponent of the `invscaling` schedule.
-    pub power_t: f64,
-    /// L2 penalty strength.
-    pub alpha: f64,
-    /// Whether the intercept is fitted.
-    pub fit_intercept: bool,
-}
-
-impl Default for SgdRegressor {
-    fn default() -> Self {
-        SgdRegressor::new()
-    }
-}
-
-/// scikit-learn clips the loss's derivative to this, so one wild row cannot
-/// blow the weights up.
-const MAX_DLOSS: f64 = 1e12;
-
-impl SgdRegressor {
-    /// A model with scikit-learn's defaults; its features are fixed by the
-    /// first batch it is trained on.
-    pub fn new() -> Self {
-        SgdRegressor {
-            coef: Vec::new(),
-            intercept: 0.0,
-            t: 1.0,
-            eta0: 0.01,
-            power_t: 0.25,
-            alpha: 0.0001,
-            fit_intercept: true,
-        }
-    }
-
-    /// The weights, one per feature (empty before the first batch).
-    pub fn coef(&self) -> &[f64] {
-        &self.coef
-    }
-
-    /// The intercept.
-    pub fn intercept(&self) -> f64 {
-        self.intercept
-    }
-
-    /// Rows trained on.
-    pub fn rows_seen(&self) -> u64 {
-        (self.t - 1.0) as u64
-    }
-
-    /// Trains on every row of `batch`: `features` name the input columns,
-    /// `target` the column to predict (all `Float64`, without nulls).
-    pub fn partial_fit(&mut self, batch: &RecordBatch, features: &[&str], target: &str) -> Result<(), TrainError> {
-        let x = columns(batch, features)?;
-        let y = columns(batch, &[target])?.remove(0);
-        if self.coef.is_empty() && self.t == 1.0 {
-            self.coef = vec![0.0; x.len()];
-        }
-        if self.coef.len() != x.len() {
-            return Err(TrainError::Features { model: self.coef.len(), given: x.len() });
-        }
-        for (name, col) in features.iter().zip(&x).chain([(&target, &y)]) {
-            if col.iter().any(|v| !v.is_finite()) {
-                return Err(TrainError::NotFinite(name.to_string()));
-            }
-        }
-        for row in 0..batch.num_rows() {
-            let eta = self.eta0 / self.t.powf(self.power_t);
-            let p = self.coef.iter().zip(&x).map(|(w, col)| w * col[row]).sum::<f64>() + self.intercept;
-            let dloss = (p - y[row]).clamp(-MAX_DLOSS, MAX_DLOSS);
-            let update = -eta * dloss;
-            let decay = (1.0 - eta * self.alpha).max(0.0);
-            for (w, col) in self.coef.iter_mut().zip(&x) {
-                *w = *w * decay + update * col[row];
-            }
-            if self.fit_intercept {
-                self.intercept += update;
-            }
-            self.t += 1.0;
-        }
-        if !self.intercept.is_finite() || self.coef.iter().any(|w| !w.is_finite()) {
-            return Err(TrainError::Diverged);
-        }
-        Ok(())
-    }
-
-    /// Predictions for every row of `batch`.
-    pub fn predict(&self, batch: &RecordBatch, features: &[&str]) -> Result<Vec<f64>, TrainError> {
-        let x = columns(batch, features)?;
-        if self.coef.len() != x.len() {
-            return Err(TrainError::Features { model: self.coef.len(), given: x.len() });
-        }
-        Ok((0..batch.num_rows())
-            .map(|row| self.coef.iter().zip(&x).map(|(w, col)| w * col[row]).sum::<f64>() + self.intercept)
-            .collect())
-    }
-}
-
-/// The values of the named `Float64` columns.
-fn columns<'b>(batch: &'b RecordBatch, names: &[&str]) -> Result<Vec<&'b [f64]>, TrainError> {
-    names
-        .iter()
-        .map(|&name| {
-            let column = batch.column_by_name(name).ok_or_else(|| TrainError::NoColumn(name.to_string()))?;
-            if column.data_type() != &DataType::Float64 {
-                return Err(TrainError::NotFloat64 { column: name.to_string(), found: column.data_type().to_string() });
-            }
-            if column.null_count() > 0 {
-                return Err(TrainError::Nulls(name.to_string()));
-            }
-            Ok(column.as_primitive::<Float64Type>().values().as_ref())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{ArrayRef, Float64Array, Int64Array};
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 
     use super::*;
 
@@ -244,21 +125,22 @@ mod tests {
         assert!(close(m.coef()[0], 0.03) && close(m.coef()[1], -0.06) && close(m.intercept(), 0.03));
         let p = m.predict(&b, &["a", "b"]).unwrap();
         assert!(close(p[0], 0.03 + 0.12 + 0.03));
-        assert_eq!(m.partial_fit(&b, &["a"], "y"), Err(TrainError::Features { model: 2, given: 1 }));
+        assert_eq!(m.partial_fit(&b, &["a"], "y").unwrap_err(), TrainError::Features { model: 2, given: 1 });
     }
 
     #[test]
     fn bad_columns_are_errors() {
         let mut m = SgdRegressor::new();
         let b = batch(&[1.0], &[1.0]);
-        assert_eq!(m.partial_fit(&b, &["z"], "y"), Err(TrainError::NoColumn("z".into())));
+        assert_eq!(m.partial_fit(&b, &["z"], "y").unwrap_err(), TrainError::NoColumn("z".into()));
         let ints: ArrayRef = Arc::new(Int64Array::from(vec![1]));
-        let b = RecordBatch::try_from_iter([("x", ints.clone()), ("y", ints)]).unwrap();
-        assert!(matches!(m.partial_fit(&b, &["x"], "y"), Err(TrainError::NotFloat64 { .. })));
+        let text: ArrayRef = Arc::new(arrow_array::StringArray::from(vec!["1"]));
+        let b = RecordBatch::try_from_iter([("x", text), ("y", ints)]).unwrap();
+        assert!(matches!(m.partial_fit(&b, &["x"], "y"), Err(TrainError::NotNumeric { .. })));
         let nan = batch(&[f64::NAN], &[1.0]);
-        assert_eq!(m.partial_fit(&nan, &["x"], "y"), Err(TrainError::NotFinite("x".into())));
+        assert_eq!(m.partial_fit(&nan, &["x"], "y").unwrap_err(), TrainError::NotFinite("x".into()));
         let huge = batch(&[1e300, 1e300], &[1.0, 1.0]);
-        assert_eq!(SgdRegressor::new().partial_fit(&huge, &["x"], "y"), Err(TrainError::Diverged));
+        assert_eq!(SgdRegressor::new().partial_fit(&huge, &["x"], "y").unwrap_err(), TrainError::Diverged);
         let nulls: ArrayRef = Arc::new(Float64Array::from(vec![None, Some(1.0)]));
         let b = RecordBatch::try_from_iter([("x", nulls.clone()), ("y", nulls)]).unwrap();
         assert!(matches!(m.partial_fit(&b, &["x"], "y"), Err(TrainError::Nulls(_))));
@@ -276,5 +158,203 @@ mod tests {
         }
         assert!((m.intercept() - 4.0).abs() < 0.3, "{m:?}");
         assert!((m.coef()[0] - 3.0).abs() < 0.3, "{m:?}");
+    }
+
+    fn settings() -> SgdSettings {
+        SgdSettings::default()
+    }
+
+    #[test]
+    fn the_constant_schedule_by_hand() {
+        let mut m =
+            SgdRegressor::with_settings(SgdSettings { learning_rate: LearningRate::Constant, eta0: 0.1, ..settings() })
+                .unwrap();
+        m.partial_fit(&batch(&[2.0], &[10.0]), &["x"], "y").unwrap();
+        // eta = 0.1; p = 0; g = -10; update = 1: w = 2, b = 1.
+        assert!(close(m.coef()[0], 2.0) && close(m.intercept(), 1.0), "{m:?}");
+        m.partial_fit(&batch(&[1.0], &[5.0]), &["x"], "y").unwrap();
+        // eta = 0.1 still; p = 3; g = -2; update = 0.2; decay = 1 - 0.1 · 1e-4.
+        assert!(close(m.coef()[0], 2.0 * 0.99999 + 0.2) && close(m.intercept(), 1.2), "{m:?}");
+        assert!(close(m.learning_rate(), 0.1));
+    }
+
+    #[test]
+    fn the_huber_loss_by_hand() {
+        let mut m =
+            SgdRegressor::with_settings(SgdSettings { loss: Loss::Huber { epsilon: 1.0 }, ..settings() }).unwrap();
+        let fitted = m.partial_fit(&batch(&[2.0, 1.0], &[10.0, 0.5]), &["x"], "y").unwrap();
+        // Row 1: eta 0.01, r = -10, past epsilon: g = -1, loss = 10 - 0.5;
+        // update 0.01: w = 0.02, b = 0.01.
+        // Row 2: eta = 0.01 / 2^0.25; p = 0.03, r = -0.47, within: g = -0.47,
+        // loss = 0.5 · 0.47².
+        let eta = 0.008408964152537145;
+        let update = 0.47 * eta;
+        assert!(close(m.coef()[0], 0.02 * (1.0 - eta * 1e-4) + update), "{m:?}");
+        assert!(close(m.intercept(), 0.01 + update), "{m:?}");
+        assert!(close(fitted.loss, 9.5 + 0.5 * 0.47 * 0.47), "{fitted:?}");
+        assert_eq!(fitted.rows, 2);
+        // Squared error on the same rows moves much further on the outlier.
+        let mut sq = SgdRegressor::new();
+        sq.partial_fit(&batch(&[2.0], &[10.0]), &["x"], "y").unwrap();
+        assert!(close(sq.intercept(), 0.1));
+    }
+
+    #[test]
+    fn the_adaptive_schedule_divides_eta_after_epochs_without_improvement() {
+        let s = SgdSettings {
+            learning_rate: LearningRate::Adaptive,
+            eta0: 0.1,
+            n_iter_no_change: 2,
+            fit_intercept: false,
+            ..settings()
+        };
+        let mut m = SgdRegressor::with_settings(s).unwrap();
+        // x = 0, y = 0: the loss is 0 every epoch, never better by tol.
+        let flat = batch(&[0.0], &[0.0]);
+        let mut etas = Vec::new();
+        for _ in 0..6 {
+            m.partial_fit(&flat, &["x"], "y").unwrap();
+            etas.push(m.learning_rate());
+        }
+        // Epoch 1 sets the best; 2 and 3 do not improve: divided after 3;
+        // 4 and 5 do not: divided after 5.
+        let want = [0.1, 0.1, 0.02, 0.02, 0.004, 0.004];
+        assert!(etas.iter().zip(want).all(|(a, b)| close(*a, b)), "{etas:?}");
+        // An epoch that improves by more than tol resets the count.
+        let mut m = SgdRegressor::with_settings(s).unwrap();
+        m.partial_fit(&batch(&[0.0], &[1.0]), &["x"], "y").unwrap(); // loss 0.5
+        m.partial_fit(&flat, &["x"], "y").unwrap(); // 0: better
+        m.partial_fit(&flat, &["x"], "y").unwrap(); // not: 1
+        assert!(close(m.learning_rate(), 0.1));
+        m.partial_fit(&flat, &["x"], "y").unwrap(); // not: 2, divided
+        assert!(close(m.learning_rate(), 0.02));
+    }
+
+    #[test]
+    fn integer_columns_train_as_floats() {
+        let ints = |v: &[i64]| -> ArrayRef { Arc::new(Int64Array::from(v.to_vec())) };
+        let b = RecordBatch::try_from_iter([("x", ints(&[2, 1])), ("y", ints(&[10, 5]))]).unwrap();
+        let mut from_ints = SgdRegressor::new();
+        from_ints.partial_fit(&b, &["x"], "y").unwrap();
+        let mut from_floats = SgdRegressor::new();
+        from_floats.partial_fit(&batch(&[2.0, 1.0], &[10.0, 5.0]), &["x"], "y").unwrap();
+        assert_eq!(from_ints, from_floats);
+    }
+
+    #[test]
+    fn score_by_hand() {
+        let mut m = SgdRegressor::new();
+        m.coef = vec![2.0];
+        m.intercept = 1.0;
+        let s = m.score(&batch(&[0.0, 1.0, 2.0], &[1.0, 3.0, 6.0]), &["x"], "y").unwrap();
+        // Predictions 1, 3, 5: one squared residual of 1. The target's mean
+        // is 10/3, its sum of squares about the mean 38/3.
+        assert!(close(s.mse, 1.0 / 3.0) && close(s.r2, 1.0 - 3.0 / 38.0), "{s:?}");
+        assert_eq!(s.rows, 3);
+        let perfect = m.score(&batch(&[1.0, 1.0], &[3.0, 3.0]), &["x"], "y").unwrap();
+        assert_eq!((perfect.r2, perfect.mse), (1.0, 0.0));
+        let mut scorer = Scorer::default();
+        scorer.add(&m, &batch(&[0.0], &[1.0]), &["x"], "y").unwrap();
+        scorer.add(&m, &batch(&[1.0, 2.0], &[3.0, 6.0]), &["x"], "y").unwrap();
+        assert!(close(scorer.score().r2, s.r2), "batches add up");
+    }
+
+    fn demo_batches(n: usize) -> Vec<RecordBatch> {
+        let mut data = LinearData::new(7);
+        (0..n).map(|i| data.batch(1 + i % 40)).collect()
+    }
+
+    #[test]
+    fn save_load_round_trip_and_resume_equal_training_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        let batches = demo_batches(200);
+        for s in [
+            settings(),
+            SgdSettings { learning_rate: LearningRate::Adaptive, loss: Loss::Huber { epsilon: 0.5 }, ..settings() },
+        ] {
+            let mut whole = SgdRegressor::with_settings(s).unwrap();
+            for b in &batches {
+                whole.partial_fit(b, &["x"], "y").unwrap();
+            }
+            let mut first = SgdRegressor::with_settings(s).unwrap();
+            for b in &batches[..120] {
+                first.partial_fit(b, &["x"], "y").unwrap();
+            }
+            SavedModel::new(first, vec!["x".into()], "y".into()).save(&path).unwrap();
+            let mut resumed = SavedModel::load(&path).unwrap();
+            assert_eq!((resumed.features.as_slice(), resumed.target.as_str()), (&["x".to_string()][..], "y"));
+            for b in &batches[120..] {
+                resumed.model.partial_fit(b, &["x"], "y").unwrap();
+            }
+            assert_eq!(resumed.model, whole, "resumed equals uninterrupted ({s:?})");
+            SavedModel::new(whole.clone(), vec!["x".into()], "y".into()).save(&path).unwrap();
+            let loaded = SavedModel::load(&path).unwrap();
+            assert_eq!(loaded.model, whole);
+            assert_eq!(loaded.model.predict(&batches[0], &["x"]), whole.predict(&batches[0], &["x"]));
+        }
+    }
+
+    #[test]
+    fn bad_model_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        let mut m = SgdRegressor::new();
+        m.partial_fit(&batch(&[1.0], &[2.0]), &["x"], "y").unwrap();
+        SavedModel::new(m, vec!["x".into()], "y".into()).save(&path).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        let cases = [
+            ("", "not JSON"),
+            (&good[..good.len() / 2], "not JSON"),
+            ("{\"format\": \"other\"}", "not a quiver model"),
+            (&good.replace("\"version\": 1", "\"version\": 2"), "version"),
+            (&good.replace("\"rows_seen\"", "\"extra\": 1, \"rows_seen\""), "damaged"),
+            (&good.replace("\"eta0\": 0.01", "\"eta0\": -1.0"), "eta0"),
+            (&good.replace("\"features\": [\n    \"x\"\n  ]", "\"features\": [\"x\", \"z\"]"), "weights for 2"),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = SavedModel::load(&path).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?} for {text:?}");
+        }
+        assert!(SavedModel::load(&dir.path().join("missing.json")).is_err());
+    }
+
+    #[test]
+    fn one_trainer_of_a_shared_model_trains_as_one_model_does() {
+        let t = tempfile::Builder::new().prefix("quiver-test-shared-").tempfile_in("/dev/shm").unwrap();
+        let name = t.path().file_name().unwrap().to_str().unwrap().trim_start_matches("quiver-").to_string();
+        drop(t);
+        let store = crate::Store::create(crate::StoreConfig::new(&name).capacity(8 << 20)).unwrap();
+        let _remove = RemoveStore(name.clone());
+        let start = SavedModel::new(SgdRegressor::new(), vec!["x".into()], "y".into());
+        let shared = SharedModel::create(&store, "m", &start).unwrap();
+        assert!(SharedModel::create(&store, "m", &start).is_err(), "one model of a name");
+        let batches = demo_batches(100);
+        let mut alone = SgdRegressor::new();
+        {
+            let mut trainer = shared.trainer(1);
+            for b in &batches {
+                trainer.partial_fit(b).unwrap();
+                alone.partial_fit(b, &["x"], "y").unwrap();
+            }
+        }
+        let snap = shared.snapshot();
+        assert_eq!(snap.model.rows_seen(), alone.rows_seen());
+        assert!((snap.model.intercept() - alone.intercept()).abs() < 1e-9, "{snap:?} {alone:?}");
+        assert!((snap.model.coef()[0] - alone.coef()[0]).abs() < 1e-9);
+        // Another handle sees the same; other settings are refused.
+        let again = SharedModel::open_or_create(&store, "m", &start, std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(again.rows_seen(), alone.rows_seen());
+        let other = SavedModel::new(SgdRegressor::new(), vec!["z".into()], "y".into());
+        assert!(SharedModel::open_or_create(&store, "m", &other, std::time::Duration::from_secs(1)).is_err());
+        SharedModel::remove(&store, "m").unwrap();
+    }
+
+    struct RemoveStore(String);
+    impl Drop for RemoveStore {
+        fn drop(&mut self) {
+            let _ = crate::Store::remove(&self.0);
+        }
     }
 }

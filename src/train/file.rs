@@ -1,0 +1,146 @@
+//! [`SavedModel`]: a trained model with the names of its columns, as a
+//! JSON file.
+//!
+//! The file holds everything training needs to go on exactly where it
+//! stopped: the settings, the weights, the row count `t` and the adaptive
+//! schedule's state. It is written to a temporary file in the same
+//! directory (made exclusive by `tempfile`), flushed to disk and renamed
+//! over the target, so a reader sees the old model or the new, never half
+//! of one. Reading checks every field: a file that is not a quiver model,
+//! is of a later version, or holds numbers that cannot be a model is an
+//! error that says so.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::sgd::{Adaptive, SgdRegressor, SgdSettings};
+use super::TrainError;
+
+/// What the file says it is.
+const FORMAT: &str = "quiver-sgd-regressor";
+/// The file layout's version.
+const VERSION: u32 = 1;
+/// No model file is larger (a million features fit in about 25 MiB).
+const MAX_BYTES: u64 = 256 << 20;
+
+/// A model and the columns it reads: what `quiver train` writes and
+/// `quiver predict` reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedModel {
+    /// The model.
+    pub model: SgdRegressor,
+    /// The feature columns, in the order of the weights.
+    pub features: Vec<String>,
+    /// The target column.
+    pub target: String,
+}
+
+/// The file's fields.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    format: String,
+    version: u32,
+    features: Vec<String>,
+    target: String,
+    settings: SgdSettings,
+    coef: Vec<f64>,
+    intercept: f64,
+    rows_seen: u64,
+    eta: f64,
+    adaptive: Adaptive,
+}
+
+impl SavedModel {
+    /// A model of `features` predicting `target`.
+    pub fn new(model: SgdRegressor, features: Vec<String>, target: String) -> Self {
+        SavedModel { model, features, target }
+    }
+
+    /// The feature names as `&str`, as training and prediction take them.
+    pub fn feature_names(&self) -> Vec<&str> {
+        self.features.iter().map(String::as_str).collect()
+    }
+
+    /// Writes the model to `path` atomically (see the module docs).
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let m = &self.model;
+        let file = File {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            features: self.features.clone(),
+            target: self.target.clone(),
+            settings: m.settings,
+            coef: m.coef.clone(),
+            intercept: m.intercept,
+            rows_seen: m.rows_seen(),
+            eta: m.eta,
+            adaptive: m.adaptive,
+        };
+        let fail = |why: String| TrainError::ModelFile { path: path.display().to_string(), why };
+        let mut text = serde_json::to_vec_pretty(&file).map_err(|e| fail(e.to_string()))?;
+        text.push(b'\n');
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix(".quiver-model-")
+            .tempfile_in(dir)
+            .map_err(|e| fail(format!("a temporary file in {}: {e}", dir.display())))?;
+        temp.write_all(&text).and_then(|()| temp.as_file().sync_all()).map_err(|e| fail(e.to_string()))?;
+        temp.persist(path).map_err(|e| fail(e.error.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads a model written by [`save`](Self::save), checking every field.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let fail = |why: String| TrainError::ModelFile { path: path.display().to_string(), why };
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_BYTES {
+            return Err(fail(format!("larger than {MAX_BYTES} bytes: not a model")));
+        }
+        Self::from_json(&bytes).map_err(fail)
+    }
+
+    /// The model in `bytes` (a file's contents), checked.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| format!("not a quiver model (not JSON: {e})"))?;
+        if head.format.as_deref() != Some(FORMAT) {
+            return Err(format!("not a quiver model (its format is {:?}, not {FORMAT:?})", head.format));
+        }
+        if head.version != Some(VERSION) {
+            return Err(format!("model file version {:?}; this build reads version {VERSION}", head.version));
+        }
+        let f: File = serde_json::from_slice(bytes).map_err(|e| format!("a damaged model: {e}"))?;
+        f.settings.validate().map_err(|e| e.to_string())?;
+        if f.features.is_empty() || f.features.iter().chain([&f.target]).any(String::is_empty) {
+            return Err("a model needs named features and a named target".into());
+        }
+        if f.coef.len() != f.features.len() && !(f.coef.is_empty() && f.rows_seen == 0) {
+            return Err(format!("{} weights for {} features", f.coef.len(), f.features.len()));
+        }
+        if !(f.intercept.is_finite() && f.eta.is_finite() && f.eta > 0.0 && f.coef.iter().all(|w| w.is_finite())) {
+            return Err("the weights or the learning rate are not finite numbers".into());
+        }
+        if f.adaptive.best.is_some_and(|b| !b.is_finite()) {
+            return Err("the adaptive schedule's best loss is not a finite number".into());
+        }
+        let mut model = SgdRegressor::with_settings(f.settings).map_err(|e| e.to_string())?;
+        model.coef = f.coef;
+        model.intercept = f.intercept;
+        model.t = f.rows_seen as f64 + 1.0;
+        model.eta = f.eta;
+        model.adaptive = f.adaptive;
+        Ok(SavedModel { model, features: f.features, target: f.target })
+    }
+}
