@@ -62,4 +62,4 @@ pub use stream::{
     Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, Reservation, StartAt, Stream, StreamBatch,
     StreamConfig, StreamStats, Window, WindowKind, WindowOutcome, Windows,
 };
-pub use train::SgdRegressor;
+pub use train::{SavedModel, SgdRegressor, SgdSettings, SharedModel};

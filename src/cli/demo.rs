@@ -81,6 +81,14 @@ const STREAM: &str = "samples";
 const SHARED_GROUP: &str = "trainers";
 /// How far a model may be from the truth, in intercept and in slope.
 const TOLERANCE: f64 = 0.3;
+/// Shared mode: the shared model, trained on every row, must be this close
+/// to the truth (from `SHARED_ROWS` rows) and to a model trained on every
+/// row in order.
+const SHARED_TOLERANCE: f64 = 0.1;
+const IN_ORDER_TOLERANCE: f64 = 0.05;
+const SHARED_ROWS: u64 = 30_000;
+/// The shared model's name in the demo's store.
+const SHARED_MODEL: &str = "demo";
 
 /// Rows a model must have been trained on for the tolerance to be expected:
 /// SGD with scikit-learn's defaults needs about this many rows of the demo's
@@ -137,6 +145,14 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         Mode::Shared => config = config.group(SHARED_GROUP),
     }
     let stream = Stream::create(&store, config)?;
+    // Shared mode: one model every worker trains, in the store.
+    let start = quiver::SavedModel::new(SgdRegressor::new(), vec!["x".into()], "y".into());
+    let shared = match args.mode {
+        Mode::Shared => Some(quiver::SharedModel::create(&store, SHARED_MODEL, &start)?),
+        Mode::Broadcast => None,
+    };
+    // One model trained on every row in order, to compare.
+    let mut in_order = SgdRegressor::new();
 
     // The consumers, and a thread per consumer turning its lines into events.
     let exe = std::env::current_exe().context("find the quiver binary")?;
@@ -229,6 +245,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             }
         }
         checksum = checksum.wrapping_add(row_checksum(&batch));
+        if shared.is_some() {
+            in_order.partial_fit(&batch, &["x"], "y")?;
+        }
         produced += size as u64;
         batches += 1;
         if batches % 64 == 0 {
@@ -290,7 +309,20 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         bail!(why);
     }
     let reports: Vec<ConsumerReport> = reports.into_iter().flatten().collect();
-    summarize(&args, rows, batches, checksum, seconds, &reports)
+    let models = shared.map(|shared| Models { shared: shared.snapshot().model, in_order });
+    summarize(&args, rows, batches, checksum, seconds, &reports, models.as_ref())
+}
+
+/// Shared mode's two whole models: the one every worker trained, and one
+/// trained on every row in order.
+struct Models {
+    shared: SgdRegressor,
+    in_order: SgdRegressor,
+}
+
+/// A model's intercept and slope.
+fn line_of(model: &SgdRegressor) -> (f64, f64) {
+    (model.intercept(), model.coef().first().copied().unwrap_or(0.0))
 }
 
 /// Records what consumer `c` said.
@@ -341,6 +373,7 @@ fn summarize(
     checksum: u64,
     seconds: f64,
     reports: &[ConsumerReport],
+    models: Option<&Models>,
 ) -> Result<()> {
     // The models' average, weighted by the rows each was trained on (in
     // shared mode a worker that got a small share counts for little).
@@ -380,6 +413,25 @@ fn summarize(
             if judge && !within(avg_intercept, avg_slope) {
                 problems.push(format!("the average model is {avg_intercept:.3} + {avg_slope:.3}x"));
             }
+            if let Some(m) = models {
+                let ((si, ss), (oi, os)) = (line_of(&m.shared), line_of(&m.in_order));
+                if m.shared.rows_seen() != rows {
+                    problems.push(format!("the shared model saw {} of {rows} rows", m.shared.rows_seen()));
+                }
+                let near = |a: f64, b: f64, tolerance: f64| (a - b).abs() <= tolerance;
+                if rows >= SHARED_ROWS
+                    && !(near(si, LinearData::INTERCEPT, SHARED_TOLERANCE)
+                        && near(ss, LinearData::SLOPE, SHARED_TOLERANCE))
+                {
+                    problems.push(format!("the shared model is {si:.3} + {ss:.3}x, not within {SHARED_TOLERANCE}"));
+                }
+                if !(near(si, oi, IN_ORDER_TOLERANCE) && near(ss, os, IN_ORDER_TOLERANCE)) {
+                    problems.push(format!(
+                        "the shared model is {si:.3} + {ss:.3}x, the in-order one {oi:.3} + {os:.3}x: \
+                         not within {IN_ORDER_TOLERANCE}"
+                    ));
+                }
+            }
         }
     }
     if args.json {
@@ -391,6 +443,12 @@ fn summarize(
             "seconds": seconds,
             "truth": { "intercept": LinearData::INTERCEPT, "slope": LinearData::SLOPE },
             "average": { "intercept": avg_intercept, "slope": avg_slope },
+            "shared": models.map(|m| serde_json::json!({
+                "intercept": line_of(&m.shared).0, "slope": line_of(&m.shared).1, "rows": m.shared.rows_seen(),
+            })),
+            "in_order": models.map(|m| serde_json::json!({
+                "intercept": line_of(&m.in_order).0, "slope": line_of(&m.in_order).1,
+            })),
             "consumers": reports.iter().map(|r| serde_json::json!({
                 "name": r.name, "rows": r.rows, "batches": r.batches, "seconds": r.seconds,
                 "rows_per_s": r.rows as f64 / r.seconds.max(1e-9),
@@ -427,6 +485,12 @@ fn summarize(
                 "{:<12} {:>8} {:>8} {:>12} {:>18} {:>10.3} {:>8.3}",
                 "average", "", "", "", "", avg_intercept, avg_slope
             );
+        }
+        if let Some(m) = models {
+            for (name, model) in [("shared", &m.shared), ("in order", &m.in_order)] {
+                let (i, s) = line_of(model);
+                println!("{name:<12} {:>8} {:>8} {:>12} {:>18} {i:>10.3} {s:>8.3}", model.rows_seen(), "", "", "");
+            }
         }
         println!(
             "{:<12} {:>8} {:>8} {:>12} {:>18} {:>10.3} {:>8.3}",
@@ -508,11 +572,14 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
             reader.commit()?;
         }
         Mode::Shared => {
+            let shared = quiver::SharedModel::open(&store, SHARED_MODEL, Duration::from_secs(10))?;
+            let mut trainer = shared.trainer(1);
             let mut manager = ShardManager::join(&stream, SHARED_GROUP, shard_config())?;
             println!("ready");
             manager.run(Duration::from_secs(60), |_task, read| {
                 for b in &read {
                     train(&b.batch, &mut rows, &mut batches)?;
+                    trainer.partial_fit(&b.batch)?;
                 }
                 if last_progress.elapsed() >= Duration::from_millis(100) {
                     progress(rows, batches);

@@ -25,6 +25,16 @@ impl Children {
     }
 }
 
+impl Children {
+    /// Kills every child still running (they are reaped by `try_wait`, or
+    /// on drop).
+    pub(crate) fn kill_all(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+    }
+}
+
 impl Drop for Children {
     fn drop(&mut self) {
         for c in &mut self.0 {

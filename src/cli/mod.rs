@@ -25,6 +25,7 @@ mod kafka;
 mod kafka_latency;
 mod signals;
 mod stat;
+mod train;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,18 @@ enum Command {
     /// at-least-once offsets.
     #[command(subcommand)]
     Kafka(kafka::KafkaCommand),
+    /// Train SGD regression on a stream's columns (alone as a group member,
+    /// or N worker processes on one shared model); the model to a file.
+    Train(train::TrainArgs),
+    /// A saved model's predictions for an Arrow IPC or CSV file or a
+    /// stream, and its score (R², MSE) where the target column is there.
+    Predict(train::PredictArgs),
+    /// Measure `quiver train`'s rows per second on the demo's data, alone
+    /// and with 1, 2, 4 workers sharing one model.
+    BenchTrain(train::BenchTrainArgs),
+    /// A worker process of `quiver train --workers` (train starts these).
+    #[command(hide = true)]
+    TrainWorker(train::WorkerArgs),
     /// A consumer process of `quiver demo` (the demo starts these).
     #[command(hide = true)]
     DemoWorker(demo::WorkerArgs),
@@ -87,6 +100,10 @@ pub fn main() -> ExitCode {
         Command::Rm(args) => files::rm(args),
         Command::Checkpoint(command) => checkpoint::run(command),
         Command::Kafka(command) => kafka::run(command),
+        Command::Train(args) => train::run(args),
+        Command::BenchTrain(args) => train::bench(args),
+        Command::Predict(args) => train::predict(args),
+        Command::TrainWorker(args) => train::work(args),
         Command::Produce(args) => io::produce(args),
         Command::Consume(args) => io::consume(args),
         Command::DemoWorker(args) => demo::consume(args),

@@ -64,6 +64,26 @@ impl SavedModel {
         self.features.iter().map(String::as_str).collect()
     }
 
+    /// Checks that `schema` has the model's feature and target columns, as
+    /// numbers: a stream or file that cannot train or score it is refused
+    /// before any row is read. (Prediction needs the features only: give
+    /// `target = false`.)
+    pub fn check_schema(&self, schema: &arrow_schema::Schema, target: bool) -> Result<(), TrainError> {
+        let names = self.features.iter().chain(target.then_some(&self.target));
+        for name in names {
+            let field = schema.field_with_name(name).map_err(|_| TrainError::NoColumn(name.clone()))?;
+            use arrow_schema::DataType::*;
+            let numeric = matches!(
+                field.data_type(),
+                Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float32 | Float64
+            );
+            if !numeric {
+                return Err(TrainError::NotNumeric { column: name.clone(), found: field.data_type().to_string() });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the model to `path` atomically (see the module docs).
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         let m = &self.model;
@@ -132,8 +152,8 @@ impl SavedModel {
         if !(f.intercept.is_finite() && f.eta.is_finite() && f.eta > 0.0 && f.coef.iter().all(|w| w.is_finite())) {
             return Err("the weights or the learning rate are not finite numbers".into());
         }
-        if f.adaptive.best.is_some_and(|b| !b.is_finite()) {
-            return Err("the adaptive schedule's best loss is not a finite number".into());
+        if f.adaptive.best.is_some_and(|b| !b.is_finite()) || !f.adaptive.loss.is_finite() {
+            return Err("the adaptive schedule's losses are not finite numbers".into());
         }
         let mut model = SgdRegressor::with_settings(f.settings).map_err(|e| e.to_string())?;
         model.coef = f.coef;

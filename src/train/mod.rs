@@ -206,6 +206,7 @@ mod tests {
             eta0: 0.1,
             n_iter_no_change: 2,
             fit_intercept: false,
+            epoch_rows: 1,
             ..settings()
         };
         let mut m = SgdRegressor::with_settings(s).unwrap();
@@ -216,6 +217,11 @@ mod tests {
             m.partial_fit(&flat, &["x"], "y").unwrap();
             etas.push(m.learning_rate());
         }
+        // An epoch is rows, not batches: the same six rows in one batch
+        // end where the six batches did.
+        let mut one = SgdRegressor::with_settings(s).unwrap();
+        one.partial_fit(&batch(&[0.0; 6], &[0.0; 6]), &["x"], "y").unwrap();
+        assert_eq!(one.learning_rate(), m.learning_rate());
         // Epoch 1 sets the best; 2 and 3 do not improve: divided after 3;
         // 4 and 5 do not: divided after 5.
         let want = [0.1, 0.1, 0.02, 0.02, 0.004, 0.004];

@@ -24,9 +24,12 @@ pub enum LearningRate {
     InvScaling,
     /// `eta = eta0` while the loss improves; divided by 5 each time it has
     /// not improved by `tol` for `n_iter_no_change` epochs in a row (not
-    /// below 1e-6). As in scikit-learn, with one difference a stream
-    /// forces: each batch is an epoch, and its loss is its rows' mean loss
-    /// (before each row's update), compared with the best so far.
+    /// below 1e-6). As in scikit-learn's `fit`, with one difference a
+    /// stream forces: an epoch is `epoch_rows` rows (a stream has no end to
+    /// pass over), whatever the batches, and its loss is its rows' mean
+    /// loss (each before its row's update), compared with the best so far.
+    /// (scikit-learn's `partial_fit` starts every call afresh, so there
+    /// `adaptive` never divides: it is `constant`.)
     #[serde(rename = "adaptive")]
     Adaptive,
 }
@@ -83,6 +86,8 @@ pub struct SgdSettings {
     pub n_iter_no_change: u32,
     /// `adaptive`: the improvement that counts.
     pub tol: f64,
+    /// `adaptive`: rows per epoch.
+    pub epoch_rows: u64,
 }
 
 impl Default for SgdSettings {
@@ -96,6 +101,7 @@ impl Default for SgdSettings {
             fit_intercept: true,
             n_iter_no_change: 5,
             tol: 1e-3,
+            epoch_rows: 10_000,
         }
     }
 }
@@ -124,6 +130,9 @@ impl SgdSettings {
         if !self.tol.is_finite() {
             return bad("tol must be finite");
         }
+        if self.epoch_rows == 0 {
+            return bad("epoch_rows must be at least 1");
+        }
         Ok(())
     }
 }
@@ -139,12 +148,16 @@ pub struct Fitted {
 }
 
 /// The `adaptive` schedule's memory between epochs.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Adaptive {
     /// The best epoch loss so far (`None`: no epoch yet).
     pub(crate) best: Option<f64>,
     /// Epochs in a row without an improvement of `tol`.
     pub(crate) stalled: u32,
+    /// The epoch under way: its summed loss and its rows.
+    pub(crate) loss: f64,
+    pub(crate) rows: u64,
 }
 
 /// Online linear regression by plain stochastic gradient descent, with the
@@ -206,7 +219,7 @@ impl SgdRegressor {
             intercept: 0.0,
             t: 1.0,
             eta: settings.eta0,
-            adaptive: Adaptive { best: None, stalled: 0 },
+            adaptive: Adaptive::default(),
         })
     }
 
@@ -270,15 +283,20 @@ impl SgdRegressor {
                 self.intercept += update;
             }
             self.t += 1.0;
+            if s.learning_rate == LearningRate::Adaptive {
+                self.adaptive.loss += loss;
+                self.adaptive.rows += 1;
+                if self.adaptive.rows >= s.epoch_rows {
+                    let mean = self.adaptive.loss / self.adaptive.rows as f64;
+                    (self.adaptive.loss, self.adaptive.rows) = (0.0, 0);
+                    self.end_epoch(mean);
+                }
+            }
         }
         if !self.intercept.is_finite() || self.coef.iter().any(|w| !w.is_finite()) {
             return Err(TrainError::Diverged);
         }
-        let rows = batch.num_rows();
-        if s.learning_rate == LearningRate::Adaptive && rows > 0 {
-            self.end_epoch(sumloss / rows as f64);
-        }
-        Ok(Fitted { rows, loss: sumloss })
+        Ok(Fitted { rows: batch.num_rows(), loss: sumloss })
     }
 
     /// `adaptive`: scikit-learn's end-of-epoch step, on an epoch's mean loss.
@@ -365,16 +383,17 @@ impl Scorer {
     /// The score of what was added (NaN with no rows).
     pub fn score(&self) -> Score {
         let n = self.rows as f64;
-        let r2 = match (self.m2, self.residual) {
-            _ if self.rows == 0 => f64::NAN,
-            (total, res) if total == 0.0 => {
-                if res == 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
+        let r2 = if self.rows == 0 {
+            f64::NAN
+        } else if self.m2 == 0.0 {
+            // A constant target: perfect or nothing, as scikit-learn says.
+            if self.residual == 0.0 {
+                1.0
+            } else {
+                0.0
             }
-            (total, res) => 1.0 - res / total,
+        } else {
+            1.0 - self.residual / self.m2
         };
         Score { r2, mse: if self.rows == 0 { f64::NAN } else { self.residual / n }, rows: self.rows }
     }

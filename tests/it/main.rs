@@ -18,3 +18,4 @@ mod store_processes;
 mod stream_processes;
 mod stream_windows;
 mod streams;
+mod train_cli;
