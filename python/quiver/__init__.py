@@ -5,7 +5,8 @@ A producer appends ``pyarrow.RecordBatch``es to a stream in a store in
 ``pyarrow.RecordBatch``es whose buffers are the shared memory itself (no
 copy). Consumer groups keep their offsets in the store; the shard manager
 shares a group's stream out among processes with leases, retries and
-checkpoints; ``SgdRegressor`` trains online linear regression on batches.
+checkpoints; ``SgdRegressor`` trains online linear regression on batches,
+and ``SharedModel`` is one such model that worker processes train together.
 
 >>> import pyarrow as pa, quiver
 >>> with quiver.Store.create("example", capacity=64 << 20) as store:
@@ -38,6 +39,8 @@ from ._quiver import (
     Producer,
     SgdRegressor,
     ShardManager,
+    SharedModel,
+    SharedTrainer,
     StoreFull,
     StoreGone,
     Stream,
@@ -72,6 +75,8 @@ __all__ = [
     "Producer",
     "SgdRegressor",
     "ShardManager",
+    "SharedModel",
+    "SharedTrainer",
     "StoreFull",
     "StoreGone",
     "Stream",

@@ -52,6 +52,8 @@ fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shard::ShardManager>()?;
     m.add_class::<shard::Task>()?;
     m.add_class::<train::SgdRegressor>()?;
+    m.add_class::<train::SharedModel>()?;
+    m.add_class::<train::SharedTrainer>()?;
     m.add("FORMAT_VERSION", quiver::store::FORMAT_VERSION)?;
     m.add_function(wrap_pyfunction!(read_file, m)?)?;
     Ok(())

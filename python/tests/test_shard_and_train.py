@@ -100,3 +100,71 @@ def test_sgd_regressor_learns_a_line_like_scikit_learn():
     assert abs(predicted[1] - predicted[0] - 30) < 3
     with pytest.raises(ValueError):
         model.partial_fit(linear(5, rng), ["nope"], "y")
+
+
+def test_sgd_regressor_settings_score_save_and_load(tmp_path):
+    rng = random.Random(3)
+    batches = [linear(50, rng) for _ in range(200)]
+    model = quiver.SgdRegressor(loss="huber", epsilon=1.0, learning_rate="adaptive", eta0=0.01, epoch_rows=1000)
+    for b in batches[:100]:
+        model.partial_fit(b, ["x"], "y")
+    model.save(tmp_path / "m.json", ["x"], "y")
+    loaded = quiver.SgdRegressor.load(tmp_path / "m.json")
+    assert loaded.feature_names_in_ == ["x"] and loaded.target_ == "y"
+    assert (loaded.coef_, loaded.intercept_, loaded.rows_seen) == (model.coef_, model.intercept_, model.rows_seen)
+    # Resumed from the file, training goes on exactly as in memory.
+    for b in batches[100:]:
+        model.partial_fit(b, ["x"], "y")
+        loaded.partial_fit(b, ["x"], "y")
+    assert (loaded.coef_, loaded.intercept_, loaded.learning_rate_) == (model.coef_, model.intercept_, model.learning_rate_)
+    assert model.score(batches[0], ["x"], "y") > 0.9
+    with pytest.raises(ValueError):
+        quiver.SgdRegressor(loss="hinge")
+    with pytest.raises(ValueError):
+        quiver.SgdRegressor(eta0=0.0)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a quiver model"):
+        quiver.SgdRegressor.load(tmp_path / "bad.json")
+
+
+SHARED_MEMBER = """
+import sys, quiver
+store = quiver.Store.open(sys.argv[1])
+stream = quiver.Stream.open(store, "s")
+trainer = quiver.SharedModel.open(store, "m").trainer()
+rows = 0
+with quiver.ShardManager.join(stream, "g", shard_size=4) as member:
+    while True:
+        try:
+            task = member.next_task(timeout=30)
+        except quiver.EndOfStream:
+            break
+        for batch in member.read_task(task):
+            rows += trainer.partial_fit(batch)
+        trainer.sync()
+        member.report(task)
+print(rows, flush=True)
+"""
+
+
+def test_processes_train_one_shared_model(store, name):
+    stream = quiver.Stream.create(store, "s", SCHEMA, partitions=2, groups=["g"])
+    shared = quiver.SharedModel.create(store, "m", ["x"], "y")
+    members = [start_python(SHARED_MEMBER, name) for _ in range(2)]
+    producer = stream.producer()
+    rng = random.Random(42)
+    for _ in range(750):
+        producer.append(linear(40, rng))
+    producer.close()
+    rows = 0
+    for proc in members:
+        out, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err
+        rows += int(out)
+    assert rows == 30000
+    model = shared.snapshot()
+    assert shared.rows_seen == 30000 and model.rows_seen == 30000
+    # One model that learned from every row: near the truth, unlike the
+    # average of two models trained on half each.
+    assert abs(model.intercept_ - 4) < 0.1 and abs(model.coef_[0] - 3) < 0.1, model
+    quiver.SharedModel.remove(store, "m")

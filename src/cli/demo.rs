@@ -572,7 +572,7 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
             reader.commit()?;
         }
         Mode::Shared => {
-            let shared = quiver::SharedModel::open(&store, SHARED_MODEL, Duration::from_secs(10))?;
+            let shared = std::sync::Arc::new(quiver::SharedModel::open(&store, SHARED_MODEL, Duration::from_secs(10))?);
             let mut trainer = shared.trainer(1);
             let mut manager = ShardManager::join(&stream, SHARED_GROUP, shard_config())?;
             println!("ready");

@@ -344,7 +344,7 @@ pub(crate) fn work(args: WorkerArgs) -> Result<()> {
     // would cost each worker more than its share of the pages.
     let store = Store::open_with(quiver::OpenConfig::new(&args.from.store).prefault(false))?;
     let stream = Stream::open(&store, &args.from.stream)?;
-    let shared = SharedModel::open(&store, &args.shared, Duration::from_secs(10))?;
+    let shared = Arc::new(SharedModel::open(&store, &args.shared, Duration::from_secs(10))?);
     let mut trainer = shared.trainer(args.sync_every);
     let config = ShardConfig::new().shard_size(quiver::ShardSize::Batches(128));
     let mut manager = ShardManager::join(&stream, &args.from.group, config)?;

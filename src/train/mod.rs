@@ -334,7 +334,7 @@ mod tests {
         let store = crate::Store::create(crate::StoreConfig::new(&name).capacity(8 << 20)).unwrap();
         let _remove = RemoveStore(name.clone());
         let start = SavedModel::new(SgdRegressor::new(), vec!["x".into()], "y".into());
-        let shared = SharedModel::create(&store, "m", &start).unwrap();
+        let shared = std::sync::Arc::new(SharedModel::create(&store, "m", &start).unwrap());
         assert!(SharedModel::create(&store, "m", &start).is_err(), "one model of a name");
         let batches = demo_batches(100);
         let mut alone = SgdRegressor::new();

@@ -20,6 +20,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -242,9 +243,9 @@ impl SharedModel {
 
     /// A trainer for this process's batches, exchanging with the shared
     /// model every `sync_every` batches (at least 1).
-    pub fn trainer(&self, sync_every: u32) -> SharedTrainer<'_> {
+    pub fn trainer(self: &Arc<Self>, sync_every: u32) -> SharedTrainer {
         SharedTrainer {
-            shared: self,
+            shared: Arc::clone(self),
             local: SgdRegressor::with_settings(self.settings).unwrap_or_default(),
             base: Vec::new(),
             base_intercept: 0.0,
@@ -258,8 +259,8 @@ impl SharedModel {
 /// One worker's side of a [`SharedModel`]: trains a copy and adds its
 /// changes to the shared cells (see the module docs).
 #[derive(Debug)]
-pub struct SharedTrainer<'a> {
-    shared: &'a SharedModel,
+pub struct SharedTrainer {
+    shared: Arc<SharedModel>,
     local: SgdRegressor,
     /// The weights and intercept as copied at the last exchange.
     base: Vec<f64>,
@@ -270,7 +271,7 @@ pub struct SharedTrainer<'a> {
     sync_every: u32,
 }
 
-impl SharedTrainer<'_> {
+impl SharedTrainer {
     /// Trains on every row of `batch` (the model's feature and target
     /// columns), exchanging with the shared model as configured.
     pub fn partial_fit(&mut self, batch: &RecordBatch) -> Result<Fitted, TrainError> {
@@ -309,7 +310,7 @@ impl SharedTrainer<'_> {
     }
 }
 
-impl Drop for SharedTrainer<'_> {
+impl Drop for SharedTrainer {
     /// Nothing trained is kept back.
     fn drop(&mut self) {
         self.sync();
