@@ -361,19 +361,71 @@ class ShardManager:
     ) -> bool: ...
 
 class SgdRegressor:
-    """Online linear regression by SGD, with scikit-learn's defaults and attribute names."""
+    """Online linear regression by SGD, with scikit-learn's settings, defaults and attribute names."""
 
-    def __init__(self) -> None: ...
+    def __init__(
+        self,
+        *,
+        loss: str = "squared_error",
+        epsilon: float = 0.1,
+        learning_rate: str = "invscaling",
+        eta0: float = 0.01,
+        power_t: float = 0.25,
+        alpha: float = 0.0001,
+        fit_intercept: bool = True,
+        n_iter_no_change: int = 5,
+        tol: float = 1e-3,
+        epoch_rows: int = 10_000,
+    ) -> None:
+        """`loss` "squared_error" or "huber"; `learning_rate` "constant", "invscaling" or "adaptive"."""
     def partial_fit(self, batch: pa.RecordBatch, features: Sequence[str], target: str) -> SgdRegressor:
-        """Trains on every row of `batch`."""
+        """Trains on every row of `batch` (integer or float columns)."""
     def predict(self, batch: pa.RecordBatch, features: Sequence[str]) -> list[float]:
         """Predictions for every row of `batch`."""
+    def score(self, batch: pa.RecordBatch, features: Sequence[str], target: str) -> float:
+        """R² of the predictions for a labelled batch."""
+    def save(self, path: Union[str, PathLike[str]], features: Sequence[str], target: str) -> None:
+        """Writes the model and its columns to a JSON file, atomically (what `quiver train` writes)."""
+    @staticmethod
+    def load(path: Union[str, PathLike[str]]) -> SgdRegressor:
+        """A model saved by `save` or `quiver train`."""
+    @property
+    def feature_names_in_(self) -> Optional[list[str]]: ...
+    @property
+    def target_(self) -> Optional[str]: ...
     @property
     def coef_(self) -> list[float]: ...
     @property
     def intercept_(self) -> float: ...
     @property
     def rows_seen(self) -> int: ...
+    @property
+    def learning_rate_(self) -> float: ...
+
+class SharedModel:
+    """One model in a store that worker processes train together (lock-free, Hogwild!-style)."""
+
+    @staticmethod
+    def create(
+        store: Store, name: str, features: Sequence[str], target: str, model: Optional[SgdRegressor] = None
+    ) -> SharedModel: ...
+    @staticmethod
+    def open(store: Store, name: str, timeout: float = 10.0) -> SharedModel: ...
+    @staticmethod
+    def remove(store: Store, name: str) -> None: ...
+    def trainer(self, sync_every: int = 1) -> SharedTrainer: ...
+    def snapshot(self) -> SgdRegressor:
+        """The model as it is now."""
+    @property
+    def rows_seen(self) -> int: ...
+
+class SharedTrainer:
+    """One process's side of a `SharedModel`."""
+
+    def partial_fit(self, batch: pa.RecordBatch) -> int:
+        """Trains the shared model on the batch's feature and target columns; returns the rows."""
+    def sync(self) -> None:
+        """Adds what was trained since the last exchange to the shared model."""
 
 def read_file(
     path: Union[str, PathLike[str]], *, batch_rows: int = 1024
