@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::sgd::{Adaptive, SgdRegressor, SgdSettings};
+use super::sgd::{Adaptive, ModelFields, SgdRegressor, SgdSettings};
 use super::TrainError;
 
 /// What the file says it is.
@@ -142,25 +142,21 @@ impl SavedModel {
             return Err(format!("model file version {:?}; this build reads version {VERSION}", head.version));
         }
         let f: File = serde_json::from_slice(bytes).map_err(|e| format!("a damaged model: {e}"))?;
-        f.settings.validate().map_err(|e| e.to_string())?;
         if f.features.is_empty() || f.features.iter().chain([&f.target]).any(String::is_empty) {
             return Err("a model needs named features and a named target".into());
         }
         if f.coef.len() != f.features.len() && !(f.coef.is_empty() && f.rows_seen == 0) {
             return Err(format!("{} weights for {} features", f.coef.len(), f.features.len()));
         }
-        if !(f.intercept.is_finite() && f.eta.is_finite() && f.eta > 0.0 && f.coef.iter().all(|w| w.is_finite())) {
-            return Err("the weights or the learning rate are not finite numbers".into());
-        }
-        if f.adaptive.best.is_some_and(|b| !b.is_finite()) || !f.adaptive.loss.is_finite() {
-            return Err("the adaptive schedule's losses are not finite numbers".into());
-        }
-        let mut model = SgdRegressor::with_settings(f.settings).map_err(|e| e.to_string())?;
-        model.coef = f.coef;
-        model.intercept = f.intercept;
-        model.t = f.rows_seen as f64 + 1.0;
-        model.eta = f.eta;
-        model.adaptive = f.adaptive;
+        let fields = ModelFields {
+            settings: f.settings,
+            coef: f.coef,
+            intercept: f.intercept,
+            rows_seen: f.rows_seen,
+            eta: f.eta,
+            adaptive: f.adaptive,
+        };
+        let model = SgdRegressor::try_from(fields).map_err(|e| e.to_string())?;
         Ok(SavedModel { model, features: f.features, target: f.target })
     }
 }

@@ -357,6 +357,20 @@ mod tests {
         SharedModel::remove(&store, "m").unwrap();
     }
 
+    #[test]
+    fn a_model_goes_through_serde_and_what_comes_back_is_checked() {
+        let mut m =
+            SgdRegressor::with_settings(SgdSettings { learning_rate: LearningRate::Adaptive, ..settings() }).unwrap();
+        for b in demo_batches(20) {
+            m.partial_fit(&b, &["x"], "y").unwrap();
+        }
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<SgdRegressor>(&text).unwrap(), m);
+        let nonsense = text.replace("\"eta\":0.01", "\"eta\":-1.0");
+        assert_ne!(nonsense, text);
+        assert!(serde_json::from_str::<SgdRegressor>(&nonsense).is_err(), "{nonsense}");
+    }
+
     struct RemoveStore(String);
     impl Drop for RemoveStore {
         fn drop(&mut self) {

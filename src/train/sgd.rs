@@ -180,7 +180,13 @@ pub(crate) struct Adaptive {
 /// read as `f64` (integers past 2^53 round). Unlike scikit-learn's
 /// `partial_fit`, rows are not shuffled: a batch is trained in the order
 /// the stream delivered it, so runs are reproducible.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// With serde a model is its settings, weights, intercept, `rows_seen`,
+/// learning rate and adaptive state; what is read back is checked (finite
+/// numbers, valid settings). [`super::SavedModel`] adds the column names
+/// and writes files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ModelFields", into = "ModelFields")]
 pub struct SgdRegressor {
     pub(crate) settings: SgdSettings,
     pub(crate) coef: Vec<f64>,
@@ -196,6 +202,57 @@ pub struct SgdRegressor {
 impl Default for SgdRegressor {
     fn default() -> Self {
         SgdRegressor::new()
+    }
+}
+
+/// An [`SgdRegressor`] as serde sees it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelFields {
+    pub(crate) settings: SgdSettings,
+    pub(crate) coef: Vec<f64>,
+    pub(crate) intercept: f64,
+    pub(crate) rows_seen: u64,
+    pub(crate) eta: f64,
+    pub(crate) adaptive: Adaptive,
+}
+
+impl From<SgdRegressor> for ModelFields {
+    fn from(m: SgdRegressor) -> Self {
+        let rows_seen = m.rows_seen();
+        ModelFields {
+            settings: m.settings,
+            coef: m.coef,
+            intercept: m.intercept,
+            rows_seen,
+            eta: m.eta,
+            adaptive: m.adaptive,
+        }
+    }
+}
+
+impl TryFrom<ModelFields> for SgdRegressor {
+    type Error = TrainError;
+
+    /// Checks what was read: valid settings, finite numbers.
+    fn try_from(f: ModelFields) -> Result<Self, TrainError> {
+        let bad = |why: &str| Err(TrainError::Settings(why.to_string()));
+        if !(f.intercept.is_finite() && f.eta.is_finite() && f.eta > 0.0 && f.coef.iter().all(|w| w.is_finite())) {
+            return bad("the weights or the learning rate are not finite numbers");
+        }
+        if f.adaptive.best.is_some_and(|b| !b.is_finite()) || !f.adaptive.loss.is_finite() {
+            return bad("the adaptive schedule's losses are not finite numbers");
+        }
+        if f.coef.is_empty() && f.rows_seen > 0 {
+            return bad("a model that has seen rows has weights");
+        }
+        let mut model = SgdRegressor::with_settings(f.settings)?;
+        model.coef = f.coef;
+        model.intercept = f.intercept;
+        model.t = f.rows_seen as f64 + 1.0;
+        model.eta = f.eta;
+        model.adaptive = f.adaptive;
+        Ok(model)
     }
 }
 
