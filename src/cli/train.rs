@@ -10,6 +10,7 @@
 //! in the store; this process shows the progress and saves the model.
 
 use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -115,8 +116,17 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     model: PathBuf,
     /// Go on from the model in --model (its settings; the flags' are ignored).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Start afresh even though --model exists (it is replaced at the
+    /// first checkpoint). Without it, an existing file is refused: the
+    /// rows behind it may be committed, and would be in no model.
+    #[arg(long)]
+    overwrite: bool,
+    /// With --workers: remove the shared model the store keeps for this
+    /// stream and group (from an earlier run) instead of going on from it.
+    #[arg(long)]
+    fresh: bool,
     #[command(flatten)]
     settings: SettingsArgs,
     /// Worker processes sharing one model (shard-managed); without it, this
@@ -167,6 +177,13 @@ fn start_model(args: &TrainArgs) -> Result<SavedModel> {
             );
         }
         return Ok(saved);
+    }
+    if args.model.exists() && !args.overwrite {
+        bail!(
+            "{} exists: --resume to go on from it, --overwrite to start afresh (the rows it was trained on \
+             may be committed, and would then be in no model)",
+            args.model.display()
+        );
     }
     let model = SgdRegressor::with_settings(args.settings.settings()?)?;
     Ok(SavedModel::new(model, args.features.clone(), args.target.clone()))
@@ -230,6 +247,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
     match args.workers {
         None => train_alone(&args, &stream, start),
         Some(0) => bail!("--workers must be at least 1"),
+        Some(n) if n as usize > quiver::shard::MAX_MEMBERS => {
+            bail!("--workers {n}: a shard-managed group has at most {} members", quiver::shard::MAX_MEMBERS)
+        }
         Some(n) => train_shared(&args, &store, &stream, start, n),
     }
 }
@@ -263,7 +283,12 @@ fn train_alone(args: &TrainArgs, stream: &Stream, mut saved: SavedModel) -> Resu
         }
         match consumer.poll(Duration::from_millis(100))? {
             Polled::Batch(b) => {
-                let fitted = saved.model.partial_fit(&b.batch, &features, &saved.target)?;
+                let fitted = saved.model.partial_fit(&b.batch, &features, &saved.target).with_context(|| {
+                    format!(
+                        "the batch at offset {} of partition {} (nothing after it is committed)",
+                        b.offset, b.partition
+                    )
+                })?;
                 (trained, loss) = (trained + fitted.rows as u64, loss + fitted.loss);
                 pending += b.batch.get_array_memory_size() as u64;
             }
@@ -284,16 +309,28 @@ fn train_alone(args: &TrainArgs, stream: &Stream, mut saved: SavedModel) -> Resu
 /// N worker processes on one shared model; this process watches and saves.
 fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedModel, n: u32) -> Result<()> {
     let name = shared_name(stream.name(), &args.from.group);
+    if args.fresh {
+        SharedModel::remove(store, &name)?;
+    }
     // A shared model the store kept (this command stopped, the workers or
     // the store did not) is newer than any file: go on from it.
-    let shared = SharedModel::open_or_create(store, &name, &start, Duration::from_secs(1))?;
+    let shared = Arc::new(SharedModel::open_or_create(store, &name, &start, Duration::from_secs(1))?);
+    if shared.rows_seen() != start.model.rows_seen() {
+        eprintln!(
+            "going on from the shared model {name:?} the store kept ({} rows; --fresh starts afresh)",
+            shared.rows_seen()
+        );
+    }
     let exe = std::env::current_exe().context("find the quiver binary")?;
     let mut children = Children(Vec::new());
     for _ in 0..n {
+        // Their own process group: Ctrl-C reaches this process, which
+        // stops them (a worker killed mid-shard gives its shard back).
         let child = Command::new(&exe)
             .args(["train-worker", "--store", &args.from.store, "--stream", &args.from.stream])
             .args(["--group", &args.from.group, "--shared", &name])
             .arg(format!("--sync-every={}", args.sync_every))
+            .process_group(0)
             .spawn()
             .context("start a worker process")?;
         children.0.push(child);
@@ -333,7 +370,7 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
     let snapshot = shared.snapshot();
     snapshot.save(&args.model)?;
     let rows = shared.rows_seen();
-    progress.finish(rows, rows - first_rows, shared.loss_sum(), &args.model);
+    progress.finish(rows, rows.saturating_sub(first_rows), shared.loss_sum(), &args.model);
     Ok(())
 }
 
@@ -346,17 +383,37 @@ pub(crate) fn work(args: WorkerArgs) -> Result<()> {
     let stream = Stream::open(&store, &args.from.stream)?;
     let shared = Arc::new(SharedModel::open(&store, &args.shared, Duration::from_secs(10))?);
     let mut trainer = shared.trainer(args.sync_every);
+    // The command that started this worker watches it; without it, stop.
+    let parent = std::os::unix::process::parent_id();
     let config = ShardConfig::new().shard_size(quiver::ShardSize::Batches(128));
     let mut manager = ShardManager::join(&stream, &args.from.group, config)?;
-    manager.run(Duration::from_secs(3600), |_task, read| {
-        for b in &read {
-            trainer.partial_fit(&b.batch)?;
+    loop {
+        if std::os::unix::process::parent_id() != parent {
+            bail!("the quiver train that started this worker is gone");
+        }
+        let task = match manager.next_task(Duration::from_secs(1))? {
+            quiver::Next::Task(task) => task,
+            quiver::Next::TimedOut => continue,
+            quiver::Next::End => return Ok(()),
+        };
+        let Some(read) = manager.read_task(&task, Duration::from_secs(30))? else {
+            // Its batches did not all come: handed out again later.
+            manager.report(task, Outcome::Failed)?;
+            continue;
+        };
+        let trained = read.iter().try_for_each(|b| trainer.partial_fit(&b.batch).map(drop));
+        if let Err(e) = trained {
+            let _ = manager.release(task);
+            return Err(e.into());
         }
         // What a shard trained is in the shared model before it is done.
         trainer.sync();
-        Ok::<_, anyhow::Error>(Outcome::Done)
-    })?;
-    Ok(())
+        match manager.report(task, Outcome::Done) {
+            // Its lease ran out and another member has it: it trains it again.
+            Ok(()) | Err(quiver::ShardError::TaskNotHeld(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -401,7 +458,11 @@ impl Input {
 }
 
 pub(crate) fn predict(args: PredictArgs) -> Result<()> {
+    super::signals::install();
     let saved = SavedModel::load(&args.model)?;
+    if saved.model.coef().is_empty() {
+        bail!("{} has not been trained: it has no weights", args.model.display());
+    }
     let features = saved.feature_names();
     let mut input = match (&args.from, &args.store, &args.stream, &args.group) {
         (Some(path), ..) => {
@@ -421,6 +482,8 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     let mut scorer = Scorer::default();
     let (mut rows, mut labelled) = (0u64, true);
     while let Some(batch) = input.next()? {
+        // On Ctrl-C the temporary output is removed, the target untouched.
+        super::signals::interrupted()?;
         let predicted = saved.model.predict(&batch, &features)?;
         rows += batch.num_rows() as u64;
         labelled &= batch.column_by_name(&saved.target).is_some();
@@ -488,7 +551,7 @@ fn open_output(
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchTrainArgs {
     /// Rows of the demo's data (y = 4 + 3x + noise, batches of 1 to 40 rows).
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     rows: u64,
     /// Worker counts to run, comma-separated (0: one process alone, no
     /// shared model).
@@ -498,7 +561,7 @@ pub(crate) struct BenchTrainArgs {
     #[arg(long, default_value_t = 1)]
     sync_every: u32,
     /// Rounds per worker count (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
 
@@ -544,6 +607,8 @@ pub(crate) fn bench(args: BenchTrainArgs) -> Result<()> {
                 target: "y".into(),
                 model: dir.path().join(format!("w{w}-r{r}.json")),
                 resume: false,
+                overwrite: true,
+                fresh: true,
                 settings: SettingsArgs {
                     loss: LossArg::SquaredError,
                     epsilon: 0.1,
@@ -574,7 +639,9 @@ pub(crate) fn bench(args: BenchTrainArgs) -> Result<()> {
         }
         runs.sort_by(f64::total_cmp);
         let median = runs[runs.len() / 2];
-        let (i, s) = last.map_or((f64::NAN, f64::NAN), |m| (m.model.intercept(), m.model.coef()[0]));
+        let (i, s) = last.map_or((f64::NAN, f64::NAN), |m| {
+            (m.model.intercept(), m.model.coef().first().copied().unwrap_or(f64::NAN))
+        });
         let label = if w == 0 { "alone".to_string() } else { w.to_string() };
         println!("{label:<10} {median:>14.0} {i:>10.3} {s:>10.3}");
     }

@@ -159,7 +159,13 @@ pub fn source_status(stream: &Stream) -> Result<Vec<SourceStatus>, StoreError> {
         if info.data_size > MAX_STATUS_BYTES as u64 {
             continue;
         }
-        let Some(view) = store.get(info.id, std::time::Duration::ZERO)? else { continue };
+        // Objects come and go meanwhile; one of kind K that is not a
+        // status (shared cells, say) is passed over like a bad status.
+        let view = match store.get(info.id, std::time::Duration::ZERO) {
+            Ok(Some(view)) => view,
+            Ok(None) | Err(StoreError::NotFound(_) | StoreError::CellsObject(_)) => continue,
+            Err(e) => return Err(e),
+        };
         if let Ok(status) = serde_json::from_slice::<SourceStatus>(view.data()) {
             if status.stream == stream.name() {
                 found.push(status);

@@ -84,8 +84,23 @@ impl SavedModel {
         Ok(())
     }
 
-    /// Writes the model to `path` atomically (see the module docs).
+    /// Checks what [`load`](Self::load) would: names, weights per feature,
+    /// finite numbers.
+    pub fn check(&self) -> Result<(), String> {
+        if self.features.is_empty() || self.features.iter().chain([&self.target]).any(String::is_empty) {
+            return Err("a model needs named features and a named target".into());
+        }
+        let m = &self.model;
+        if m.coef.len() != self.features.len() && !(m.coef.is_empty() && m.rows_seen() == 0) {
+            return Err(format!("{} weights for {} features", m.coef.len(), self.features.len()));
+        }
+        SgdRegressor::try_from(ModelFields::from(m.clone())).map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Writes the model to `path` atomically (see the module docs),
+    /// refusing one that [`load`](Self::load) would refuse.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        self.check().map_err(|why| TrainError::ModelFile { path: path.display().to_string(), why })?;
         let m = &self.model;
         let file = File {
             format: FORMAT.to_string(),

@@ -140,7 +140,20 @@ mod tests {
         let nan = batch(&[f64::NAN], &[1.0]);
         assert_eq!(m.partial_fit(&nan, &["x"], "y").unwrap_err(), TrainError::NotFinite("x".into()));
         let huge = batch(&[1e300, 1e300], &[1.0, 1.0]);
-        assert_eq!(SgdRegressor::new().partial_fit(&huge, &["x"], "y").unwrap_err(), TrainError::Diverged);
+        let mut trained = SgdRegressor::new();
+        trained.partial_fit(&batch(&[1.0], &[2.0]), &["x"], "y").unwrap();
+        let before = trained.clone();
+        assert_eq!(trained.partial_fit(&huge, &["x"], "y").unwrap_err(), TrainError::Diverged);
+        assert_eq!(trained, before, "a batch that diverges changes nothing");
+        // Nor can a model that is not finite, or whose weights do not match
+        // its features, be saved.
+        let dir = tempfile::tempdir().unwrap();
+        let mut broken = before.clone();
+        broken.coef[0] = f64::NAN;
+        let path = dir.path().join("m.json");
+        assert!(SavedModel::new(broken, vec!["x".into()], "y".into()).save(&path).is_err());
+        assert!(SavedModel::new(before, vec!["x".into(), "z".into()], "y".into()).save(&path).is_err());
+        assert!(!path.exists(), "nothing written");
         let nulls: ArrayRef = Arc::new(Float64Array::from(vec![None, Some(1.0)]));
         let b = RecordBatch::try_from_iter([("x", nulls.clone()), ("y", nulls)]).unwrap();
         assert!(matches!(m.partial_fit(&b, &["x"], "y"), Err(TrainError::Nulls(_))));
@@ -354,6 +367,13 @@ mod tests {
         assert_eq!(again.rows_seen(), alone.rows_seen());
         let other = SavedModel::new(SgdRegressor::new(), vec!["z".into()], "y".into());
         assert!(SharedModel::open_or_create(&store, "m", &other, std::time::Duration::from_secs(1)).is_err());
+        // A batch that diverges in one trainer leaves the shared model as it was.
+        let trainer_before = shared.snapshot();
+        let mut trainer = shared.trainer(4);
+        let huge = batch(&[1e300, 1e300], &[1.0, 1.0]);
+        assert_eq!(trainer.partial_fit(&huge).unwrap_err(), TrainError::Diverged);
+        drop(trainer);
+        assert_eq!(shared.snapshot(), trainer_before);
         SharedModel::remove(&store, "m").unwrap();
     }
 

@@ -240,11 +240,14 @@ impl TryFrom<ModelFields> for SgdRegressor {
         if !(f.intercept.is_finite() && f.eta.is_finite() && f.eta > 0.0 && f.coef.iter().all(|w| w.is_finite())) {
             return bad("the weights or the learning rate are not finite numbers");
         }
-        if f.adaptive.best.is_some_and(|b| !b.is_finite()) || !f.adaptive.loss.is_finite() {
-            return bad("the adaptive schedule's losses are not finite numbers");
+        if f.adaptive.best.is_some_and(|b| !b.is_finite()) || !(f.adaptive.loss.is_finite() && f.adaptive.loss >= 0.0) {
+            return bad("the adaptive schedule's losses are not finite numbers, 0 or above");
         }
         if f.coef.is_empty() && f.rows_seen > 0 {
             return bad("a model that has seen rows has weights");
+        }
+        if f.rows_seen > 1 << 53 || f.adaptive.rows >= f.settings.epoch_rows {
+            return bad("the row counts are past what a model can have seen");
         }
         let mut model = SgdRegressor::with_settings(f.settings)?;
         model.coef = f.coef;
@@ -309,8 +312,18 @@ impl SgdRegressor {
     }
 
     /// Trains on every row of `batch`: `features` name the input columns,
-    /// `target` the column to predict (numbers, without nulls).
+    /// `target` the column to predict (numbers, without nulls). A batch
+    /// that is refused, or that makes the model diverge, changes nothing.
     pub fn partial_fit(&mut self, batch: &RecordBatch, features: &[&str], target: &str) -> Result<Fitted, TrainError> {
+        let before = self.clone();
+        let fitted = self.fit_rows(batch, features, target);
+        if fitted.is_err() {
+            *self = before;
+        }
+        fitted
+    }
+
+    fn fit_rows(&mut self, batch: &RecordBatch, features: &[&str], target: &str) -> Result<Fitted, TrainError> {
         let x = numeric_columns(batch, features)?;
         let y = numeric_columns(batch, &[target])?.remove(0);
         if self.coef.is_empty() && self.t == 1.0 {
@@ -330,6 +343,9 @@ impl SgdRegressor {
             let eta = self.learning_rate();
             let p = self.coef.iter().zip(&x).map(|(w, col)| w * col[row]).sum::<f64>() + self.intercept;
             let (loss, dloss) = s.loss.of(p, y[row]);
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged);
+            }
             sumloss += loss;
             let update = -eta * dloss.clamp(-MAX_DLOSS, MAX_DLOSS);
             let decay = (1.0 - eta * s.alpha).max(0.0);
@@ -342,7 +358,7 @@ impl SgdRegressor {
             self.t += 1.0;
             if s.learning_rate == LearningRate::Adaptive {
                 self.adaptive.loss += loss;
-                self.adaptive.rows += 1;
+                self.adaptive.rows = self.adaptive.rows.saturating_add(1);
                 if self.adaptive.rows >= s.epoch_rows {
                     let mean = self.adaptive.loss / self.adaptive.rows as f64;
                     (self.adaptive.loss, self.adaptive.rows) = (0.0, 0);
@@ -360,7 +376,7 @@ impl SgdRegressor {
     fn end_epoch(&mut self, loss: f64) {
         let a = &mut self.adaptive;
         match a.best {
-            Some(best) if loss > best - self.settings.tol => a.stalled += 1,
+            Some(best) if loss > best - self.settings.tol => a.stalled = a.stalled.saturating_add(1),
             _ => a.stalled = 0,
         }
         if a.best.map_or(true, |best| loss < best) {

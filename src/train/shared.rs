@@ -109,6 +109,7 @@ impl SharedModel {
     /// new model, or one loaded to resume). Fails with
     /// [`TrainError::Shared`] if it exists.
     pub fn create(store: &Store, name: &str, start: &SavedModel) -> Result<Self, TrainError> {
+        start.check().map_err(|why| TrainError::Shared(format!("a shared model from this start: {why}")))?;
         let n = start.features.len();
         let meta = Meta {
             format: META_FORMAT.into(),
@@ -141,14 +142,14 @@ impl SharedModel {
     /// Opens the shared model `name`, waiting up to `timeout` for it to
     /// exist and be initialised.
     pub fn open(store: &Store, name: &str, timeout: Duration) -> Result<Self, TrainError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(cells) = store.get_cells(model_id(name)).map_err(store_error)? {
                 if cells.cells().first().is_some_and(|c| c.load(Acquire) == MAGIC) {
                     return Self::checked(cells, name);
                 }
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(TrainError::Shared(format!("no shared model {name:?} within {timeout:?}")));
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -171,8 +172,9 @@ impl SharedModel {
         let model = Self::open(store, name, timeout)?;
         if model.features != start.features || model.target != start.target || model.settings != start.model.settings {
             return Err(TrainError::Shared(format!(
-                "{name:?} exists with other features, target or settings ({:?} -> {:?})",
-                model.features, model.target
+                "{name:?} exists as a model of {:?} -> {:?} with {:?}, not {:?} -> {:?} with {:?} \
+                 (remove it to start afresh)",
+                model.features, model.target, model.settings, start.features, start.target, start.model.settings
             )));
         }
         Ok(model)
@@ -281,6 +283,8 @@ impl SharedTrainer {
             self.base_intercept = self.local.intercept;
         }
         let features: Vec<&str> = self.shared.features.iter().map(String::as_str).collect();
+        // A refused batch changes nothing here (`partial_fit` rolls back);
+        // what was trained before it is still exchanged.
         let fitted = self.local.partial_fit(batch, &features, &self.shared.target)?;
         self.pending.rows += fitted.rows;
         self.pending.loss += fitted.loss;
@@ -297,10 +301,17 @@ impl SharedTrainer {
             return;
         }
         let c = self.shared.cells.cells();
-        for ((cell, w), base) in c[HEADER..].iter().zip(&self.local.coef).zip(&self.base) {
-            add_f64(cell, w - base);
+        let deltas: Vec<f64> = self.local.coef.iter().zip(&self.base).map(|(w, base)| w - base).collect();
+        let intercept = self.local.intercept - self.base_intercept;
+        // The local model never holds a diverged batch (it rolls back), but
+        // the shared cells may have moved to where a difference overflows:
+        // nothing that is not a finite number is ever added.
+        if intercept.is_finite() && deltas.iter().all(|d| d.is_finite()) {
+            for (cell, delta) in c[HEADER..].iter().zip(deltas) {
+                add_f64(cell, delta);
+            }
+            add_f64(&c[INTERCEPT], intercept);
         }
-        add_f64(&c[INTERCEPT], self.local.intercept - self.base_intercept);
         min_f64(&c[ETA], self.local.eta);
         add_f64(&c[LOSS], self.pending.loss);
         c[ROWS].fetch_add(self.pending.rows as u64, Relaxed);

@@ -107,6 +107,12 @@ fn train_save_load_predict_equals_training_in_memory_and_resume_equals_one_run()
     assert_eq!(predicted, expected);
     let score = memory.score(&batches[60], &["a", "b"], "y").unwrap();
     assert!(score.r2 > 0.9, "{score:?}");
+    // An existing model file is not replaced by a fresh start unawares.
+    let mut again = vec!["train", "--store", &t.name, "--stream", "second", "--group", "g2"];
+    again.extend(flags);
+    let refused = run_quiver(&again, LONG);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume to go on from it"), "{refused:?}");
     // --resume of a model of other columns is refused, clearly.
     let mut args = vec!["train", "--store", &t.name, "--stream", "second", "--group", "g"];
     args.extend(["--features", "a", "--target", "y", "--model", &m, "--resume"]);
@@ -181,4 +187,52 @@ fn bench_train_reports_rows_per_second_for_each_worker_count() {
     let report = ok(&["bench-train", "--rows", "20000", "--rounds", "1", "--workers", "0,2"]);
     assert!(report.lines().any(|l| l.starts_with("alone")), "{report}");
     assert!(report.lines().any(|l| l.starts_with("2 ")), "{report}");
+}
+
+/// Processes whose command line has `a` and `b` among its arguments.
+fn processes_with(a: &str, b: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&c| c == 0).collect();
+        if args.contains(&a.as_bytes()) && args.contains(&b.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn train_with_workers_on_an_open_stream_stops_when_told_and_its_workers_follow_a_dead_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.arrow");
+    write_data(&file, 3_000, 5);
+    let t = TestStore::new("train-open");
+    let f = file.display().to_string();
+    // Not closed: the workers wait for more.
+    ok(&["produce", "--store", &t.name, "--stream", "s", "--from", &f, "--groups", "g"]);
+    let m = dir.path().join("m.json").display().to_string();
+    let args = ["train", "--store", &t.name, "--stream", "s", "--group", "g", "--features", "a,b", "--target", "y"];
+    let report = ok(&[&args[..], &["--model", &m, "--workers", "2", "--seconds", "2"]].concat());
+    assert!(report.contains("3000 rows in the model"), "{report}");
+    assert_eq!(SavedModel::load(Path::new(&m)).unwrap().model.rows_seen(), 3_000);
+    let deadline = std::time::Instant::now() + LONG;
+    while !processes_with("train-worker", &t.name).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the workers outlived --seconds");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The command killed outright: its workers notice and stop.
+    let m2 = dir.path().join("m2.json").display().to_string();
+    let mut train = crate::common::quiver(&[&args[..], &["--model", &m2, "--workers", "2"]].concat());
+    let deadline = std::time::Instant::now() + LONG;
+    while processes_with("train-worker", &t.name).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no workers started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    train.kill();
+    while !processes_with("train-worker", &t.name).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the workers outlived their command");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
