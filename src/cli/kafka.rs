@@ -37,6 +37,9 @@ pub(crate) struct KafkaBenchArgs {
     /// json (100-byte objects) or arrow (64 KiB Arrow IPC records).
     #[arg(long, value_enum, default_value_t = BenchFormat::Json)]
     format: BenchFormat,
+    /// Rounds of both readers, alternating (medians are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
     /// Measure the latency from a Kafka produce to a quiver poll instead,
     /// at a steady rate (see --rate, --seconds, --linger-ms).
     #[arg(long)]
@@ -267,7 +270,6 @@ fn bench(args: KafkaBenchArgs) -> Result<()> {
             &args.properties,
         );
     }
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let topic = format!("quiver-bench-{}-{}", std::process::id(), quiver::ObjectId::random());
     quiver::kafka::create_topic(&args.brokers, &topic, 1, Duration::from_secs(30))?;
@@ -322,55 +324,94 @@ fn bench(args: KafkaBenchArgs) -> Result<()> {
     }
     producer.flush(Duration::from_secs(120))?;
     eprintln!("produced {} records ({bytes} bytes) to {topic}", args.records);
-    // A bare consumer: records received, nothing done with them.
-    let mut bare_config = rdkafka::ClientConfig::new();
-    bare_config
+    // The source writes into a fresh store, a stream per round.
+    let name = format!("kafka-bench-{}", std::process::id());
+    let store = Store::create(StoreConfig::new(&name).capacity(1 << 30))?;
+    let _remove = super::guard::RemoveOnDrop(store.path().to_path_buf());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut bare_rates, mut source_rates) = (Vec::new(), Vec::new());
+    // Rounds alternate the two readers over the same records, so that the
+    // broker's own drift does not fall on one side.
+    for round in 0..args.rounds {
+        bare_rates.push(args.records as f64 / bare_read(&args, &topic, round, deadline)?);
+        source_rates.push(args.records as f64 / source_read(&args, &topic, &store, round, deadline)?);
+        println!(
+            "round {round}: bare consumer {:.0} records/s, quiver source {:.0} records/s ({:.2}x)",
+            bare_rates[round as usize],
+            source_rates[round as usize],
+            source_rates[round as usize] / bare_rates[round as usize]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (bare_rate, source_rate) = (median(&mut bare_rates), median(&mut source_rates));
+    println!(
+        "records          {} of {} bytes on average, {} rounds",
+        args.records,
+        bytes / args.records.max(1),
+        args.rounds
+    );
+    println!("bare consumer    {bare_rate:.0} records/s (median)");
+    println!("quiver source    {source_rate:.0} records/s (median, {:.2}x the bare consumer)", source_rate / bare_rate);
+    Ok(())
+}
+
+/// Seconds a bare rdkafka consumer takes to receive every record, from the
+/// first (nothing is done with them).
+fn bare_read(args: &KafkaBenchArgs, topic: &str, round: u32, deadline: Instant) -> Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.brokers)
-        .set("group.id", format!("{topic}-bare"))
+        .set("group.id", format!("{topic}-bare-{round}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     for (key, value) in &args.properties {
-        bare_config.set(key, value);
+        config.set(key, value);
     }
-    let bare: BaseConsumer = bare_config.create()?;
-    bare.subscribe(&[&topic])?;
-    let mut received = 0;
-    let mut start = None;
+    let bare: BaseConsumer = config.create()?;
+    bare.subscribe(&[topic])?;
+    let (mut received, mut start) = (0, None);
     while received < args.records {
+        anyhow::ensure!(Instant::now() < deadline, "the bare consumer read {received} records in 10 minutes");
         if let Some(message) = bare.poll(Duration::from_millis(100)) {
             message?;
             start.get_or_insert_with(Instant::now);
             received += 1;
         }
     }
-    let bare_s = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    drop(bare);
-    // The source: records into a stream of a fresh store.
-    let name = format!("kafka-bench-{}", std::process::id());
-    let store = Store::create(StoreConfig::new(&name).capacity(1 << 30))?;
-    let _remove = super::guard::RemoveOnDrop(store.path().to_path_buf());
+    Ok(start.map_or(0.0, |s| s.elapsed().as_secs_f64()))
+}
+
+/// Seconds the source takes to append every record to a new stream, from
+/// its first batch.
+fn source_read(args: &KafkaBenchArgs, topic: &str, store: &Store, round: u32, deadline: Instant) -> Result<f64> {
     let format = match args.format {
         BenchFormat::Json => Format::Json(None),
         BenchFormat::Arrow => Format::Arrow,
     };
-    let mut config = SourceConfig::new(&args.brokers, &topic, format!("{topic}-source")).format(format);
+    let mut config = SourceConfig::new(&args.brokers, topic, format!("{topic}-source-{round}")).format(format);
     for (key, value) in &args.properties {
         config = config.property(key, value);
     }
-    let mut source = Source::new(&store, "s", config)?;
+    let stream = format!("s{round}");
+    let mut source = Source::new(store, &stream, config)?;
     let mut start = None;
     while source.stats().records < args.records {
-        source.step(Duration::from_millis(50))?;
+        anyhow::ensure!(Instant::now() < deadline, "the source read {} records in 10 minutes", source.stats().records);
+        // Short steps: a step runs its whole time, and the last one would
+        // round the measure up to it.
+        source.step(Duration::from_millis(2))?;
         if source.stats().records > 0 {
             start.get_or_insert_with(Instant::now);
         }
     }
-    let source_s = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    let (bare_rate, source_rate) = (args.records as f64 / bare_s, args.records as f64 / source_s);
-    println!("records          {} of {} bytes on average", args.records, bytes / args.records.max(1));
-    println!("bare consumer    {bare_rate:.0} records/s");
-    println!("quiver source    {source_rate:.0} records/s ({:.2}x the bare consumer)", source_rate / bare_rate);
-    Ok(())
+    let seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    drop(source);
+    quiver::Stream::remove(store, &stream)?;
+    Ok(seconds)
 }
 
 /// A source's status as JSON, with each partition's Kafka lag.

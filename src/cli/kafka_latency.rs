@@ -2,8 +2,9 @@
 //! quiver poll, at a steady rate, beside the time to a bare rdkafka
 //! consumer's poll of the same records in the same run.
 //!
-//! A producer thread sends a JSON record `{"sent_ns": ..., "seq": ...}`
-//! every 1/rate seconds (librdkafka's own linger off). A bare consumer
+//! A producer thread first sends warm-up records until both paths have
+//! read one (their groups joined), then a JSON record `{"sent_ns": ...,
+//! "seq": ...}` every 1/rate seconds (librdkafka's own linger off). A bare consumer
 //! thread notes each record's age when it polls it; the source, in this
 //! thread, appends the same records to a stream that a quiver consumer
 //! thread polls, noting each row's age. Ages are wall-clock differences on
@@ -94,25 +95,45 @@ pub(crate) fn run(
 
     let produced = Arc::new(AtomicU64::new(0));
     let producing = Arc::new(AtomicBool::new(true));
-    let deadline = Instant::now() + seconds + Duration::from_secs(60);
+    // Both paths have joined their groups and read a warm-up record before
+    // the timed records start: joining is not latency.
+    let (bare_warm, quiver_warm, abort) = (AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false));
+    let deadline = Instant::now() + seconds + Duration::from_secs(90);
+    let going = |n: usize| {
+        !all_read(n as u64, &produced, &producing) && Instant::now() < deadline && !abort.load(Ordering::SeqCst)
+    };
     std::thread::scope(|scope| -> Result<()> {
         let producer = scope.spawn({
             let (produced, producing) = (Arc::clone(&produced), Arc::clone(&producing));
             let topic = topic.clone();
+            let (bare_warm, quiver_warm, abort) = (&bare_warm, &quiver_warm, &abort);
             move || -> Result<()> {
-                let producer: ThreadedProducer<DefaultProducerContext> =
-                    rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create()?;
+                let mut config = rdkafka::ClientConfig::new();
+                config.set("bootstrap.servers", brokers).set("linger.ms", "0");
+                for (key, value) in properties {
+                    config.set(key, value);
+                }
+                let producer: ThreadedProducer<DefaultProducerContext> = config.create()?;
+                let send =
+                    |value: &str| match producer.send(BaseRecord::<(), str>::to(&topic).partition(0).payload(value)) {
+                        Ok(()) => Ok(()),
+                        Err((e, _)) => Err(anyhow::anyhow!("produce: {e}")),
+                    };
+                while !(bare_warm.load(Ordering::SeqCst) && quiver_warm.load(Ordering::SeqCst)) {
+                    if abort.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                        bail!("the consumers did not read a warm-up record");
+                    }
+                    send(&format!(r#"{{"sent_ns": {}, "seq": -1}}"#, wall_ns()))?;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let (start, every) = (Instant::now(), Duration::from_secs_f64(1.0 / rate as f64));
                 let mut seq = 0u64;
-                while start.elapsed() < seconds {
+                while start.elapsed() < seconds && !abort.load(Ordering::SeqCst) {
                     let due = start + every * seq as u32;
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
-                    let value = format!(r#"{{"sent_ns": {}, "seq": {seq}}}"#, wall_ns());
-                    if let Err((e, _)) = producer.send(BaseRecord::<(), str>::to(&topic).partition(0).payload(&value)) {
-                        bail!("produce: {e}");
-                    }
+                    send(&format!(r#"{{"sent_ns": {}, "seq": {seq}}}"#, wall_ns()))?;
                     seq += 1;
                 }
                 producer.flush(Duration::from_secs(30))?;
@@ -123,11 +144,15 @@ pub(crate) fn run(
         });
         let bare_thread = scope.spawn(|| -> Result<Ages> {
             let mut ages = Ages::default();
-            while !all_read(ages.0.len() as u64, &produced, &producing) && Instant::now() < deadline {
+            while going(ages.0.len()) {
                 if let Some(message) = bare.poll(Duration::from_millis(50)) {
                     let message = message?;
                     let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap_or_default())?;
-                    ages.note(value["sent_ns"].as_i64().unwrap_or_default());
+                    if value["seq"].as_i64().unwrap_or(-1) < 0 {
+                        bare_warm.store(true, Ordering::SeqCst);
+                    } else {
+                        ages.note(value["sent_ns"].as_i64().unwrap_or_default());
+                    }
                 }
             }
             Ok(ages)
@@ -137,10 +162,17 @@ pub(crate) fn run(
             let stream = Stream::open(&store, "s")?;
             let mut consumer = stream.consumer(ConsumerConfig::group("g"))?;
             let mut ages = Ages::default();
-            while !all_read(ages.0.len() as u64, &produced, &producing) && Instant::now() < deadline {
+            while going(ages.0.len()) {
                 if let Polled::Batch(got) = consumer.poll(Duration::from_millis(50))? {
-                    for sent in got.batch.column(0).as_primitive::<Int64Type>().iter().flatten() {
-                        ages.note(sent);
+                    let (sent, seq) = (
+                        got.batch.column(0).as_primitive::<Int64Type>(),
+                        got.batch.column(1).as_primitive::<Int64Type>(),
+                    );
+                    for (sent, seq) in sent.iter().zip(seq.iter()) {
+                        match (sent, seq) {
+                            (Some(sent), Some(seq)) if seq >= 0 => ages.note(sent),
+                            _ => quiver_warm.store(true, Ordering::SeqCst),
+                        }
                     }
                     drop(got);
                     consumer.commit()?;
@@ -149,7 +181,10 @@ pub(crate) fn run(
             Ok(ages)
         });
         while !(quiver_thread.is_finished() && bare_thread.is_finished()) {
-            source.step(Duration::from_millis(20))?;
+            if let Err(e) = source.step(Duration::from_millis(20)) {
+                abort.store(true, Ordering::SeqCst);
+                return Err(e.into());
+            }
         }
         let join = |r: std::thread::Result<Result<Ages>>| r.unwrap_or_else(|_| bail!("a thread panicked"));
         join(producer.join().map(|r| r.map(|()| Ages::default())))?;

@@ -143,6 +143,9 @@ fn batch_with(schema: &SchemaRef, partition: i32, records: &[Record], fast: bool
         .collect::<Result<Vec<_>>>()?;
     let mut unparsed = StringBuilder::new();
     let names: Vec<&str> = schema.fields()[..own].iter().map(|f| f.name().as_str()).collect();
+    if let Some(twice) = names.iter().enumerate().find_map(|(i, n)| names[..i].contains(n).then_some(*n)) {
+        return Err(KafkaError::InvalidConfig(format!("the schema has two columns named {twice:?}")));
+    }
     let mut cells: Vec<Cell<'_>> = Vec::with_capacity(own);
     for record in records {
         let bytes = record.value.as_deref().unwrap_or_default();
@@ -304,12 +307,57 @@ impl<'de> serde::Deserialize<'de> for Cell<'de> {
                 Ok(Cell::Text(std::borrow::Cow::Owned(v.to_string())))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Cell<'de>, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Skip>()?.is_some() {}
                 Ok(Cell::Other)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Cell<'de>, A::Error> {
-                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
                 Ok(Cell::Other)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// A value read and dropped, with the checks the slow path makes (numbers
+/// in range, strings valid UTF-8 without lone surrogates): serde's
+/// `IgnoredAny` skips without them, and a record the slow path refuses
+/// whole must not be taken in part here.
+struct Skip;
+
+impl<'de> serde::Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Skip;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
             }
         }
         deserializer.deserialize_any(Visit)
@@ -337,7 +385,7 @@ fn fast_row<'de>(bytes: &'de [u8], names: &[&str], cells: &mut Vec<Cell<'de>>) -
                 match self.names.iter().position(|n| *n == key) {
                     Some(at) => self.cells[at] = map.next_value()?,
                     None => {
-                        map.next_value::<serde::de::IgnoredAny>()?;
+                        map.next_value::<Skip>()?;
                     }
                 }
             }
@@ -377,8 +425,21 @@ mod tests {
             r#""#,
             r#"{}"#,
             r#"{"b": false, "f": -0.0, "s": ""}"#,
+            // Members that fill no column but make the record invalid JSON
+            // for the slow path: the whole record is refused by both.
+            r#"{"i": 1, "x": 1e400}"#,
+            r#"{"i": 1, "x": "\ud800"}"#,
+            r#"{"i": 1, "x": [1e999]}"#,
+            r#"{"i": 1, "x": {"y": "\udfff"}}"#,
         ];
-        let records: Vec<Record> = texts.iter().enumerate().map(|(i, t)| record(t, i as i64)).collect();
+        let mut records: Vec<Record> = texts.iter().enumerate().map(|(i, t)| record(t, i as i64)).collect();
+        // Invalid UTF-8 in a member that fills no column.
+        records.push(Record {
+            key: None,
+            value: Some(b"{\"i\": 1, \"x\": \"\xff\"}".to_vec()),
+            timestamp_ms: None,
+            offset: 99,
+        });
         let inferred = infer(&records);
         let fixed = with_kafka_fields(
             [
@@ -389,10 +450,21 @@ mod tests {
             ],
             true,
         );
-        for schema in [inferred, fixed] {
+        for schema in [inferred, fixed.clone()] {
             let fast = batch_with(&schema, 3, &records, true).unwrap();
             let slow = batch_with(&schema, 3, &records, false).unwrap();
             assert_eq!(fast, slow, "schema {schema}");
         }
+        // The invalid ones are kept whole in _unparsed, and their i is null.
+        let rows = batch(&fixed, 3, &records).unwrap();
+        let unparsed = rows.column_by_name("_unparsed").unwrap();
+        let i = rows.column_by_name("i").unwrap();
+        for row in texts.len() - 4..records.len() {
+            assert!(unparsed.is_valid(row) && i.is_null(row), "row {row}");
+        }
+        // Two columns of one name are refused.
+        let twice =
+            with_kafka_fields([Field::new("i", DataType::Int64, true), Field::new("i", DataType::Int64, true)], true);
+        assert!(batch(&twice, 3, &records).is_err());
     }
 }

@@ -127,6 +127,11 @@ pub struct SourceStats {
     pub errors: u64,
     /// The last of them.
     pub last_error: Option<String>,
+    /// Times the status for `quiver stat` could not be written (a full
+    /// store, say), and why the last time.
+    pub status_errors: u64,
+    /// Why the status could not be written, the last time.
+    pub last_status_error: Option<String>,
 }
 
 /// What librdkafka's callbacks tell the source, handed over at each step.
@@ -134,14 +139,23 @@ pub struct SourceStats {
 struct Heard {
     /// Partitions a rebalance took away.
     revoked: Vec<i32>,
-    /// Commits Kafka acknowledged: (partition, offset).
-    committed: Vec<(i32, i64)>,
+    /// Commits Kafka acknowledged: (partition, offset, the partition's
+    /// generation when the commit was sent).
+    committed: Vec<(i32, i64, u64)>,
     /// The committer finished a commit (acknowledged or not).
     commit_finished: bool,
     /// High watermarks from the client's statistics: (partition, offset).
     ends: Vec<(i32, i64)>,
     /// Errors the client reported and rides out.
     errors: Vec<String>,
+}
+
+/// A commit for the committer thread: the offsets, and each partition's
+/// generation (bumped at every revoke) when it was sent, so that an answer
+/// about a partition since revoked is not taken for the new owner's.
+struct CommitRequest {
+    list: TopicPartitionList,
+    generations: Vec<u64>,
 }
 
 /// The consumer's context: notes rebalances, commit results, statistics
@@ -198,8 +212,12 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// stream's groups have committed past them. See the module docs.
 pub struct Source {
     consumer: Arc<BaseConsumer<Listener>>,
-    /// Sends offsets to the committer thread (see [`committer`]).
-    commits: mpsc::Sender<TopicPartitionList>,
+    /// Sends offsets to the committer thread (see [`committer`]); taken,
+    /// and the thread joined, on drop.
+    commits: Option<mpsc::Sender<CommitRequest>>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// Per partition: bumped at every revoke.
+    generation: Vec<u64>,
     store: Store,
     stream_name: String,
     partitions: u32,
@@ -220,6 +238,8 @@ pub struct Source {
     last_commit_check: Option<Instant>,
     last_status: Option<Instant>,
     started_ms: u64,
+    /// This source's own part of its status object's ID.
+    status_token: [u8; 8],
 }
 
 impl std::fmt::Debug for Source {
@@ -264,8 +284,11 @@ impl Source {
         consumer.subscribe(&[&config.topic])?;
         let n = partitions as usize;
         let none = vec![-1; n];
+        let (commits, committer) = committer(&consumer);
         let mut source = Source {
-            commits: committer(&consumer),
+            commits: Some(commits),
+            committer: Some(committer),
+            generation: vec![0; n],
             consumer,
             store: store.clone(),
             stream_name: stream.to_string(),
@@ -281,6 +304,7 @@ impl Source {
             last_commit_check: None,
             last_status: None,
             started_ms: crate::shm::clock::wall_ns() / 1_000_000,
+            status_token: status::token(),
         };
         let existing = match Stream::open(store, stream) {
             Ok(existing) => Some(existing.schema().clone()),
@@ -354,9 +378,10 @@ impl Source {
                         self.flush(g)?;
                     }
                 }
-                Some(Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
-                // Broker trouble: librdkafka reconnects and fetches again.
-                Some(Err(e)) => self.note_error(e.to_string()),
+                Some(Err(e)) if rides_out(&e) => self.note_error(e.to_string()),
+                // A record the client could not deliver (damaged, or its
+                // topic gone): stop before it, nothing committed past it.
+                Some(Err(e)) => return Err(e.into()),
                 None => {}
             }
             self.take_heard();
@@ -404,9 +429,11 @@ impl Source {
                 *slot = end;
             }
         }
-        for (p, offset) in heard.committed {
-            if let Some(slot) = usize::try_from(p).ok().and_then(|p| self.stats.committed.get_mut(p)) {
-                *slot = (*slot).max(offset);
+        for (p, offset, generation) in heard.committed {
+            let Some(p) = usize::try_from(p).ok().filter(|&p| p < self.stats.committed.len()) else { continue };
+            // An answer about a partition revoked since says nothing now.
+            if self.generation[p] == generation {
+                self.stats.committed[p] = self.stats.committed[p].max(offset);
             }
         }
         let failed = !heard.errors.is_empty();
@@ -422,8 +449,10 @@ impl Source {
                 self.gathering[g] = Gathering::default();
                 self.pending[g].clear();
                 self.wanted[g] = -1;
+                self.generation[g] += 1;
                 self.stats.committed[g] = -1;
                 self.stats.appended[g] = -1;
+                self.stats.end[g] = -1;
                 self.stats.revoked += 1;
             }
         }
@@ -520,6 +549,21 @@ impl Source {
                 .iter()
                 .filter(|g| self.config.required_groups.is_empty() || self.config.required_groups.contains(&g.name))
                 .collect();
+            // A group committed past a partition's head was restored from a
+            // checkpoint after this source appended there: its commits
+            // cover batches nobody read. Nothing is committed to Kafka.
+            for g in &groups {
+                for (p, (&c, part)) in g.committed.iter().zip(&stats.partitions).enumerate() {
+                    if c > part.head {
+                        return Err(KafkaError::InvalidConfig(format!(
+                            "group {:?} has committed offset {c} of partition {p}, past its head {}: a group \
+                             restored from a checkpoint after the source started? (restore groups first: the \
+                             source then starts past them)",
+                            g.name, part.head
+                        )));
+                    }
+                }
+            }
             // With no group, nobody reads the stream: nothing may be committed.
             if !groups.is_empty() {
                 for (p, pending) in self.pending.iter_mut().enumerate() {
@@ -541,7 +585,8 @@ impl Source {
             }
         }
         if list.count() > 0 {
-            if self.commits.send(list).is_err() {
+            let request = CommitRequest { list, generations: self.generation.clone() };
+            if self.commits.as_ref().map_or(true, |c| c.send(request).is_err()) {
                 return Err(KafkaError::InvalidConfig("the committer thread is gone".into()));
             }
             self.committing = true;
@@ -551,13 +596,15 @@ impl Source {
 
     /// Publishes the source's progress in the store for `quiver stat`
     /// ([`super::source_status`]). Best effort: a store too full for it is
-    /// counted as an error, and the next second tries again.
+    /// counted ([`SourceStats::status_errors`]), and the next second tries
+    /// again.
     fn publish_status(&mut self) {
         self.last_status = Some(Instant::now());
         let Some(stream) = self.stream() else { return };
         let now = status::SourceStatus::from_source(self, stream.name());
-        if let Err(e) = status::publish(&self.store, &now) {
-            self.note_error(format!("the status for quiver stat was not written: {e}"));
+        if let Err(e) = status::publish(&self.store, &self.status_token, &now) {
+            self.stats.status_errors += 1;
+            self.stats.last_status_error = Some(e.to_string());
         }
     }
 
@@ -593,10 +640,14 @@ impl Source {
             // Serves the commit callbacks. A record that arrives meanwhile
             // waits for the next step (or, if the source stops, for the
             // partition's next reader: it is not committed).
-            if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(10)) {
-                let record = record_of(&message);
-                drop(message);
-                self.gather(record)?;
+            match self.consumer.poll(Duration::from_millis(10)) {
+                Some(Ok(message)) => {
+                    let record = record_of(&message);
+                    drop(message);
+                    self.gather(record)?;
+                }
+                Some(Err(e)) if !rides_out(&e) => return Err(e.into()),
+                _ => {}
             }
             self.take_heard();
         }
@@ -610,7 +661,21 @@ impl Drop for Source {
     /// committed is read again by the partitions' next reader).
     fn drop(&mut self) {
         if self.stream.is_some() {
-            let _ = status::remove(&self.store, &self.stream_name);
+            let _ = status::remove(&self.store, &self.status_token, &self.stream_name);
+        }
+        // The committer ends once its queue is closed and its commit done
+        // (at most 5 s are waited for it): the consumer is then closed here,
+        // on this thread, leaving the group before the process goes on (or
+        // exits), not on a thread that may never get to it.
+        drop(self.commits.take());
+        if let Some(thread) = self.committer.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -640,22 +705,25 @@ fn restored_ends(store: &Store, stream: &Stream) -> Result<Vec<u64>> {
     Ok(ends)
 }
 
-/// Starts the thread that commits offsets for `consumer`, one list at a
-/// time, and tells the source what came of each through the consumer's
+/// Starts the thread that commits offsets for `consumer`, one request at
+/// a time, and tells the source what came of each through the consumer's
 /// [`Listener`]. A synchronous commit waits for the broker as long as it
 /// takes; here that wait is off the source's path. The thread ends when the
 /// source drops its sender.
-fn committer(consumer: &Arc<BaseConsumer<Listener>>) -> mpsc::Sender<TopicPartitionList> {
-    let (send, receive) = mpsc::channel::<TopicPartitionList>();
+fn committer(consumer: &Arc<BaseConsumer<Listener>>) -> (mpsc::Sender<CommitRequest>, std::thread::JoinHandle<()>) {
+    let (send, receive) = mpsc::channel::<CommitRequest>();
     let consumer = Arc::clone(consumer);
-    std::thread::spawn(move || {
-        for list in receive {
-            let result = consumer.commit(&list, CommitMode::Sync);
+    let thread = std::thread::spawn(move || {
+        for request in receive {
+            let result = consumer.commit(&request.list, CommitMode::Sync);
             consumer.context().with(|heard| {
                 match result {
-                    Ok(()) => heard.committed.extend(list.elements().iter().filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some((e.partition(), o)),
-                        _ => None,
+                    Ok(()) => heard.committed.extend(request.list.elements().iter().filter_map(|e| {
+                        let generation = usize::try_from(e.partition()).ok().and_then(|p| request.generations.get(p));
+                        match (e.offset(), generation) {
+                            (Offset::Offset(o), Some(&generation)) => Some((e.partition(), o, generation)),
+                            _ => None,
+                        }
                     })),
                     Err(e) => heard.errors.push(format!("a commit failed (it is sent again): {e}")),
                 }
@@ -663,7 +731,31 @@ fn committer(consumer: &Arc<BaseConsumer<Listener>>) -> mpsc::Sender<TopicPartit
             });
         }
     });
-    send
+    (send, thread)
+}
+
+/// Whether a poll error is broker trouble that librdkafka heals by itself
+/// (the broker gone, a leader moving, a timeout): counted, and reading goes
+/// on. Any other error stops the source.
+fn rides_out(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError as K;
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e {
+        K::Global(_) => true,
+        K::MessageConsumption(code) => matches!(
+            code,
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+        ),
+        _ => false,
+    }
 }
 
 /// A message's partition and its record, copied out of librdkafka's buffer.

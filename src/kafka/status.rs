@@ -4,7 +4,9 @@
 //!
 //! Each running [`Source`] keeps one small object of JSON in the store,
 //! rewritten every second, under an ID of kind `b'K'`: bytes 4..8 the
-//! source's process ID, bytes 8..16 a hash of the stream's name. The
+//! source's process ID, bytes 8..16 a hash of the stream's name, bytes
+//! 16..24 random, drawn once per source (two sources of one stream in one
+//! process, or in two containers whose process IDs agree, never share one). The
 //! object says which stream it is about; a reader trusts nothing else in
 //! it, and a status that does not parse is skipped. A source that stops
 //! deletes its status; one that was killed leaves it, and its age shows
@@ -40,9 +42,11 @@ pub struct PartitionStatus {
 
 impl PartitionStatus {
     /// Records on the broker the source's Kafka group has not committed:
-    /// Kafka's consumer lag (`None` when an offset is not known).
+    /// Kafka's consumer lag (`None` until this source has heard the
+    /// partition's end and had a commit acknowledged, as Kafka's own tools
+    /// show no lag for a group without a committed offset).
     pub fn kafka_lag(&self) -> Option<i64> {
-        (self.end >= 0).then(|| self.end - self.committed.max(0))
+        (self.end >= 0 && self.committed >= 0).then(|| (self.end - self.committed).max(0))
     }
 
     /// Records on the broker not yet appended to the stream.
@@ -114,28 +118,37 @@ fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The ID of the status of the source in process `pid` for `stream`.
-fn status_id(stream: &str, pid: u32) -> ObjectId {
+/// A source's own random part of its status ID.
+pub(super) fn token() -> [u8; 8] {
+    let random = ObjectId::random();
+    let mut token = [0u8; 8];
+    token.copy_from_slice(&random.as_bytes()[16..24]);
+    token
+}
+
+/// The ID of the status of the source `token` in process `pid` for `stream`.
+fn status_id(stream: &str, pid: u32, token: &[u8; 8]) -> ObjectId {
     let mut bytes = [0u8; ObjectId::LEN];
     bytes[0] = KIND_STATUS;
     bytes[4..8].copy_from_slice(&pid.to_le_bytes());
     bytes[8..16].copy_from_slice(&name_hash(stream).to_le_bytes());
+    bytes[16..24].copy_from_slice(token);
     ObjectId::from_bytes(bytes)
 }
 
-/// Replaces this process's status for `status.stream`.
-pub(super) fn publish(store: &Store, status: &SourceStatus) -> Result<(), StoreError> {
+/// Replaces the status of the source `token` for `status.stream`.
+pub(super) fn publish(store: &Store, token: &[u8; 8], status: &SourceStatus) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(status).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-    let id = status_id(&status.stream, status.pid);
+    let id = status_id(&status.stream, status.pid, token);
     remove_id(store, id)?;
     let mut builder = store.create_object(id, bytes.len() as u64, &[])?;
     builder.data_mut().copy_from_slice(&bytes);
     builder.seal()
 }
 
-/// Deletes this process's status for `stream`, if there is one.
-pub(super) fn remove(store: &Store, stream: &str) -> Result<(), StoreError> {
-    remove_id(store, status_id(stream, std::process::id()))
+/// Deletes the status of the source `token` for `stream`, if there is one.
+pub(super) fn remove(store: &Store, token: &[u8; 8], stream: &str) -> Result<(), StoreError> {
+    remove_id(store, status_id(stream, std::process::id(), token))
 }
 
 fn remove_id(store: &Store, id: ObjectId) -> Result<(), StoreError> {

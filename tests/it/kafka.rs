@@ -808,8 +808,8 @@ fn quiver_stat_shows_a_running_sources_kafka_offsets_and_lag() {
         let out = crate::common::run_quiver(&["stat", &t.name, "--json"], crate::common::LONG);
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
     };
-    // Nobody reads the stream: everything appended, nothing committed, the
-    // whole topic is Kafka lag.
+    // Nobody reads the stream: everything appended, nothing committed (no
+    // Kafka lag to show yet: the group has no committed offset).
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let value = stat();
@@ -826,7 +826,7 @@ fn quiver_stat_shows_a_running_sources_kafka_offsets_and_lag() {
     assert_eq!(status["pid"], source.child.id());
     for p in 0..2 {
         assert_eq!(status["partitions"][p]["committed"], -1);
-        assert_eq!(status["partitions"][p]["kafka_lag"], 50);
+        assert_eq!(status["partitions"][p]["kafka_lag"], serde_json::Value::Null);
         assert_eq!(status["partitions"][p]["waiting_batches"], 1);
     }
     let text = crate::common::run_quiver(&["stat", &t.name], crate::common::LONG);
@@ -850,5 +850,62 @@ fn quiver_kafka_bench_latency_reports_both_paths_for_every_record() {
     for path in ["bare consumer", "quiver poll"] {
         let line = report.lines().find(|l| l.starts_with(path)).unwrap_or_else(|| panic!("no {path} line: {report}"));
         assert!(line.contains("p99") && line.contains(&format!("({records} records)")), "{report}");
+    }
+}
+
+#[test]
+fn a_group_restored_past_the_head_after_the_source_started_stops_it_before_any_commit() {
+    use quiver::{Outcome, ShardConfig, ShardManager, ShardSize, Stream, StreamConfig};
+    let Some(brokers) = broker() else { return };
+    let topic = topic(&brokers, "late-restore", 2);
+    produce(&brokers, &topic, 2, 0..30);
+    let t = TestStore::new("kafka-late-restore");
+    let store = t.create(64 << 20);
+    let kafka_group = format!("{topic}-source");
+    let config = SourceConfig::new(&brokers, &topic, &kafka_group).required_group("g").batch_records(10);
+    let mut source = Source::new(&store, "s", config).expect("a source");
+    step_until(&mut source, "60 records appended", |s| s.stats().records == 60);
+    // A checkpoint of group g from elsewhere, committed past this head (3).
+    let other = TestStore::new("kafka-late-restore-other");
+    let checkpoint = other.path.with_extension("qvck");
+    {
+        let old = other.create(16 << 20);
+        let schema = source.stream().unwrap().schema().clone();
+        let stream = Stream::create(&old, StreamConfig::new("s", schema).partitions(2).group("g")).unwrap();
+        let mut producer = stream.producer().unwrap();
+        let batch = first_batch_of(&source);
+        for _ in 0..10 {
+            for p in 0..2 {
+                producer.append_to(p, &batch).unwrap();
+            }
+        }
+        let mut m = ShardManager::join(&stream, "g", ShardConfig::new().shard_size(ShardSize::Batches(8))).unwrap();
+        for _ in 0..2 {
+            let task = m.get_task().unwrap().task().unwrap();
+            m.report(task, Outcome::Done).unwrap();
+        }
+        m.checkpoint(&checkpoint).unwrap();
+    }
+    drop(ShardManager::restore(source.stream().unwrap(), "g", &checkpoint).unwrap());
+    let _ = std::fs::remove_file(&checkpoint);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        match source.step(Duration::from_millis(50)) {
+            Err(e) => break e.to_string(),
+            Ok(_) => assert!(Instant::now() < deadline, "the source went on ({:?})", source.stats()),
+        }
+    };
+    assert!(err.contains("past its head"), "{err}");
+    assert_eq!(kafka_committed(&brokers, &kafka_group, &topic, 2), [-1, -1], "nothing committed to Kafka");
+}
+
+/// The first batch of the source's stream, to fill another stream of its
+/// schema.
+fn first_batch_of(source: &Source) -> arrow_array::RecordBatch {
+    let stream = source.stream().unwrap();
+    let mut consumer = stream.consumer(ConsumerConfig::group("peek").start(quiver::StartAt::Oldest)).unwrap();
+    match consumer.poll(Duration::from_secs(10)).expect("a poll") {
+        Polled::Batch(got) => got.batch.clone(),
+        other => panic!("no batch: {other:?}"),
     }
 }
