@@ -21,6 +21,44 @@ pub fn checkpoint_bytes(data: &[u8]) {
     }
 }
 
+/// Model files (`quiver train`'s JSON): parse; whatever parses must train
+/// on a batch of its columns (or refuse it), save, and load back equal.
+pub fn model_file(data: &[u8]) {
+    let Ok(saved) = crate::train::SavedModel::from_json(data) else { return };
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let path = dir.path().join("m.json");
+    saved.save(&path).expect("a model that loads saves");
+    assert_eq!(crate::train::SavedModel::load(&path).expect("and loads back"), saved);
+    let columns: Vec<(String, arrow_array::ArrayRef)> = saved
+        .features
+        .iter()
+        .chain([&saved.target])
+        .map(|name| (name.clone(), std::sync::Arc::new(arrow_array::Float64Array::from(vec![1.0, -2.0, 3.5])) as _))
+        .collect();
+    // Repeated names make no batch: nothing to train on.
+    let Ok(batch) = arrow_array::RecordBatch::try_from_iter(columns) else { return };
+    let mut model = saved.model.clone();
+    let features = saved.feature_names();
+    if model.partial_fit(&batch, &features, &saved.target).is_ok() {
+        let _ = model.predict(&batch, &features);
+        let _ = model.score(&batch, &features, &saved.target);
+    } else {
+        assert_eq!(model, saved.model, "a refused batch changes nothing");
+    }
+}
+
+/// A model file that loads, for the fuzzer to start from.
+pub fn sample_model_file() -> Vec<u8> {
+    let mut model = crate::train::SgdRegressor::new();
+    let mut data = crate::train::LinearData::new(1);
+    model.partial_fit(&data.batch(20), &["x"], "y").expect("the demo's rows train");
+    let saved = crate::train::SavedModel::new(model, vec!["x".into()], "y".into());
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let path = dir.path().join("m.json");
+    saved.save(&path).expect("it saves");
+    std::fs::read(&path).expect("it reads")
+}
+
 /// A scratch file of this process (each is removed as soon as it is used
 /// or mapped).
 fn scratch(name: &str) -> PathBuf {

@@ -70,6 +70,31 @@ fn cached_layout_inputs_give_errors_or_valid_batches() {
 }
 
 #[test]
+fn model_file_inputs_give_errors_or_models_that_work() {
+    replay("model_file", quiver::harness::fuzz::model_file);
+    // And inputs made here: the sample file, mutated (bytes changed,
+    // dropped, numbers swapped for extreme ones).
+    let sample = quiver::harness::fuzz::sample_model_file();
+    quiver::harness::fuzz::model_file(&sample);
+    for mutant in quiver::harness::fuzz::mutants(&sample, 17, 1_500) {
+        quiver::harness::fuzz::model_file(&mutant);
+    }
+    let text = String::from_utf8(sample).unwrap();
+    for (from, to) in [
+        ("\"eta0\": 0.01", "\"eta0\": 1e308"),
+        ("\"rows_seen\": 20", "\"rows_seen\": 18446744073709551615"),
+        ("\"stalled\": 0", "\"stalled\": 4294967295"),
+        ("\"power_t\": 0.25", "\"power_t\": -1e300"),
+        ("\"alpha\": 0.0001", "\"alpha\": 1e300"),
+        ("\"n_iter_no_change\": 5", "\"n_iter_no_change\": 0"),
+        ("\"epoch_rows\": 10000", "\"epoch_rows\": 1"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        quiver::harness::fuzz::model_file(text.replace(from, to).as_bytes());
+    }
+}
+
+#[test]
 fn store_file_inputs_give_errors_or_work() {
     replay("store_file", quiver::harness::fuzz::store_patches);
 }
@@ -111,7 +136,7 @@ fn mutated_import_files_give_errors_never_panics() {
 #[ignore = "writes fuzz/corpus/*/seed-*"]
 fn write_the_fuzz_seeds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for target in ["checkpoint", "ipc_object", "store_file", "import_file", "cached_layout"] {
+    for target in ["checkpoint", "ipc_object", "store_file", "import_file", "cached_layout", "model_file"] {
         std::fs::create_dir_all(root.join(target)).unwrap();
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1.qvck");
@@ -122,6 +147,7 @@ fn write_the_fuzz_seeds() {
     let mut table = 6_320_128u32.to_le_bytes().to_vec();
     table.extend([8, 0xff, 0, 0, 0, 0, 0, 0, 0]);
     std::fs::write(root.join("store_file/seed-table"), table).unwrap();
+    std::fs::write(root.join("model_file/seed-model"), quiver::harness::fuzz::sample_model_file()).unwrap();
     for (name, bytes) in quiver::harness::fuzz::sample_import_files() {
         std::fs::write(root.join("import_file").join(name), bytes).unwrap();
     }
