@@ -180,14 +180,30 @@ impl SharedModel {
         Ok(SharedModel { inner: Arc::new(inner) })
     }
 
-    /// Joins the shared model `name`, waiting up to `timeout` seconds for it.
+    /// Joins the shared model `name`, waiting up to `timeout` seconds for it
+    /// (`None`: for ever; Ctrl-C interrupts the wait).
     #[staticmethod]
-    #[pyo3(signature = (store, name, timeout = 10.0))]
-    fn open(py: Python<'_>, store: &Store, name: &str, timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (store, name, timeout = Some(10.0)))]
+    fn open(py: Python<'_>, store: &Store, name: &str, timeout: Option<f64>) -> PyResult<Self> {
         let store = store.handle()?;
-        let timeout = std::time::Duration::try_from_secs_f64(timeout).map_err(|e| errors::invalid(e.to_string()))?;
-        let inner = py.detach(|| quiver::SharedModel::open(&store, name, timeout)).map_err(errors::train)?;
-        Ok(SharedModel { inner: Arc::new(inner) })
+        let attempt = |slice: std::time::Duration| {
+            let until = std::time::Instant::now() + slice;
+            loop {
+                if let Some(model) = quiver::SharedModel::try_open(&store, name)? {
+                    return Ok(Some(model));
+                }
+                if std::time::Instant::now() >= until {
+                    return Ok(None);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        };
+        match crate::wait::sliced(py, crate::wait::timeout(timeout)?, attempt, errors::train)? {
+            Some(inner) => Ok(SharedModel { inner: Arc::new(inner) }),
+            None => Err(errors::train(quiver::train::TrainError::Shared(format!(
+                "no shared model {name:?} within {timeout:?} s"
+            )))),
+        }
     }
 
     /// Deletes the shared model `name` from the store.

@@ -168,3 +168,5 @@ def test_processes_train_one_shared_model(store, name):
     # average of two models trained on half each.
     assert abs(model.intercept_ - 4) < 0.1 and abs(model.coef_[0] - 3) < 0.1, model
     quiver.SharedModel.remove(store, "m")
+    with pytest.raises(ValueError, match="no shared model"):
+        quiver.SharedModel.open(store, "m", timeout=0.1)

@@ -144,15 +144,24 @@ impl SharedModel {
     pub fn open(store: &Store, name: &str, timeout: Duration) -> Result<Self, TrainError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            if let Some(cells) = store.get_cells(model_id(name)).map_err(store_error)? {
-                if cells.cells().first().is_some_and(|c| c.load(Acquire) == MAGIC) {
-                    return Self::checked(cells, name);
-                }
+            if let Some(model) = Self::try_open(store, name)? {
+                return Ok(model);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(TrainError::Shared(format!("no shared model {name:?} within {timeout:?}")));
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The shared model `name`, or `None` while it does not exist or is
+    /// being initialised.
+    pub fn try_open(store: &Store, name: &str) -> Result<Option<Self>, TrainError> {
+        match store.get_cells(model_id(name)).map_err(store_error)? {
+            Some(cells) if cells.cells().first().is_some_and(|c| c.load(Acquire) == MAGIC) => {
+                Self::checked(cells, name).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
