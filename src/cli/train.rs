@@ -10,7 +10,7 @@
 //! in the store; this process shows the progress and saves the model.
 
 use std::io::IsTerminal;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -322,18 +322,20 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
         );
     }
     let exe = std::env::current_exe().context("find the quiver binary")?;
-    let mut children = Children(Vec::new());
-    for _ in 0..n {
-        // Their own process group: Ctrl-C reaches this process, which
-        // stops them (a worker killed mid-shard gives its shard back).
-        let child = Command::new(&exe)
+    // Their own process group: Ctrl-C reaches this process, which stops
+    // them (a worker killed mid-shard gives its shard back).
+    let spawn = || -> Result<std::process::Child> {
+        Command::new(&exe)
             .args(["train-worker", "--store", &args.from.store, "--stream", &args.from.stream])
             .args(["--group", &args.from.group, "--shared", &name])
             .arg(format!("--sync-every={}", args.sync_every))
             .process_group(0)
             .spawn()
-            .context("start a worker process")?;
-        children.0.push(child);
+            .context("start a worker process")
+    };
+    let mut children = Children(Vec::new());
+    for _ in 0..n {
+        children.0.push(spawn()?);
     }
     let (started, every) = (Instant::now(), Duration::from_secs_f64(args.checkpoint_secs));
     let first_rows = shared.rows_seen();
@@ -341,6 +343,9 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
     let mut last_checkpoint = Instant::now();
     let mut stop = false;
     let mut exited = vec![false; n as usize];
+    // A worker killed by a signal (the OOM killer, an operator) is replaced:
+    // its shard went back to the group, and what it had added stays.
+    let mut replaced = 0u32;
     loop {
         std::thread::sleep(Duration::from_millis(50));
         progress.update(shared.rows_seen(), shared.loss_sum());
@@ -349,13 +354,21 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
             children.kill_all();
         }
         for (child, done) in children.0.iter_mut().zip(exited.iter_mut()) {
-            if !*done {
-                if let Some(status) = child.try_wait()? {
+            if *done {
+                continue;
+            }
+            let Some(status) = child.try_wait()? else { continue };
+            match (status.success(), status.signal(), stop) {
+                (true, _, _) | (_, _, true) => *done = true,
+                (false, Some(signal), false) if replaced < 3 * n => {
+                    replaced += 1;
+                    eprintln!("a worker was killed (signal {signal}): its shard goes back, a new worker starts");
+                    *child = spawn()?;
+                }
+                (false, _, false) => {
                     *done = true;
-                    if !status.success() && !stop {
-                        shared.snapshot().save(&args.model)?;
-                        bail!("a worker failed ({status}); the model so far is saved");
-                    }
+                    shared.snapshot().save(&args.model)?;
+                    bail!("a worker failed ({status}); the model so far is saved");
                 }
             }
         }

@@ -236,3 +236,35 @@ fn train_with_workers_on_an_open_stream_stops_when_told_and_its_workers_follow_a
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_worker_killed_by_a_signal_is_replaced_and_no_row_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first.arrow"), dir.path().join("second.arrow"));
+    write_data(&first, 3_000, 6);
+    write_data(&second, 3_000, 7);
+    let t = TestStore::new("train-replace");
+    let f = first.display().to_string();
+    ok(&["produce", "--store", &t.name, "--stream", "s", "--from", &f, "--groups", "g"]);
+    let m = dir.path().join("m.json").display().to_string();
+    let args = ["train", "--store", &t.name, "--stream", "s", "--group", "g", "--features", "a,b", "--target", "y"];
+    let mut train = crate::common::quiver(&[&args[..], &["--model", &m, "--workers", "2"]].concat());
+    let store = quiver::Store::open(&t.name).unwrap();
+    let shared = quiver::SharedModel::open(&store, "train/s/g", LONG).unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    while shared.rows_seen() < 3_000 || processes_with("train-worker", &t.name).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the first rows were not trained");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let victims = processes_with("train-worker", &t.name);
+    let _ = std::process::Command::new("kill").args(["-9", &victims[0].to_string()]).status();
+    while processes_with("train-worker", &t.name).iter().filter(|p| !victims.contains(p)).count() < 1 {
+        assert!(std::time::Instant::now() < deadline, "no replacement started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let s = second.display().to_string();
+    ok(&["produce", "--store", &t.name, "--stream", "s", "--from", &s, "--close"]);
+    assert!(train.wait(LONG).success(), "the command finished its stream");
+    let saved = SavedModel::load(Path::new(&m)).unwrap();
+    assert!(saved.model.rows_seen() >= 6_000, "every row trained at least once: {}", saved.model.rows_seen());
+}
