@@ -268,3 +268,43 @@ fn a_worker_killed_by_a_signal_is_replaced_and_no_row_is_lost() {
     let saved = SavedModel::load(Path::new(&m)).unwrap();
     assert!(saved.model.rows_seen() >= 6_000, "every row trained at least once: {}", saved.model.rows_seen());
 }
+
+#[test]
+fn a_shared_model_held_by_killed_processes_is_freed_once_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.arrow");
+    write_data(&file, 1_000, 8);
+    let t = TestStore::new("train-dead-holder");
+    let f = file.display().to_string();
+    ok(&["produce", "--store", &t.name, "--stream", "s", "--from", &f, "--groups", "g"]);
+    let m = dir.path().join("m.json").display().to_string();
+    let args = ["train", "--store", &t.name, "--stream", "s", "--group", "g", "--features", "a,b", "--target", "y"];
+    let mut train = crate::common::quiver(&[&args[..], &["--model", &m, "--workers", "1"]].concat());
+    let store = quiver::Store::open(&t.name).unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    let worker = loop {
+        let shared = quiver::SharedModel::try_open(&store, "train/s/g").unwrap();
+        let workers = processes_with("train-worker", &t.name);
+        if shared.is_some_and(|s| s.rows_seen() == 1_000) && workers.len() == 1 {
+            break workers[0];
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker trained nothing");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Both killed outright: the command first, so nothing replaces the worker.
+    train.kill();
+    let _ = std::process::Command::new("kill").args(["-9", &worker.to_string()]).status();
+    while !processes_with("train-worker", &t.name).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the worker lives on");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = store.stats().unwrap();
+    quiver::SharedModel::remove(&store, "train/s/g").unwrap();
+    assert!(quiver::SharedModel::try_open(&store, "train/s/g").unwrap().is_none(), "gone from the index at once");
+    assert_eq!(store.stats().unwrap().objects, before.objects, "held by the dead: not freed yet");
+    // The dead holders' references are swept, and the cells freed.
+    store.recover_dead_clients().unwrap();
+    let after = store.stats().unwrap();
+    assert_eq!(after.objects, before.objects - 1, "{before:?} -> {after:?}");
+    assert!(after.used < before.used);
+}
