@@ -298,13 +298,21 @@ fn a_shared_model_held_by_killed_processes_is_freed_once_removed() {
         assert!(std::time::Instant::now() < deadline, "the worker lives on");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let before = store.stats().unwrap();
+    // Model objects (ID kind M) in the table, freed or not yet.
+    let models = || store.list().unwrap().iter().filter(|o| o.id.as_bytes()[0] == b'M').count();
+    assert_eq!(models(), 1);
     quiver::SharedModel::remove(&store, "train/s/g").unwrap();
     assert!(quiver::SharedModel::try_open(&store, "train/s/g").unwrap().is_none(), "gone from the index at once");
-    assert_eq!(store.stats().unwrap().objects, before.objects, "held by the dead: not freed yet");
-    // The dead holders' references are swept, and the cells freed.
-    store.recover_dead_clients().unwrap();
-    let after = store.stats().unwrap();
-    assert_eq!(after.objects, before.objects - 1, "{before:?} -> {after:?}");
-    assert!(after.used < before.used);
+    assert_eq!(models(), 1, "held by the dead: not freed yet");
+    // The dead holders' references are swept, and the cells freed (a
+    // process whose command line is gone may still be exiting: its
+    // liveness lock goes last, so the sweep may need a second look).
+    loop {
+        store.recover_dead_clients().unwrap();
+        if models() == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the model was never freed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
