@@ -3,7 +3,7 @@
 //! CSV file to a stream (read by [`quiver::arrow::import`]); `quiver consume` writes what a group reads to an
 //! Arrow IPC file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -88,6 +88,23 @@ pub(crate) fn produce(args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
+/// A temporary file beside `to` (same directory, so a rename replaces `to`
+/// atomically), created exclusively with a random name and mode 0600:
+/// nobody can plant a file or a symlink where it will be written. Removed
+/// when dropped unless persisted.
+pub(crate) fn temp_beside(to: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match to.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .with_context(|| format!("create a temporary file in {}", dir.display()))
+}
+
 pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout must be a number of seconds >= 0")?;
     let store = Store::open(&args.from.store)?;
@@ -99,16 +116,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     // batches are read again) and an earlier file is never emptied. The
     // temporary is created exclusively, with a random name and mode 0600:
     // nobody can plant a file or a symlink where it will be written.
-    let dir = match args.to.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = args.to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    let tmp = temp_beside(&args.to)?;
     let file = tmp.reopen().with_context(|| format!("open {}", tmp.path().display()))?;
     let write = || -> Result<(usize, usize, bool)> {
         let mut writer = arrow_ipc::writer::FileWriter::try_new(file, stream.schema())?;

@@ -432,7 +432,8 @@ pub(crate) fn print_status(
     status: &SourceStatus,
     stream: Option<&StreamStats>,
 ) -> std::io::Result<()> {
-    let age = (wall_ms().saturating_sub(status.updated_ms)) as f64 / 1000.0;
+    let now_ms = quiver::shm::clock::wall_ns() / 1_000_000;
+    let age = now_ms.saturating_sub(status.updated_ms) as f64 / 1000.0;
     let stale = if age > 5.0 { " (stale: the source is gone or stopped)" } else { "" };
     writeln!(
         out,
@@ -477,8 +478,4 @@ pub(crate) fn print_status(
         )?;
     }
     Ok(())
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -29,8 +29,9 @@ fn all_read(n: u64, produced: &AtomicU64, producing: &AtomicBool) -> bool {
     !producing.load(Ordering::SeqCst) && n >= produced.load(Ordering::SeqCst)
 }
 
+/// The wall clock the records carry (the one the store stamps appends with).
 fn wall_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    quiver::shm::clock::wall_ns() as i64
 }
 
 /// Ages in µs, sorted on demand.

@@ -486,6 +486,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
         (None, Some(store), Some(stream), Some(group)) => {
             let store = Store::open(store)?;
             let stream = Stream::open(&store, stream)?;
+            saved.check_schema(stream.schema(), false).with_context(|| format!("stream {:?}", stream.name()))?;
             let consumer = Box::new(stream.consumer(ConsumerConfig::group(group))?);
             Input::Stream(consumer, Duration::from_secs_f64(args.timeout))
         }
@@ -548,15 +549,7 @@ fn open_output(
     to: &Path,
     schema: &arrow_schema::SchemaRef,
 ) -> Result<(arrow_ipc::writer::FileWriter<std::fs::File>, tempfile::TempPath)> {
-    let dir = match to.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".quiver-predict-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    let temp = super::io::temp_beside(to)?;
     let (file, path) = temp.into_parts();
     Ok((arrow_ipc::writer::FileWriter::try_new(file, schema)?, path))
 }

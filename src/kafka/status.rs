@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::source::Source;
-use crate::store::{ObjectId, ObjectState, Store, StoreError};
+use crate::store::{fnv1a, ObjectId, ObjectState, Store, StoreError};
 use crate::stream::Stream;
 
 /// The kind byte of a status object's ID.
@@ -113,11 +113,6 @@ impl SourceStatus {
     }
 }
 
-/// FNV-1a, 64 bits: a stable hash of a stream's name.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// A source's own random part of its status ID.
 pub(super) fn token() -> [u8; 8] {
     let random = ObjectId::random();
@@ -131,7 +126,7 @@ fn status_id(stream: &str, pid: u32, token: &[u8; 8]) -> ObjectId {
     let mut bytes = [0u8; ObjectId::LEN];
     bytes[0] = KIND_STATUS;
     bytes[4..8].copy_from_slice(&pid.to_le_bytes());
-    bytes[8..16].copy_from_slice(&name_hash(stream).to_le_bytes());
+    bytes[8..16].copy_from_slice(&fnv1a(stream.as_bytes()).to_le_bytes());
     bytes[16..24].copy_from_slice(token);
     ObjectId::from_bytes(bytes)
 }
@@ -162,7 +157,7 @@ fn remove_id(store: &Store, id: ObjectId) -> Result<(), StoreError> {
 /// docs), oldest source first; statuses that do not parse are skipped.
 pub fn source_status(stream: &Stream) -> Result<Vec<SourceStatus>, StoreError> {
     let store = stream.store();
-    let hash = name_hash(stream.name()).to_le_bytes();
+    let hash = fnv1a(stream.name().as_bytes()).to_le_bytes();
     let mut found = Vec::new();
     for info in store.list()? {
         let bytes = info.id.as_bytes();

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::file::SavedModel;
 use super::sgd::{Fitted, SgdRegressor, SgdSettings};
 use super::TrainError;
-use crate::store::{Cells, ObjectId, Store, StoreError};
+use crate::store::{fnv1a, Cells, ObjectId, Store, StoreError};
 
 /// "QVSGD001": the model is initialised.
 const MAGIC: u64 = u64::from_le_bytes(*b"QVSGD001");
@@ -70,16 +70,11 @@ impl std::fmt::Debug for SharedModel {
     }
 }
 
-/// FNV-1a, 64 bits.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// The ID of the shared model `name`: kind `b'M'`, the name's hash.
 fn model_id(name: &str) -> ObjectId {
     let mut bytes = [0u8; ObjectId::LEN];
     bytes[0] = b'M';
-    bytes[8..16].copy_from_slice(&name_hash(name).to_le_bytes());
+    bytes[8..16].copy_from_slice(&fnv1a(name.as_bytes()).to_le_bytes());
     ObjectId::from_bytes(bytes)
 }
 
@@ -130,13 +125,11 @@ impl SharedModel {
             cell.store(w.to_bits(), Relaxed);
         }
         c[0].store(MAGIC, Release);
-        Ok(SharedModel {
-            cells,
-            name: name.into(),
-            features: meta.features,
-            target: meta.target,
-            settings: meta.settings,
-        })
+        Ok(SharedModel::with_meta(cells, meta))
+    }
+
+    fn with_meta(cells: Cells, meta: Meta) -> Self {
+        SharedModel { cells, name: meta.name, features: meta.features, target: meta.target, settings: meta.settings }
     }
 
     /// Opens the shared model `name`, waiting up to `timeout` for it to
@@ -202,13 +195,7 @@ impl SharedModel {
         if c.len() != HEADER + n || c[FEATURES].load(Relaxed) != n as u64 {
             return Err(bad(format!("{} cells for {n} features", c.len())));
         }
-        Ok(SharedModel {
-            cells,
-            name: name.into(),
-            features: meta.features,
-            target: meta.target,
-            settings: meta.settings,
-        })
+        Ok(SharedModel::with_meta(cells, meta))
     }
 
     /// Deletes the shared model `name` (at once, or when its last handle
