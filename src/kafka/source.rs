@@ -543,23 +543,26 @@ impl Source {
     fn commit_committed(&mut self) -> Result<()> {
         self.last_commit_check = Some(Instant::now());
         if let Some(stream) = self.stream().filter(|_| self.pending.iter().any(|p| !p.is_empty())) {
-            let stats = stream.stats()?;
-            let groups: Vec<_> = stats
+            // Every 50 ms while batches wait: the offsets alone, not the
+            // stream's statistics (which count lag rows under the lock).
+            let offsets = stream.group_offsets()?;
+            let groups: Vec<_> = offsets
                 .groups
                 .iter()
-                .filter(|g| self.config.required_groups.is_empty() || self.config.required_groups.contains(&g.name))
+                .filter(|(name, _)| {
+                    self.config.required_groups.is_empty() || self.config.required_groups.contains(name)
+                })
                 .collect();
             // A group committed past a partition's head was restored from a
             // checkpoint after this source appended there: its commits
             // cover batches nobody read. Nothing is committed to Kafka.
-            for g in &groups {
-                for (p, (&c, part)) in g.committed.iter().zip(&stats.partitions).enumerate() {
-                    if c > part.head {
+            for (name, committed) in &groups {
+                for (p, (&c, &head)) in committed.iter().zip(&offsets.heads).enumerate() {
+                    if c > head {
                         return Err(KafkaError::InvalidConfig(format!(
-                            "group {:?} has committed offset {c} of partition {p}, past its head {}: a group \
-                             restored from a checkpoint after the source started? (restore groups first: the \
-                             source then starts past them)",
-                            g.name, part.head
+                            "group {name:?} has committed offset {c} of partition {p}, past its head {head}: a \
+                             group restored from a checkpoint after the source started? (restore groups first: \
+                             the source then starts past them)"
                         )));
                     }
                 }
@@ -567,7 +570,7 @@ impl Source {
             // With no group, nobody reads the stream: nothing may be committed.
             if !groups.is_empty() {
                 for (p, pending) in self.pending.iter_mut().enumerate() {
-                    let done = groups.iter().map(|g| g.committed.get(p).copied().unwrap_or(0)).min().unwrap_or(0);
+                    let done = groups.iter().map(|(_, c)| c.get(p).copied().unwrap_or(0)).min().unwrap_or(0);
                     while let Some(&(_, next)) = pending.front().filter(|&&(offset, _)| offset < done) {
                         self.wanted[p] = self.wanted[p].max(next);
                         pending.pop_front();
@@ -691,8 +694,8 @@ impl Drop for Source {
 /// once the group had committed them).
 fn restored_ends(store: &Store, stream: &Stream) -> Result<Vec<u64>> {
     let mut ends = vec![0u64; stream.partitions() as usize];
-    for group in stream.stats()?.groups {
-        for (end, &c) in ends.iter_mut().zip(&group.committed) {
+    for (_, committed) in stream.group_offsets()?.groups {
+        for (end, &c) in ends.iter_mut().zip(&committed) {
             *end = (*end).max(c);
         }
     }

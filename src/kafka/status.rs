@@ -48,11 +48,6 @@ impl PartitionStatus {
     pub fn kafka_lag(&self) -> Option<i64> {
         (self.end >= 0 && self.committed >= 0).then(|| (self.end - self.committed).max(0))
     }
-
-    /// Records on the broker not yet appended to the stream.
-    pub fn unread(&self) -> Option<i64> {
-        (self.end >= 0).then(|| (self.end - self.appended.max(0)).max(0))
-    }
 }
 
 /// What a running source publishes about itself (see the module docs).

@@ -7,7 +7,32 @@ use std::time::Duration;
 use super::registry::{self, CLOSED, LIVE};
 use super::{BackPressure, Result, Stream, StreamTxn};
 
+/// What a producer that follows its groups needs, read under the lock in
+/// one short look (no walk over batches, unlike [`Stream::stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GroupOffsets {
+    /// Per partition, the offset the next append gets.
+    pub(crate) heads: Vec<u64>,
+    /// Every live group: its name and its committed offset per partition.
+    pub(crate) groups: Vec<(String, Vec<u64>)>,
+}
+
 impl Stream {
+    /// The partitions' heads and the live groups' committed offsets.
+    pub(crate) fn group_offsets(&self) -> Result<GroupOffsets> {
+        let n = self.inner.partitions as usize;
+        self.with_record(|_, record| {
+            let heads =
+                record.partitions[..n].iter().map(|part| Ok(registry::range(part)?.1)).collect::<Result<_>>()?;
+            let mut groups = Vec::new();
+            for group in record.groups.iter().filter(|g| g.state.load(Relaxed) == LIVE) {
+                let name = registry::read_name(&group.name, &group.name_len)?;
+                groups.push((name, group.committed[..n].iter().map(|c| c.load(Relaxed)).collect()));
+            }
+            Ok(GroupOffsets { heads, groups })
+        })
+    }
+
     /// The stream's numbers: partitions, groups and their lag, counters.
     pub fn stats(&self) -> Result<StreamStats> {
         let inner = &*self.inner;
