@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::registry::{self, CLOSED, LIVE};
 use super::{BackPressure, Result, Stream, StreamTxn};
 
-/// What a producer that follows its groups needs, read under the lock in
-/// one short look (no walk over batches, unlike [`Stream::stats`]).
+/// What a producer that follows its groups needs (the Kafka source), read
+/// under the lock in one short look (no walk over batches, unlike
+/// [`Stream::stats`]).
+#[cfg(feature = "kafka")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct GroupOffsets {
     /// Per partition, the offset the next append gets.
@@ -19,6 +21,7 @@ pub(crate) struct GroupOffsets {
 
 impl Stream {
     /// The partitions' heads and the live groups' committed offsets.
+    #[cfg(feature = "kafka")]
     pub(crate) fn group_offsets(&self) -> Result<GroupOffsets> {
         let n = self.inner.partitions as usize;
         self.with_record(|_, record| {
