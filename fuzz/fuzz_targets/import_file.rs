@@ -1,3 +1,3 @@
 //! Files given to `quiver produce --from`: Arrow IPC (file or stream format) or CSV.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| quiver::harness::fuzz::import_file(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quiver_harness::fuzz::import_file(data));

@@ -145,7 +145,7 @@ pub(crate) fn import(e: ImportError) -> PyErr {
     }
 }
 
-pub(crate) fn train(e: quiver::train::TrainError) -> PyErr {
+pub(crate) fn train(e: quiver_train::TrainError) -> PyErr {
     InvalidArgument::new_err(text(&e))
 }
 

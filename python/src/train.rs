@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_pyarrow::FromPyArrow;
 use pyo3::prelude::*;
-use quiver::train::{LearningRate, Loss, SavedModel, SgdSettings};
+use quiver_train::{LearningRate, Loss, SavedModel, SgdSettings};
 
 use crate::errors;
 use crate::store::Store;
@@ -22,7 +22,7 @@ use crate::store::Store;
 #[pyclass(module = "quiver")]
 #[derive(Default)]
 pub(crate) struct SgdRegressor {
-    inner: quiver::SgdRegressor,
+    inner: quiver_train::SgdRegressor,
     /// Set by `load` (and `save`): the columns the model was saved with.
     features: Option<Vec<String>>,
     target: Option<String>,
@@ -64,7 +64,7 @@ impl SgdRegressor {
         };
         let settings =
             SgdSettings { loss, learning_rate, eta0, power_t, alpha, fit_intercept, n_iter_no_change, tol, epoch_rows };
-        let inner = quiver::SgdRegressor::with_settings(settings).map_err(errors::train)?;
+        let inner = quiver_train::SgdRegressor::with_settings(settings).map_err(errors::train)?;
         Ok(SgdRegressor { inner, features: None, target: None })
     }
 
@@ -160,7 +160,7 @@ impl SgdRegressor {
 /// `SharedModel.open(store, name)` joins it; `trainer()` trains it.
 #[pyclass(module = "quiver", frozen)]
 pub(crate) struct SharedModel {
-    inner: Arc<quiver::SharedModel>,
+    inner: Arc<quiver_train::SharedModel>,
 }
 
 #[pymethods]
@@ -176,7 +176,7 @@ impl SharedModel {
     ) -> PyResult<Self> {
         let start = model.map(|m| m.inner.clone()).unwrap_or_default();
         let saved = SavedModel::new(start, features, target);
-        let inner = quiver::SharedModel::create(&store.handle()?, name, &saved).map_err(errors::train)?;
+        let inner = quiver_train::SharedModel::create(&store.handle()?, name, &saved).map_err(errors::train)?;
         Ok(SharedModel { inner: Arc::new(inner) })
     }
 
@@ -189,7 +189,7 @@ impl SharedModel {
         let attempt = |slice: std::time::Duration| {
             let until = std::time::Instant::now() + slice;
             loop {
-                if let Some(model) = quiver::SharedModel::try_open(&store, name)? {
+                if let Some(model) = quiver_train::SharedModel::try_open(&store, name)? {
                     return Ok(Some(model));
                 }
                 if std::time::Instant::now() >= until {
@@ -198,18 +198,21 @@ impl SharedModel {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         };
-        match crate::wait::sliced(py, crate::wait::timeout(timeout)?, attempt, errors::train)? {
+        let timeout = crate::wait::timeout(timeout)?;
+        match crate::wait::sliced(py, timeout, attempt, errors::train)? {
             Some(inner) => Ok(SharedModel { inner: Arc::new(inner) }),
-            None => Err(errors::train(quiver::train::TrainError::Shared(format!(
-                "no shared model {name:?} within {timeout:?} s"
-            )))),
+            // `sliced` gives up only when there is a timeout.
+            None => Err(errors::train(quiver_train::TrainError::SharedMissing {
+                name: name.to_string(),
+                timeout: timeout.unwrap_or_default(),
+            })),
         }
     }
 
     /// Deletes the shared model `name` from the store.
     #[staticmethod]
     fn remove(store: &Store, name: &str) -> PyResult<()> {
-        quiver::SharedModel::remove(&store.handle()?, name).map_err(errors::train)
+        quiver_train::SharedModel::remove(&store.handle()?, name).map_err(errors::train)
     }
 
     /// A trainer for this process, adding its changes every `sync_every`
@@ -239,7 +242,7 @@ impl SharedModel {
 /// One process's side of a `SharedModel`.
 #[pyclass(module = "quiver", frozen)]
 pub(crate) struct SharedTrainer {
-    inner: std::sync::Mutex<quiver::train::SharedTrainer>,
+    inner: std::sync::Mutex<quiver_train::SharedTrainer>,
 }
 
 #[pymethods]

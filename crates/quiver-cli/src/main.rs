@@ -1,0 +1,5 @@
+//! The `quiver` command line. See `quiver --help`.
+
+fn main() -> std::process::ExitCode {
+    quiver_cli::main()
+}

@@ -1,7 +1,0 @@
-//! The `quiver` command line. See `quiver --help`.
-
-mod cli;
-
-fn main() -> std::process::ExitCode {
-    cli::main()
-}
