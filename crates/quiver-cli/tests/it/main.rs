@@ -4,6 +4,7 @@
 mod bench_cli;
 mod common;
 mod demo_cli;
+mod docs;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod poison_batches;
