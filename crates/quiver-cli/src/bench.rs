@@ -19,13 +19,14 @@
 //! Latency in both modes runs from the hand-off (the seal; the end of the
 //! write) to the consumer holding the decoded batch.
 
+use std::ffi::OsStr;
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::guard::{Children, RemoveOnDrop};
+use super::guard::RemoveOnDrop;
+use super::supervisor::{worker, Spawn, Supervisor};
 use anyhow::{bail, Context, Result};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_buffer::Buffer;
@@ -378,22 +379,10 @@ fn run_one(args: &BenchArgs, publish: Publish) -> Result<f64> {
     Ok(batches_per_s)
 }
 
-/// Spawns a consumer process of this binary.
-fn spawn(exe: &std::path::Path, args: &[String]) -> Result<std::process::Child> {
-    Command::new(exe).args(args).stdout(Stdio::piped()).spawn().context("start a consumer process")
-}
-
-fn collect(children: Vec<std::process::Child>) -> Result<Vec<ConsumerReport>> {
-    children
-        .into_iter()
-        .map(|child| {
-            let out = child.wait_with_output()?;
-            if !out.status.success() {
-                bail!("a consumer failed ({})", out.status);
-            }
-            serde_json::from_slice(&out.stdout).context("read a consumer's report")
-        })
-        .collect()
+/// Every consumer's report (its JSON line), once each has exited.
+fn collect(workers: &mut Supervisor) -> Result<Vec<ConsumerReport>> {
+    let reports = workers.reports("consumer", || Ok(()))?;
+    reports.iter().map(|text| serde_json::from_str(text).context("read a consumer's report")).collect()
 }
 
 fn run_store(
@@ -410,7 +399,7 @@ fn run_store(
     let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(max_objects))?;
     let _remove = RemoveOnDrop(store.path().to_path_buf());
     let mut writer = BatchWriter::new(&store, batch.schema())?;
-    let mut children = start_workers(exe, "store", (&store, &name), args, window, publish)?;
+    let mut workers = start_workers(exe, "store", (&store, &name), args, window, publish)?;
     let wait = CreateOptions::new().timeout(Duration::from_secs(30)).pinned(true);
     let mut filler = Filler::default();
     let start = Instant::now();
@@ -457,7 +446,7 @@ fn run_store(
         i += 1;
     }
     store.create_object_with(ObjectId::sequential(BATCH_NS, 0, i), 0, END_MARK, wait)?.seal()?;
-    let reports = collect(std::mem::take(&mut children.0))?;
+    let reports = collect(&mut workers)?;
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
 
@@ -470,8 +459,8 @@ fn start_workers(
     args: &BenchArgs,
     window: Window,
     publish: Publish,
-) -> Result<Children> {
-    let mut children = Children(Vec::new());
+) -> Result<Supervisor> {
+    let mut workers = Supervisor::of(exe);
     for c in 0..args.consumers {
         let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
         let mut a = ["bench-worker", kind, "--store", name, "--consumer", &c, "--step", &step, "--spin-us", &spin]
@@ -480,14 +469,14 @@ fn start_workers(
         if publish != Publish::Same {
             a.push("--check-values".into());
         }
-        children.0.push(spawn(exe, &a)?);
+        workers.spawn(Spawn::new(&a))?;
     }
     for c in 0..args.consumers {
         if store.get(ObjectId::sequential(READY_NS, c, 0), Duration::from_secs(30))?.is_none() {
             bail!("consumer {c} did not start within 30 s");
         }
     }
-    Ok(children)
+    Ok(workers)
 }
 
 /// The stream name used by `--stream`.
@@ -516,7 +505,7 @@ fn run_stream(
     }
     let stream = Stream::create(&store, config)?;
     let mut producer = stream.producer()?.with_timeout(Duration::from_secs(30));
-    let mut children = start_workers(exe, "stream", (&store, &name), args, window, publish)?;
+    let mut workers = start_workers(exe, "stream", (&store, &name), args, window, publish)?;
     let mut filler = Filler::default();
     let start = Instant::now();
     let mut next_sample = args.sample_every.map(|s| (Duration::from_secs_f64(s.max(0.1)), start));
@@ -540,7 +529,7 @@ fn run_stream(
             if i % 64 == 0 && at.elapsed() >= *every {
                 *at = Instant::now();
                 let stats = store.stats()?;
-                let consumers: Vec<u64> = children.0.iter().map(|c| resident_kib(c.id())).collect();
+                let consumers: Vec<u64> = (0..workers.len()).filter_map(|c| workers.pid(c)).map(resident_kib).collect();
                 eprintln!(
                     "sample t={:.0}s batches={i} producer_rss_kib={} consumer_rss_kib={consumers:?} store_used={} objects={}",
                     start.elapsed().as_secs_f64(),
@@ -552,7 +541,7 @@ fn run_stream(
         }
     }
     stream.close()?;
-    let reports = collect(std::mem::take(&mut children.0))?;
+    let reports = collect(&mut workers)?;
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
 
@@ -589,6 +578,7 @@ pub(crate) struct WorkerArgs {
 }
 
 pub(crate) fn work(worker: Worker) -> Result<()> {
+    worker::stop_with_parent()?;
     match worker {
         Worker::Store(a) => consume_store(&a),
         Worker::Stream(a) => consume_stream(&a),
@@ -632,7 +622,7 @@ fn consume_stream(args: &WorkerArgs) -> Result<()> {
     consumer_.commit()?;
     report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
     report.backlog = Some(backlog);
-    println!("{}", serde_json::to_string(&report)?);
+    worker::report(&report)?;
     Ok(())
 }
 
@@ -668,7 +658,7 @@ fn consume_store(args: &WorkerArgs) -> Result<()> {
         }
     }
     report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!("{}", serde_json::to_string(&report)?);
+    worker::report(&report)?;
     Ok(())
 }
 
@@ -691,11 +681,15 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
     let dir = tempfile::Builder::new().prefix("quiver-bench-").tempdir()?;
     let path = dir.path().join("socket");
     let listener = UnixListener::bind(&path)?;
-    let mut children = Children(Vec::new());
+    let mut workers = Supervisor::of(exe);
     let mut streams = Vec::new();
     for _ in 0..args.consumers {
-        let a = ["bench-worker", "socket", "--socket", &path.display().to_string()];
-        children.0.push(spawn(exe, &a.map(String::from))?);
+        workers.spawn(Spawn::new([
+            OsStr::new("bench-worker"),
+            "socket".as_ref(),
+            "--socket".as_ref(),
+            path.as_os_str(),
+        ]))?;
         streams.push(listener.accept()?.0);
     }
     let mut encoder = arrow_ipc::writer::StreamEncoder::try_new(&batch.schema())?;
@@ -725,7 +719,7 @@ fn run_socket(args: &BenchArgs, exe: &std::path::Path, batch: &RecordBatch) -> R
         s.write_all(&u64::MAX.to_le_bytes())?;
     }
     drop(streams);
-    let reports = collect(std::mem::take(&mut children.0))?;
+    let reports = collect(&mut workers)?;
     Ok((i, start.elapsed().as_secs_f64(), reports))
 }
 
@@ -758,7 +752,7 @@ fn consume_socket(socket: &std::path::Path) -> Result<()> {
         }
     }
     report.seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!("{}", serde_json::to_string(&report)?);
+    worker::report(&report)?;
     Ok(())
 }
 

@@ -15,12 +15,10 @@
 //! one JSON object with `--json`); the store is removed however the demo
 //! ends, Ctrl-C included.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::guard::{Children, RemoveOnDrop};
+use super::guard::RemoveOnDrop;
+use super::supervisor::{worker, Line, Spawn, Supervisor};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use quiver::{ConsumerConfig, Outcome, Polled, ShardConfig, ShardManager, ShardSize};
@@ -109,13 +107,6 @@ pub(crate) struct ConsumerReport {
     slope: f64,
 }
 
-/// A line from consumer `i`.
-enum Line {
-    Ready,
-    Progress { rows: u64, batches: u64 },
-    Report(ConsumerReport),
-}
-
 pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
@@ -155,50 +146,14 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     // One model trained on every row in order, to compare.
     let mut in_order = SgdRegressor::new();
 
-    // The consumers, and a thread per consumer turning its lines into events.
-    let exe = std::env::current_exe().context("find the quiver binary")?;
-    let mut children = Children(Vec::new());
-    let (tx, events) = mpsc::channel::<(usize, Line)>();
-    for c in 0..n as usize {
-        let mode = format!("{:?}", args.mode).to_lowercase();
-        let mut child = Command::new(&exe)
-            .args(["demo-worker", "--store", &name, "--consumer", &c.to_string(), "--mode", &mode])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start a consumer process")?;
-        let stdout = child.stdout.take().context("a consumer's output")?;
-        children.0.push(child);
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let event = if line == "ready" {
-                    Line::Ready
-                } else if let Some(rest) = line.strip_prefix("progress ") {
-                    let mut f = rest.split_whitespace().map(|x| x.parse().unwrap_or(0));
-                    Line::Progress { rows: f.next().unwrap_or(0), batches: f.next().unwrap_or(0) }
-                } else if let Ok(report) = serde_json::from_str(&line) {
-                    Line::Report(report)
-                } else {
-                    continue;
-                };
-                if tx.send((c, event)).is_err() {
-                    break;
-                }
-            }
-        });
+    // The consumers.
+    let mut workers = Supervisor::new()?;
+    let mode = format!("{:?}", args.mode).to_lowercase();
+    for c in 0..n {
+        let c = c.to_string();
+        workers.spawn(Spawn::new(["demo-worker", "--store", &name, "--consumer", &c, "--mode", &mode]))?;
     }
-    drop(tx);
-    let mut ready = 0;
-    while ready < n {
-        super::signals::interrupted()?;
-        children.check("consumer", &[])?;
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok((_, Line::Ready)) => ready += 1,
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("a consumer exited before it was ready"),
-        }
-    }
+    workers.wait_ready(super::signals::interrupted)?;
 
     // Progress bars: the producer's and one per consumer.
     let bars = MultiProgress::with_draw_target(if args.json {
@@ -240,7 +195,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
                 Err(quiver::StreamError::Full { .. }) => {
                     // The consumers are behind: wait on, unless one is gone.
                     super::signals::interrupted()?;
-                    children.check("consumer", &[])?;
+                    workers.check("consumer", &[])?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -252,8 +207,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         produced += size as u64;
         batches += 1;
         if batches % 64 == 0 {
-            while let Ok(event) = events.try_recv() {
-                handle(event, &mut consumed, &mut reports);
+            while let Some(event) = workers.try_recv() {
+                handle(event, &mut consumed, &mut reports)?;
             }
             update_bars(&producer_bar, &consumer_bars, produced, &consumed, started);
         }
@@ -266,21 +221,16 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         super::signals::interrupted()?;
         // A consumer's last line may still be in its pipe when it exits:
         // drain the events first, then look at the processes.
-        while let Ok(event) = events.try_recv() {
-            handle(event, &mut consumed, &mut reports);
+        while let Some(event) = workers.try_recv() {
+            handle(event, &mut consumed, &mut reports)?;
         }
         let reported: Vec<bool> = reports.iter().map(Option::is_some).collect();
         if reported.iter().all(|&r| r) {
             break;
         }
-        children.check("consumer", &reported)?;
-        match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(event) => handle(event, &mut consumed, &mut reports),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                failed = Some("a consumer exited without a report");
-                break;
-            }
+        workers.check("consumer", &reported)?;
+        if let Some(event) = workers.recv(Duration::from_millis(100)) {
+            handle(event, &mut consumed, &mut reports)?;
         }
         update_bars(&producer_bar, &consumer_bars, produced, &consumed, started);
         if let (Some(path), Some(observer)) = (&args.checkpoint, &observer) {
@@ -299,8 +249,8 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         bar.finish();
     }
     drop(bars);
-    for child in &mut children.0 {
-        let status = child.wait()?;
+    for c in 0..workers.len() {
+        let status = workers.wait(c, Duration::from_secs(60))?;
         super::signals::interrupted()?;
         if !status.success() {
             failed = failed.or(Some("a consumer failed"));
@@ -326,16 +276,24 @@ fn line_of(model: &SgdRegressor) -> (f64, f64) {
     (model.intercept(), model.coef().first().copied().unwrap_or(0.0))
 }
 
-/// Records what consumer `c` said.
-fn handle((c, line): (usize, Line), consumed: &mut [(u64, u64)], reports: &mut [Option<ConsumerReport>]) {
+/// Records what consumer `c` said: `progress ROWS BATCHES`, or its report.
+fn handle((c, line): (usize, Line), consumed: &mut [(u64, u64)], reports: &mut [Option<ConsumerReport>]) -> Result<()> {
+    let (Some(consumed), Some(slot)) = (consumed.get_mut(c), reports.get_mut(c)) else { return Ok(()) };
     match line {
-        Line::Progress { rows, batches } => consumed[c] = (rows, batches),
-        Line::Report(report) => {
-            consumed[c] = (report.rows, report.batches);
-            reports[c] = Some(report);
+        Line::Progress(numbers) => {
+            if let [rows, batches] = numbers[..] {
+                *consumed = (rows, batches);
+            }
+        }
+        Line::Report(text) => {
+            let report: ConsumerReport =
+                serde_json::from_str(&text).with_context(|| format!("consumer-{c} said {text:?}"))?;
+            *consumed = (report.rows, report.batches);
+            *slot = Some(report);
         }
         Line::Ready => {}
     }
+    Ok(())
 }
 
 /// The shard manager's configuration in shared mode.
@@ -527,6 +485,7 @@ pub(crate) struct WorkerArgs {
 /// A demo consumer: trains a model on the demo stream, prints `ready`,
 /// `progress ROWS BATCHES` lines and a JSON report.
 pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
+    worker::stop_with_parent()?;
     let WorkerArgs { store, consumer, mode } = args;
     let store = Store::open(&store)?;
     let stream = Stream::open(&store, STREAM)?;
@@ -546,12 +505,12 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
         *batches += 1;
         Ok(())
     };
-    let progress = |rows: u64, batches: u64| println!("progress {rows} {batches}");
+    let progress = |rows: u64, batches: u64| worker::progress(&[rows, batches]);
     match mode {
         Mode::Broadcast => {
             let mut reader = stream.consumer(ConsumerConfig::group(name.clone()))?;
             let mut pending = 0u64;
-            println!("ready");
+            worker::ready();
             loop {
                 match reader.poll(Duration::from_secs(60))? {
                     Polled::Batch(b) => {
@@ -577,7 +536,7 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
                 std::sync::Arc::new(quiver_train::SharedModel::open(&store, SHARED_MODEL, Duration::from_secs(10))?);
             let mut trainer = shared.trainer(1);
             let mut manager = ShardManager::join(&stream, SHARED_GROUP, shard_config())?;
-            println!("ready");
+            worker::ready();
             manager.run(Duration::from_secs(60), |_task, read| {
                 for b in &read {
                     train(&b.batch, &mut rows, &mut batches)?;
@@ -600,6 +559,5 @@ pub(crate) fn consume(args: WorkerArgs) -> Result<()> {
         intercept: model.intercept(),
         slope: model.coef().first().copied().unwrap_or(0.0),
     };
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    worker::report(&report)
 }

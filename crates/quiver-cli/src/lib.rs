@@ -15,8 +15,9 @@
 //! - `kafka.rs`: `quiver kafka source`;
 //! - `files.rs`: `quiver ls` and `quiver rm`;
 //! - `signals.rs`: the stop flag that Ctrl-C sets;
-//! - `guard.rs`: child processes and store files cleaned up however a
-//!   command ends.
+//! - `supervisor.rs`: the worker processes of demo, bench, train (and the
+//!   harness's chaos): spawn, handshake, lines, kill on drop;
+//! - `guard.rs`: store files removed however a command ends.
 
 mod bench;
 mod checkpoint;
@@ -30,6 +31,7 @@ mod kafka;
 mod kafka_latency;
 pub mod signals;
 mod stat;
+pub mod supervisor;
 mod train;
 
 use std::process::ExitCode;

@@ -10,9 +10,8 @@
 //! in the store; this process shows the progress and saves the model.
 
 use std::io::IsTerminal;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use quiver::{ShardConfig, ShardManager, Store, Stream};
 use quiver_train::{LearningRate, Loss, Scorer};
 use quiver_train::{SavedModel, SgdRegressor, SgdSettings, SharedModel};
 
-use super::guard::Children;
+use super::supervisor::{worker, Spawn, Supervisor};
 use super::GroupArgs;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,21 +321,14 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
             shared.rows_seen()
         );
     }
-    let exe = std::env::current_exe().context("find the quiver binary")?;
     // Their own process group: Ctrl-C reaches this process, which stops
     // them (a worker killed mid-shard gives its shard back).
-    let spawn = || -> Result<std::process::Child> {
-        Command::new(&exe)
-            .args(["train-worker", "--store", &args.from.store, "--stream", &args.from.stream])
-            .args(["--group", &args.from.group, "--shared", &name])
-            .arg(format!("--sync-every={}", args.sync_every))
-            .process_group(0)
-            .spawn()
-            .context("start a worker process")
-    };
-    let mut children = Children(Vec::new());
+    let mut args_of_worker = vec!["train-worker".to_string(), "--store".into(), args.from.store.clone()];
+    args_of_worker.extend(["--stream".into(), args.from.stream.clone(), "--group".into(), args.from.group.clone()]);
+    args_of_worker.extend(["--shared".into(), name.clone(), format!("--sync-every={}", args.sync_every)]);
+    let mut workers = Supervisor::new()?;
     for _ in 0..n {
-        children.0.push(spawn()?);
+        workers.spawn(Spawn::new(&args_of_worker).quiet().own_process_group())?;
     }
     let (started, every) = (Instant::now(), Duration::from_secs_f64(args.checkpoint_secs));
     let first_rows = shared.rows_seen();
@@ -352,19 +344,19 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
         progress.update(shared.rows_seen(), shared.loss_sum());
         if !stop && (super::signals::interrupted().is_err() || due(started, args.seconds)) {
             stop = true;
-            children.kill_all();
+            workers.kill_all();
         }
-        for (child, done) in children.0.iter_mut().zip(exited.iter_mut()) {
+        for (w, done) in exited.iter_mut().enumerate() {
             if *done {
                 continue;
             }
-            let Some(status) = child.try_wait()? else { continue };
+            let Some(status) = workers.exited(w)? else { continue };
             match (status.success(), status.signal(), stop) {
                 (true, _, _) | (_, _, true) => *done = true,
                 (false, Some(signal), false) if replaced < 3 * n => {
                     replaced += 1;
                     eprintln!("a worker was killed (signal {signal}): its shard goes back, a new worker starts");
-                    *child = spawn()?;
+                    workers.respawn(w)?;
                 }
                 (false, _, false) => {
                     *done = true;
@@ -391,20 +383,16 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
 /// A worker of `quiver train --workers`: takes shards, trains the shared
 /// model on them, reports them done; ends at the end of the stream.
 pub(crate) fn work(args: WorkerArgs) -> Result<()> {
+    worker::stop_with_parent()?;
     // A worker reads its shards only: mapping all of a large store up front
     // would cost each worker more than its share of the pages.
     let store = Store::open_with(quiver::OpenConfig::new(&args.from.store).prefault(false))?;
     let stream = Stream::open(&store, &args.from.stream)?;
     let shared = Arc::new(SharedModel::open(&store, &args.shared, Duration::from_secs(10))?);
     let mut trainer = shared.trainer(args.sync_every);
-    // The command that started this worker watches it; without it, stop.
-    let parent = std::os::unix::process::parent_id();
     let config = ShardConfig::new().shard_size(quiver::ShardSize::Batches(128));
     let mut manager = ShardManager::join(&stream, &args.from.group, config)?;
     loop {
-        if std::os::unix::process::parent_id() != parent {
-            bail!("the quiver train that started this worker is gone");
-        }
         let task = match manager.next_task(Duration::from_secs(1))? {
             quiver::Next::Task(task) => task,
             quiver::Next::TimedOut => continue,

@@ -100,8 +100,12 @@ fn ctrl_c_stops_every_process_and_removes_the_store() {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(200)); // let it run a little
-                                                    // SAFETY: sending a signal to a child we spawned and have not reaped.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+                                                    // The child is ours and not reaped yet: its pid is still its own.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).expect("a child's pid"),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
     let status = demo.wait(LONG);
     assert!(!status.success(), "an interrupted demo does not claim success");
     assert!(!store.exists(), "the store was left in /dev/shm");
@@ -109,6 +113,47 @@ fn ctrl_c_stops_every_process_and_removes_the_store() {
     while !processes_mentioning(&needle).is_empty() {
         assert!(Instant::now() < deadline, "consumer processes were left behind");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Removes a file on drop, even if the test fails.
+struct Remove(std::path::PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_demo_killed_outright_takes_its_consumers_with_it() {
+    let mut demo = quiver(&["demo", "--rows", "2000000000", "--consumers", "2"]);
+    let pid = demo.child.id();
+    // Killed with SIGKILL, the demo cannot remove its store: the test does.
+    let _store = Remove(Path::new("/dev/shm").join(format!("quiver-demo-{pid}")));
+    let needle = format!("demo-{pid}");
+    let deadline = Instant::now() + LONG;
+    while processes_mentioning(&needle).len() < 2 {
+        assert!(Instant::now() < deadline, "the demo never started its consumers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let consumers = processes_mentioning(&needle);
+    demo.kill();
+    // The kernel kills each consumer as its parent dies (they are reaped by
+    // whoever adopts them).
+    let deadline = Instant::now() + LONG;
+    while consumers.iter().any(|&c| alive(c)) {
+        assert!(Instant::now() < deadline, "consumers {consumers:?} outlived their demo");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }
 

@@ -30,8 +30,8 @@
 //! reports the peaks, and how many removed stores it still maps at the end.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use quiver::shm::rand::SplitMix64;
 use quiver::{ShardConfig, ShardManager, ShardSize, Store, StoreConfig, Stream, StreamConfig};
+use quiver_cli::supervisor::{Spawn, Supervisor};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ChaosArgs {
@@ -122,7 +123,8 @@ pub(crate) fn produce(store: &str, from: u64, to: u64, rate: u64, log: &Path) ->
 
 /// A process the driver runs, and the log it writes.
 struct Proc {
-    child: Child,
+    /// Its index in the driver's supervisor.
+    worker: usize,
     log: PathBuf,
     /// `Some(g)` for a worker of group `g`; `None` for the producer.
     group: Option<u32>,
@@ -158,7 +160,7 @@ struct Record {
 
 struct Driver<'a> {
     args: &'a ChaosArgs,
-    exe: PathBuf,
+    workers: Supervisor,
     dir: PathBuf,
     epoch: usize,
     store_name: String,
@@ -175,10 +177,7 @@ struct Driver<'a> {
 
 impl Drop for Driver<'_> {
     fn drop(&mut self) {
-        for proc in &mut self.procs {
-            let _ = proc.child.kill();
-            let _ = proc.child.wait();
-        }
+        // The supervisor kills and reaps the processes when it drops, after this.
         for name in &self.stores {
             if !(self.keep && *name == self.store_name) {
                 let _ = Store::remove(name);
@@ -243,32 +242,23 @@ impl Driver<'_> {
         }
         let log = self.fresh_log("producer");
         let (from, to, rate) = (from.to_string(), self.args.batches.to_string(), self.args.rate.to_string());
-        let child = Command::new(&self.exe)
-            .args(["chaos-producer", "--store", &self.store_name, "--from", &from, "--to", &to])
-            .args(["--rate", &rate])
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start the producer")?;
+        let args = ["chaos-producer", "--store", &self.store_name, "--from", &from, "--to", &to, "--rate", &rate];
+        let spawn = Spawn::new(args.iter().map(OsStr::new).chain([OsStr::new("--log"), log.as_os_str()])).quiet();
+        let worker = self.workers.spawn(spawn).context("start the producer")?;
         self.record.producer_logs.push((self.epoch, log.clone()));
-        self.procs.push(Proc { child, log, group: None });
+        self.procs.push(Proc { worker, log, group: None });
         Ok(())
     }
 
     fn spawn_worker(&mut self, g: u32) -> Result<()> {
         let log = self.fresh_log(&format!("g{g}"));
         let group = format!("g{g}");
-        let child = Command::new(&self.exe)
-            .args(["shard-worker", "--store", &self.store_name, "--stream", STREAM, "--group", &group])
-            .args(["--shard-size", "8", "--work-ms", "1"])
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start a worker")?;
+        let args = ["shard-worker", "--store", &self.store_name, "--stream", STREAM, "--group", &group];
+        let args = args.into_iter().chain(["--shard-size", "8", "--work-ms", "1"]).map(OsStr::new);
+        let spawn = Spawn::new(args.chain([OsStr::new("--log"), log.as_os_str()])).quiet();
+        let worker = self.workers.spawn(spawn).context("start a worker")?;
         self.record.worker_logs.push((self.epoch, g, log.clone()));
-        self.procs.push(Proc { child, log, group: Some(g) });
+        self.procs.push(Proc { worker, log, group: Some(g) });
         Ok(())
     }
 
@@ -339,9 +329,8 @@ impl Driver<'_> {
     }
 
     fn kill(&mut self, i: usize) {
-        let mut proc = self.procs.remove(i);
-        let _ = proc.child.kill();
-        let _ = proc.child.wait();
+        let proc = self.procs.remove(i);
+        self.workers.kill(proc.worker);
         self.record.killed.insert(proc.log);
     }
 }
@@ -417,7 +406,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<()> {
     let dir = tempfile::Builder::new().prefix("quiver-chaos-").tempdir()?.keep();
     let mut d = Driver {
         args: &args,
-        exe: std::env::current_exe()?,
+        workers: Supervisor::new()?,
         dir,
         epoch: 0,
         store_name: String::new(),
@@ -525,9 +514,10 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
     let left = args.batches.saturating_sub(d.next_seq());
     let appending = Duration::from_secs_f64(if args.rate > 0 { left as f64 / args.rate as f64 } else { 0.0 });
     let deadline = Instant::now() + appending + DEADLINE;
-    for proc in &mut d.procs {
+    for p in 0..d.procs.len() {
+        let proc = &d.procs[p];
         loop {
-            if let Some(status) = proc.child.try_wait()? {
+            if let Some(status) = d.workers.exited(proc.worker)? {
                 if !status.success() {
                     bail!("a process failed ({status}); its log is {} (seed {seed})", proc.log.display());
                 }

@@ -241,12 +241,18 @@ pub(crate) fn run(helper: Helper) -> Result<()> {
             }
             say(&format!("survived {rounds} rounds"))
         }
-        Helper::ChaosProducer { store, from, to, rate, log } => super::chaos::produce(&store, from, to, rate, &log),
+        Helper::ChaosProducer { store, from, to, rate, log } => {
+            quiver_cli::supervisor::worker::stop_with_parent()?;
+            super::chaos::produce(&store, from, to, rate, &log)
+        }
         Helper::Hold { objects } => hold(&objects),
         Helper::StreamProduce { store, stream, producer, count, rows } => {
             stream_produce(&store, &stream, producer, count, rows)
         }
-        Helper::ShardWorker(args) => shard_worker(&args),
+        Helper::ShardWorker(args) => {
+            quiver_cli::supervisor::worker::stop_with_parent()?;
+            shard_worker(&args)
+        }
         Helper::StreamAppendAndHold { store, stream, partition } => stream_append_and_hold(&store, &stream, partition),
         Helper::ReadBatches { objects, out } => read_batches(&objects, &out),
         Helper::CreateUnsealed { objects, size } => create_unsealed(&objects, size),
