@@ -96,7 +96,16 @@ pub enum KafkaError {
         offset: i64,
         /// What is wrong.
         why: String,
+        /// The reader's or Arrow's error, where one said it.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
+    /// The store refused the source's status object.
+    #[error("the source's status")]
+    Status(#[source] quiver::StoreError),
+    /// The source's status could not be encoded.
+    #[error("the source's status cannot be encoded")]
+    StatusEncode(#[source] serde_json::Error),
 }
 
 /// The result of a Kafka operation.

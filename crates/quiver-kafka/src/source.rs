@@ -508,20 +508,28 @@ impl Source {
     fn arrow_batches(&mut self, partition: i32, records: &[Record]) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for record in records {
-            let bad = |why: String| KafkaError::Record { partition, offset: record.offset, why };
+            let bad = |why: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| KafkaError::Record {
+                partition,
+                offset: record.offset,
+                why,
+                source,
+            };
             let bytes = record.value.as_deref().unwrap_or_default();
-            let imported = quiver::arrow::import::read_ipc(bytes).map_err(|e| bad(e.to_string()))?;
+            let imported = quiver::arrow::import::read_ipc(bytes)
+                .map_err(|e| bad("not an Arrow IPC stream".into(), Some(Box::new(e))))?;
             let expected = with_kafka_fields(imported.schema.fields().iter().map(|f| f.as_ref().clone()), false);
             let schema = self.schema_for(Some(expected.clone()))?;
             if schema != expected {
-                return Err(bad(format!("its schema {expected} is not the stream's {schema}")));
+                return Err(bad(format!("its schema {expected} is not the stream's {schema}"), None));
             }
             for batch in imported.batches {
                 let rows = batch.num_rows();
                 let mut columns = batch.columns().to_vec();
                 columns.push(Arc::new(Int32Array::from(vec![partition; rows])));
                 columns.push(Arc::new(Int64Array::from(vec![record.offset; rows])));
-                out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| bad(e.to_string()))?);
+                let batch = RecordBatch::try_new(schema.clone(), columns)
+                    .map_err(|e| bad("its rows do not fit the stream's schema".into(), Some(Box::new(e))))?;
+                out.push(batch);
             }
         }
         Ok(out)
@@ -595,7 +603,9 @@ impl Source {
         let now = self.status_for(stream.name());
         if let Err(e) = status::publish(&self.store, &self.status_token, &now) {
             self.stats.status_errors += 1;
-            self.stats.last_status_error = Some(e.to_string());
+            // The error and its causes, on one line.
+            let causes = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source());
+            self.stats.last_status_error = Some(causes.map(|e| e.to_string()).collect::<Vec<_>>().join(": "));
         }
     }
 

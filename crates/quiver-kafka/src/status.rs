@@ -81,6 +81,7 @@ mod publish {
     use quiver::{IdKind, ObjectId, Store, StoreError};
 
     use super::SourceStatus;
+    use crate::KafkaError;
 
     /// A source's own random part of its status ID.
     pub(crate) fn token() -> [u8; 8] {
@@ -96,13 +97,13 @@ mod publish {
     }
 
     /// Replaces the status of the source `token` for `status.stream`.
-    pub(crate) fn publish(store: &Store, token: &[u8; 8], status: &SourceStatus) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(status).map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+    pub(crate) fn publish(store: &Store, token: &[u8; 8], status: &SourceStatus) -> Result<(), KafkaError> {
+        let bytes = serde_json::to_vec(status).map_err(KafkaError::StatusEncode)?;
         let id = status_id(&status.stream, status.pid, token);
-        remove_id(store, id)?;
-        let mut builder = store.create_object(id, bytes.len() as u64, &[])?;
+        remove_id(store, id).map_err(KafkaError::Status)?;
+        let mut builder = store.create_object(id, bytes.len() as u64, &[]).map_err(KafkaError::Status)?;
         builder.data_mut().copy_from_slice(&bytes);
-        builder.seal()
+        builder.seal().map_err(KafkaError::Status)
     }
 
     /// Deletes the status of the source `token` for `stream`, if there is one.
