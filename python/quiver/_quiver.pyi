@@ -55,6 +55,9 @@ class CheckpointInvalid(Error):
 class EndOfStream(Error):
     """The stream is closed and every batch (or shard) was read."""
 
+# The kinds of object IDs (the core's `IdKind`), by the names Python gives them.
+_IdKind = Literal["sequential", "random", "schema", "shared_model", "kafka_status", "plasma", "plasma_settings"]
+
 class ObjectId:
     """A 24-byte object ID."""
 
@@ -68,6 +71,17 @@ class ObjectId:
     def random() -> ObjectId:
         """A random ID."""
     @staticmethod
+    def with_kind(kind: _IdKind, rest: bytes) -> ObjectId:
+        """An ID of kind `kind` with the 23 bytes after the kind byte given
+        (`ValueError` for another kind name or length). The kinds are the
+        core's `IdKind`, each its own first byte, so IDs of different kinds
+        never meet: `with_kind("plasma", ...)` is how `quiver.plasma` makes
+        its IDs."""
+    @property
+    def kind(self) -> Optional[_IdKind]:
+        """The ID's kind, as `with_kind` names it, or None if its first byte
+        is no kind's (an ID made from arbitrary bytes)."""
+    @staticmethod
     def parse(text: str) -> ObjectId:
         """Parses the hexadecimal form `str(id)` prints."""
     def sequential_parts(self) -> Optional[tuple[int, int, int]]:
@@ -78,6 +92,9 @@ class ObjectId:
     def __hash__(self) -> int: ...
     def __eq__(self, other: object) -> bool: ...
     def __lt__(self, other: ObjectId) -> bool: ...
+    def __le__(self, other: ObjectId) -> bool: ...
+    def __gt__(self, other: ObjectId) -> bool: ...
+    def __ge__(self, other: ObjectId) -> bool: ...
 
 class ObjectBuilder:
     """An object being created: a writable buffer into shared memory.
@@ -203,7 +220,7 @@ class Store:
         self, kind: Optional[type[BaseException]], value: Optional[BaseException], tb: Optional[TracebackType]
     ) -> bool: ...
 
-BatchLike = Union[pa.RecordBatch, pa.Table]
+_BatchLike = Union[pa.RecordBatch, pa.Table]
 
 class Stream:
     """A named log of record batches in a store, with partitions and consumer groups."""
@@ -266,9 +283,9 @@ class Producer:
     def append(self, batch: pa.RecordBatch) -> tuple[int, int]: ...
     @overload
     def append(self, batch: pa.Table) -> list[tuple[int, int]]: ...
-    def append_to(self, partition: int, batch: BatchLike) -> Union[tuple[int, int], list[tuple[int, int]]]:
+    def append_to(self, partition: int, batch: _BatchLike) -> Union[tuple[int, int], list[tuple[int, int]]]:
         """Appends to partition `partition`."""
-    def append_keyed(self, batch: BatchLike, key: str) -> list[tuple[int, int]]:
+    def append_keyed(self, batch: _BatchLike, key: str) -> list[tuple[int, int]]:
         """Splits by the hash of column `key`: equal keys land in the same partition."""
     def close(self) -> None:
         """Ends the stream."""
@@ -276,10 +293,18 @@ class Producer:
 class StreamBatch:
     """A batch read from a stream, with where it came from."""
 
-    batch: pa.RecordBatch
-    partition: int
-    offset: int
-    append_ns: int
+    @property
+    def batch(self) -> pa.RecordBatch:
+        """The record batch (its buffers are the shared memory)."""
+    @property
+    def partition(self) -> int:
+        """The partition it was appended to."""
+    @property
+    def offset(self) -> int:
+        """Its offset there."""
+    @property
+    def append_ns(self) -> int:
+        """When it was appended, nanoseconds since the Unix epoch."""
 
 class Consumer:
     """Reads a stream: polls with timeouts, iterates, commits its group's offsets."""
@@ -315,11 +340,21 @@ class Consumer:
 class Task:
     """A shard handed to a member: `partition` and the offsets `[start, end)`."""
 
-    id: int
-    partition: int
-    start: int
-    end: int
-    retries: int
+    @property
+    def id(self) -> int:
+        """Monotonic within the group."""
+    @property
+    def partition(self) -> int:
+        """The shard's partition."""
+    @property
+    def start(self) -> int:
+        """Its first offset."""
+    @property
+    def end(self) -> int:
+        """One past its last offset."""
+    @property
+    def retries(self) -> int:
+        """How often it failed before."""
 
 class ShardManager:
     """A member of a shard-managed consumer group (a context manager: leaves at the end)."""

@@ -56,9 +56,11 @@ __all__ = [
     "start_plasma_store",
 ]
 
-_PREFIX = b"P"  # quiver IDs of Plasma objects: b"P" + 20 bytes + 3 zero bytes
+# Plasma's objects are quiver IDs of kind "plasma": b"P", the 20 bytes,
+# three zero bytes. The store's settings are of kind "plasma_settings" (b"p"),
+# by name. The kinds are the core's (quiver::IdKind): no other ID has them.
 _PICKLED = b"QVPLPK05"  # the metadata of objects `put` wrote
-_CAPACITY = _quiver.ObjectId(b"p" + b"capacity".ljust(23, b"\0"))  # the requested capacity
+_CAPACITY = _quiver.ObjectId.with_kind("plasma_settings", b"capacity".ljust(23, b"\0"))  # the requested capacity
 
 
 # Each is also a pyarrow.lib.ArrowException, as Plasma's were, so existing
@@ -121,12 +123,15 @@ class ObjectID:
         return ObjectID, (self._bytes,)
 
     def _quiver(self):
-        return _quiver.ObjectId(_PREFIX + self._bytes + b"\0\0\0")
+        return _quiver.ObjectId.with_kind("plasma", self._bytes + b"\0\0\0")
 
 
 def _of(quiver_id):
+    """The Plasma ID of a quiver ID of kind "plasma" (else None)."""
+    if quiver_id.kind != "plasma":
+        return None
     raw = bytes(quiver_id)
-    return ObjectID(raw[1:21]) if raw[:1] == _PREFIX and raw[21:] == b"\0\0\0" else None
+    return ObjectID(raw[1:21]) if raw[21:] == b"\0\0\0" else None
 
 
 def _timeout(timeout_ms):

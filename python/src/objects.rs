@@ -46,6 +46,29 @@ impl ObjectId {
         ObjectId(quiver::ObjectId::random())
     }
 
+    /// An ID of kind `kind` (`"plasma"`, `"plasma_settings"`, ...: see
+    /// `kind`) with the 23 bytes after the kind byte given: the kinds are
+    /// the core's `IdKind`, so IDs made here never meet another kind's.
+    #[staticmethod]
+    fn with_kind(kind: &str, rest: &[u8]) -> PyResult<Self> {
+        let kind = quiver::IdKind::ALL.into_iter().find(|&k| kind_name(k) == kind).ok_or_else(|| {
+            let names: Vec<_> = quiver::IdKind::ALL.into_iter().map(kind_name).collect();
+            errors::invalid(format!("no ID kind {kind:?}: one of {}", names.join(", ")))
+        })?;
+        let rest: [u8; 23] = rest
+            .try_into()
+            .map_err(|_| errors::invalid(format!("an ObjectId has 23 bytes after its kind, not {}", rest.len())))?;
+        Ok(ObjectId(quiver::ObjectId::with_kind(kind, rest)))
+    }
+
+    /// The ID's kind (`"sequential"`, `"random"`, `"schema"`,
+    /// `"shared_model"`, `"kafka_status"`, `"plasma"` or
+    /// `"plasma_settings"`), or `None` if its first byte is none of them.
+    #[getter]
+    fn kind(&self) -> Option<&'static str> {
+        self.0.kind().map(kind_name)
+    }
+
     /// Parses the hexadecimal form `str(id)` prints.
     #[staticmethod]
     fn parse(text: &str) -> PyResult<Self> {
@@ -78,6 +101,19 @@ impl ObjectId {
 
     fn __repr__(&self) -> String {
         format!("ObjectId('{}')", self.0)
+    }
+}
+
+/// The name Python gives an ID kind: the `IdKind` variant in snake case.
+fn kind_name(kind: quiver::IdKind) -> &'static str {
+    match kind {
+        quiver::IdKind::Sequential => "sequential",
+        quiver::IdKind::Random => "random",
+        quiver::IdKind::Schema => "schema",
+        quiver::IdKind::SharedModel => "shared_model",
+        quiver::IdKind::KafkaStatus => "kafka_status",
+        quiver::IdKind::Plasma => "plasma",
+        quiver::IdKind::PlasmaSettings => "plasma_settings",
     }
 }
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "python" / "train.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train.py"
 
 
 @pytest.mark.parametrize("mode", ["broadcast", "shared"])

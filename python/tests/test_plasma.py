@@ -49,6 +49,28 @@ def test_object_ids():
     assert first != second
 
 
+def test_ids_in_the_store_keep_their_bytes(store, client):
+    """Plasma's IDs are quiver IDs of kind "plasma" and the capacity record
+    one of kind "plasma_settings": the bytes stores were written with
+    before the kinds had names, so those stores still read."""
+    object_id = oid()
+    client.create_and_seal(object_id, b"data")
+    old = b"P" + object_id.binary() + b"\0\0\0"
+    with quiver.Store.open(store) as raw:
+        assert raw.contains(quiver.ObjectId(old))
+        assert quiver.ObjectId(old).kind == "plasma"
+        capacity = raw.get(quiver.ObjectId(b"p" + b"capacity".ljust(23, b"\0")))
+        assert capacity is not None and capacity.to_bytes() == MEMORY.to_bytes(8, "little")
+        # An object stored under the old bytes directly is a Plasma object.
+        written = oid()
+        raw.put(quiver.ObjectId(b"P" + written.binary() + b"\0\0\0"), b"old")
+        raw.put(quiver.ObjectId(b"P" + bytes(20) + b"\0\0\1"), b"not plasma's")  # not 3 zero bytes
+        raw.put(quiver.ObjectId(b"Q" + bytes(23)), b"not plasma's")
+    assert client.get_buffers([written])[0].to_pybytes() == b"old"
+    assert set(client.list()) == {object_id, written}
+    assert client.store_capacity() == MEMORY
+
+
 def test_create_seal_get_with_metadata(client):
     for length in (0, 1, 50, 999):
         object_id, metadata = oid(), bytes(range(length % 256))[: length % 7]

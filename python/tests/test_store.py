@@ -53,6 +53,27 @@ def test_object_ids():
         quiver.ObjectId(b"short")
 
 
+def test_id_kinds():
+    """`with_kind` puts the kind's byte (the core's IdKind) before 23 bytes
+    given, and `kind` names it back."""
+    rest = bytes(range(23))
+    kinds = {
+        "sequential": b"S", "random": b"R", "schema": b"F", "shared_model": b"M",
+        "kafka_status": b"K", "plasma": b"P", "plasma_settings": b"p",
+    }  # fmt: skip
+    for kind, byte in kinds.items():
+        made = quiver.ObjectId.with_kind(kind, rest)
+        assert bytes(made) == byte + rest and made.kind == kind
+    assert quiver.ObjectId.sequential(1, 2, 3).kind == "sequential"
+    assert quiver.ObjectId.random().kind == "random"
+    assert quiver.ObjectId(b"x" * 24).kind is None
+    for kind, rest in [("Plasma", bytes(23)), ("nope", bytes(23)), ("", bytes(23)), ("plasma", bytes(22)), ("plasma", bytes(24))]:
+        with pytest.raises(ValueError):
+            quiver.ObjectId.with_kind(kind, rest)
+    with pytest.raises(quiver.InvalidArgument, match="plasma_settings"):
+        quiver.ObjectId.with_kind("bad", bytes(23))  # the message lists the kinds
+
+
 def test_objects_are_written_and_read_in_place(store):
     oid = quiver.ObjectId.random()
     builder = store.create_object(oid, 16, b"meta")
