@@ -366,7 +366,10 @@ mod tests {
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
-            let err = SavedModel::load(&path).unwrap_err().to_string();
+            // The error and its sources, as the CLI and Python show them.
+            let err = SavedModel::load(&path).unwrap_err();
+            let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source());
+            let err = chain.map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
             assert!(err.contains(want), "{want:?} not in {err:?} for {text:?}");
         }
         assert!(SavedModel::load(&dir.path().join("missing.json")).is_err());
