@@ -218,3 +218,27 @@ impl StoreArg {
         Ok(Store::open_with(config.allow_other_owner(self.allow_other_owner))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    #[test]
+    fn help_says_how_kafka_is_had() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Kafka:") && help.contains("kafka"), "{help}");
+    }
+
+    /// Without the feature, `quiver kafka ...` takes any arguments and
+    /// fails saying how to get a build with Kafka.
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn kafka_without_the_feature_says_how_to_get_it() {
+        let cli = Cli::try_parse_from(["quiver", "kafka", "source", "--brokers", "x:1"]).expect("any arguments parse");
+        let super::Command::Kafka(args) = cli.command else { panic!("not the kafka command") };
+        let error = args.run().expect_err("no Kafka in this build").to_string();
+        assert!(error.contains("--features kafka"), "{error}");
+    }
+}
