@@ -221,7 +221,7 @@ impl StoreArg {
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory, Parser};
+    use clap::CommandFactory;
 
     use super::Cli;
 
@@ -236,6 +236,7 @@ mod tests {
     #[cfg(not(feature = "kafka"))]
     #[test]
     fn kafka_without_the_feature_says_how_to_get_it() {
+        use clap::Parser;
         let cli = Cli::try_parse_from(["quiver", "kafka", "source", "--brokers", "x:1"]).expect("any arguments parse");
         let super::Command::Kafka(args) = cli.command else { panic!("not the kafka command") };
         let error = args.run().expect_err("no Kafka in this build").to_string();
