@@ -181,9 +181,7 @@ impl Histogram {
 
 /// CLOCK_MONOTONIC in nanoseconds, comparable across processes.
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -249,9 +247,9 @@ fn remove_dead_runs() {
     runs.sort_unstable();
     runs.dedup();
     for run in runs {
-        // SAFETY: signal 0 sends nothing; it only checks that the process exists.
-        let gone = unsafe { libc::kill(run as libc::pid_t, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        // Signal 0 sends nothing; it only asks whether the process exists.
+        let gone = rustix::process::Pid::from_raw(run as i32)
+            .is_some_and(|pid| rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH));
         if gone {
             remove_run(run);
         }
