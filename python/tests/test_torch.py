@@ -186,3 +186,91 @@ def test_training_processes_share_the_stream_through_their_loaders(store, name):
         assert proc.returncode == 0, err
         rows.extend(int(v) for v in out.split())
     assert sorted(rows) == list(range(600)), "every row exactly once, among the two"
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_a_dataloader_over_the_stream_reads_every_row_once(store, name, workers):
+    filled_stream(store, 48, rows=8, partitions=2)
+    dataset = qt.StreamDataset(name, "s", "g", ["i64"], shard_size=2, timeout=30)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+    rows = [v for tensors in loader for v in tensors["i64"].tolist()]
+    assert sorted(rows) == list(range(48 * 8)), f"with {workers} workers"
+
+
+KILLED_WORKER = """
+import os, signal, sys, torch, quiver.torch as qt
+
+def children():
+    # This process's children, from /proc: the DataLoader's workers.
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == os.getpid():
+                found.append(int(entry))
+    return sorted(found)
+
+# A short lease, so the dead worker's shard comes back soon.
+dataset = qt.StreamDataset(sys.argv[1], "s", "g", ["i64"], shard_size=3, lease=1.0, timeout=30)
+rows, died = [], ""
+try:
+    for i, tensors in enumerate(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=3)):
+        rows.extend(tensors["i64"].tolist())
+        if i == 5:
+            os.kill(children()[0], signal.SIGKILL)
+except (RuntimeError, OSError, EOFError) as e:
+    # torch says so (a RuntimeError), or its hand-over from the dying
+    # worker breaks (the fd passing's connection reset).
+    died = f"{type(e).__name__}: {e}"
+print("died:", died, flush=True)
+# Run again: what the dead worker held, and what nobody reached, is read.
+for tensors in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2):
+    rows.extend(tensors["i64"].tolist())
+print(" ".join(map(str, rows)), flush=True)
+"""
+
+
+def test_a_dataloader_worker_killed_mid_shard_loses_no_row(store, name):
+    # In a process of its own: the DataLoader's handler of its workers'
+    # deaths stays installed after the error, which is no place for pytest.
+    filled_stream(store, 60, rows=4, partitions=1)
+    proc = start_python(KILLED_WORKER, name)
+    out, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err
+    died, rows = out.splitlines()
+    assert died.startswith("died: ") and len(died) > len("died: "), "the DataLoader saw its worker die"
+    rows = [int(v) for v in rows.split()]
+    assert set(rows) == set(range(240)), f"rows lost: {sorted(set(range(240)) - set(rows))}"
+
+
+CTRL_C = """
+import sys, quiver, quiver.torch as qt
+store = quiver.Store.open(sys.argv[1])
+stream = quiver.Stream.open(store, "s")
+loader = qt.Loader(stream, "g")
+print("waiting", flush=True)
+try:
+    next(iter(loader))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_a_waiting_loader(store, name):
+    import signal
+
+    from conftest import read_line
+
+    quiver.Stream.create(store, "s", SCHEMA, groups=["g"])
+    proc = start_python(CTRL_C, name)
+    assert read_line(proc) == "waiting"
+    import time
+
+    time.sleep(0.3)  # into the wait
+    proc.send_signal(signal.SIGINT)
+    assert read_line(proc) == "interrupted"
+    assert proc.wait(timeout=DEADLINE) == 0
