@@ -92,9 +92,12 @@ def _column_tensor(name: str, column: pa.Array, fill_null: Optional[float]) -> t
     return _zero_copy(column)
 
 
+_DLPACK = hasattr(pa.Array, "__dlpack__")  # pyarrow 15 and later
+
+
 def _zero_copy(column: pa.Array) -> torch.Tensor:
     """A tensor over `column`'s values buffer (no nulls, a numeric type)."""
-    if hasattr(column, "__dlpack__"):
+    if _DLPACK:
         return torch.from_dlpack(column)
     # pyarrow before 15: through a read-only NumPy view, which torch warns
     # about; the tensor must not be written to either way.
@@ -126,16 +129,24 @@ def to_tensors(
     it alive; write to it and you write into the store, which other
     processes read: treat it as read-only.
     """
-    names = list(columns) if columns is not None else list(batch.schema.names)
     groups = dict(stack or {})
     stacked = {c for cols in groups.values() for c in cols}
+    all_names = batch.schema.names
+    arrays = batch.columns  # one call: cheaper than a lookup per column
+    if columns is None and not groups:
+        chosen = list(zip(all_names, arrays))
+    else:
+        names = list(columns) if columns is not None else all_names
+        index = {name: i for i, name in enumerate(all_names)}
+        chosen = []
+        # Each column once, in the order asked, then the stacked ones not asked.
+        for name in dict.fromkeys(names + [c for cols in groups.values() for c in cols]):
+            if name not in index:
+                raise KeyError(f"the batch has no column {name!r} (it has {all_names})")
+            chosen.append((name, arrays[index[name]]))
     tensors: Dict[str, torch.Tensor] = {}
-    # Each column once, in the order asked, then the stacked ones not asked.
-    for name in dict.fromkeys(names + [c for cols in groups.values() for c in cols]):
-        index = batch.schema.get_field_index(name)
-        if index < 0:
-            raise KeyError(f"the batch has no column {name!r} (it has {batch.schema.names})")
-        tensor = _column_tensor(name, batch.column(index), fill_null)
+    for name, column in chosen:
+        tensor = _column_tensor(name, column, fill_null)
         if dtypes and name in dtypes and tensor.dtype != dtypes[name]:
             tensor = tensor.to(dtypes[name])  # a copy
         tensors[name] = tensor
