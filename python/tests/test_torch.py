@@ -2,6 +2,8 @@
 the training process a member of a shard-managed group (real torch, CPU)."""
 
 import gc
+import signal
+import time
 
 import pyarrow as pa
 import pytest
@@ -10,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import quiver  # noqa: E402
 import quiver.torch as qt  # noqa: E402
-from conftest import DEADLINE, start_python  # noqa: E402
+from conftest import DEADLINE, read_line, start_python  # noqa: E402
 
 NUMERIC = [
     ("i8", pa.int8(), torch.int8),
@@ -261,15 +263,9 @@ except KeyboardInterrupt:
 
 
 def test_ctrl_c_interrupts_a_waiting_loader(store, name):
-    import signal
-
-    from conftest import read_line
-
     quiver.Stream.create(store, "s", SCHEMA, groups=["g"])
     proc = start_python(CTRL_C, name)
     assert read_line(proc) == "waiting"
-    import time
-
     time.sleep(0.3)  # into the wait
     proc.send_signal(signal.SIGINT)
     assert read_line(proc) == "interrupted"
