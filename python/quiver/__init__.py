@@ -22,6 +22,7 @@ and ``SharedModel`` is one such model that worker processes train together.
 from ._quiver import (
     FORMAT_VERSION,
     AlreadyExists,
+    Cells,
     CheckpointInvalid,
     Consumer,
     Corrupted,
@@ -58,6 +59,7 @@ from . import plasma  # noqa: E402
 __all__ = [
     "FORMAT_VERSION",
     "AlreadyExists",
+    "Cells",
     "CheckpointInvalid",
     "Consumer",
     "Corrupted",

@@ -56,7 +56,7 @@ class EndOfStream(Error):
     """The stream is closed and every batch (or shard) was read."""
 
 # The kinds of object IDs (the core's `IdKind`), by the names Python gives them.
-_IdKind = Literal["sequential", "random", "schema", "shared_model", "kafka_status", "plasma", "plasma_settings"]
+_IdKind = Literal["sequential", "random", "schema", "shared_model", "kafka_status", "plasma", "plasma_settings", "torch_steps"]
 
 class ObjectId:
     """A 24-byte object ID."""
@@ -77,6 +77,12 @@ class ObjectId:
         core's `IdKind`, each its own first byte, so IDs of different kinds
         never meet: `with_kind("plasma", ...)` is how `quiver.plasma` makes
         its IDs."""
+    @staticmethod
+    def named(kind: _IdKind, name: str, tag: int = 0, token: bytes = b"\0" * 8) -> ObjectId:
+        """The ID of kind `kind` naming `name` (its hash), with a 32-bit `tag`
+        and an 8-byte `token`: any process derives it from the name."""
+    def is_named(self, kind: _IdKind, name: str) -> bool:
+        """Whether this ID is `named(kind, name, ...)`, whatever its tag and token."""
     @property
     def kind(self) -> Optional[_IdKind]:
         """The ID's kind, as `with_kind` names it, or None if its first byte
@@ -190,6 +196,11 @@ class Store:
     ) -> ObjectBuilder:
         """Creates object `id` with `size` bytes of data; waits up to `timeout`
         seconds for space if the store is full."""
+    def create_cells(self, id: ObjectId, count: int, metadata: bytes = b"") -> Cells:
+        """Creates object `id` of `count` shared 64-bit cells, zeroed (pinned,
+        never read as bytes); AlreadyExists if `id` exists."""
+    def get_cells(self, id: ObjectId) -> Optional[Cells]:
+        """The cells object `id`, or None while it does not exist or is being created."""
     def put(self, id: ObjectId, data: bytes, metadata: bytes = b"") -> None:
         """Creates, fills and seals object `id` in one call."""
     def get(self, id: ObjectId, timeout: Optional[float] = 0.0) -> Optional[ObjectView]:
@@ -221,6 +232,30 @@ class Store:
     ) -> bool: ...
 
 _BatchLike = Union[pa.RecordBatch, pa.Table]
+
+class Cells:
+    """Shared 64-bit cells in a store object, changed atomically in place by
+    every process holding a handle (`Store.create_cells`, `Store.get_cells`)."""
+
+    @property
+    def id(self) -> ObjectId:
+        """The object's ID."""
+    @property
+    def metadata(self) -> bytes:
+        """The metadata given at creation."""
+    def __len__(self) -> int: ...
+    def load(self, index: int) -> int:
+        """The value of cell `index`."""
+    def load_all(self) -> list[int]:
+        """Every cell's value, in order (each read atomically)."""
+    def store(self, index: int, value: int) -> None:
+        """Sets cell `index` to `value`."""
+    def fetch_add(self, index: int, value: int) -> int:
+        """Adds `value` to cell `index` (wrapping); returns the old value."""
+    def fetch_max(self, index: int, value: int) -> int:
+        """Raises cell `index` to `value` if below; returns the old value."""
+    def compare_exchange(self, index: int, current: int, new: int) -> tuple[bool, int]:
+        """Sets cell `index` to `new` if it holds `current`: (swapped, old value)."""
 
 class Stream:
     """A named log of record batches in a store, with partitions and consumer groups."""
@@ -376,6 +411,9 @@ class ShardManager:
         """Rebuilds group `group` from a checkpoint and joins it."""
     def next_task(self, timeout: Optional[float] = None) -> Optional[Task]:
         """The next shard (None if none came in time); EndOfStream at the end."""
+    def drained(self) -> bool:
+        """Whether the stream is closed and no shard is left to take (each
+        is done or held by a member)."""
     def read_task(self, task: Task, timeout: float = 10.0) -> Optional[list[pa.RecordBatch]]:
         """The batches of `task`, zero-copy."""
     def report(self, task: Task, done: bool = True) -> None:

@@ -9,6 +9,7 @@
 //! Pythonic surface (context managers, iteration, keyword arguments, type
 //! stubs) is here and in `python/quiver/`.
 
+mod cells;
 mod errors;
 mod export;
 mod objects;
@@ -45,6 +46,7 @@ fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<objects::ObjectBuilder>()?;
     m.add_class::<objects::ObjectView>()?;
     m.add_class::<store::Store>()?;
+    m.add_class::<cells::Cells>()?;
     m.add_class::<stream::Stream>()?;
     m.add_class::<stream::Producer>()?;
     m.add_class::<stream::Consumer>()?;

@@ -51,19 +51,33 @@ impl ObjectId {
     /// the core's `IdKind`, so IDs made here never meet another kind's.
     #[staticmethod]
     fn with_kind(kind: &str, rest: &[u8]) -> PyResult<Self> {
-        let kind = quiver::IdKind::ALL.into_iter().find(|&k| kind_name(k) == kind).ok_or_else(|| {
-            let names: Vec<_> = quiver::IdKind::ALL.into_iter().map(kind_name).collect();
-            errors::invalid(format!("no ID kind {kind:?}: one of {}", names.join(", ")))
-        })?;
+        let kind = id_kind(kind)?;
         let rest: [u8; 23] = rest
             .try_into()
             .map_err(|_| errors::invalid(format!("an ObjectId has 23 bytes after its kind, not {}", rest.len())))?;
         Ok(ObjectId(quiver::ObjectId::with_kind(kind, rest)))
     }
 
+    /// The ID of kind `kind` that names `name` (the core's
+    /// `ObjectId::named`): any process derives it from the name, `tag` and
+    /// the 8-byte `token`; `is_named` finds it again.
+    #[staticmethod]
+    #[pyo3(signature = (kind, name, tag = 0, token = [0u8; 8].as_slice()))]
+    fn named(kind: &str, name: &str, tag: u32, token: &[u8]) -> PyResult<Self> {
+        let kind = id_kind(kind)?;
+        let token: [u8; 8] =
+            token.try_into().map_err(|_| errors::invalid(format!("a token is 8 bytes, not {}", token.len())))?;
+        Ok(ObjectId(quiver::ObjectId::named(kind, name, tag, token)))
+    }
+
+    /// Whether this ID is `named(kind, name, ...)`, whatever its tag and token.
+    fn is_named(&self, kind: &str, name: &str) -> PyResult<bool> {
+        Ok(self.0.is_named(id_kind(kind)?, name))
+    }
+
     /// The ID's kind (`"sequential"`, `"random"`, `"schema"`,
-    /// `"shared_model"`, `"kafka_status"`, `"plasma"` or
-    /// `"plasma_settings"`), or `None` if its first byte is none of them.
+    /// `"shared_model"`, `"kafka_status"`, `"plasma"`, `"plasma_settings"`
+    /// or `"torch_steps"`), or `None` if its first byte is none of them.
     #[getter]
     fn kind(&self) -> Option<&'static str> {
         self.0.kind().map(kind_name)
@@ -104,6 +118,14 @@ impl ObjectId {
     }
 }
 
+/// The ID kind Python calls `name`.
+fn id_kind(name: &str) -> PyResult<quiver::IdKind> {
+    quiver::IdKind::ALL.into_iter().find(|&k| kind_name(k) == name).ok_or_else(|| {
+        let names: Vec<_> = quiver::IdKind::ALL.into_iter().map(kind_name).collect();
+        errors::invalid(format!("no ID kind {name:?}: one of {}", names.join(", ")))
+    })
+}
+
 /// The name Python gives an ID kind: the `IdKind` variant in snake case.
 fn kind_name(kind: quiver::IdKind) -> &'static str {
     match kind {
@@ -114,6 +136,7 @@ fn kind_name(kind: quiver::IdKind) -> &'static str {
         quiver::IdKind::KafkaStatus => "kafka_status",
         quiver::IdKind::Plasma => "plasma",
         quiver::IdKind::PlasmaSettings => "plasma_settings",
+        quiver::IdKind::TorchSteps => "torch_steps",
     }
 }
 

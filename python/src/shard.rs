@@ -138,6 +138,14 @@ impl ShardManager {
         }
     }
 
+    /// Whether the stream is closed and no shard is left to take: each is
+    /// done or held by a member (which may still give it back). A member
+    /// that finds the group drained has nothing to wait for unless a holder
+    /// fails; `EndOfStream` comes once the held shards are done too.
+    fn drained(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(|m| py.detach(|| m.drained()).map_err(errors::shard))
+    }
+
     /// The batches of `task` (pyarrow RecordBatches, zero-copy), waiting up
     /// to `timeout` seconds for any still being written; `None` if they
     /// were not all sealed in time.

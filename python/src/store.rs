@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::cells::Cells;
 use crate::errors;
 use crate::objects::{ObjectBuilder, ObjectId, ObjectView};
 use crate::wait;
@@ -162,6 +163,26 @@ impl Store {
         let metadata = metadata.to_vec();
         let builder = py.detach(|| store.create_object_with(id.0, size, &metadata, options)).map_err(errors::store)?;
         Ok(ObjectBuilder::new(builder))
+    }
+
+    /// Creates object `id` holding `count` shared 64-bit cells, zeroed, and
+    /// returns a handle (`Cells`): every process that opens it with
+    /// `get_cells` reads and changes the same cells atomically. It is
+    /// pinned, never read as bytes, and deleted once `delete`d and every
+    /// handle is gone. Raises `AlreadyExists` if `id` exists.
+    #[pyo3(signature = (id, count, metadata = b"".as_slice()))]
+    fn create_cells(&self, py: Python<'_>, id: ObjectId, count: usize, metadata: &[u8]) -> PyResult<Cells> {
+        let store = self.handle()?;
+        let cells = py.detach(|| store.create_cells(id.0, count, metadata)).map_err(errors::store)?;
+        Ok(Cells::wrap(cells))
+    }
+
+    /// The cells object `id` (see `create_cells`), or `None` while it does
+    /// not exist or is being created.
+    fn get_cells(&self, py: Python<'_>, id: ObjectId) -> PyResult<Option<Cells>> {
+        let store = self.handle()?;
+        let cells = py.detach(|| store.get_cells(id.0)).map_err(errors::store)?;
+        Ok(cells.map(Cells::wrap))
     }
 
     /// Creates, fills and seals object `id` in one call.

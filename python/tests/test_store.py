@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 import quiver
+from conftest import DEADLINE, start_python
 
 
 def in_mapping(store, address):
@@ -162,3 +163,37 @@ def test_stats_and_list_stores(store, name):
     assert stats["capacity"] >= 16 << 20 and stats["objects"] == 0
     listed = [s for s in quiver.Store.list_stores() if s["name"] == name]
     assert listed and listed[0]["live_clients"] == 1
+
+
+def test_cells_are_shared_between_processes_and_atomic(store, name):
+    cells_id = quiver.ObjectId.named("torch_steps", "s/g", 2, b"token\0\0\0")
+    assert cells_id.kind == "torch_steps" and cells_id.is_named("torch_steps", "s/g")
+    assert not cells_id.is_named("torch_steps", "s/h")
+    cells = store.create_cells(cells_id, 3, b"meta")
+    assert len(cells) == 3 and cells.load_all() == [0, 0, 0] and cells.metadata == b"meta"
+    with pytest.raises(quiver.AlreadyExists):
+        store.create_cells(cells_id, 3)
+    with pytest.raises(IndexError, match="cell 3 of 3"):
+        cells.load(3)
+    # Two processes add 1000 each to cell 0: no update is lost.
+    code = (
+        "import sys, quiver\n"
+        "s = quiver.Store.open(sys.argv[1])\n"
+        "c = s.get_cells(quiver.ObjectId.parse(sys.argv[2]))\n"
+        "for _ in range(1000): c.fetch_add(0, 1)\n"
+        "c.fetch_max(1, 7)\n"
+    )
+    children = [start_python(code, name, str(cells_id)) for _ in range(2)]
+    for child in children:
+        child.wait(timeout=DEADLINE)
+        assert child.returncode == 0, child.stderr.read()
+    assert cells.load(0) == 2000 and cells.load(1) == 7
+    assert cells.compare_exchange(2, 1, 5) == (False, 0)
+    assert cells.compare_exchange(2, 0, 5) == (True, 0) and store.get_cells(cells_id).load(2) == 5
+    # Never read as bytes; gone once deleted and every handle dropped.
+    with pytest.raises(quiver.Error, match="shared cells"):
+        store.get(cells_id)
+    store.delete(cells_id)
+    del cells
+    assert store.get_cells(cells_id) is None
+    assert store.get_cells(quiver.ObjectId.random()) is None

@@ -330,7 +330,7 @@ def instances(store, tmp_path):
     model = quiver.SharedModel.create(store, "m", ["x"], "y")
     made = [
         quiver.ObjectId.random(), builder, view, store, stream, producer, consumer, meta, shards, task,
-        quiver.SgdRegressor(), model, model.trainer(),
+        quiver.SgdRegressor(), model, model.trainer(), store.create_cells(quiver.ObjectId.random(), 2),
     ]  # fmt: skip
     yield {type(obj).__name__: obj for obj in made}
     builder.abort()

@@ -48,8 +48,8 @@ pub use stats::{known_ends, list, MemberStats, ShardStats};
 
 use stats::group_stats;
 use steps::{
-    add_member, allocate, check_config, check_member, cut, find, finished, init, load, manages, requeue, settle,
-    snapshot, sweep,
+    add_member, allocate, check_config, check_member, cut, drained, find, finished, init, load, manages, requeue,
+    settle, snapshot, sweep,
 };
 
 use crate::arrow::BatchReader;
@@ -308,6 +308,15 @@ impl ShardManager {
                 }
             }
         }
+    }
+
+    /// Whether the stream is closed and no shard is left to take: each is
+    /// finished or held by a member (which may still give it back). A
+    /// member that finds the group drained has nothing more to wait for
+    /// unless a holder fails; [`Next::End`] comes once the held ones are
+    /// reported too.
+    pub fn drained(&self) -> Result<bool> {
+        self.with_group(|tx, sg| drained(tx, &self.stream, sg))
     }
 
     fn step(&mut self) -> Result<Step> {

@@ -245,10 +245,15 @@ pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Resul
     Ok(())
 }
 
-/// Whether everything is finished: the stream is closed, every partition
-/// cut to its head, and nothing is todo or doing.
+/// Whether everything is finished: drained, and nothing is doing.
 pub(super) fn finished(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<bool> {
-    if !tx.is_closed() || !sg.todo_is_empty()? || sg.header.doing.load(Relaxed) != 0 {
+    Ok(sg.header.doing.load(Relaxed) == 0 && drained(tx, stream, sg)?)
+}
+
+/// Whether no shard is left to hand out: the stream is closed, every
+/// partition cut to its head, and nothing is todo (shards may be doing).
+pub(super) fn drained(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<bool> {
+    if !tx.is_closed() || !sg.todo_is_empty()? {
         return Ok(false);
     }
     for p in 0..stream.partitions() {

@@ -51,11 +51,14 @@ pub enum IdKind {
     /// `b'p'`: the settings `quiver.plasma` keeps in a store (its requested
     /// capacity), by name.
     PlasmaSettings,
+    /// `b'T'`: the cells in which the ranks of a `quiver.torch` loader agree
+    /// on their steps, by stream and group, with a token the ranks share.
+    TorchSteps,
 }
 
 impl IdKind {
     /// Every kind, in no particular order.
-    pub const ALL: [IdKind; 7] = [
+    pub const ALL: [IdKind; 8] = [
         IdKind::Sequential,
         IdKind::Random,
         IdKind::Schema,
@@ -63,6 +66,7 @@ impl IdKind {
         IdKind::KafkaStatus,
         IdKind::Plasma,
         IdKind::PlasmaSettings,
+        IdKind::TorchSteps,
     ];
 
     /// The kind's first byte.
@@ -75,6 +79,7 @@ impl IdKind {
             IdKind::KafkaStatus => b'K',
             IdKind::Plasma => b'P',
             IdKind::PlasmaSettings => b'p',
+            IdKind::TorchSteps => b'T',
         }
     }
 

@@ -482,3 +482,37 @@ fn a_checkpoint_whose_tasks_do_not_fit_together_is_refused() {
     same_id.todo[1].id = same_id.todo[0].id;
     assert!(matches!(Checkpoint::from_bytes(&same_id.to_bytes().unwrap()), Err(CheckpointError::Corrupted(_))));
 }
+
+#[test]
+fn a_group_is_drained_once_the_closed_stream_has_no_shard_left_to_take() {
+    let t = TestStore::new("drained");
+    let store = store(&t);
+    let stream = filled(&store, 2, 5);
+    let mut a = ShardManager::join(&stream, "g", config(4)).unwrap();
+    let mut b = ShardManager::join(&stream, "g", config(4)).unwrap();
+    // Open: never drained, whatever is taken.
+    assert!(!a.drained().unwrap());
+    let first = a.next_task(Duration::from_secs(10)).unwrap().task().unwrap();
+    stream.close().unwrap();
+    let mut held = vec![first];
+    while let Next::Task(task) = b.get_task().unwrap() {
+        held.push(task);
+    }
+    // Every shard is held (none todo, nothing left to cut): drained, not ended.
+    assert!(a.drained().unwrap() && b.drained().unwrap());
+    assert_eq!(b.get_task().unwrap(), Next::TimedOut);
+    // A held shard given back is todo again: not drained.
+    let given_back = held.pop().unwrap();
+    b.release(given_back).unwrap();
+    assert!(!a.drained().unwrap());
+    let again = a.get_task().unwrap().task().unwrap();
+    assert_eq!(shard(&again), shard(&given_back));
+    assert!(a.drained().unwrap());
+    a.report(first, Outcome::Done).unwrap();
+    a.report(again, Outcome::Done).unwrap();
+    for task in held.into_iter().skip(1) {
+        b.report(task, Outcome::Done).unwrap();
+    }
+    assert_eq!(a.get_task().unwrap(), Next::End);
+    assert!(a.drained().unwrap());
+}
