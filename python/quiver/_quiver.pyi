@@ -418,6 +418,9 @@ class ShardManager:
         """The batches of `task`, zero-copy."""
     def report(self, task: Task, done: bool = True) -> None:
         """Finishes `task` (done), or gives it back to be retried."""
+    def report_until(self, task: Task, upto: int) -> Optional[Task]:
+        """Reports the part of `task` before offset `upto` done; returns the
+        rest as a new task this member holds (None at the task's end)."""
     def release(self, task: Task) -> None:
         """Gives `task` back without counting a failure."""
     def extend_lease(self, task: Task) -> None:

@@ -169,6 +169,14 @@ impl ShardManager {
         self.with(|m| py.detach(|| m.report(task.inner, outcome)).map_err(errors::shard))
     }
 
+    /// Reports the part of `task` before offset `upto` done and returns the
+    /// rest, `[upto, end)`, as a new task this member holds (`None` when
+    /// `upto` is the task's end: it is reported whole).
+    fn report_until(&self, py: Python<'_>, task: &Task, upto: u64) -> PyResult<Option<Task>> {
+        let rest = self.with(|m| py.detach(|| m.report_until(task.inner, upto)).map_err(errors::shard))?;
+        Ok(rest.map(Task::wrap))
+    }
+
     /// Gives `task` back unprocessed, without counting a failure.
     fn release(&self, py: Python<'_>, task: &Task) -> PyResult<()> {
         self.with(|m| py.detach(|| m.release(task.inner)).map_err(errors::shard))

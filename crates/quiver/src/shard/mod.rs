@@ -428,6 +428,73 @@ impl ShardManager {
         })
     }
 
+    /// Reports the part of `task` before offset `upto` done and keeps the
+    /// rest, `[upto, end)`, as a new task this member holds (returned; its
+    /// lease is the old one's). `upto` at the task's end reports it whole
+    /// (`None`); at its start only renews the lease. A member that stops inside a
+    /// shard, or saves its position inside one, finishes the part it
+    /// processed this way and releases (or goes on with) the rest. Fails
+    /// with [`ShardError::TaskNotHeld`] if this member no longer holds the
+    /// task, and with [`ShardError::RegistryFull`] if the task table has no
+    /// room for the rest (nothing changed).
+    pub fn report_until(&mut self, task: Task, upto: u64) -> Result<Option<Task>> {
+        if upto < task.start || upto > task.end {
+            return Err(ShardError::InvalidArgument(format!(
+                "offset {upto} is outside task {} ({}..{})",
+                task.id, task.start, task.end
+            )));
+        }
+        if upto == task.end {
+            return self.report(task, Outcome::Done).map(|()| None);
+        }
+        if upto == task.start {
+            self.extend_lease(task)?;
+            return Ok(Some(task));
+        }
+        let (member, joined_ns) = (self.member, self.joined_ns);
+        let (group, partitions) = (self.group_key, self.stream.partitions());
+        self.with_group(|tx, sg| {
+            let me = check_member(tx.locked(), sg, (member, joined_ns))?;
+            let t = sg.task(task.slot)?;
+            let held = t.id.load(Relaxed) == task.id
+                && t.state.load(Relaxed) == task::DOING
+                && t.member.load(Relaxed) == member
+                && t.start.load(Relaxed) == task.start
+                && t.end.load(Relaxed) == task.end;
+            if !held {
+                return Err(ShardError::TaskNotHeld(task.id));
+            }
+            let p = t.partition.load(Relaxed);
+            if p >= partitions {
+                return Err(StoreError::corrupted(format_args!("task {} names partition {p}", task.id)).into());
+            }
+            let rows = tx.rows_in(p, task.start, upto)?;
+            let Some(rest_slot) = sg.split_task(task.slot, upto)? else {
+                return Err(ShardError::RegistryFull { what: "tasks per group", limit: MAX_TASKS });
+            };
+            let rest = sg.task(rest_slot)?;
+            let h = &sg.header;
+            // The first part is done: as `report` does.
+            h.doing.fetch_sub(1, Relaxed);
+            t.state.store(task::DONE, Relaxed);
+            h.done_tasks.fetch_add(1, Relaxed);
+            me.tasks_done.fetch_add(1, Relaxed);
+            me.done_batches[p as usize].fetch_add(upto - task.start, Relaxed);
+            me.done_rows[p as usize].fetch_add(rows, Relaxed);
+            me.last_seen_ns.store(monotonic_ns(), Relaxed);
+            let rest_task = Task {
+                id: rest.id.load(Relaxed),
+                partition: p,
+                start: upto,
+                end: task.end,
+                retries: task.retries,
+                slot: rest_slot,
+            };
+            settle(tx, group, sg, task.slot)?;
+            Ok(Some(rest_task))
+        })
+    }
+
     /// Gives a task back to the group's queue front without counting a
     /// failure (for a member that stops before processing it).
     pub fn release(&mut self, task: Task) -> Result<()> {

@@ -263,6 +263,44 @@ impl ShardGroup {
         Ok(Some(slot))
     }
 
+    /// Cuts task `slot` (doing) at `at`, strictly inside its shard: the
+    /// slot keeps `[start, at)`, and a new task in a free slot takes
+    /// `[at, end)`, doing for the same member with the same lease and
+    /// retries, linked right after it in its partition. `None` if the
+    /// task table is full (nothing changed).
+    pub(crate) fn split_task(&self, slot: u32, at: u64) -> Result<Option<u32>, StoreError> {
+        let Some(rest_slot) = self.free_slot() else {
+            return Ok(None);
+        };
+        let h = &self.header;
+        let id = h.next_task_id.load(Relaxed).max(1);
+        let next = id.checked_add(1).ok_or_else(|| StoreError::corrupted("the task id counter overflowed"))?;
+        h.next_task_id.store(next, Relaxed);
+        let first = self.task(slot)?;
+        let rest = &self.tasks[rest_slot as usize];
+        let partition = first.partition.load(Relaxed);
+        rest.id.store(id, Relaxed);
+        rest.start.store(at, Relaxed);
+        rest.end.store(first.end.load(Relaxed), Relaxed);
+        rest.lease_ns.store(first.lease_ns.load(Relaxed), Relaxed);
+        rest.next_id.store(first.next_id.load(Relaxed), Relaxed);
+        rest.next_slot.store(first.next_slot.load(Relaxed), Relaxed);
+        rest.partition.store(partition, Relaxed);
+        rest.retries.store(first.retries.load(Relaxed), Relaxed);
+        rest.member.store(first.member.load(Relaxed), Relaxed);
+        rest.state.store(task::DOING, Relaxed);
+        first.end.store(at, Relaxed);
+        first.next_id.store(id, Relaxed);
+        first.next_slot.store(rest_slot, Relaxed);
+        let p = partition as usize;
+        if self.last_cut_slot[p].load(Relaxed) == slot && self.last_cut_id[p].load(Relaxed) == first.id.load(Relaxed) {
+            self.last_cut_slot[p].store(rest_slot, Relaxed);
+            self.last_cut_id[p].store(id, Relaxed);
+        }
+        h.doing.fetch_add(1, Relaxed);
+        Ok(Some(rest_slot))
+    }
+
     /// Links the task `(slot, id)` after the shard cut last in `partition`,
     /// and makes it the last one.
     pub(crate) fn link_after_last(&self, partition: u32, slot: u32, id: u64) -> Result<(), StoreError> {

@@ -516,3 +516,47 @@ fn a_group_is_drained_once_the_closed_stream_has_no_shard_left_to_take() {
     assert_eq!(a.get_task().unwrap(), Next::End);
     assert!(a.drained().unwrap());
 }
+
+#[test]
+fn report_until_commits_the_part_before_and_keeps_the_rest_held() {
+    let t = TestStore::new("report-until");
+    let store = store(&t);
+    let stream = filled(&store, 1, 10);
+    let mut a = ShardManager::join(&stream, "g", config(8)).unwrap();
+    let first = a.next_task(Duration::from_secs(10)).unwrap().task().unwrap();
+    assert_eq!(shard(&first), (0, 0, 8));
+    assert!(matches!(a.report_until(first, 9), Err(ShardError::InvalidArgument(_))));
+    assert_eq!(a.report_until(first, 0).unwrap(), Some(first));
+    let rest = a.report_until(first, 3).unwrap().unwrap();
+    assert_eq!(shard(&rest), (0, 3, 8));
+    assert_ne!(rest.id, first.id);
+    // The part before is committed; the first task is no longer held.
+    assert_eq!(committed(&stream), 3);
+    assert!(matches!(a.report(first, Outcome::Done), Err(ShardError::TaskNotHeld(_))));
+    let stats = a.stats().unwrap();
+    assert_eq!((stats.doing, stats.todo), (1, 0));
+    // The rest splits again, and released goes to another member whole.
+    let rest = a.report_until(rest, 5).unwrap().unwrap();
+    assert_eq!(committed(&stream), 5);
+    a.release(rest).unwrap();
+    let mut b = ShardManager::join(&stream, "g", config(8)).unwrap();
+    let again = b.next_task(Duration::from_secs(10)).unwrap().task().unwrap();
+    assert_eq!(shard(&again), (0, 5, 8));
+    // The shard cut after the split ones links to the last part: the
+    // committed run goes on through it.
+    stream.close().unwrap();
+    let last = b.next_task(Duration::from_secs(10)).unwrap().task().unwrap();
+    assert_eq!(shard(&last), (0, 8, 10));
+    b.report(last, Outcome::Done).unwrap();
+    assert_eq!(committed(&stream), 5);
+    assert_eq!(b.report_until(again, 8).unwrap(), None);
+    assert_eq!(committed(&stream), 10);
+    assert_eq!(b.next_task(Duration::from_secs(10)).unwrap(), Next::End);
+    // The members' counts add up to every batch once.
+    let done: u64 = b.stats().unwrap().members.iter().map(|m| m.done_batches[0]).sum();
+    assert_eq!(done, 10);
+}
+
+fn committed(stream: &Stream) -> u64 {
+    stream.stats().unwrap().groups[0].committed[0]
+}
