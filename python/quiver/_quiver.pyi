@@ -409,8 +409,10 @@ class ShardManager:
     @staticmethod
     def restore(stream: Stream, group: str, path: Union[str, PathLike[str]]) -> ShardManager:
         """Rebuilds group `group` from a checkpoint and joins it."""
-    def next_task(self, timeout: Optional[float] = None) -> Optional[Task]:
-        """The next shard (None if none came in time); EndOfStream at the end."""
+    def next_task(self, timeout: Optional[float] = None, *, share: Optional[tuple[int, int]] = None) -> Optional[Task]:
+        """The next shard (None if none came in time); EndOfStream at the end.
+        With `share=(index, of)`, the lowest-numbered waiting shard of that
+        fixed share (the same shards in the same order on every run)."""
     def drained(self) -> bool:
         """Whether the stream is closed and no shard is left to take (each
         is done or held by a member)."""

@@ -114,15 +114,27 @@ impl ShardManager {
     /// The next shard, waiting up to `timeout` seconds (`None`: for ever);
     /// `None` if none came in time. Raises `EndOfStream` once the stream is
     /// closed and every shard is done. Ctrl-C interrupts the wait.
-    #[pyo3(signature = (timeout = None))]
-    fn next_task(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Task>> {
+    ///
+    /// With `share=(index, of)` the shard is the lowest-numbered waiting one
+    /// of that fixed share (shard k of partition p is number
+    /// `k * partitions + p`; the share holds those equal to `index` modulo
+    /// `of`), so the same members see the same shards in the same order on
+    /// every run; `EndOfStream` then comes once no shard of the share is
+    /// left to take.
+    #[pyo3(signature = (timeout = None, *, share = None))]
+    fn next_task(&self, py: Python<'_>, timeout: Option<f64>, share: Option<(u32, u32)>) -> PyResult<Option<Task>> {
         let timeout = wait::timeout(timeout)?;
+        let share = share.map(|(index, of)| quiver::Share { index, of });
         let next = self.with(|m| {
             wait::sliced(
                 py,
                 timeout,
                 |slice| {
-                    Ok(match m.next_task(slice)? {
+                    let next = match share {
+                        Some(share) => m.next_task_in(slice, share)?,
+                        None => m.next_task(slice)?,
+                    };
+                    Ok(match next {
                         quiver::Next::Task(t) => Some(Some(t)),
                         quiver::Next::End => Some(None),
                         quiver::Next::TimedOut => None,

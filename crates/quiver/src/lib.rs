@@ -54,7 +54,7 @@ pub mod test_hooks;
 
 pub use arrow::{BatchMeta, BatchReader, BatchSlot, BatchWriter, ColumnMut};
 pub use error::{BatchError, CheckpointError, ImportError, ShmError, StoreError, StreamError};
-pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Task};
+pub use shard::{Checkpoint, Next, Outcome, ShardConfig, ShardError, ShardManager, ShardSize, ShardStats, Share, Task};
 pub use shm::wait::WaitStrategy;
 pub use store::{
     Cells, CreateOptions, IdKind, ObjectBuilder, ObjectId, ObjectInfo, ObjectState, ObjectView, OpenConfig, Store,

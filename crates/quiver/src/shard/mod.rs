@@ -48,8 +48,8 @@ pub use stats::{known_ends, list, MemberStats, ShardStats};
 
 use stats::group_stats;
 use steps::{
-    add_member, allocate, check_config, check_member, cut, drained, find, finished, init, load, manages, requeue,
-    settle, snapshot, sweep,
+    add_member, all_cut, allocate, check_config, check_member, cut, drained, find, finished, init, load, manages,
+    requeue, settle, snapshot, sweep, take_share,
 };
 
 use crate::arrow::BatchReader;
@@ -148,6 +148,19 @@ pub enum Outcome {
     Done,
     /// Not processed: handed out again, or a dead letter after too many failures.
     Failed,
+}
+
+/// A fixed share of a group's shards, for members that must see the same
+/// shards in the same order on every run ([`ShardManager::next_task_in`]):
+/// shard `k` of partition `p` (the one starting at offset `k × shard size`,
+/// or inside it after a split) is number `k × partitions + p`, and share
+/// `index` of `of` holds the numbers equal to `index` modulo `of`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Which share, below `of`.
+    pub index: u32,
+    /// How many shares.
+    pub of: u32,
 }
 
 /// What [`ShardManager::next_task`] and [`ShardManager::get_task`] return.
@@ -267,7 +280,7 @@ impl ShardManager {
     /// none now, [`Next::End`] once the stream is closed and every shard is
     /// finished (see [`next_task`](Self::next_task) to wait).
     pub fn get_task(&mut self) -> Result<Next> {
-        Ok(match self.step()? {
+        Ok(match self.step(None)? {
             Step::Task(task) => Next::Task(task),
             Step::Nothing => Next::TimedOut,
             Step::End => Next::End,
@@ -277,6 +290,30 @@ impl ShardManager {
     /// Takes the next task, waiting up to `timeout` for one; [`Next::End`]
     /// once the stream is closed and every shard is finished.
     pub fn next_task(&mut self, timeout: Duration) -> Result<Next> {
+        self.next_task_of(timeout, None)
+    }
+
+    /// Takes the next task of `share`, the lowest-numbered of its shards
+    /// that is waiting, cutting shards as the stream grows, and waiting up
+    /// to `timeout` for one; [`Next::End`] once the stream is closed and no
+    /// shard of the share is left to take (others' may be). The same
+    /// members with the same shares then see the same shards in the same
+    /// order on every run, as long as the shards are cut at multiples of
+    /// the shard size: shards of batches, and a linger longer than any
+    /// pause of the producers (a partial shard cut by the linger moves
+    /// every later boundary). A shard given back (a dead member's, a
+    /// released one) is taken again by its share.
+    pub fn next_task_in(&mut self, timeout: Duration, share: Share) -> Result<Next> {
+        if share.of == 0 || share.index >= share.of {
+            return Err(ShardError::InvalidArgument(format!("share {} of {}", share.index, share.of)));
+        }
+        if self.with_group(|_, sg| Ok(sg.header.unit.load(Relaxed) == 1))? {
+            return Err(ShardError::InvalidConfig("a share is of shards of batches, not of rows".into()));
+        }
+        self.next_task_of(timeout, Some(share))
+    }
+
+    fn next_task_of(&mut self, timeout: Duration, share: Option<Share>) -> Result<Next> {
         let _call = crate::store::CallDeadline::enter(timeout);
         let deadline = Instant::now().checked_add(timeout);
         let stream = self.stream.clone();
@@ -287,7 +324,7 @@ impl ShardManager {
             // Slices: a partition can turn idle (linger) and a member can die
             // without anyone notifying.
             let found = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
-                Ok::<_, ShardError>(match self.step()? {
+                Ok::<_, ShardError>(match self.step(share)? {
                     Step::Task(task) => Some(Next::Task(task)),
                     Step::End => Some(Next::End),
                     Step::Nothing => None,
@@ -319,7 +356,7 @@ impl ShardManager {
         self.with_group(|tx, sg| drained(tx, &self.stream, sg))
     }
 
-    fn step(&mut self) -> Result<Step> {
+    fn step(&mut self, share: Option<Share>) -> Result<Step> {
         let (member, joined_ns) = (self.member, self.joined_ns);
         let stream = &self.stream;
         self.with_group(|tx, sg| {
@@ -334,10 +371,23 @@ impl ShardManager {
                 sweep(l, sg, now)?;
                 h.next_sweep_ns.store(now + SWEEP.as_nanos() as u64, Relaxed);
             }
-            if sg.todo_is_empty()? {
-                cut(tx, stream, sg)?;
-            }
-            if let Some(slot) = sg.pop_front()? {
+            let taken = match share {
+                None => {
+                    if sg.todo_is_empty()? {
+                        cut(tx, stream, sg)?;
+                    }
+                    sg.pop_front()?
+                }
+                Some(share) => {
+                    // Cut until a shard of the share waits, or nothing more can be.
+                    let mut found = take_share(sg, share, stream.partitions())?;
+                    while found.is_none() && cut(tx, stream, sg)? {
+                        found = take_share(sg, share, stream.partitions())?;
+                    }
+                    found
+                }
+            };
+            if let Some(slot) = taken {
                 let t = sg.task(slot)?;
                 if t.state.load(Relaxed) != task::TODO || t.partition.load(Relaxed) >= stream.partitions() {
                     return Err(
@@ -359,7 +409,12 @@ impl ShardManager {
                 };
                 return Ok(Step::Task(task));
             }
-            if finished(tx, stream, sg)? {
+            let end = match share {
+                None => finished(tx, stream, sg)?,
+                // Nothing of the share is todo (just looked), and no more can be cut.
+                Some(_) => all_cut(tx, stream, sg)?,
+            };
+            if end {
                 return Ok(Step::End);
             }
             Ok(Step::Nothing)

@@ -220,6 +220,22 @@ impl ShardGroup {
         Ok(Some(slot))
     }
 
+    /// Takes the todo entry at position `at` (0: the front) out of the
+    /// queue, keeping the order of the others; returns its slot.
+    pub(crate) fn take_todo_at(&self, at: usize) -> Result<u32, StoreError> {
+        let (head, len) = (self.header.todo_head.load(Relaxed) as usize, self.todo_len()? as usize);
+        if at >= len {
+            return Err(StoreError::corrupted("a todo position past the queue's end"));
+        }
+        let slot = self.todo[(head + at) % MAX_TASKS].load(Relaxed);
+        for i in at..len - 1 {
+            let next = self.todo[(head + i + 1) % MAX_TASKS].load(Relaxed);
+            self.todo[(head + i) % MAX_TASKS].store(next, Relaxed);
+        }
+        self.header.todo_len.store(len as u32 - 1, Relaxed);
+        Ok(slot)
+    }
+
     /// The todo queue's slots, front first.
     pub(crate) fn todo_slots(&self) -> Result<Vec<u32>, StoreError> {
         let (head, len) = (self.header.todo_head.load(Relaxed) as usize, self.todo_len()? as usize);

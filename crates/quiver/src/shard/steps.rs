@@ -6,7 +6,9 @@
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::registry::{self, task, ShardGroup, FREE, LIVE, NIL};
-use super::{Checkpoint, ShardConfig, ShardSize, ShardUnit, TaskRecord, MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
+use super::{
+    Checkpoint, ShardConfig, ShardSize, ShardUnit, Share, TaskRecord, MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS,
+};
 use crate::shm::clock::{monotonic_ns, wall_ns};
 
 use super::error::{Result, ShardError};
@@ -179,7 +181,7 @@ pub(super) fn sweep(l: &Locked<'_>, sg: &ShardGroup, now: u64) -> Result<()> {
 /// Cuts one round of shards: one from each partition that has enough data
 /// (or, when the stream is closed or the partition idle past the linger,
 /// whatever it has), starting at the round-robin partition.
-pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<()> {
+pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<bool> {
     let h = &sg.header;
     let partitions = stream.partitions();
     let closed = tx.is_closed();
@@ -242,7 +244,7 @@ pub(super) fn cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Resul
     if let Some(p) = last {
         h.rr.store((p + 1) % partitions, Relaxed);
     }
-    Ok(())
+    Ok(last.is_some())
 }
 
 /// Whether everything is finished: drained, and nothing is doing.
@@ -253,7 +255,12 @@ pub(super) fn finished(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> 
 /// Whether no shard is left to hand out: the stream is closed, every
 /// partition cut to its head, and nothing is todo (shards may be doing).
 pub(super) fn drained(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<bool> {
-    if !tx.is_closed() || !sg.todo_is_empty()? {
+    Ok(sg.todo_is_empty()? && all_cut(tx, stream, sg)?)
+}
+
+/// Whether the stream is closed and every partition cut to its head.
+pub(super) fn all_cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> Result<bool> {
+    if !tx.is_closed() {
         return Ok(false);
     }
     for p in 0..stream.partitions() {
@@ -263,6 +270,22 @@ pub(super) fn drained(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> R
         }
     }
     Ok(true)
+}
+
+/// Takes the lowest-numbered todo shard of `share` out of the queue (see
+/// [`Share`] for the numbers).
+pub(super) fn take_share(sg: &ShardGroup, share: Share, partitions: u32) -> Result<Option<u32>> {
+    let size = sg.header.shard_size.load(Relaxed).max(1);
+    let mut best: Option<((u64, u64), usize)> = None;
+    for (at, slot) in sg.todo_slots()?.into_iter().enumerate() {
+        let t = sg.task(slot)?;
+        let (p, start) = (t.partition.load(Relaxed), t.start.load(Relaxed));
+        let number = (start / size).saturating_mul(partitions as u64).saturating_add(p as u64);
+        if number % share.of as u64 == share.index as u64 && !best.is_some_and(|(key, _)| key <= (number, start)) {
+            best = Some(((number, start), at));
+        }
+    }
+    best.map(|(_, at)| sg.take_todo_at(at)).transpose().map_err(Into::into)
 }
 
 /// Moves the group's committed offset over the contiguous run of finished

@@ -560,3 +560,43 @@ fn report_until_commits_the_part_before_and_keeps_the_rest_held() {
 fn committed(stream: &Stream) -> u64 {
     stream.stats().unwrap().groups[0].committed[0]
 }
+
+#[test]
+fn shares_take_their_own_shards_in_offset_order_whoever_asks_first() {
+    use quiver::Share;
+    let t = TestStore::new("shares");
+    let store = store(&t);
+    // Two partitions of 10 one-row batches; shards of 2: shard k of
+    // partition p is number 2k + p.
+    let stream = filled(&store, 2, 10);
+    stream.close().unwrap();
+    let mut members: Vec<ShardManager> = (0..3)
+        .map(|_| ShardManager::join(&stream, "g", config(2).linger(Duration::from_secs(3600))).unwrap())
+        .collect();
+    let share = |index| Share { index, of: 3 };
+    assert!(matches!(
+        members[0].next_task_in(Duration::ZERO, Share { index: 3, of: 3 }),
+        Err(ShardError::InvalidArgument(_))
+    ));
+    let mut seen: Vec<Vec<(u32, u64, u64)>> = vec![Vec::new(); 3];
+    // The members ask in a scrambled order; each still gets its numbers in order.
+    for &m in [2, 2, 0, 1, 2, 0, 0, 1, 1, 2, 0, 1, 2, 0, 1, 1, 0, 2].iter() {
+        match members[m].next_task_in(Duration::from_secs(10), share(m as u32)).unwrap() {
+            Next::Task(task) => {
+                seen[m].push(shard(&task));
+                members[m].report(task, Outcome::Done).unwrap();
+            }
+            Next::End => {}
+            Next::TimedOut => panic!("member {m} timed out"),
+        }
+    }
+    for (m, shards) in seen.iter().enumerate() {
+        let expected: Vec<(u32, u64, u64)> =
+            (0..10u64).filter(|n| n % 3 == m as u64).map(|n| ((n % 2) as u32, (n / 2) * 2, (n / 2) * 2 + 2)).collect();
+        assert_eq!(shards, &expected, "member {m}");
+    }
+    // Every share ends, and so does the group.
+    assert_eq!(members[0].next_task_in(Duration::ZERO, share(0)).unwrap(), Next::End);
+    assert_eq!(members[0].next_task(Duration::from_secs(10)).unwrap(), Next::End);
+    assert_eq!(stream.stats().unwrap().groups[0].committed, [10, 10]);
+}
