@@ -288,6 +288,12 @@ class Stream:
     @property
     def schema(self) -> pa.Schema: ...
     @property
+    def store(self) -> Store:
+        """The store the stream is in (a handle of its own)."""
+    @property
+    def namespace(self) -> int:
+        """The number in the stream's batch IDs, drawn when it was made."""
+    @property
     def partitions(self) -> int: ...
     @property
     def closed(self) -> bool: ...
@@ -416,8 +422,9 @@ class ShardManager:
     def drained(self) -> bool:
         """Whether the stream is closed and no shard is left to take (each
         is done or held by a member)."""
-    def read_task(self, task: Task, timeout: float = 10.0) -> Optional[list[pa.RecordBatch]]:
-        """The batches of `task`, zero-copy."""
+    def read_task(self, task: Task, timeout: float = 10.0, *, with_offsets: bool = False) -> Optional[list[Any]]:
+        """The batches of `task`, zero-copy (`(offset, batch)` pairs with
+        `with_offsets=True`); None if they were not all sealed in time."""
     def report(self, task: Task, done: bool = True) -> None:
         """Finishes `task` (done), or gives it back to be retried."""
     def report_until(self, task: Task, upto: int) -> Optional[Task]:

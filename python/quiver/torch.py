@@ -32,7 +32,12 @@ torch is an optional dependency: ``pip install quiver[torch]``.
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
+import os
+import pathlib
+import tempfile
 import time
 import warnings
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
@@ -46,7 +51,7 @@ import pyarrow as pa
 
 from . import _quiver
 
-__all__ = ["to_tensors", "Loader", "StreamDataset"]
+__all__ = ["to_tensors", "Loader", "StreamDataset", "Checkpoint", "merge_states"]
 
 # Arrow's fixed-width numeric types and the torch dtype of the same bytes.
 _DTYPES = {
@@ -158,58 +163,147 @@ def to_tensors(
     return tuple(result.values()) if as_tuple else result
 
 
-class _Pending:
-    """Shards whose batches were all handed to the loop, waiting for the
-    loop to ask for a number of items more before they are reported done;
-    their leases renewed meanwhile."""
+# A linger no producer's pause reaches: with `deterministic=True` a partial
+# shard is cut only when the stream is closed, so every boundary falls at a
+# multiple of the shard size on every run.
+_FOREVER = 10 * 365 * 86400.0
 
-    def __init__(self, manager: _quiver.ShardManager, lease: float) -> None:
-        self._manager = manager
-        self._lease = lease
-        # [task, items still to be asked for, when its lease was renewed]
-        self._entries: list = []
+STATE_FORMAT = "quiver.torch.Loader/1"
 
-    def __bool__(self) -> bool:
-        return bool(self._entries)
 
-    def add(self, task: _quiver.Task, wait: int) -> None:
-        self._entries.append([task, wait, time.monotonic()])
-        self._settle()
+def _ranks(ranks: Any) -> Tuple[int, int, Optional[bytes]]:
+    """`(rank, ranks, token)` of the loader's `ranks` argument."""
+    if ranks is None:
+        return 0, 1, None
+    if isinstance(ranks, str):
+        if ranks != "auto":
+            raise ValueError(f"ranks={ranks!r}: 'auto', None or (rank, ranks, key)")
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return 0, 1, None
+        # One collective when the loader is made, none per step: rank 0's
+        # random token names this run's step cells.
+        token = [os.urandom(8) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(token, src=0)
+        return dist.get_rank(), dist.get_world_size(), token[0]
+    try:
+        rank, count, key = ranks
+    except (TypeError, ValueError):
+        raise ValueError(f"ranks={ranks!r}: 'auto', None or (rank, ranks, key)") from None
+    if not (isinstance(rank, int) and isinstance(count, int) and 0 <= rank < count):
+        raise ValueError(f"ranks={ranks!r}: rank {rank!r} is not one of {count!r} ranks")
+    return rank, count, hashlib.sha256(str(key).encode()).digest()[:8]
 
-    def resumed(self) -> None:
-        """The loop asked for one more item."""
-        for entry in self._entries:
-            entry[1] -= 1
-        self._settle()
 
-    def _settle(self) -> None:
-        now = time.monotonic()
-        keep = []
-        for entry in self._entries:
-            task, wait, renewed = entry
-            try:
-                if wait <= 0:
-                    self._manager.report(task)
+class _Steps:
+    """The agreement of a loader's ranks on their steps, held in shared
+    cells of the store (no collective per step).
+
+    Each rank has a word per epoch parity: the epoch (16 bits), whether it
+    has ended, and how many steps it can take (what it has handed out plus
+    the batches in hand). At step i a rank goes on once every rank's word
+    for the epoch says it can take step i; if one has ended at i, every
+    rank ends at i. A rank publishes only when it reaches the step the
+    ranks last agreed on, so between shards a step costs no shared access.
+    Ranks are never more than an epoch apart (each waits for all at every
+    epoch's last step), so two words per rank suffice."""
+
+    ENDED = 1 << 47
+    COUNT = ENDED - 1
+
+    def __init__(self, stream: _quiver.Stream, group: str, rank: int, ranks: int, token: bytes, wait: float) -> None:
+        self.rank, self.ranks = rank, ranks
+        store = stream.store
+        name = f"{stream.name}/{group}"
+        cells_id = _quiver.ObjectId.named("torch_steps", name, ranks, token)
+        count = 1 + 2 * ranks
+        if rank == 0:
+            # Cells of earlier runs (a rank killed before it closed) go.
+            for obj in store.list():
+                stale = obj["id"]
+                if stale != cells_id and stale.is_named("torch_steps", name):
+                    try:
+                        store.delete(stale)
+                    except _quiver.Error:
+                        pass
+            self._cells = store.create_cells(cells_id, count, f"{name} {ranks} ranks".encode())
+        else:
+            deadline = time.monotonic() + wait
+            while (cells := store.get_cells(cells_id)) is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"rank 0 did not make the step cells of {name!r} within {wait} s")
+                time.sleep(0.01)
+            self._cells = cells
+        if len(self._cells) != count:
+            raise _quiver.Error(f"the step cells of {name!r} hold {len(self._cells)} cells, not {count}")
+        self._store = store
+
+    def agree(self, epoch: int, step: int, count: int, ended: bool, keepalive: Any, timeout: Optional[float]) -> int:
+        """Publishes that this rank can take `count` steps of `epoch` (and
+        no more, if `ended`), and waits until every rank has said whether it
+        can take step `step`. Returns how many steps all ranks can take: at
+        most `step` means they all end there."""
+        tag = epoch % 0xFFFF + 1
+        bank = epoch % 2
+        word = tag << 48 | (self.ENDED if ended else 0) | min(count, self.COUNT)
+        self._cells.store(1 + 2 * self.rank + bank, word)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0001
+        while True:
+            words = self._cells.load_all()[1 + bank :: 2]
+            limit, waiting = None, []
+            for rank, word in enumerate(words):
+                steps = word & self.COUNT
+                if word >> 48 != tag or (steps <= step and not word & self.ENDED):
+                    waiting.append(rank)  # not yet at this step, or still looking for a batch for it
                     continue
-                if now - renewed > self._lease / 3:
-                    self._manager.extend_lease(task)
-                    entry[2] = now
-            except _quiver.TaskNotHeld:
-                # Its lease ran out: another member reads it again.
-                continue
-            keep.append(entry)
-        self._entries = keep
+                limit = steps if limit is None else min(limit, steps)
+            if not waiting:
+                return limit
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"ranks {waiting} did not reach step {step} within {timeout} s")
+            keepalive()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
-    def report_all(self) -> None:
-        for entry in self._entries:
-            entry[1] = 0
-        self._settle()
+    def close(self) -> None:
+        if self.rank == 0:
+            # Deleted once every rank's handle is gone.
+            try:
+                self._store.delete(self._cells.id)
+            except _quiver.Error:
+                pass
 
-    def take(self) -> list:
-        """The tasks still waiting, given up by this object."""
-        tasks = [entry[0] for entry in self._entries]
-        self._entries = []
-        return tasks
+
+def _spans(consumed: Sequence[Sequence[int]]) -> Dict[int, list]:
+    """`[[partition, start, end], ...]` as sorted, merged spans per partition."""
+    by_partition: Dict[int, list] = {}
+    for item in consumed:
+        partition, start, end = (int(v) for v in item)
+        if start < end:
+            by_partition.setdefault(partition, []).append((start, end))
+    merged: Dict[int, list] = {}
+    for partition, spans in by_partition.items():
+        out: list = []
+        for start, end in sorted(spans):
+            if out and start <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((start, end))
+        merged[partition] = out
+    return merged
+
+
+def _in_spans(spans: Optional[list], offset: int) -> bool:
+    return bool(spans) and any(start <= offset < end for start, end in spans)
+
+
+def _covered_until(spans: Optional[list], start: int) -> int:
+    """The end of the span holding `start`, or `start` if none does."""
+    for s, e in spans or ():
+        if s <= start < e:
+            return e
+    return start
 
 
 class Loader:
@@ -217,24 +311,46 @@ class Loader:
     member of the shard-managed group `group` (see the module docs).
 
     Iterate it: each item is what :func:`to_tensors` makes of a batch (the
-    keyword arguments it does not take go to it). Iteration ends once the
-    stream is closed and every shard of the group is done. `timeout` bounds
-    each wait for a new shard (``None``: wait for ever; a timeout raises
+    keyword arguments it does not take go to it). An iteration ends once
+    the stream is closed and every shard of the group is done, or (with
+    `idle`) once no new shard came for `idle` seconds: a window of a
+    stream that goes on. Iterate again for the next window or epoch.
+    `timeout` bounds each wait (``None``: for ever; past it,
     ``TimeoutError``); Ctrl-C interrupts a wait.
 
-    A shard is reported done when the loop asks for the batch after its
-    last one; leaving the loop (``break``, an exception) gives the shard in
-    hand back unfinished, so other members read it again. With
-    `report_lag=K` a shard is reported only once the loop has asked for K
-    items past its last one (a ``DataLoader`` worker's items wait in the
-    ``DataLoader``'s queue before the loop has them: :class:`StreamDataset`
-    sets it from the prefetch factor); shards whose report waits are
-    reported as soon as no new shard comes at once. The lease is
-    renewed while a shard's batches are in use; a loop that stays away
-    from the loader longer than a lease (a long step, a paused
-    ``DataLoader`` worker) loses the shard to another member, which reads
-    it again whole: rows read twice, never lost. :meth:`close` (or
-    ``with``) leaves the group.
+    **Reports.** A shard is reported done when the loop asks for the batch
+    after its last one (with `report_lag=K`, K items later: a
+    ``DataLoader`` worker's items wait in its queue, and
+    :class:`StreamDataset` sets this); a process killed mid-shard loses
+    nothing, since the shard goes to another member, which reads it again.
+    Leaving the loop inside a shard finishes the part before the batch in
+    hand and gives the rest back. Leases are renewed while the loader is
+    used; a loop that stays away longer than a lease loses its shards to
+    other members, which read them again: rows read twice, never lost.
+    With a :class:`Checkpoint` (or :meth:`hold_reports`), nothing is
+    reported until :meth:`commit`: the group's position then follows the
+    saved model.
+
+    **Ranks.** With ``ranks="auto"`` (the default) and ``torch.distributed``
+    initialized with more than one rank, every rank is a member of the same
+    group, reads different shards, and every rank takes the same number of
+    steps: the ranks agree through shared cells in the store, with no
+    collective per step, and when one rank runs out of data (the stream
+    closed and drained, or `idle`) all end at the same step, so none waits
+    in an all-reduce the others never join. Rows that did not fit the last
+    common step are not lost: they stay in hand for the next iteration
+    (given back, uncommitted, when the loader closes). ``ranks=(rank,
+    ranks, key)`` does the same without ``torch.distributed`` (`key` names
+    the run; every rank gives the same); ``None`` turns it off.
+
+    **Determinism.** With ``deterministic=True`` each rank takes a fixed
+    share of the shards, in offset order (shard k of partition p is number
+    k × partitions + p; rank r takes those equal to r modulo the ranks), and
+    shards are cut only at multiples of `shard_size` (a partial one only
+    when the stream is closed): the same ranks see the same batches in the
+    same order on every run. The price: no rank takes another's share, so a
+    slow rank is not helped, and a shard given back (a dead rank's) waits
+    for its own rank.
     """
 
     def __init__(
@@ -246,6 +362,9 @@ class Loader:
         shard_size: int = 16,
         lease: float = 30.0,
         timeout: Optional[float] = None,
+        idle: Optional[float] = None,
+        ranks: Any = "auto",
+        deterministic: bool = False,
         dtypes: Optional[Mapping[str, "torch.dtype"]] = None,
         stack: Optional[Mapping[str, Sequence[str]]] = None,
         fill_null: Optional[float] = None,
@@ -254,87 +373,353 @@ class Loader:
     ) -> None:
         if report_lag < 1:
             raise ValueError(f"report_lag is {report_lag}: at least 1 (a shard is reported when the loop asks past it)")
-        self._manager = _quiver.ShardManager.join(stream, group, shard_size=shard_size, lease=lease)
+        if idle is not None and idle < 0:
+            raise ValueError(f"idle is {idle}: a number of seconds, not negative")
+        rank, count, token = _ranks(ranks)
+        self._stream = stream
+        self._group = group
+        self._manager = _quiver.ShardManager.join(
+            stream, group, shard_size=shard_size, lease=lease, linger=_FOREVER if deterministic else None
+        )
+        self._rank, self._ranks = rank, count
+        self._share = (rank, count) if deterministic else None
+        self._steps = None
+        if count > 1:
+            assert token is not None
+            self._steps = _Steps(stream, group, rank, count, token, 60.0 if timeout is None else timeout)
         self._lease = lease
         self._report_lag = report_lag
         self._timeout = timeout
+        self._idle = idle
         self._convert: Dict[str, Any] = dict(
             columns=columns, dtypes=dtypes, stack=stack, fill_null=fill_null, as_tuple=as_tuple
         )
+        self._epoch = 0
+        self._iterating = False
+        self._hold = False
+        # The shard in hand: its task, when its lease was renewed, its
+        # batches not yet handed out [(offset, batch)], the offset after the
+        # last batch handed out, and the one after the last the loop asked
+        # past.
+        self._task: Optional[_quiver.Task] = None
+        self._renewed = 0.0
+        self._batches: collections.deque = collections.deque()
+        self._upto = 0
+        self._passed = 0
+        # The last `report_lag` batches handed out of the shard in hand.
+        self._handed: collections.deque = collections.deque(maxlen=report_lag)
+        # Shards whose batches were all handed out, not yet reported:
+        # [task, items still to wait for (None: until a commit), renewed].
+        self._done: list = []
+        # Per partition, spans of offsets already in the model (a loaded
+        # state's) that are not passed to the loop again.
+        self._skip: Dict[int, list] = {}
 
     @property
     def manager(self) -> _quiver.ShardManager:
         """The group membership behind the loader (for its stats, say)."""
         return self._manager
 
-    def _next_task(self, pending: "_Pending") -> Optional[_quiver.Task]:
-        """The next shard, or None at the end of the stream. Shards whose
-        report waits (`pending`) are reported once no new shard comes at
-        once: the group's end waits for them, and a loop that waits for
-        data has taken what it was given."""
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if pending:
-                left = min(left, 0.05) if left is not None else 0.05
+    @property
+    def rank(self) -> int:
+        """This loader's rank (0 without ranks)."""
+        return self._rank
+
+    @property
+    def ranks(self) -> int:
+        """How many ranks share the group's steps (1 without ranks)."""
+        return self._ranks
+
+    # ---- leases and reports ----
+
+    def _renew(self) -> None:
+        """Renews the leases of the shards held that are a third of a lease old."""
+        now = time.monotonic()
+        if self._task is not None and now - self._renewed > self._lease / 3:
             try:
-                task = self._manager.next_task(timeout=left)
-            except _quiver.EndOfStream:
-                return None
-            if task is not None:
-                return task
-            if pending:
-                pending.report_all()
+                self._manager.extend_lease(self._task)
+                self._renewed = now
+            except _quiver.TaskNotHeld:
+                self._lost_current()
+        keep = []
+        for entry in self._done:
+            if now - entry[2] > self._lease / 3:
+                try:
+                    self._manager.extend_lease(entry[0])
+                    entry[2] = now
+                except _quiver.TaskNotHeld:
+                    self._lost(entry[0].partition, entry[0].start, entry[0].end)
+                    continue
+            keep.append(entry)
+        self._done = keep
+
+    def _lost(self, partition: int, start: int, end: int) -> None:
+        """A shard whose lease ran out went to another member, which reads
+        it again. Held for a commit, its rows are in the model: they stay
+        in this loader's position."""
+        if self._hold and start < end:
+            self._skip = _spans(
+                [(p, s, e) for p, spans in self._skip.items() for s, e in spans] + [(partition, start, end)]
+            )
+
+    def _lost_current(self) -> None:
+        task = self._task
+        assert task is not None
+        self._lost(task.partition, task.start, self._upto)
+        self._task = None
+        if self._steps is None:
+            # Read on elsewhere, not twice here. Ranks keep the batches in
+            # hand: the others count on the steps they make.
+            self._batches.clear()
+
+    def _settle(self) -> None:
+        """Reports the shards whose wait is over (never while reports are held)."""
+        if self._hold:
+            return
+        keep = []
+        for entry in self._done:
+            if entry[1] is not None and entry[1] <= 0:
+                try:
+                    self._manager.report(entry[0])
+                except _quiver.TaskNotHeld:
+                    pass  # its lease ran out: another member reads it again
                 continue
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"no shard within {self._timeout} s")
+            keep.append(entry)
+        self._done = keep
+
+    def _report_waiting(self) -> None:
+        """No new shard at once: the waiting reports go now."""
+        for entry in self._done:
+            if entry[1] is not None:
+                entry[1] = 0
+        self._settle()
+
+    def hold_reports(self) -> None:
+        """From now on, reports wait for :meth:`commit` (what a
+        :class:`Checkpoint` asks): the group's committed position then
+        moves only over what a durable save holds."""
+        self._hold = True
+        for entry in self._done:
+            entry[1] = None
+
+    # ---- taking shards ----
+
+    def _take(self) -> bool:
+        """A shard with batches to hand out, in hand; False when this
+        loader has none to come (the end, a drained group for ranks, the
+        end of its share, or `idle`)."""
+        start = time.monotonic()
+        deadline = None if self._timeout is None else start + self._timeout
+        idle_end = None if self._idle is None else start + self._idle
+        while True:
+            now = time.monotonic()
+            # Slices short enough to renew leases, and to report waiting
+            # shards soon once no new shard comes.
+            left = 0.05 if self._done else self._lease / 3
+            for end in (deadline, idle_end):
+                if end is not None:
+                    left = min(left, max(0.0, end - now))
+            try:
+                task = self._manager.next_task(timeout=left, share=self._share)
+            except _quiver.EndOfStream:
+                return False
+            self._renew()
+            if task is None:
+                self._report_waiting()
+                now = time.monotonic()
+                if self._steps is not None and self._manager.drained():
+                    return False  # nothing left to take: the ranks end together
+                if idle_end is not None and now >= idle_end:
+                    return False
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError(f"no shard within {self._timeout} s")
+                continue
+            batches = self._manager.read_task(task, timeout=max(self._lease / 2, 1.0), with_offsets=True)
+            if batches is None:
+                # Its batches were not all sealed in time: handed out again.
+                self._manager.report(task, done=False)
+                continue
+            spans = self._skip.get(task.partition)
+            self._task, self._renewed = task, time.monotonic()
+            self._upto = self._passed = task.start
+            self._handed.clear()
+            self._batches.extend((o, b) for o, b in batches if not _in_spans(spans, o))
+            if self._batches:
+                return True
+            self._finish()  # every batch already in the model
+
+    def _finish(self) -> None:
+        """The shard in hand was handed out whole: it waits for its report."""
+        task = self._task
+        assert task is not None
+        wait = None if self._hold else self._report_lag - 1
+        self._done.append([task, wait, self._renewed])
+        self._task = None
+        self._settle()
+
+    # ---- iteration ----
 
     def __iter__(self) -> Iterator[Tensors]:
-        pending = _Pending(self._manager, self._lease)
-        task = None
+        if self._iterating:
+            raise RuntimeError("this loader is being iterated already")
+        self._iterating = True
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        step, agreed = 0, 0
+        abandoned = True
         try:
             while True:
-                task = self._next_task(pending)
-                if task is None:
-                    pending.report_all()
-                    return
-                batches = self._manager.read_task(task, timeout=max(self._lease / 2, 1.0))
-                if batches is None:
-                    # Its batches were not all sealed in time: handed out again.
-                    self._manager.report(task, done=False)
-                    task = None
+                ended = False
+                if not self._batches:
+                    if self._task is not None:
+                        self._finish()
+                    ended = not self._take()
+                if self._steps is not None and step >= agreed:
+                    agreed = self._steps.agree(
+                        epoch, step, step + len(self._batches), ended, self._renew, self._timeout
+                    )
+                    if agreed <= step:
+                        break  # every rank ends here
+                elif ended:
+                    break
+                offset, batch = self._batches.popleft()
+                self._handed.append((offset, batch))
+                self._upto = offset + 1
+                yield to_tensors(batch, **self._convert)
+                # The loop asked past it.
+                self._passed = self._upto
+                step += 1
+                for entry in self._done:
+                    if entry[1] is not None:
+                        entry[1] -= 1
+                self._settle()
+                self._renew()
+            abandoned = False
+        finally:
+            self._iterating = False
+            self._end_iteration(abandoned)
+
+    def _end_iteration(self, abandoned: bool) -> None:
+        """An iteration ended: at the stream's end or the ranks' common
+        step, or abandoned by the loop (a ``break``, an error in the loop,
+        the iterator dropped). An abandoned loop may not have used the last
+        `report_lag` items it was handed (a ``DataLoader`` drops what waits
+        in its queue): they are not counted as passed, and shards whose
+        report still waited go back unfinished.
+
+        Without held reports, the part of the shard in hand that is passed
+        is reported and the rest given back. With them, the shard stays in
+        hand for the next iteration, a commit reporting the part passed."""
+        if abandoned:
+            unused = list(self._handed)
+            task = self._task
+            if task is not None and unused and unused[0][0] >= task.start:
+                self._batches.extendleft(reversed(unused))
+                self._upto = self._passed = unused[0][0]
+            keep = []
+            for entry in self._done:
+                if entry[1] is not None and entry[1] > 0:
+                    try:
+                        self._manager.release(entry[0])
+                    except _quiver.Error:
+                        pass
                     continue
-                renewed = time.monotonic()
-                for batch in batches:
-                    if time.monotonic() - renewed > self._lease / 3:
-                        try:
-                            self._manager.extend_lease(task)
-                        except _quiver.TaskNotHeld:
-                            # The lease ran out while the loop was away (a
-                            # paused DataLoader worker, a long step): the
-                            # shard went to another member, which reads it
-                            # whole. Read on elsewhere, not twice here.
-                            task = None
-                            break
-                        renewed = time.monotonic()
-                    yield to_tensors(batch, **self._convert)
-                    pending.resumed()
-                if task is not None:
-                    pending.add(task, self._report_lag - 1)
-                    task = None
-        except BaseException:
-            # The loop stopped (break, an error, a signal): the shard in hand
-            # and those whose report waits go back unfinished, to be read
-            # again. A member that has left its group gave them back already.
-            for held in ([task] if task is not None else []) + pending.take():
+                keep.append(entry)
+            self._done = keep
+        self._handed.clear()
+        if not self._hold and self._task is not None:
+            try:
+                rest = self._manager.report_until(self._task, self._passed)
+                if rest is not None:
+                    self._manager.release(rest)
+            except _quiver.TaskNotHeld:
+                pass
+            except _quiver.Error:
+                # No room to split: the whole shard is read again.
                 try:
-                    self._manager.release(held)
+                    self._manager.release(self._task)
                 except _quiver.Error:
                     pass
-            raise
+            self._task = None
+        if self._task is None:
+            self._batches.clear()
+        self._report_waiting()
+
+    # ---- position ----
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The loader's data position, as torchdata's ``StatefulDataLoader``
+        gives it: the offsets handed to the loop that the group has not
+        committed (per partition, as ``[partition, start, end]`` spans).
+        Save it with the model; :meth:`load_state_dict` in a new loader
+        skips those rows, and :meth:`commit` reports them once the save is
+        durable."""
+        consumed = [(p, s, e) for p, spans in self._skip.items() for s, e in spans]
+        consumed += [(entry[0].partition, entry[0].start, entry[0].end) for entry in self._done]
+        if self._task is not None and self._upto > self._task.start:
+            consumed.append((self._task.partition, self._task.start, self._upto))
+        committed = self._manager.stats()["committed"]
+        spans = _spans([(p, max(s, committed[p]), e) for p, s, e in consumed if p < len(committed)])
+        return {
+            "format": STATE_FORMAT,
+            "stream": self._stream.name,
+            "namespace": self._stream.namespace,
+            "group": self._group,
+            "consumed": [[p, s, e] for p in sorted(spans) for s, e in spans[p]],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Takes up the position `state` (this loader's or another rank's
+        :meth:`state_dict`, or several merged by :func:`merge_states`):
+        rows it holds are not handed to the loop again. Raises
+        ``ValueError`` for a state of another stream, group or format."""
+        _check_state(state, self._stream, self._group)
+        if self._iterating:
+            raise RuntimeError("load_state_dict while the loader is being iterated")
+        consumed = [(p, s, e) for p, spans in self._skip.items() for s, e in spans]
+        self._skip = _spans(consumed + [tuple(item) for item in state["consumed"]])
+
+    def commit(self, state: Optional[Mapping[str, Any]] = None) -> None:
+        """Reports done the shards, and the part of the shard in hand,
+        that `state` (a :meth:`state_dict` of this loader; by default its
+        position now) holds: call it once `state` is saved durably. The
+        group's committed offsets, and a Kafka source's behind them, move
+        only over what the save holds."""
+        if state is None:
+            state = self.state_dict()
+        else:
+            _check_state(state, self._stream, self._group)
+        spans = _spans(state["consumed"])
+        keep = []
+        for entry in self._done:
+            task = entry[0]
+            if _covered_until(spans.get(task.partition), task.start) >= task.end:
+                try:
+                    self._manager.report(task)
+                except _quiver.TaskNotHeld:
+                    pass
+                continue
+            keep.append(entry)
+        self._done = keep
+        task = self._task
+        if task is not None:
+            upto = min(_covered_until(spans.get(task.partition), task.start), self._upto, task.end)
+            if upto > task.start:
+                try:
+                    self._task = self._manager.report_until(task, upto)
+                    self._renewed = time.monotonic()
+                    self._passed = max(self._passed, upto)
+                except _quiver.TaskNotHeld:
+                    self._lost_current()
+                    if self._steps is None:
+                        self._task = None
 
     def close(self) -> None:
-        """Leaves the group: shards in hand go back at once."""
+        """Leaves the group: shards in hand go back at once, unfinished."""
+        self._task = None
+        self._batches.clear()
+        self._done = []
+        if self._steps is not None:
+            self._steps.close()
         self._manager.leave()
 
     def __enter__(self) -> "Loader":
@@ -342,6 +727,160 @@ class Loader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_state(state: Mapping[str, Any], stream: _quiver.Stream, group: str) -> None:
+    if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"not a quiver.torch loader state (format {STATE_FORMAT!r})")
+    found = (state.get("stream"), state.get("namespace"), state.get("group"))
+    if found != (stream.name, stream.namespace, group):
+        raise ValueError(
+            f"the state is of stream {found[0]!r} (namespace {found[1]}) group {found[2]!r}, "
+            f"not stream {stream.name!r} (namespace {stream.namespace}) group {group!r}: "
+            "a stream made again has new offsets, and the state's mean nothing in it"
+        )
+    for item in state.get("consumed", ()):
+        if len(item) != 3 or not all(isinstance(v, int) and v >= 0 for v in item):
+            raise ValueError(f"a consumed span is [partition, start, end] of offsets, not {item!r}")
+
+
+def merge_states(states: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """One position of several ranks' :meth:`Loader.state_dict`\ s (of the
+    same stream and group): every rank of a resumed run loads it, and
+    whichever reads a shard skips what any rank had handed out."""
+    if not states:
+        raise ValueError("no state to merge")
+    first = states[0]
+    for state in states:
+        if (state.get("format"), state.get("stream"), state.get("namespace"), state.get("group")) != (
+            first.get("format"),
+            first.get("stream"),
+            first.get("namespace"),
+            first.get("group"),
+        ):
+            raise ValueError("states of different streams or groups")
+    spans = _spans([item for state in states for item in state["consumed"]])
+    merged = dict(first)
+    merged["consumed"] = [[p, s, e] for p in sorted(spans) for s, e in spans[p]]
+    return merged
+
+
+CHECKPOINT_FORMAT = "quiver.torch.Checkpoint/1"
+
+
+class Checkpoint:
+    """The model's and optimizer's state and the loader's data position in
+    one file, written atomically; the group's offsets are committed only
+    once the file is durable.
+
+    ``Checkpoint(path, loader, model, optimizer)`` makes the loader hold
+    its reports (:meth:`Loader.hold_reports`). :meth:`save` (call it at the
+    same step on every rank) writes a new file beside `path`, syncs it,
+    renames it over `path` and syncs the directory, then commits what the
+    file holds: a process killed at any moment leaves the last file whole,
+    and the group has committed nothing the file does not hold. With
+    several ranks (``torch.distributed``), the ranks' positions are
+    gathered and rank 0 writes the file; a barrier keeps every rank's
+    commit after it. :meth:`load` (every rank, before iterating) takes the
+    model, the optimizer and the position back: the loop continues with
+    the first batch after the save, no row skipped, and rows handed out
+    after the save read again. Behind a Kafka source whose commits follow
+    the group (``quiver kafka source --group``), Kafka's committed offsets
+    follow the saved model too.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        loader: Loader,
+        model: Optional["torch.nn.Module"] = None,
+        optimizer: Optional["torch.optim.Optimizer"] = None,
+    ) -> None:
+        self.path = pathlib.Path(path)
+        self.loader = loader
+        self.model = model
+        self.optimizer = optimizer
+        loader.hold_reports()
+
+    def _gather(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        if self.loader.ranks == 1:
+            return state
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() == self.loader.ranks):
+            raise RuntimeError("a Checkpoint of several ranks gathers their positions with torch.distributed")
+        states: list = [None] * self.loader.ranks
+        dist.all_gather_object(states, state)
+        return merge_states(states)
+
+    def save(self, **extra: Any) -> None:
+        """Saves the model, the optimizer, the position and `extra` (plain
+        values: a step count, a loss), then commits the position."""
+        state = self.loader.state_dict()
+        merged = self._gather(state)
+        if self.loader.rank == 0:
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "model": None if self.model is None else self.model.state_dict(),
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "loader": merged,
+                "extra": extra,
+            }
+            _write_durably(self.path, payload)
+        if self.loader.ranks > 1:
+            torch.distributed.barrier()
+        self.loader.commit(state)
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        """Takes the saved state back into the model, the optimizer and the
+        loader, and returns the `extra` values saved with it; ``None`` (and
+        nothing changed) if there is no file yet. A file that is not a
+        checkpoint, or one of another stream or group, raises
+        ``ValueError``."""
+        if not self.path.exists():
+            return None
+        if not self.path.is_file():
+            raise ValueError(f"{self.path} is not a regular file")
+        try:
+            payload = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{self.path} is not a readable checkpoint: {e}") from e
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.path} is not a quiver.torch checkpoint (format {CHECKPOINT_FORMAT!r})")
+        self.loader.load_state_dict(payload["loader"])
+        if self.model is not None and payload["model"] is not None:
+            self.model.load_state_dict(payload["model"])
+        if self.optimizer is not None and payload["optimizer"] is not None:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        return dict(payload.get("extra") or {})
+
+
+def _write_durably(path: pathlib.Path, payload: Any) -> None:
+    """`payload` into a new file beside `path` (exclusive, random name,
+    0600), synced, renamed over `path`, and the directory synced. Refuses
+    to replace anything but a regular file."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ValueError(f"{path} exists and is not a regular file: not replacing it")
+    directory = path.parent if str(path.parent) else pathlib.Path(".")
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        tmp = pathlib.Path(f.name)
+        try:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class StreamDataset(torch.utils.data.IterableDataset):
@@ -382,6 +921,8 @@ class StreamDataset(torch.utils.data.IterableDataset):
         # (`prefetch_factor` items a worker) and the loop's own step: its
         # shard is reported that many items later.
         loader.setdefault("report_lag", prefetch_factor + 2)
+        # Workers are members of their own; they share no steps.
+        loader.setdefault("ranks", None)
         self._loader = loader
 
     def __iter__(self) -> Iterator[Tensors]:

@@ -160,17 +160,31 @@ impl ShardManager {
 
     /// The batches of `task` (pyarrow RecordBatches, zero-copy), waiting up
     /// to `timeout` seconds for any still being written; `None` if they
-    /// were not all sealed in time.
-    #[pyo3(signature = (task, timeout = 10.0))]
-    fn read_task<'py>(&self, py: Python<'py>, task: &Task, timeout: f64) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
+    /// were not all sealed in time. With `with_offsets=True`, a list of
+    /// `(offset, batch)` (an offset whose batch was lost with a producer
+    /// that died mid-append has none).
+    #[pyo3(signature = (task, timeout = 10.0, *, with_offsets = false))]
+    fn read_task<'py>(
+        &self,
+        py: Python<'py>,
+        task: &Task,
+        timeout: f64,
+        with_offsets: bool,
+    ) -> PyResult<Option<Vec<Bound<'py, PyAny>>>> {
         let timeout = crate::wait::seconds(timeout)?;
         let batches = self.with(|m| py.detach(|| m.read_task(&task.inner, timeout)).map_err(errors::shard))?;
-        match batches {
-            None => Ok(None),
-            Some(batches) => {
-                Ok(Some(batches.iter().map(|b| self.fast.to_pyarrow(py, &b.batch)).collect::<PyResult<_>>()?))
+        let Some(batches) = batches else {
+            return Ok(None);
+        };
+        let items = batches.iter().map(|b| {
+            let batch = self.fast.to_pyarrow(py, &b.batch)?;
+            if with_offsets {
+                (b.offset, batch).into_pyobject(py).map(Bound::into_any)
+            } else {
+                Ok(batch)
             }
-        }
+        });
+        Ok(Some(items.collect::<PyResult<_>>()?))
     }
 
     /// Finishes `task`: done (never handed out again), or not (`done=False`:

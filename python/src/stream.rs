@@ -138,6 +138,21 @@ impl Stream {
         self.inner.schema().to_pyarrow(py)
     }
 
+    /// The store the stream is in (a handle of its own: closing it leaves
+    /// the stream's handle open).
+    #[getter]
+    fn store(&self) -> crate::store::Store {
+        crate::store::Store::wrap(self.inner.store().clone())
+    }
+
+    /// The stream's namespace: the number in its batches' object IDs,
+    /// drawn when the stream was made (a stream made again under the same
+    /// name has another, so offsets saved from one mean nothing in the other).
+    #[getter]
+    fn namespace(&self) -> u64 {
+        self.inner.namespace()
+    }
+
     /// The number of partitions.
     #[getter]
     fn partitions(&self) -> u32 {

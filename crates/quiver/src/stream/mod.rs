@@ -321,6 +321,13 @@ impl Stream {
         ObjectId::sequential(self.inner.namespace, partition, offset)
     }
 
+    /// The stream's namespace: the number in its batches' IDs, drawn when
+    /// the stream was made. A stream made again under the same name has
+    /// another, so an offset saved from one means nothing in the other.
+    pub fn namespace(&self) -> u64 {
+        self.inner.namespace
+    }
+
     /// The store the stream lives in.
     pub fn store(&self) -> &Store {
         &self.inner.store
