@@ -294,8 +294,9 @@ impl ShardManager {
     }
 
     /// Takes the next task of `share`, the lowest-numbered of its shards
-    /// that is waiting, cutting shards as the stream grows, and waiting up
-    /// to `timeout` for one; [`Next::End`] once the stream is closed and no
+    /// that is waiting once every shard numbered below it is cut (a lagging
+    /// partition holds the others back), cutting shards as the stream
+    /// grows, and waiting up to `timeout` for one; [`Next::End`] once the stream is closed and no
     /// shard of the share is left to take (others' may be). The same
     /// members with the same shares then see the same shards in the same
     /// order on every run, as long as the shards are cut at multiples of
@@ -380,9 +381,9 @@ impl ShardManager {
                 }
                 Some(share) => {
                     // Cut until a shard of the share waits, or nothing more can be.
-                    let mut found = take_share(sg, share, stream.partitions())?;
+                    let mut found = take_share(tx, stream, sg, share)?;
                     while found.is_none() && cut(tx, stream, sg)? {
-                        found = take_share(sg, share, stream.partitions())?;
+                        found = take_share(tx, stream, sg, share)?;
                     }
                     found
                 }

@@ -273,19 +273,35 @@ pub(super) fn all_cut(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup) -> R
 }
 
 /// Takes the lowest-numbered todo shard of `share` out of the queue (see
-/// [`Share`] for the numbers).
-pub(super) fn take_share(sg: &ShardGroup, share: Share, partitions: u32) -> Result<Option<u32>> {
+/// [`Share`] for the numbers), once every shard numbered below it is cut:
+/// a partition that lags behind holds the others' shares back, so the
+/// order never depends on which producer was faster.
+pub(super) fn take_share(tx: &StreamTxn<'_>, stream: &Stream, sg: &ShardGroup, share: Share) -> Result<Option<u32>> {
+    let partitions = stream.partitions() as u64;
     let size = sg.header.shard_size.load(Relaxed).max(1);
     let mut best: Option<((u64, u64), usize)> = None;
     for (at, slot) in sg.todo_slots()?.into_iter().enumerate() {
         let t = sg.task(slot)?;
-        let (p, start) = (t.partition.load(Relaxed), t.start.load(Relaxed));
-        let number = (start / size).saturating_mul(partitions as u64).saturating_add(p as u64);
+        let (p, start) = (t.partition.load(Relaxed) as u64, t.start.load(Relaxed));
+        let number = (start / size).saturating_mul(partitions).saturating_add(p);
         if number % share.of as u64 == share.index as u64 && !best.is_some_and(|(key, _)| key <= (number, start)) {
             best = Some(((number, start), at));
         }
     }
-    best.map(|(_, at)| sg.take_todo_at(at)).transpose().map_err(Into::into)
+    let Some(((number, _), at)) = best else {
+        return Ok(None);
+    };
+    let closed = tx.is_closed();
+    for q in 0..partitions {
+        // Partition q's shards numbered below `number`: k × partitions + q < number.
+        let below = number.saturating_sub(q).div_ceil(partitions);
+        let (tail, head) = tx.range(q as u32)?;
+        let cut_to = sg.next_cut[q as usize].load(Relaxed).max(tail);
+        if cut_to < below.saturating_mul(size) && !(closed && cut_to >= head) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(sg.take_todo_at(at)?))
 }
 
 /// Moves the group's committed offset over the contiguous run of finished

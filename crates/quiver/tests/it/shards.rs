@@ -600,3 +600,39 @@ fn shares_take_their_own_shards_in_offset_order_whoever_asks_first() {
     assert_eq!(members[0].next_task(Duration::from_secs(10)).unwrap(), Next::End);
     assert_eq!(stream.stats().unwrap().groups[0].committed, [10, 10]);
 }
+
+#[test]
+fn a_share_waits_for_a_lagging_partition_rather_than_change_its_order() {
+    use quiver::Share;
+    let t = TestStore::new("share-lag");
+    let store = store(&t);
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    // Partition 1 runs ahead: shards (k, p) numbered 2k + p; share 1 of 3
+    // is numbers 1, 4, 7: (0, 1), (2, 0), (3, 1).
+    for i in 0..8 {
+        producer.append_to(1, &batch(1, i, 1)).unwrap();
+    }
+    let mut m = ShardManager::join(&stream, "g", config(2).linger(Duration::from_secs(3600))).unwrap();
+    let share = Share { index: 1, of: 3 };
+    // Number 1 is cut, but number 0, (0, 0), cannot be yet: wait for it.
+    assert_eq!(m.next_task_in(Duration::from_millis(50), share).unwrap(), Next::TimedOut);
+    for i in 0..4 {
+        producer.append_to(0, &batch(0, i, 1)).unwrap();
+    }
+    let first = m.next_task_in(Duration::from_secs(10), share).unwrap().task().unwrap();
+    assert_eq!(shard(&first), (1, 0, 2));
+    // Number 7, (3, 1), is cut, but 4, (2, 0), is not yet: wait for it.
+    assert_eq!(m.next_task_in(Duration::from_millis(50), share).unwrap(), Next::TimedOut);
+    for i in 4..6 {
+        producer.append_to(0, &batch(0, i, 1)).unwrap();
+    }
+    let second = m.next_task_in(Duration::from_secs(10), share).unwrap().task().unwrap();
+    assert_eq!(shard(&second), (0, 4, 6));
+    // Number 7 waits for number 6, (3, 0); once the stream is closed, a
+    // partition that ended holds nothing back.
+    assert_eq!(m.next_task_in(Duration::from_millis(50), share).unwrap(), Next::TimedOut);
+    stream.close().unwrap();
+    let third = m.next_task_in(Duration::from_secs(10), share).unwrap().task().unwrap();
+    assert_eq!(shard(&third), (1, 6, 8));
+}
