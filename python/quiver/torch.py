@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import json
 import os
 import pathlib
 import tempfile
@@ -183,9 +184,8 @@ def _ranks(ranks: Any) -> Tuple[int, int, Optional[bytes]]:
             return 0, 1, None
         # One collective when the loader is made, none per step: rank 0's
         # random token names this run's step cells.
-        token = [os.urandom(8) if dist.get_rank() == 0 else None]
-        dist.broadcast_object_list(token, src=0)
-        return dist.get_rank(), dist.get_world_size(), token[0]
+        token = _broadcast_bytes(os.urandom(8))
+        return dist.get_rank(), dist.get_world_size(), token
     try:
         rank, count, key = ranks
     except (TypeError, ValueError):
@@ -193,6 +193,35 @@ def _ranks(ranks: Any) -> Tuple[int, int, Optional[bytes]]:
     if not (isinstance(rank, int) and isinstance(count, int) and 0 <= rank < count):
         raise ValueError(f"ranks={ranks!r}: rank {rank!r} is not one of {count!r} ranks")
     return rank, count, hashlib.sha256(str(key).encode()).digest()[:8]
+
+
+def _device() -> "torch.device":
+    """Where the process group's collectives take tensors (NCCL: the GPU)."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _broadcast_bytes(data: bytes) -> bytes:
+    """Rank 0's `data` (as long as every rank's) on every rank, through a
+    tensor (the object collectives need NumPy, which torch does not)."""
+    tensor = torch.tensor(list(data), dtype=torch.uint8, device=_device())
+    torch.distributed.broadcast(tensor, src=0)
+    return bytes(tensor.tolist())
+
+
+def _all_gather_bytes(data: bytes) -> list:
+    """Every rank's `data`, in rank order."""
+    dist = torch.distributed
+    count, device = dist.get_world_size(), _device()
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(count)]
+    dist.all_gather(sizes, torch.tensor([len(data)], dtype=torch.int64, device=device))
+    longest = max(int(size.item()) for size in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    parts = [torch.zeros(longest, dtype=torch.uint8, device=device) for _ in range(count)]
+    dist.all_gather(parts, padded)
+    return [bytes(part[: int(size.item())].tolist()) for part, size in zip(parts, sizes)]
 
 
 class _Steps:
@@ -513,9 +542,10 @@ class Loader:
         idle_end = None if self._idle is None else start + self._idle
         while True:
             now = time.monotonic()
-            # Slices short enough to renew leases, and to report waiting
-            # shards soon once no new shard comes.
-            left = 0.05 if self._done else self._lease / 3
+            # Slices short enough to renew leases, to report waiting shards
+            # soon once no new shard comes, and for ranks to see the group
+            # drained (a close wakes no one while others hold shards).
+            left = 0.05 if self._done else 0.1 if self._steps is not None else self._lease / 3
             for end in (deadline, idle_end):
                 if end is not None:
                     left = min(left, max(0.0, end - now))
@@ -808,8 +838,7 @@ class Checkpoint:
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() == self.loader.ranks):
             raise RuntimeError("a Checkpoint of several ranks gathers their positions with torch.distributed")
-        states: list = [None] * self.loader.ranks
-        dist.all_gather_object(states, state)
+        states = [json.loads(data) for data in _all_gather_bytes(json.dumps(state).encode())]
         return merge_states(states)
 
     def save(self, **extra: Any) -> None:

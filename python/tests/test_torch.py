@@ -2,6 +2,7 @@
 the training process a member of a shard-managed group (real torch, CPU)."""
 
 import gc
+import os
 import signal
 import time
 
@@ -270,3 +271,156 @@ def test_ctrl_c_interrupts_a_waiting_loader(store, name):
     proc.send_signal(signal.SIGINT)
     assert read_line(proc) == "interrupted"
     assert proc.wait(timeout=DEADLINE) == 0
+
+
+# ---- ranks: every rank ends at the same step ----
+
+DDP_RANK = """
+import os, sys, time, torch, torch.distributed as dist
+import quiver, quiver.torch as qt
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+store = quiver.Store.open(sys.argv[1])
+stream = quiver.Stream.open(store, "s")
+rows, steps = [], 0
+with qt.Loader(stream, "g", ["i64"], shard_size=int(sys.argv[2]), timeout=30) as loader:
+    assert (loader.rank, loader.ranks) == (rank, dist.get_world_size())
+    for tensors in loader:
+        # The gradients' all-reduce: a rank missing from it hangs the others.
+        total = torch.ones(1)
+        dist.all_reduce(total)
+        assert total.item() == dist.get_world_size()
+        rows.extend(tensors["i64"].tolist())
+        steps += 1
+        if rank == 0 and steps % 3 == 0:
+            time.sleep(0.01)  # ranks at different speeds
+    dist.barrier()
+print(f"rank {rank} steps {steps} rows {' '.join(map(str, rows))}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def torchrun(script, ranks, *args, timeout=120):
+    """Runs `script` on `ranks` CPU ranks with torchrun (gloo); a hang fails
+    the test at `timeout`. Returns each rank's printed line, by rank."""
+    import subprocess
+    import sys
+    import tempfile as tf
+
+    with tf.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(script)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", f.name]
+            + [str(a) for a in args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    finally:
+        os.unlink(f.name)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr}"
+    lines = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("rank "):
+            rank = int(line.split()[1])
+            lines[rank] = line
+    assert sorted(lines) == list(range(ranks)), proc.stdout
+    return lines
+
+
+def parse_rank(line):
+    words = line.split()
+    return int(words[3]), [int(v) for v in words[5:]]
+
+
+def leftover_rows(stream):
+    """What a plain loader still finds in group g afterwards."""
+    rows = []
+    with qt.Loader(stream, "g", ["i64"], timeout=10, ranks=None) as loader:
+        for tensors in loader:
+            rows.extend(tensors["i64"].tolist())
+    return rows
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ddp_ranks_on_uneven_data_end_at_the_same_step(store, name, ranks):
+    # 47 batches of 2 rows in shards of 4: no even split across the ranks.
+    stream = filled_stream(store, 47, rows=2)
+    lines = torchrun(DDP_RANK, ranks, name, 4)
+    steps = {rank: parse_rank(line)[0] for rank, line in lines.items()}
+    assert len(set(steps.values())) == 1, f"ranks took different numbers of steps: {steps}"
+    read = [row for line in lines.values() for row in parse_rank(line)[1]]
+    assert len(read) == len(set(read)), "a row was read by two ranks"
+    assert len(read) >= 2 * ranks * (47 // ranks - 4), f"the ranks stopped early: {steps}"
+    # What did not fit the last common step is still there, uncommitted.
+    rest = leftover_rows(stream)
+    assert sorted(read + rest) == list(range(94))
+
+
+RANK_PROCESS = """
+import sys, quiver, quiver.torch as qt
+rank, count, key = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+store = quiver.Store.open(sys.argv[1])
+stream = quiver.Stream.open(store, "s")
+idle = float(sys.argv[8]) if len(sys.argv) > 8 else None
+with qt.Loader(stream, sys.argv[5], ["i64"], shard_size=3, timeout=30, ranks=(rank, count, key),
+               deterministic=sys.argv[6] == "1", idle=idle) as loader:
+    for epoch in range(int(sys.argv[7])):
+        seen = [t["i64"][0].item() for t in loader]
+        print(f"rank {rank} epoch {epoch} " + " ".join(map(str, seen)), flush=True)
+"""
+
+
+def test_ranks_end_each_window_of_a_live_stream_at_a_common_step(store, name):
+    # The producer pauses between two bursts: with `idle`, each pause ends
+    # an epoch (a window), at the same step on both ranks, and the next
+    # epoch goes on from there.
+    stream = quiver.Stream.create(store, "s", SCHEMA, groups=["g"])
+    producer = stream.producer()
+    for i in range(14):
+        producer.append(numeric_batch(i, 1))
+    procs = [start_python(RANK_PROCESS, name, rank, 2, "run", "g", 0, 2, 1.0) for rank in range(2)]
+    first = [read_line(proc) for proc in procs]
+    for i in range(14, 30):
+        producer.append(numeric_batch(i, 1))
+    producer.close()
+    epochs = {0: [], 1: []}
+    for rank, proc in enumerate(procs):
+        stdout, stderr = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, stderr
+        for line in [first[rank]] + stdout.splitlines():
+            epochs[int(line.split()[3])].append([int(v) for v in line.split()[4:]])
+    for epoch, seen in epochs.items():
+        assert len(seen[0]) == len(seen[1]), f"epoch {epoch}: {seen}"
+    assert len(epochs[0][0]) >= 3 and len(epochs[1][0]) >= 3, epochs
+    read = [v for seen in epochs.values() for rows in seen for v in rows]
+    assert len(read) == len(set(read)), "a row was read twice"
+    assert max(epochs[0][0] + epochs[0][1]) < 14, "the first window ends where the producer paused"
+    assert sorted(read + leftover_rows(stream)) == list(range(30))
+
+
+def test_deterministic_ranks_see_the_same_batches_in_the_same_order_every_run(store, name):
+    # Two partitions written in a scrambled order while the ranks read.
+    schema = SCHEMA
+    stream = quiver.Stream.create(store, "s", schema, partitions=2, groups=["a", "b", "c"])
+    producer = stream.producer()
+    runs = []
+    for group in ("a", "b", "c"):
+        procs = [start_python(RANK_PROCESS, name, rank, 2, group, group, 1, 1) for rank in range(2)]
+        if group == "a":
+            order = [(i * 7) % 30 for i in range(30)]
+            for i in order:
+                producer.append_to(i % 2, numeric_batch(i, 1))
+                time.sleep(0.002)
+            stream.close()
+        seen = {}
+        for rank, proc in enumerate(procs):
+            stdout, stderr = proc.communicate(timeout=DEADLINE)
+            assert proc.returncode == 0, stderr
+            seen[rank] = [int(v) for v in stdout.split()[4:]]
+        runs.append(seen)
+    assert runs[0] == runs[1] == runs[2], runs
+    assert len(runs[0][0]) == len(runs[0][1]) > 0
+    assert not set(runs[0][0]) & set(runs[0][1])
