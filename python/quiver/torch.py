@@ -559,6 +559,8 @@ class Loader:
                 now = time.monotonic()
                 if self._steps is not None and self._manager.drained():
                     return False  # nothing left to take: the ranks end together
+                if self._hold and self._holds_the_rest():
+                    return False  # the end waits only for this loader's commit
                 if idle_end is not None and now >= idle_end:
                     return False
                 if deadline is not None and now >= deadline:
@@ -577,6 +579,14 @@ class Loader:
             if self._batches:
                 return True
             self._finish()  # every batch already in the model
+
+    def _holds_the_rest(self) -> bool:
+        """Whether the group is drained and every shard still out is one
+        this loader holds for a commit."""
+        if not self._manager.drained():
+            return False
+        held = len(self._done) + (self._task is not None)
+        return self._manager.stats()["doing"] == held
 
     def _finish(self) -> None:
         """The shard in hand was handed out whole: it waits for its report."""

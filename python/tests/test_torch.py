@@ -424,3 +424,180 @@ def test_deterministic_ranks_see_the_same_batches_in_the_same_order_every_run(st
     assert runs[0] == runs[1] == runs[2], runs
     assert len(runs[0][0]) == len(runs[0][1]) > 0
     assert not set(runs[0][0]) & set(runs[0][1])
+
+
+# ---- resuming where the model was saved ----
+
+
+def rows_of(tensors):
+    return tensors["i64"].tolist()
+
+
+def test_state_dict_resumes_mid_shard_and_a_loaded_state_is_not_read_again(store, tmp_path):
+    stream = filled_stream(store, 20, rows=2)
+    loader = qt.Loader(stream, "g", ["i64"], shard_size=6, timeout=10)
+    loader.hold_reports()
+    seen = []
+    for i, tensors in enumerate(loader):
+        seen += rows_of(tensors)
+        if i == 8:  # inside the second shard
+            state = loader.state_dict()
+            break
+    assert state["consumed"] == [[0, 0, 9]] and state["stream"] == "s" and state["group"] == "g"
+    assert state["namespace"] == stream.namespace
+    # Nothing was committed: the loader held its reports.
+    assert stream.consumer("g").committed(0) == 0
+    loader.close()  # as a crash would: its shards go back unfinished
+    resumed = qt.Loader(stream, "g", ["i64"], shard_size=6, timeout=10)
+    resumed.load_state_dict(state)
+    rest = [row for tensors in resumed for row in rows_of(tensors)]
+    assert seen == list(range(18)) and rest == list(range(18, 40))
+    # A state of another stream or group, or not a state, is refused.
+    with pytest.raises(ValueError, match="group"):
+        resumed.load_state_dict({**state, "group": "h"})
+    with pytest.raises(ValueError, match="namespace"):
+        resumed.load_state_dict({**state, "namespace": state["namespace"] + 1})
+    with pytest.raises(ValueError, match="not a quiver.torch loader state"):
+        resumed.load_state_dict({"consumed": []})
+    with pytest.raises(ValueError, match="span"):
+        resumed.load_state_dict({**state, "consumed": [[0, -1, 3]]})
+    resumed.close()
+
+
+def test_commit_reports_only_what_the_state_holds(store):
+    stream = filled_stream(store, 20, rows=1)
+    loader = qt.Loader(stream, "g", ["i64"], shard_size=6, timeout=10)
+    loader.hold_reports()
+    it = iter(loader)
+    for _ in range(8):
+        next(it)
+    state = loader.state_dict()
+    for _ in range(4):
+        next(it)
+    loader.commit(state)
+    assert stream.consumer("g").committed(0) == 8
+    loader.commit()
+    assert stream.consumer("g").committed(0) == 12
+    it.close()
+    loader.close()
+
+
+def new_model():
+    torch.manual_seed(0)
+    return torch.nn.Linear(1, 1)
+
+
+def test_checkpoint_saves_model_and_position_and_three_resumes_read_every_row_once(store, tmp_path):
+    stream = filled_stream(store, 30, rows=2)
+    path = tmp_path / "train.ckpt"
+    trained = []
+    for run, stop_after in enumerate([5, 9, 13, None]):
+        model = new_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with qt.Loader(stream, "g", ["i64"], shard_size=4, timeout=10) as loader:
+            checkpoint = qt.Checkpoint(path, loader, model, optimizer)
+            extra = checkpoint.load()
+            trained = extra["trained"] if extra else []
+            if run:
+                # The model came back with the position: the weight saved.
+                assert model.weight.item() == pytest.approx(extra["weight"])
+            for step, tensors in enumerate(loader):
+                x = tensors["i64"].float().unsqueeze(1)
+                loss = (model(x) - x).pow(2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                trained += rows_of(tensors)
+                if step % 3 == 2:
+                    checkpoint.save(trained=trained, weight=model.weight.item())
+                if step == stop_after:
+                    # Rows after the last save are read again by the next run.
+                    break
+            else:
+                checkpoint.save(trained=trained, weight=model.weight.item())
+    final = qt.Checkpoint(path, qt.Loader(stream, "g", ["i64"], timeout=10)).load()
+    assert final["trained"] == list(range(60))
+    assert stream.consumer("g").committed(0) == 30
+
+
+def test_a_crash_between_the_saved_file_and_the_commit_skips_the_saved_rows(store, tmp_path):
+    stream = filled_stream(store, 12, rows=1)
+    path = tmp_path / "train.ckpt"
+    loader = qt.Loader(stream, "g", ["i64"], shard_size=5, timeout=10)
+    checkpoint = qt.Checkpoint(path, loader)
+    trained = []
+    for step, tensors in enumerate(loader):
+        trained += rows_of(tensors)
+        if step == 6:
+            loader.commit = lambda state=None: None  # the process dies here
+            checkpoint.save(trained=trained)
+            break
+    assert stream.consumer("g").committed(0) == 0
+    loader.close()
+    resumed = qt.Loader(stream, "g", ["i64"], shard_size=5, timeout=10)
+    trained = qt.Checkpoint(path, resumed).load()["trained"]
+    trained += [row for tensors in resumed for row in rows_of(tensors)]
+    assert trained == list(range(12))
+
+
+def test_a_checkpoint_refuses_foreign_files_and_never_replaces_a_device_or_link(store, tmp_path):
+    stream = filled_stream(store, 4, rows=1)
+    loader = qt.Loader(stream, "g", ["i64"], timeout=10)
+    foreign = tmp_path / "foreign"
+    foreign.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        qt.Checkpoint(foreign, loader).load()
+    torch.save({"format": "other"}, tmp_path / "other")
+    with pytest.raises(ValueError, match="not a quiver.torch checkpoint"):
+        qt.Checkpoint(tmp_path / "other", loader).load()
+    assert qt.Checkpoint(tmp_path / "missing", loader).load() is None
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(ValueError, match="not a regular file"):
+        qt.Checkpoint(link, loader).save()
+    assert target.read_bytes() == b"keep"
+    with pytest.raises(ValueError, match="not a regular file"):
+        qt.Checkpoint(tmp_path, loader).save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign", "link", "other", "target"]
+    loader.close()
+
+
+KILLED_TRAINER = """
+import random, sys, time, torch, quiver, quiver.torch as qt
+store = quiver.Store.open(sys.argv[1])
+stream = quiver.Stream.open(store, "s")
+with qt.Loader(stream, "g", ["i64"], shard_size=3, timeout=30) as loader:
+    checkpoint = qt.Checkpoint(sys.argv[2], loader)
+    extra = checkpoint.load() or {"trained": []}
+    trained = extra["trained"]
+    print("started", len(trained), flush=True)
+    for step, tensors in enumerate(loader):
+        trained += tensors["i64"].tolist()
+        time.sleep(random.random() * 0.004)
+        if step % 4 == 3:
+            checkpoint.save(trained=trained)
+    checkpoint.save(trained=trained)
+print("finished", flush=True)
+"""
+
+
+def test_a_trainer_killed_at_random_moments_resumes_with_the_first_row_after_its_save(store, name, tmp_path):
+    import random
+
+    stream = filled_stream(store, 400, rows=1)
+    path = tmp_path / "train.ckpt"
+    rng = random.Random(7)
+    for _ in range(3):
+        proc = start_python(KILLED_TRAINER, name, path)
+        assert read_line(proc).startswith("started")
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.kill()
+        assert proc.wait(timeout=DEADLINE) == -signal.SIGKILL, "the trainer finished before it was killed"
+    proc = start_python(KILLED_TRAINER, name, path)
+    out, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err
+    assert out.splitlines()[-1] == "finished"
+    trained = torch.load(path, weights_only=True)["extra"]["trained"]
+    assert trained == list(range(400)), "a row skipped or trained twice across the resumes"
