@@ -785,7 +785,7 @@ def _check_state(state: Mapping[str, Any], stream: _quiver.Stream, group: str) -
 
 
 def merge_states(states: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
-    """One position of several ranks' :meth:`Loader.state_dict`\ s (of the
+    """One position of several ranks' states (:meth:`Loader.state_dict`, of the
     same stream and group): every rank of a resumed run loads it, and
     whichever reads a shard skips what any rank had handed out."""
     if not states:
