@@ -19,6 +19,10 @@ takes them. Then, in one process, what the Loader adds to a batch on top of
 the shard manager's own read (`read_task`) and of a consumer's `poll`.
 
     .venv/bin/python python/bench/torch_bench.py [--seconds 3] [--sizes 1024,65536,1048576] [--rounds 3]
+
+With `--memory`, instead: the peak memory of the training process (RSS)
+and of all the processes of the path (PSS, which splits shared pages among
+their users), the Loader against a `DataLoader` with 3 workers.
 """
 
 import argparse
@@ -231,6 +235,139 @@ def per_batch_costs(size, batches=2000):
         quiver.Store.remove(name)
 
 
+# ---- peak memory ---------------------------------------------------------------
+
+def run_dataloader3(size, seconds):
+    import torch
+
+    loader = torch.utils.data.DataLoader(Made(rows_for(size)).dataset, batch_size=None, num_workers=3)
+    return timed(loader, seconds)
+
+
+# A dataset held in the training process as Python objects, as most are:
+# `DataLoader` workers are forked with it, and reading it touches every
+# object's reference count, which copies the pages they lie in into each
+# worker (pytorch/pytorch#13246). With quiver the same rows lie in the
+# store once, and the training process reads them there.
+HELD_ROWS = 1_000_000
+
+
+def run_held_dataloader3(size, seconds):
+    import torch
+
+    rows = rows_for(size)
+
+    class Held(torch.utils.data.IterableDataset):
+        def __init__(self):
+            self.samples = [(float(i), float(i + 1), float(i + 2), float(i + 3)) for i in range(HELD_ROWS)]
+
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            step, first = (info.num_workers, info.id) if info else (1, 0)
+            for start in range(first * rows, len(self.samples), step * rows):
+                chunk = self.samples[start : start + rows]
+                columns = list(zip(*chunk))
+                yield {f"c{c}": torch.tensor(columns[c], dtype=torch.float32) for c in range(COLUMNS)}
+
+    # One epoch: the loop touches every batch.
+    for tensors in torch.utils.data.DataLoader(Held(), batch_size=None, num_workers=3):
+        touch(tensors)
+
+
+def held_producer(name, rows):
+    import pyarrow as pa
+
+    import quiver
+
+    with quiver.Store.open(name) as store:
+        producer = quiver.Stream.open(store, "held").producer()
+        for start in range(0, HELD_ROWS, rows):
+            n = min(rows, HELD_ROWS - start)
+            producer.append(pa.record_batch(
+                [pa.array([float(start + i + c) for i in range(n)], pa.float32()) for c in range(COLUMNS)],
+                names=[f"c{c}" for c in range(COLUMNS)],
+            ))  # fmt: skip
+        producer.close()
+
+
+def run_held_loader(size, seconds):
+    """The same rows, appended to a stream by a producer process, read by a
+    Loader in the training process: one epoch."""
+    import quiver
+    import quiver.torch as qt
+
+    rows = rows_for(size)
+    name = f"torchbench-held-{os.getpid()}"
+    store = quiver.Store.create(name, capacity=HELD_ROWS * 16 * 2 + (64 << 20), max_objects=HELD_ROWS // rows + 64)
+    try:
+        stream = quiver.Stream.create(store, "held", arrow_batch(1).schema, groups=["train"])
+        # A producer process appends the rows, as preprocessing would.
+        subprocess.run([sys.executable, HERE, "held-producer", name, str(rows)], check=True)
+        # One epoch: the loop touches every batch.
+        with qt.Loader(stream, "train", shard_size=SHARD, timeout=30) as loader:
+            for tensors in loader:
+                touch(tensors)
+    finally:
+        store.close()
+        quiver.Store.remove(name)
+
+
+MEMORY_PATHS = {
+    "loader": run_loader,
+    "dataloader3": run_dataloader3,
+    "held-loader": run_held_loader,
+    "held-dataloader3": run_held_dataloader3,
+}
+
+
+def tree(pid):
+    """`pid` and its descendants, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def rollup(pid):
+    """(Rss, Pss) of `pid` in bytes (0, 0 once it is gone)."""
+    values = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss"):
+                    values[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        return 0, 0
+    return values.get("Rss", 0), values.get("Pss", 0)
+
+
+def peak_memory(path, size, seconds):
+    """Peak RSS of the training process, and peak PSS summed over it and
+    every process it started (workers; the Loader's producer), sampled
+    every 20 ms while `path` runs for `seconds`."""
+    child = subprocess.Popen([sys.executable, HERE, "memory-child", path, str(size), str(seconds)])
+    rss_peak = pss_peak = 0
+    while child.poll() is None:
+        pids = tree(child.pid)
+        rss_peak = max(rss_peak, rollup(child.pid)[0])
+        pss_peak = max(pss_peak, sum(rollup(p)[1] for p in pids))
+        time.sleep(0.02)
+    assert child.returncode == 0, f"{path} failed"
+    return rss_peak, pss_peak
+
+
 PATHS = {"loader": run_loader, "dataloader": run_dataloader, "queue": run_queue, "streamdataset": run_streamdataset}
 
 
@@ -238,12 +375,35 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "producer":
         producer(sys.argv[2], int(sys.argv[3]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "held-producer":
+        held_producer(sys.argv[2], int(sys.argv[3]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "memory-child":
+        MEMORY_PATHS[sys.argv[2]](int(sys.argv[3]), float(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sizes", default="1024,65536,1048576")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    parser.add_argument("--memory", action="store_true", help="only the peak memory: Loader against a 3-worker DataLoader")
     args = parser.parse_args()
+    if args.memory:
+        print("peak memory, MiB (training process RSS; PSS of it and every process it started)\n")
+        print("| batch | Loader: RSS | Loader: PSS, with its producer | DataLoader, 3 workers: RSS | DataLoader, 3 workers: PSS, with the workers |")
+        print("|---|---|---|---|---|")
+        mib = 1 << 20
+        for size in [int(s) for s in args.sizes.split(",")]:
+            (lr, lp), (dr, dp) = (peak_memory(p, size, args.seconds) for p in ("loader", "dataloader3"))
+            print(f"| {size} B | {lr / mib:.0f} | {lp / mib:.0f} | {dr / mib:.0f} | {dp / mib:.0f} |")
+        print(f"\none epoch over {HELD_ROWS:,} rows of 4 floats, 1 KiB batches: held in the training process "
+              "as Python objects and read by 3 DataLoader workers, against the same rows in a stream\n")
+        print("| | Loader | DataLoader, 3 workers |")
+        print("|---|---|---|")
+        (lr, lp), (dr, dp) = (peak_memory(p, 1024, args.seconds) for p in ("held-loader", "held-dataloader3"))
+        print(f"| training process RSS | {lr / mib:.0f} | {dr / mib:.0f} |")
+        print(f"| PSS of every process | {lp / mib:.0f} | {dp / mib:.0f} |")
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = {(size, path): [] for size in sizes for path in PATHS}
     for _ in range(args.rounds):
