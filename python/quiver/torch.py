@@ -432,6 +432,7 @@ class Loader:
         # past.
         self._task: Optional[_quiver.Task] = None
         self._renewed = 0.0
+        self._renew_at = 0.0
         self._batches: collections.deque = collections.deque()
         self._upto = 0
         self._passed = 0
@@ -464,6 +465,8 @@ class Loader:
     def _renew(self) -> None:
         """Renews the leases of the shards held that are a third of a lease old."""
         now = time.monotonic()
+        # Looked at again in a tenth of a lease (the loop's fast path).
+        self._renew_at = now + self._lease / 10
         if self._task is not None and now - self._renewed > self._lease / 3:
             try:
                 self._manager.extend_lease(self._task)
@@ -628,11 +631,13 @@ class Loader:
                 # The loop asked past it.
                 self._passed = self._upto
                 step += 1
-                for entry in self._done:
-                    if entry[1] is not None:
-                        entry[1] -= 1
-                self._settle()
-                self._renew()
+                if self._done:
+                    for entry in self._done:
+                        if entry[1] is not None:
+                            entry[1] -= 1
+                    self._settle()
+                if time.monotonic() > self._renew_at:
+                    self._renew()
             abandoned = False
         finally:
             self._iterating = False
