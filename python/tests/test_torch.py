@@ -601,3 +601,93 @@ def test_a_trainer_killed_at_random_moments_resumes_with_the_first_row_after_its
     assert out.splitlines()[-1] == "finished"
     trained = torch.load(path, weights_only=True)["extra"]["trained"]
     assert trained == list(range(400)), "a row skipped or trained twice across the resumes"
+
+
+# ---- behind a Kafka source: Kafka's committed offset follows the saved model ----
+
+KAFKA_TRAINER = """
+import sys, time, quiver, quiver.torch as qt
+store = quiver.Store.open(sys.argv[1])
+deadline = time.monotonic() + 30
+while True:
+    try:
+        stream = quiver.Stream.open(store, "features")
+        break
+    except quiver.NotFound:
+        assert time.monotonic() < deadline, "the Kafka source made no stream"
+        time.sleep(0.05)
+with qt.Loader(stream, "trainers", ["row"], shard_size=2, timeout=30) as loader:
+    checkpoint = qt.Checkpoint(sys.argv[2], loader)
+    batches = iter(loader)
+    saved = sum(len(next(batches)["row"]) for _ in range(7))
+    checkpoint.save()
+    print("saved", saved, flush=True)
+    more = sum(len(next(batches)["row"]) for _ in range(5))
+    print("more", saved + more, flush=True)
+    time.sleep(60)  # until killed, the rows after the save not saved
+"""
+
+
+def kafka_committed(quiver_bin, name):
+    """Kafka's committed offset of partition 0, as the source reports it."""
+    import json
+    import subprocess
+
+    out = subprocess.run([quiver_bin, "stat", name, "--json"], capture_output=True, text=True, timeout=DEADLINE)
+    sources = json.loads(out.stdout)["kafka_sources"] if out.returncode == 0 else []
+    return sources[0]["partitions"][0]["committed"] if sources else None
+
+
+def test_behind_a_kafka_source_kafkas_committed_offset_follows_the_saved_model(name, quiver_bin, tmp_path):
+    import subprocess
+    import uuid
+
+    brokers = os.environ.get("QUIVER_KAFKA_BROKERS")
+    if not brokers:
+        pytest.skip("no Kafka broker (QUIVER_KAFKA_BROKERS; scripts/test starts one)")
+    if subprocess.run([quiver_bin, "kafka", "--help"], capture_output=True).returncode != 0:
+        pytest.skip("this quiver binary has no kafka feature")
+    topic = f"torch-{uuid.uuid4().hex[:8]}"
+    run = lambda *args: subprocess.run([quiver_bin, *args], capture_output=True, text=True, timeout=DEADLINE)  # noqa: E731
+    created = run("kafka", "topic", "--brokers", brokers, "--topic", topic, "--partitions", "1")
+    assert created.returncode == 0, created.stderr
+    # 100 rows into the topic as JSON records, through a sink from a seed store.
+    seed = f"{name}-seed"
+    with quiver.Store.create(seed, capacity=16 << 20) as store:
+        try:
+            rows = quiver.Stream.create(store, "rows", pa.schema([("row", pa.int64())]), groups=["sink"])
+            producer = rows.producer()
+            for first in range(0, 100, 10):
+                producer.append(pa.record_batch([pa.array(range(first, first + 10), pa.int64())], names=["row"]))
+            producer.close()
+            sunk = run("kafka", "sink", "--brokers", brokers, "--topic", topic, "--store", seed, "--stream", "rows",
+                       "--group", "sink", "--format", "json")  # fmt: skip
+            assert sunk.returncode == 0, sunk.stderr
+        finally:
+            quiver.Store.remove(seed)
+    source = subprocess.Popen(
+        [quiver_bin, "kafka", "source", "--brokers", brokers, "--topic", topic, "--group", f"{topic}-g",
+         "--store", name, "--stream", "features", "--format", "json", "--batch-records", "5",
+         "--require-group", "trainers"],  # fmt: skip
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    trainer = start_python(KAFKA_TRAINER, name, tmp_path / "model.ckpt")
+    try:
+        saved_line = read_line(trainer)
+        assert saved_line.startswith("saved "), saved_line + trainer.stderr.read()
+        saved = int(saved_line.split()[1])
+        # Kafka commits what the saved model holds...
+        deadline = time.monotonic() + DEADLINE
+        while kafka_committed(quiver_bin, name) != saved:
+            assert time.monotonic() < deadline, f"Kafka committed {kafka_committed(quiver_bin, name)}, not {saved}"
+            time.sleep(0.1)
+        # ...and nothing the loop read after it.
+        more = int(read_line(trainer).split()[1])
+        assert more > saved
+        time.sleep(1.5)
+        assert kafka_committed(quiver_bin, name) == saved
+    finally:
+        trainer.kill()
+        trainer.wait(timeout=DEADLINE)
+        source.terminate()
+        source.wait(timeout=DEADLINE)

@@ -23,6 +23,21 @@ pub(crate) enum KafkaCommand {
     /// Measure the source's records per second beside a bare rdkafka
     /// consumer reading the same topic, in one run (a new topic is made).
     Bench(KafkaBenchArgs),
+    /// Create a topic (the sink produces only to one that exists).
+    Topic(TopicArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct TopicArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    brokers: String,
+    /// The topic to create.
+    #[arg(long)]
+    topic: String,
+    /// Its partitions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    partitions: i32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -160,6 +175,11 @@ pub(crate) fn run(command: KafkaCommand) -> Result<()> {
         KafkaCommand::Source(args) => source(args),
         KafkaCommand::Sink(args) => sink(args),
         KafkaCommand::Bench(args) => bench(args),
+        KafkaCommand::Topic(args) => {
+            quiver_kafka::create_topic(&args.brokers, &args.topic, args.partitions, Duration::from_secs(30))?;
+            eprintln!("topic {:?} created with {} partitions", args.topic, args.partitions);
+            Ok(())
+        }
     }
 }
 
