@@ -245,7 +245,8 @@ class _Steps:
         store = stream.store
         name = f"{stream.name}/{group}"
         cells_id = _quiver.ObjectId.named("torch_steps", name, ranks, token)
-        count = 1 + 2 * ranks
+        # Cell 0 unused; then two words per rank; then each rank's owner.
+        count = 1 + 3 * ranks
         if rank == 0:
             # Cells of earlier runs (a rank killed before it closed) go.
             for obj in store.list():
@@ -255,7 +256,13 @@ class _Steps:
                         store.delete(stale)
                     except _quiver.Error:
                         pass
-            self._cells = store.create_cells(cells_id, count, f"{name} {ranks} ranks".encode())
+            try:
+                self._cells = store.create_cells(cells_id, count, f"{name} {ranks} ranks".encode())
+            except _quiver.AlreadyExists:
+                raise _quiver.AlreadyExists(
+                    f"the step cells of {name!r} for this run exist already: a run with the same key is "
+                    "going on, or one did not close (give each run a key of its own)"
+                ) from None
         else:
             deadline = time.monotonic() + wait
             while (cells := store.get_cells(cells_id)) is None:
@@ -265,6 +272,15 @@ class _Steps:
             self._cells = cells
         if len(self._cells) != count:
             raise _quiver.Error(f"the step cells of {name!r} hold {len(self._cells)} cells, not {count}")
+        # Each rank claims its place: a second process with the same rank
+        # (or one that finds a dead run's cells) is refused.
+        nonce = int.from_bytes(os.urandom(8), "little") | 1
+        swapped, owner = self._cells.compare_exchange(1 + 2 * ranks + rank, 0, nonce)
+        if not swapped:
+            raise _quiver.Error(
+                f"rank {rank} of {name!r} is taken by another process (two processes with one rank, "
+                "or the cells of a run that did not close: give each run a key of its own)"
+            )
         self._store = store
 
     def agree(self, epoch: int, step: int, count: int, ended: bool, keepalive: Any, timeout: Optional[float]) -> int:
@@ -279,7 +295,7 @@ class _Steps:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.0001
         while True:
-            words = self._cells.load_all()[1 + bank :: 2]
+            words = self._cells.load_all()[1 + bank : 1 + 2 * self.ranks : 2]
             limit, waiting = None, []
             for rank, word in enumerate(words):
                 steps = word & self.COUNT
@@ -370,7 +386,8 @@ class Loader:
     common step are not lost: they stay in hand for the next iteration
     (given back, uncommitted, when the loader closes). ``ranks=(rank,
     ranks, key)`` does the same without ``torch.distributed`` (`key` names
-    the run; every rank gives the same); ``None`` turns it off.
+    the run: every rank gives the same, and each run its own); ``None``
+    turns it off.
 
     **Determinism.** With ``deterministic=True`` each rank takes a fixed
     share of the shards, in offset order (shard k of partition p is number
@@ -402,8 +419,11 @@ class Loader:
     ) -> None:
         if report_lag < 1:
             raise ValueError(f"report_lag is {report_lag}: at least 1 (a shard is reported when the loop asks past it)")
-        if idle is not None and idle < 0:
-            raise ValueError(f"idle is {idle}: a number of seconds, not negative")
+        for what, value in (("timeout", timeout), ("idle", idle), ("lease", lease)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                raise ValueError(f"{what} is {value!r}: a number of seconds, not negative (None: for ever)")
+        if lease == 0:
+            raise ValueError("lease is 0: a lease must be above zero")
         rank, count, token = _ranks(ranks)
         self._stream = stream
         self._group = group
@@ -741,7 +761,9 @@ class Loader:
                 try:
                     self._manager.report(task)
                 except _quiver.TaskNotHeld:
-                    pass
+                    # Its lease ran out: its rows are in the saved state,
+                    # and stay in this loader's position.
+                    self._lost(task.partition, task.start, task.end)
                 continue
             keep.append(entry)
         self._done = keep
@@ -784,9 +806,21 @@ def _check_state(state: Mapping[str, Any], stream: _quiver.Stream, group: str) -
             f"not stream {stream.name!r} (namespace {stream.namespace}) group {group!r}: "
             "a stream made again has new offsets, and the state's mean nothing in it"
         )
-    for item in state.get("consumed", ()):
-        if len(item) != 3 or not all(isinstance(v, int) and v >= 0 for v in item):
-            raise ValueError(f"a consumed span is [partition, start, end] of offsets, not {item!r}")
+    consumed = state.get("consumed")
+    if not isinstance(consumed, (list, tuple)):
+        raise ValueError(f"the state's consumed spans are a list, not {consumed!r}")
+    for item in consumed:
+        if (
+            not isinstance(item, (list, tuple))
+            or len(item) != 3
+            or not all(type(v) is int and 0 <= v < 1 << 63 for v in item)
+            or item[0] >= stream.partitions
+            or item[1] > item[2]
+        ):
+            raise ValueError(
+                f"a consumed span is [partition, start, end] of offsets in one of the stream's "
+                f"{stream.partitions} partitions, start <= end, not {item!r}"
+            )
 
 
 def merge_states(states: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -880,22 +914,28 @@ class Checkpoint:
         nothing changed) if there is no file yet. A file that is not a
         checkpoint, or one of another stream or group, raises
         ``ValueError``."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise ValueError(f"{self.path} is not a regular file")
         if not self.path.exists():
             return None
-        if not self.path.is_file():
-            raise ValueError(f"{self.path} is not a regular file")
         try:
             payload = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{self.path} is not a readable checkpoint: {e}") from e
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.path} is not a quiver.torch checkpoint (format {CHECKPOINT_FORMAT!r})")
-        self.loader.load_state_dict(payload["loader"])
+        missing = {"model", "optimizer", "loader", "extra"} - set(payload)
+        if missing or not isinstance(payload["extra"], dict):
+            raise ValueError(f"{self.path} is a damaged checkpoint (missing {sorted(missing)} or extra not a dict)")
+        _check_state(payload["loader"], self.loader._stream, self.loader._group)
+        # The loader's position last: a model that does not take its state
+        # leaves the loader as it was.
         if self.model is not None and payload["model"] is not None:
             self.model.load_state_dict(payload["model"])
         if self.optimizer is not None and payload["optimizer"] is not None:
             self.optimizer.load_state_dict(payload["optimizer"])
-        return dict(payload.get("extra") or {})
+        self.loader.load_state_dict(payload["loader"])
+        return dict(payload["extra"])
 
 
 def _write_durably(path: pathlib.Path, payload: Any) -> None:

@@ -295,38 +295,39 @@ with qt.Loader(stream, "g", ["i64"], shard_size=int(sys.argv[2]), timeout=30) as
         if rank == 0 and steps % 3 == 0:
             time.sleep(0.01)  # ranks at different speeds
     dist.barrier()
-print(f"rank {rank} steps {steps} rows {' '.join(map(str, rows))}", flush=True)
+# A file a rank: the ranks' stdout lines can interleave.
+with open(os.path.join(sys.argv[3], f"rank{rank}"), "w") as f:
+    f.write(f"rank {rank} steps {steps} rows {' '.join(map(str, rows))}")
 dist.destroy_process_group()
 """
 
 
 def torchrun(script, ranks, *args, timeout=120):
-    """Runs `script` on `ranks` CPU ranks with torchrun (gloo); a hang fails
-    the test at `timeout`. Returns each rank's printed line, by rank."""
+    """Runs `script` on `ranks` CPU ranks with torchrun (gloo), its last
+    argument a directory where each rank writes its line; a hang fails the
+    test at `timeout`. Returns each rank's line, by rank."""
     import subprocess
     import sys
     import tempfile as tf
 
-    with tf.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(script)
-    try:
+    with tf.TemporaryDirectory() as out:
+        script_path = os.path.join(out, "script.py")
+        with open(script_path, "w") as f:
+            f.write(script)
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", f.name]
-            + [str(a) for a in args],
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", script_path]
+            + [str(a) for a in args]
+            + [out],
             capture_output=True,
             text=True,
             timeout=timeout,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
-    finally:
-        os.unlink(f.name)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr}"
-    lines = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("rank "):
-            rank = int(line.split()[1])
-            lines[rank] = line
-    assert sorted(lines) == list(range(ranks)), proc.stdout
+        assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout}\n{proc.stderr}"
+        lines = {}
+        for rank in range(ranks):
+            with open(os.path.join(out, f"rank{rank}")) as f:
+                lines[rank] = f.read()
     return lines
 
 
@@ -691,3 +692,62 @@ def test_behind_a_kafka_source_kafkas_committed_offset_follows_the_saved_model(n
         trainer.wait(timeout=DEADLINE)
         source.terminate()
         source.wait(timeout=DEADLINE)
+
+
+# ---- what an attack on the loader found ----
+
+
+def test_bad_numbers_and_states_are_refused_with_value_errors(store, tmp_path):
+    stream = filled_stream(store, 6, rows=1)
+    for bad in (dict(timeout=float("nan")), dict(idle=float("nan")), dict(timeout=-1), dict(lease=0),
+                dict(lease=float("inf"))):  # fmt: skip
+        with pytest.raises(ValueError):
+            qt.Loader(stream, "g", ranks=None, **bad)
+    loader = qt.Loader(stream, "g", ["i64"], timeout=10, ranks=None)
+    state = loader.state_dict()
+    for consumed in ([[0, True, 5]], [[0, 0, 2**70]], [[1, 0, 5]], [[0, 5, 2]], [b"\0\0\5"], None, [[0, 0.0, 1]]):
+        with pytest.raises(ValueError):
+            loader.load_state_dict({**state, "consumed": consumed})
+    with pytest.raises(ValueError):
+        loader.load_state_dict({k: v for k, v in state.items() if k != "consumed"})
+    # A checkpoint missing a part, or a link to one, is refused before
+    # anything is taken in.
+    torch.save({"format": qt.CHECKPOINT_FORMAT, "loader": state}, tmp_path / "partial")
+    with pytest.raises(ValueError, match="damaged"):
+        qt.Checkpoint(tmp_path / "partial", loader).load()
+    qt.Checkpoint(tmp_path / "good", loader).save(step=1)
+    (tmp_path / "link").symlink_to(tmp_path / "good")
+    with pytest.raises(ValueError, match="not a regular file"):
+        qt.Checkpoint(tmp_path / "link", loader).load()
+    assert qt.Checkpoint(tmp_path / "good", loader).load() == {"step": 1}
+    loader.close()
+
+
+def test_a_rank_taken_twice_or_a_key_reused_is_refused(store):
+    stream = filled_stream(store, 6, rows=1)
+    # Rank 1 without its rank 0 waits for the cells, then gives up.
+    with pytest.raises(TimeoutError):
+        qt.Loader(stream, "g", ranks=(1, 2, "job-8"), timeout=0.2)
+    zero = qt.Loader(stream, "g", ranks=(0, 2, "job-9"), timeout=5)
+    one = qt.Loader(stream, "g", ranks=(1, 2, "job-9"), timeout=5)
+    with pytest.raises(quiver.Error, match="rank 1 .* is taken"):
+        qt.Loader(stream, "g", ranks=(1, 2, "job-9"), timeout=5)
+    # A second rank 0 with the same key: the run's cells exist already.
+    with pytest.raises(quiver.AlreadyExists, match="each run a key of its own"):
+        qt.Loader(stream, "g", ranks=(0, 2, "job-9"), timeout=5)
+    zero.close()
+    one.close()
+
+
+def test_a_step_longer_than_the_lease_with_a_checkpoint_trains_no_row_twice(store, tmp_path):
+    stream = filled_stream(store, 24, rows=1)
+    with qt.Loader(stream, "g", ["i64"], shard_size=8, lease=0.5, timeout=10, ranks=None) as loader:
+        checkpoint = qt.Checkpoint(tmp_path / "c", loader)
+        trained = []
+        for step, tensors in enumerate(loader):
+            trained += rows_of(tensors)
+            if step == 4:
+                time.sleep(0.8)  # the lease runs out during the step
+                checkpoint.save(trained=trained)
+        checkpoint.save(trained=trained)
+    assert sorted(trained) == list(range(24)) and len(trained) == 24

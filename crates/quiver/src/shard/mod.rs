@@ -485,8 +485,8 @@ impl ShardManager {
     }
 
     /// Reports the part of `task` before offset `upto` done and keeps the
-    /// rest, `[upto, end)`, as a new task this member holds (returned; its
-    /// lease is the old one's). `upto` at the task's end reports it whole
+    /// rest, `[upto, end)`, as a new task this member holds (returned, with
+    /// a lease from now). `upto` at the task's end reports it whole
     /// (`None`); at its start only renews the lease. A member that stops inside a
     /// shard, or saves its position inside one, finishes the part it
     /// processed this way and releases (or goes on with) the rest. Fails
@@ -530,6 +530,9 @@ impl ShardManager {
             };
             let rest = sg.task(rest_slot)?;
             let h = &sg.header;
+            // The member is at work on the rest: a fresh lease, so a lease
+            // that ran out unnoticed does not hand the rest out again.
+            rest.lease_ns.store(monotonic_ns().saturating_add(h.lease_ns.load(Relaxed)), Relaxed);
             // The first part is done: as `report` does.
             h.doing.fetch_sub(1, Relaxed);
             t.state.store(task::DONE, Relaxed);

@@ -636,3 +636,20 @@ fn a_share_waits_for_a_lagging_partition_rather_than_change_its_order() {
     let third = m.next_task_in(Duration::from_secs(10), share).unwrap().task().unwrap();
     assert_eq!(shard(&third), (1, 6, 8));
 }
+
+#[test]
+fn the_rest_of_a_split_shard_gets_a_fresh_lease() {
+    let t = TestStore::new("split-lease");
+    let store = store(&t);
+    let stream = filled(&store, 1, 8);
+    let mut m = ShardManager::join(&stream, "g", config(4).lease(Duration::from_millis(100))).unwrap();
+    let task = m.next_task(Duration::from_secs(10)).unwrap().task().unwrap();
+    // The lease runs out, but nobody has taken the shard back yet.
+    std::thread::sleep(Duration::from_millis(150));
+    let rest = m.report_until(task, 2).unwrap().unwrap();
+    // Not handed out again while this member works on it.
+    let next = m.next_task(Duration::from_secs(10)).unwrap().task().unwrap();
+    assert_eq!(shard(&next), (0, 4, 8));
+    assert_ne!(shard(&next), shard(&rest));
+    m.report(rest, Outcome::Done).unwrap();
+}
