@@ -114,6 +114,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if args.checkpoint.is_some() && args.mode != Mode::Shared {
         bail!("--checkpoint needs --mode shared (it checkpoints the shard manager)");
     }
+    if let Some(path) = &args.checkpoint {
+        quiver::store::files::check_replaceable(path)?;
+    }
     super::signals::install();
     let n = args.consumers;
     let rows = args.rows.unwrap_or(match args.mode {

@@ -91,8 +91,11 @@ pub(crate) fn produce(args: ProduceArgs) -> Result<()> {
 /// A temporary file beside `to` (same directory, so a rename replaces `to`
 /// atomically), created exclusively with a random name and mode 0600:
 /// nobody can plant a file or a symlink where it will be written. Removed
-/// when dropped unless persisted.
+/// when dropped unless persisted. Refused if what is at `to` is not a
+/// regular file (a device, a FIFO, a symlink, a store): see
+/// [`quiver::store::files::check_replaceable`].
 pub(crate) fn temp_beside(to: &Path) -> Result<tempfile::NamedTempFile> {
+    quiver::store::files::check_replaceable(to)?;
     let dir = match to.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -103,6 +106,18 @@ pub(crate) fn temp_beside(to: &Path) -> Result<tempfile::NamedTempFile> {
         .suffix(".tmp")
         .tempfile_in(&dir)
         .with_context(|| format!("create a temporary file in {}", dir.display()))
+}
+
+/// Renames the finished temporary `temp` over `to`, with the mode a plain
+/// file gets under the umask, after checking again what is at `to` (it
+/// may have changed while the output was written).
+pub(crate) fn persist(temp: tempfile::TempPath, to: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::Permissions::from_mode(quiver::store::files::output_mode());
+    std::fs::set_permissions(&temp, mode).with_context(|| format!("set the mode of {}", temp.display()))?;
+    quiver::store::files::check_replaceable(to)?;
+    temp.persist(to).with_context(|| format!("rename onto {}", to.display()))?;
+    Ok(())
 }
 
 pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
@@ -145,8 +160,7 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     };
     // On an error the temporary is removed when `tmp` drops.
     let (batches, rows, ended) = write()?;
-    // rename(2) replaces the target (a symlink there is replaced, not followed).
-    tmp.persist(&args.to).with_context(|| format!("rename onto {}", args.to.display()))?;
+    persist(tmp.into_temp_path(), &args.to)?;
     consumer.commit()?;
     let why = if ended { "end of stream" } else { "no new data before the timeout" };
     let skipped = match consumer.skipped() {

@@ -178,6 +178,8 @@ fn start_model(args: &TrainArgs) -> Result<SavedModel> {
         }
         return Ok(saved);
     }
+    // Before any training: a model that cannot be saved is refused now.
+    quiver::store::files::check_replaceable(&args.model)?;
     if args.model.exists() && !args.overwrite {
         bail!(
             "{} exists: --resume to go on from it, --overwrite to start afresh (the rows it was trained on \
@@ -461,6 +463,11 @@ impl Input {
 
 pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     super::signals::install();
+    if let Some(to) = &args.to {
+        // Before anything is read: nothing of a group is consumed for an
+        // output that cannot be written.
+        quiver::store::files::check_replaceable(to)?;
+    }
     let saved = SavedModel::load(&args.model)?;
     if saved.model.coef().is_empty() {
         bail!("{} has not been trained: it has no weights", args.model.display());
@@ -506,7 +513,7 @@ pub(crate) fn predict(args: PredictArgs) -> Result<()> {
     if let (Some(to), Some((mut writer, temp))) = (&args.to, out) {
         writer.finish()?;
         writer.get_ref().sync_all()?;
-        temp.persist(to).with_context(|| format!("rename onto {}", to.display()))?;
+        super::io::persist(temp, to)?;
         println!("wrote {rows} predictions to {}", to.display());
     } else if args.to.is_some() {
         println!("no rows: nothing written");

@@ -11,6 +11,7 @@
 //! error that says so.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -121,11 +122,17 @@ impl SavedModel {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
+        quiver::store::files::check_replaceable(path).map_err(|e| fail(ModelFileError::NotReplaceable(e)))?;
         let mut temp = tempfile::Builder::new()
             .prefix(".quiver-model-")
             .tempfile_in(dir)
             .map_err(|source| fail(ModelFileError::Temporary { dir: dir.to_path_buf(), source }))?;
-        temp.write_all(&text).and_then(|()| temp.as_file().sync_all()).map_err(|e| fail(ModelFileError::Io(e)))?;
+        // The mode any file gets under the umask (the temporary is 0600).
+        let mode = std::fs::Permissions::from_mode(quiver::store::files::output_mode());
+        temp.write_all(&text)
+            .and_then(|()| temp.as_file().set_permissions(mode))
+            .and_then(|()| temp.as_file().sync_all())
+            .map_err(|e| fail(ModelFileError::Io(e)))?;
         temp.persist(path).map_err(|e| fail(ModelFileError::Io(e.error)))?;
         Ok(())
     }
@@ -185,6 +192,10 @@ pub enum ModelFileError {
     /// Reading or writing it failed.
     #[error("cannot be read or written")]
     Io(#[source] std::io::Error),
+    /// Something other than a regular file is there (a device, a FIFO, a
+    /// symlink, a directory, a store), which saving would replace.
+    #[error("not replaced")]
+    NotReplaceable(#[source] std::io::Error),
     /// No temporary file could be made beside it.
     #[error("no temporary file in {}", dir.display())]
     Temporary {

@@ -7,5 +7,6 @@ mod demo_cli;
 mod docs;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod outputs;
 mod poison_batches;
 mod train_cli;

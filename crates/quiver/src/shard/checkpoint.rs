@@ -14,7 +14,6 @@
 //! | 32.. | the payload: a [`Checkpoint`], bincode 2 (standard configuration) |
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -271,25 +270,19 @@ impl Checkpoint {
         let name = path.file_name().ok_or_else(|| {
             io("write", std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file"))
         })?;
-        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        // A temporary file left by a writer that crashed (with this pid).
-        let _ = std::fs::remove_file(&tmp);
-        let result = (|| {
-            // Mode 0600, like the store: a checkpoint is its owner's business.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io("create a temporary file for", e))?;
-            file.write_all(&bytes).map_err(|e| io("write", e))?;
-            file.sync_all().map_err(|e| io("fsync", e))?;
-            std::fs::rename(&tmp, path).map_err(|e| io("rename onto", e))?;
-            std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync the directory of", e))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        crate::store::files::check_replaceable(path).map_err(|e| io("check what is at", e))?;
+        // Exclusive, with a random name and mode 0600, like the store: a
+        // checkpoint is its owner's business.
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| io("create a temporary file for", e))?;
+        temp.write_all(&bytes).map_err(|e| io("write", e))?;
+        temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
+        // On an error the temporary is removed when it drops.
+        temp.persist(path).map_err(|e| io("rename onto", e.error))?;
+        let result = std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync the directory of", e));
         result.map(|()| bytes.len() as u64)
     }
 

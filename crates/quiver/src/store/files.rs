@@ -205,3 +205,59 @@ pub fn remove(name: &str, force: bool) -> Result<Removed> {
     std::fs::remove_file(&path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
     Ok(Removed { path, live_clients, abandoned })
 }
+
+/// Checks that an output written beside `path` and renamed over it (a
+/// checkpoint, a model, an Arrow file) replaces nothing but a regular file:
+/// a device (`/dev/null`), a FIFO, a socket, a directory, a symlink (which
+/// the rename would replace, not follow) or a quiver store is refused with
+/// an error that says what is there, as `install` and `sed -i` refuse. No
+/// file at `path` is fine.
+pub fn check_replaceable(path: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_symlink() {
+        "a symlink (a rename would replace the link, not write where it points: give its target)"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if matches!(
+        inspect(path).state,
+        FileState::Store | FileState::OtherVersion(_) | FileState::BeingCreated | FileState::Abandoned
+    ) {
+        "a quiver store"
+    } else {
+        return Ok(());
+    };
+    Err(Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "{} is {what}, not a regular file: the output is written beside it and renamed over it, \
+             which would replace it (give a regular file's path)",
+            path.display()
+        ),
+    ))
+}
+
+/// The mode a plain `open(2)` with mode 0666 gives under this process's
+/// umask (read from `/proc/self/status`, so nothing is changed; 0600 where
+/// it cannot be read): for outputs meant to be shared like any file.
+pub fn output_mode() -> u32 {
+    let umask = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Umask:"))
+            .and_then(|value| u32::from_str_radix(value.trim(), 8).ok())
+    });
+    umask.map_or(0o600, |umask| 0o666 & !umask)
+}

@@ -653,3 +653,31 @@ fn the_rest_of_a_split_shard_gets_a_fresh_lease() {
     assert_ne!(shard(&next), shard(&rest));
     m.report(rest, Outcome::Done).unwrap();
 }
+
+#[test]
+fn a_checkpoint_replaces_only_a_regular_file() {
+    let t = TestStore::new("ckpt-target");
+    let store = store(&t);
+    let stream = filled(&store, 1, 4);
+    let m = ShardManager::join(&stream, "g", config(2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept");
+    std::fs::write(&kept, b"keep").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&kept, &link).unwrap();
+    for target in [link.as_path(), dir.path(), t.path.as_path()] {
+        let err = m.checkpoint(target).unwrap_err();
+        let chain: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(chain.join(": ").contains("not a regular file"), "{target:?}: {chain:?}");
+    }
+    assert_eq!(std::fs::read(&kept).unwrap(), b"keep");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    // A regular file, or none, is replaced atomically; no temporary stays.
+    m.checkpoint(&kept).unwrap();
+    m.checkpoint(dir.path().join("new")).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(quiver::store::files::check_replaceable(&dir.path().join("missing")).is_ok());
+}
