@@ -18,23 +18,15 @@ fn fill(t: &TestStore, dir: &std::path::Path) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `quiver consume` of group g of stream s into `to`.
+fn consume_args(t: &TestStore, to: &std::path::Path) -> Vec<String> {
+    let args = ["consume", "--store", &t.name, "--stream", "s", "--group", "g", "--timeout", "1", "--to"];
+    args.iter().map(|a| a.to_string()).chain([to.display().to_string()]).collect()
+}
+
 fn consume_to(t: &TestStore, to: &std::path::Path) -> std::process::Output {
-    run_quiver(
-        &[
-            "consume",
-            "--store",
-            &t.name,
-            "--stream",
-            "s",
-            "--group",
-            "g",
-            "--timeout",
-            "1",
-            "--to",
-            to.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    )
+    let args = consume_args(t, to);
+    run_quiver(&args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60))
 }
 
 #[test]
@@ -72,19 +64,7 @@ fn outputs_refuse_what_is_not_a_regular_file_and_consume_nothing_then() {
     let to = dir.path().join("out.arrow");
     std::fs::write(&to, b"an older output").unwrap();
     let mut command = std::process::Command::new("sh");
-    command.args(["-c", "umask 027; exec \"$0\" \"$@\""]).arg(binary("quiver")).args([
-        "consume",
-        "--store",
-        &t.name,
-        "--stream",
-        "s",
-        "--group",
-        "g",
-        "--timeout",
-        "1",
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    command.args(["-c", "umask 027; exec \"$0\" \"$@\""]).arg(binary("quiver")).args(consume_args(&t, &to));
     let out = run_command(command, Duration::from_secs(60));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 rows"), "{}", String::from_utf8_lossy(&out.stdout));
