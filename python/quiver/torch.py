@@ -339,6 +339,11 @@ def _spans(consumed: Sequence[Sequence[int]]) -> Dict[int, list]:
     return merged
 
 
+def _flat(spans: Dict[int, list]) -> list:
+    """Spans per partition back to `[(partition, start, end), ...]`."""
+    return [(p, s, e) for p, parts in spans.items() for s, e in parts]
+
+
 def _in_spans(spans: Optional[list], offset: int) -> bool:
     return bool(spans) and any(start <= offset < end for start, end in spans)
 
@@ -510,9 +515,7 @@ class Loader:
         it again. Held for a commit, its rows are in the model: they stay
         in this loader's position."""
         if self._hold and start < end:
-            self._skip = _spans(
-                [(p, s, e) for p, spans in self._skip.items() for s, e in spans] + [(partition, start, end)]
-            )
+            self._skip = _spans(_flat(self._skip) + [(partition, start, end)])
 
     def _lost_current(self) -> None:
         task = self._task
@@ -718,7 +721,7 @@ class Loader:
         Save it with the model; :meth:`load_state_dict` in a new loader
         skips those rows, and :meth:`commit` reports them once the save is
         durable."""
-        consumed = [(p, s, e) for p, spans in self._skip.items() for s, e in spans]
+        consumed = _flat(self._skip)
         consumed += [(entry[0].partition, entry[0].start, entry[0].end) for entry in self._done]
         if self._task is not None and self._upto > self._task.start:
             consumed.append((self._task.partition, self._task.start, self._upto))
@@ -729,7 +732,7 @@ class Loader:
             "stream": self._stream.name,
             "namespace": self._stream.namespace,
             "group": self._group,
-            "consumed": [[p, s, e] for p in sorted(spans) for s, e in spans[p]],
+            "consumed": [list(span) for span in sorted(_flat(spans))],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -740,8 +743,7 @@ class Loader:
         _check_state(state, self._stream, self._group)
         if self._iterating:
             raise RuntimeError("load_state_dict while the loader is being iterated")
-        consumed = [(p, s, e) for p, spans in self._skip.items() for s, e in spans]
-        self._skip = _spans(consumed + [tuple(item) for item in state["consumed"]])
+        self._skip = _spans(_flat(self._skip) + [tuple(item) for item in state["consumed"]])
 
     def commit(self, state: Optional[Mapping[str, Any]] = None) -> None:
         """Reports done the shards, and the part of the shard in hand,
@@ -777,8 +779,6 @@ class Loader:
                     self._passed = max(self._passed, upto)
                 except _quiver.TaskNotHeld:
                     self._lost_current()
-                    if self._steps is None:
-                        self._task = None
 
     def close(self) -> None:
         """Leaves the group: shards in hand go back at once, unfinished."""
@@ -840,7 +840,7 @@ def merge_states(states: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
             raise ValueError("states of different streams or groups")
     spans = _spans([item for state in states for item in state["consumed"]])
     merged = dict(first)
-    merged["consumed"] = [[p, s, e] for p in sorted(spans) for s, e in spans[p]]
+    merged["consumed"] = [list(span) for span in sorted(_flat(spans))]
     return merged
 
 

@@ -308,9 +308,6 @@ impl ShardManager {
         if share.of == 0 || share.index >= share.of {
             return Err(ShardError::InvalidArgument(format!("share {} of {}", share.index, share.of)));
         }
-        if self.with_group(|_, sg| Ok(sg.header.unit.load(Relaxed) == 1))? {
-            return Err(ShardError::InvalidConfig("a share is of shards of batches, not of rows".into()));
-        }
         self.next_task_of(timeout, Some(share))
     }
 
@@ -378,6 +375,9 @@ impl ShardManager {
                         cut(tx, stream, sg)?;
                     }
                     sg.pop_front()?
+                }
+                Some(_) if h.unit.load(Relaxed) == 1 => {
+                    return Err(ShardError::InvalidConfig("a share is of shards of batches, not of rows".into()));
                 }
                 Some(share) => {
                     // Cut until a shard of the share waits, or nothing more can be.
@@ -525,14 +525,14 @@ impl ShardManager {
                 return Err(StoreError::corrupted(format_args!("task {} names partition {p}", task.id)).into());
             }
             let rows = tx.rows_in(p, task.start, upto)?;
-            let Some(rest_slot) = sg.split_task(task.slot, upto)? else {
-                return Err(ShardError::RegistryFull { what: "tasks per group", limit: MAX_TASKS });
-            };
-            let rest = sg.task(rest_slot)?;
             let h = &sg.header;
             // The member is at work on the rest: a fresh lease, so a lease
             // that ran out unnoticed does not hand the rest out again.
-            rest.lease_ns.store(monotonic_ns().saturating_add(h.lease_ns.load(Relaxed)), Relaxed);
+            let lease = monotonic_ns().saturating_add(h.lease_ns.load(Relaxed));
+            let Some(rest_slot) = sg.split_task(task.slot, upto, lease)? else {
+                return Err(ShardError::RegistryFull { what: "tasks per group", limit: MAX_TASKS });
+            };
+            let rest = sg.task(rest_slot)?;
             // The first part is done: as `report` does.
             h.doing.fetch_sub(1, Relaxed);
             t.state.store(task::DONE, Relaxed);

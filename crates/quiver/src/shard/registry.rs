@@ -252,6 +252,15 @@ impl ShardGroup {
         Some(found as u32)
     }
 
+    /// The id the next task gets, taken.
+    fn next_id(&self) -> Result<u64, StoreError> {
+        let h = &self.header;
+        let id = h.next_task_id.load(Relaxed).max(1);
+        let next = id.checked_add(1).ok_or_else(|| StoreError::corrupted("the task id counter overflowed"))?;
+        h.next_task_id.store(next, Relaxed);
+        Ok(id)
+    }
+
     /// Makes a new task for shard `(partition, [start, end))` in a free
     /// slot, linked after the partition's previous shard, and queues it.
     /// `None` if the task table is full.
@@ -259,10 +268,7 @@ impl ShardGroup {
         let Some(slot) = self.free_slot() else {
             return Ok(None);
         };
-        let h = &self.header;
-        let id = h.next_task_id.load(Relaxed).max(1);
-        let next = id.checked_add(1).ok_or_else(|| StoreError::corrupted("the task id counter overflowed"))?;
-        h.next_task_id.store(next, Relaxed);
+        let id = self.next_id()?;
         let t = &self.tasks[slot as usize];
         t.id.store(id, Relaxed);
         t.start.store(start, Relaxed);
@@ -281,24 +287,21 @@ impl ShardGroup {
 
     /// Cuts task `slot` (doing) at `at`, strictly inside its shard: the
     /// slot keeps `[start, at)`, and a new task in a free slot takes
-    /// `[at, end)`, doing for the same member with the same lease and
-    /// retries, linked right after it in its partition. `None` if the
-    /// task table is full (nothing changed).
-    pub(crate) fn split_task(&self, slot: u32, at: u64) -> Result<Option<u32>, StoreError> {
+    /// `[at, end)`, doing for the same member with the same retries and a
+    /// lease until `lease_ns`, linked right after it in its partition.
+    /// `None` if the task table is full (nothing changed).
+    pub(crate) fn split_task(&self, slot: u32, at: u64, lease_ns: u64) -> Result<Option<u32>, StoreError> {
         let Some(rest_slot) = self.free_slot() else {
             return Ok(None);
         };
-        let h = &self.header;
-        let id = h.next_task_id.load(Relaxed).max(1);
-        let next = id.checked_add(1).ok_or_else(|| StoreError::corrupted("the task id counter overflowed"))?;
-        h.next_task_id.store(next, Relaxed);
+        let id = self.next_id()?;
         let first = self.task(slot)?;
         let rest = &self.tasks[rest_slot as usize];
         let partition = first.partition.load(Relaxed);
         rest.id.store(id, Relaxed);
         rest.start.store(at, Relaxed);
         rest.end.store(first.end.load(Relaxed), Relaxed);
-        rest.lease_ns.store(first.lease_ns.load(Relaxed), Relaxed);
+        rest.lease_ns.store(lease_ns, Relaxed);
         rest.next_id.store(first.next_id.load(Relaxed), Relaxed);
         rest.next_slot.store(first.next_slot.load(Relaxed), Relaxed);
         rest.partition.store(partition, Relaxed);
@@ -313,7 +316,7 @@ impl ShardGroup {
             self.last_cut_slot[p].store(rest_slot, Relaxed);
             self.last_cut_id[p].store(id, Relaxed);
         }
-        h.doing.fetch_add(1, Relaxed);
+        self.header.doing.fetch_add(1, Relaxed);
         Ok(Some(rest_slot))
     }
 

@@ -681,3 +681,14 @@ fn a_checkpoint_replaces_only_a_regular_file() {
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(quiver::store::files::check_replaceable(&dir.path().join("missing")).is_ok());
 }
+
+#[test]
+fn a_share_is_of_shards_of_batches() {
+    use quiver::Share;
+    let t = TestStore::new("share-rows");
+    let store = store(&t);
+    let stream = filled(&store, 1, 4);
+    let mut m = ShardManager::join(&stream, "g", ShardConfig::new().shard_size(ShardSize::Rows(2))).unwrap();
+    let share = Share { index: 0, of: 1 };
+    assert!(matches!(m.next_task_in(Duration::ZERO, share), Err(ShardError::InvalidConfig(_))));
+}
