@@ -26,12 +26,14 @@
 //!   [`ShardManager::restore`] puts doing and todo back into todo, doing
 //!   first, each shard keeping its partition.
 //!
-//! Files: this one holds [`ShardManager`] and its types; `steps` the steps
+//! Files: this one holds [`ShardManager`] and its types; `config` how a
+//! group works ([`ShardConfig`]); `steps` the steps
 //! run under the lock (splitter, sweep, committed run, checkpoint copies);
 //! `registry` the shared structs; `checkpoint` the file format; `stats`
 //! what `quiver stat` reports.
 
 mod checkpoint;
+mod config;
 mod error;
 mod registry;
 mod stats;
@@ -42,6 +44,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
 pub use checkpoint::{Checkpoint, CheckpointError, ShardUnit, TaskRecord};
+pub use config::{ShardConfig, ShardSize};
 pub use error::{Result, ShardError};
 pub use registry::{MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 pub use stats::{known_ends, list, MemberStats, ShardStats};
@@ -61,69 +64,6 @@ use registry::{task, ShardGroup, FREE, LIVE, NIL};
 
 /// How often `get_task` looks for dead members and expired leases.
 const SWEEP: Duration = Duration::from_millis(100);
-
-/// How big a shard is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShardSize {
-    /// This many batches.
-    Batches(u64),
-    /// At least this many rows, in whole batches.
-    Rows(u64),
-}
-
-/// How a shard-managed group works, built like every quiver config:
-/// `ShardConfig::new().shard_size(ShardSize::Batches(200))`. The first
-/// member to join a group sets it; later members use the one in the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShardConfig {
-    shard_size: ShardSize,
-    linger: Duration,
-    lease: Duration,
-    max_retries: u32,
-}
-
-impl ShardConfig {
-    /// Shards of 16 batches, a linger of 100 ms, leases of 30 s, 3 retries.
-    pub fn new() -> Self {
-        ShardConfig {
-            shard_size: ShardSize::Batches(16),
-            linger: Duration::from_millis(100),
-            lease: Duration::from_secs(30),
-            max_retries: 3,
-        }
-    }
-
-    /// Shard size, in batches or in rows (above zero).
-    pub fn shard_size(mut self, size: ShardSize) -> Self {
-        self.shard_size = size;
-        self
-    }
-
-    /// How long a partition must be idle before a partial shard is cut.
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
-        self
-    }
-
-    /// How long a member holds a task before it is given to someone else
-    /// (above zero; [`ShardManager::extend_lease`] renews it).
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Failures before a task becomes a dead letter.
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
-    }
-}
-
-impl Default for ShardConfig {
-    fn default() -> Self {
-        ShardConfig::new()
-    }
-}
 
 /// A task: one shard to process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
