@@ -46,7 +46,7 @@ impl ShardConfig {
     }
 
     /// How long a member holds a task before it is given to someone else
-    /// (above zero; [`ShardManager::extend_lease`] renews it).
+    /// (above zero; [`ShardManager::extend_lease`](super::ShardManager::extend_lease) renews it).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
