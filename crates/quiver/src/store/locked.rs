@@ -344,6 +344,14 @@ impl<'a> Locked<'a> {
         }))
     }
 
+    /// Checks the index against the object table (the truth) and rebuilds
+    /// it if it lost a live object: call before taking a miss as final (a
+    /// hole). `true` if it was damaged and is whole again, so the caller
+    /// looks again. Reads the whole table; a caller does it once per look.
+    pub(crate) fn repair_lost_index(&self) -> Result<bool> {
+        self.noted(super::recovery::repair_lost_index(self.t))
+    }
+
     fn record(&self, e: u32, id: ObjectId) -> Result<Option<ObjectRecord>> {
         let entry = self.t.entry(e)?;
         let (data_size, meta_size) = (entry.data_size.load(Relaxed), entry.meta_size.load(Relaxed) as u64);

@@ -41,6 +41,30 @@ pub(crate) fn repair_if_needed(t: &Tables<'_>, owner_died: bool) -> Result<()> {
     Ok(())
 }
 
+/// Checks that the index finds every live (creating or sealed) entry of
+/// the table, and rebuilds everything derived if it does not: a damaged
+/// index must never make a written object look absent. Returns whether a
+/// repair ran. Reads the whole table: for the few places that would
+/// otherwise take a miss as final (a hole in a partition). Call with the
+/// lock held.
+pub(crate) fn repair_lost_index(t: &Tables<'_>) -> Result<bool> {
+    for (e, entry) in t.entries.iter().enumerate() {
+        let st = entry.state.load(Relaxed);
+        if st != state::CREATING && st != state::SEALED {
+            continue;
+        }
+        let id = Tables::id_of(entry);
+        // A lookup error is damage as well (a slot naming an entry out of range).
+        if !matches!(t.lookup(&id, id.table_hash()), Ok(Some(found)) if found == e as u32) {
+            t.header.repair_pending.store(1, Relaxed);
+            repair(t)?;
+            t.header.repair_pending.store(0, Relaxed);
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Rebuilds every derived structure from the object table.
 fn repair(t: &Tables<'_>) -> Result<()> {
     let drop_entry = |entry: &Entry| {

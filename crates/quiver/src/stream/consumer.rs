@@ -352,8 +352,10 @@ impl Consumer {
                 }
                 Some(Step::End) => return Ok(Polled::EndOfStream),
                 None if left.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) => {
-                    // Not "nothing arrived" if the store is gone.
+                    // Not "nothing arrived" if the store is gone, or if the
+                    // registry lost batches past a head.
                     store.check_present()?;
+                    self.check_heads()?;
                     return Ok(Polled::TimedOut);
                 }
                 None if unsealed => {
@@ -511,6 +513,24 @@ impl Consumer {
             None if end => Some(Step::End),
             None => None,
         })
+    }
+
+    /// Fails if the registry lost appended batches of an assigned partition
+    /// (see `StreamTxn::check_head`): a wait that times out looks, so that
+    /// such damage is an error, never the end of the data.
+    /// Only if the lock is free now: a timed-out wait never waits for it.
+    fn check_heads(&self) -> Result<()> {
+        let _now = crate::store::CallDeadline::enter(Duration::ZERO);
+        let checked = self.stream.transaction(|tx| {
+            for &p in &self.parts {
+                tx.check_head(p, tx.range(p)?.1)?;
+            }
+            Ok(())
+        });
+        match checked {
+            Err(StreamError::Store(StoreError::LockTimeout { .. })) => Ok(()),
+            other => other,
+        }
     }
 
     /// Under the lock: the wall-clock time, each assigned partition's head,

@@ -177,9 +177,26 @@ impl Stream {
                     StoreError::corrupted(format_args!("stream {name:?} claims {partitions} partitions")).into()
                 );
             }
+            // The namespace names every batch: a wrong one would make them
+            // all look like holes. Creating a stream writes it twice (its
+            // slot and its skip log), and the two must agree.
+            let namespace = slot.namespace.load(Relaxed);
+            let serial = namespace & !registry::STREAM_NAMESPACE;
+            let logged = reg.skipped.get(s).map(|log| log.namespace.load(Relaxed));
+            if namespace & registry::STREAM_NAMESPACE == 0
+                || serial == 0
+                || serial > reg.serial.load(Relaxed)
+                || logged != Some(namespace)
+            {
+                return Err(StoreError::corrupted(format_args!(
+                    "stream {name:?} has a damaged namespace ({namespace:#x}; its skip log says {:#x})",
+                    logged.unwrap_or(0)
+                ))
+                .into());
+            }
             Ok((
                 s,
-                slot.namespace.load(Relaxed),
+                namespace,
                 partitions,
                 slot.schema_fingerprint.load(Relaxed),
                 BackPressure::from_word(slot.back_pressure.load(Relaxed))?,

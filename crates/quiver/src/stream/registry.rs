@@ -366,6 +366,8 @@ pub(crate) fn drop_oldest(
         }
         // Not sealed: still being written (wait for it), or a hole (pass it).
         None if locked.object(id)?.is_some() => return Ok(Dropped::Nothing),
+        // A damaged index must not turn a batch into a hole to pass.
+        None if locked.repair_lost_index()? => return drop_oldest(locked, record, p, why),
         None => {
             part.tail.store(tail + 1, Relaxed);
             return Ok(Dropped::Hole);

@@ -120,6 +120,8 @@ impl<'a> StreamTxn<'a> {
                 SlotState::Batch { rows: registry::batch_facts(id, o.metadata())?.0 }
             }
             Some(_) => SlotState::Writing,
+            // A damaged index must not turn a batch into a hole.
+            None if self.l.repair_lost_index()? => return self.slot_at(p, offset),
             None => SlotState::Hole,
         })
     }
@@ -161,11 +163,15 @@ impl<'a> StreamTxn<'a> {
     ) -> Result<Fetched> {
         let (tail, head) = self.range(p)?;
         let mut fetched = Fetched { head, ..Fetched::default() };
+        if *at <= tail && tail > 0 {
+            self.check_tail(p, tail)?;
+        }
         let past_dropped = tail.min(until).max(*at);
         fetched.missed = past_dropped - *at;
         *at = past_dropped;
         let end = until.min(head);
         let mut taken = 0;
+        let mut index_checked = false;
         while *at < end && taken < max && *hole_budget > 0 {
             let id = self.stream.object_id(p, *at);
             if let Some(view) = self.l.view(id)? {
@@ -174,13 +180,52 @@ impl<'a> StreamTxn<'a> {
             } else if self.l.object(id)?.is_some() {
                 fetched.writing = true;
                 break;
+            } else if !index_checked {
+                // A hole is final only if the table (the truth) agrees: a
+                // damaged index must not turn a batch into one.
+                index_checked = true;
+                self.l.repair_lost_index()?;
+                continue;
             } else {
                 fetched.holes += 1;
                 *hole_budget -= 1;
             }
             *at += 1;
         }
+        if *at == head && end == head {
+            self.check_head(p, head)?;
+        }
         Ok(fetched)
+    }
+
+    /// Fails if an object exists just below partition `p`'s tail: retention
+    /// deletes a batch before it moves the tail past it, under the same
+    /// lock, so one there means the registry lost retained batches
+    /// (damage), which a reader starting at the tail would never see.
+    fn check_tail(&self, p: u32, tail: u64) -> Result<()> {
+        if self.l.object(self.stream.object_id(p, tail - 1))?.is_some() {
+            return Err(StoreError::corrupted(format_args!(
+                "partition {p} of stream {} holds a batch below its tail ({tail}): the registry lost retained batches",
+                self.stream.name()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Fails if an object exists at partition `p`'s head: the head moves
+    /// when a batch's object is created, under the same lock, so one there
+    /// means the registry lost appended batches (damage), which readers
+    /// must not take for the end of the partition.
+    pub(crate) fn check_head(&self, p: u32, head: u64) -> Result<()> {
+        if self.l.object(self.stream.object_id(p, head))?.is_some() {
+            return Err(StoreError::corrupted(format_args!(
+                "partition {p} of stream {} holds a batch at its head ({head}): the registry lost appended batches",
+                self.stream.name()
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// Finds the group `name`, making it (starting at `start`) if it does

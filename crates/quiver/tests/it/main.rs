@@ -4,6 +4,7 @@
 
 mod arrow_batches;
 mod common;
+mod damage;
 mod no_copy;
 mod shards;
 mod store_api;
