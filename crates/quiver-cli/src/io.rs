@@ -125,7 +125,11 @@ pub(crate) fn consume(args: ConsumeArgs) -> Result<()> {
     let store = Store::open(&args.from.store)?;
     let stream = Stream::open(&store, &args.from.stream)?;
     let config = ConsumerConfig::group(&args.from.group).start(StartAt::Oldest).skip_corrupt(args.skip_corrupt);
-    let mut consumer = stream.consumer(config)?;
+    // Making a new group takes the store's lock: no longer than --timeout.
+    let mut consumer = {
+        let _within = quiver::store::CallDeadline::enter(timeout);
+        stream.consumer(config)?
+    };
     // Written beside the target and renamed over it once complete; the
     // group commits only then, so a crash before loses nothing (the
     // batches are read again) and an earlier file is never emptied. The

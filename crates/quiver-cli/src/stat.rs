@@ -4,7 +4,10 @@ use anyhow::Result;
 
 use std::io::Write;
 
-use quiver::{Stream, StreamStats};
+use std::time::Duration;
+
+use quiver::store::CallDeadline;
+use quiver::{ShardError, StoreError, Stream, StreamError, StreamStats};
 use quiver_kafka::SourceStatus;
 
 use super::StoreArg;
@@ -21,19 +24,42 @@ pub(crate) struct StatArgs {
     objects: bool,
 }
 
+/// How long `stat` waits for the store's lock before it shows what it can
+/// read without it: a stopped or hung holder must not stall it.
+const LOCK_WAIT: Duration = Duration::from_millis(30);
+
 pub(crate) fn run(args: StatArgs) -> Result<()> {
     let store = args.store.open()?;
+    let _answer_in_time = CallDeadline::enter(LOCK_WAIT);
+    let mut stats = match store.stats() {
+        Err(StoreError::LockTimeout { .. }) => store.stats_unlocked()?,
+        other => other?,
+    };
     // Our own handle is a client too; report the others.
-    let mut stats = store.stats()?;
     stats.clients = stats.clients.saturating_sub(1);
-    let objects = if args.objects { Some(store.list()?) } else { None };
-    let streams = Stream::list(&store)?;
-    let shards = quiver::shard::list(&store)?;
-    let mut sources = Vec::new();
-    for s in &streams {
-        // A stream removed since it was listed has no sources to show.
-        if let Ok(stream) = Stream::open(&store, &s.name) {
-            sources.extend(quiver_kafka::source_status(&stream)?);
+    let (mut objects, mut streams, mut shards, mut sources) = (None, Vec::new(), Vec::new(), Vec::new());
+    if stats.lock_held_by.is_none() {
+        // Each of these takes the lock: with the deadline past, a holder
+        // that got it meanwhile costs at most the lock's least wait each.
+        let read = || -> Result<_> {
+            let objects = if args.objects { Some(store.list()?) } else { None };
+            let streams = Stream::list(&store)?;
+            let shards = quiver::shard::list(&store)?;
+            let mut sources = Vec::new();
+            for s in &streams {
+                // A stream removed since it was listed has no sources to show.
+                if let Ok(stream) = Stream::open(&store, &s.name) {
+                    sources.extend(quiver_kafka::source_status(&stream)?);
+                }
+            }
+            Ok((objects, streams, shards, sources))
+        };
+        match read() {
+            Ok(read) => (objects, streams, shards, sources) = read,
+            Err(e) => match lock_timeout(&e) {
+                Some(holder) => stats.lock_held_by = Some(holder.unwrap_or_else(|| "another process".into())),
+                None => return Err(e),
+            },
         }
     }
     if args.json {
@@ -51,6 +77,10 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
         return Ok(());
     }
     println!("store {}", store.path().display());
+    if let Some(holder) = &stats.lock_held_by {
+        println!("  the store's lock is held by {holder}: these figures were read without it, and");
+        println!("  streams, shard groups and objects, which need it, are not shown");
+    }
     let pct = |n: u64| {
         if stats.capacity == 0 {
             0.0
@@ -103,6 +133,25 @@ pub(crate) fn run(args: StatArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The holder named by a lock timeout anywhere in `e`'s layers (`Some(None)`
+/// if it was not named), or `None` for any other error.
+fn lock_timeout(e: &anyhow::Error) -> Option<Option<String>> {
+    let store = e
+        .downcast_ref::<StoreError>()
+        .or_else(|| match e.downcast_ref::<StreamError>() {
+            Some(StreamError::Store(s)) => Some(s),
+            _ => None,
+        })
+        .or_else(|| match e.downcast_ref::<ShardError>() {
+            Some(ShardError::Stream(StreamError::Store(s))) => Some(s),
+            _ => None,
+        });
+    match store {
+        Some(StoreError::LockTimeout { holder, .. }) => Some(holder.clone()),
+        _ => None,
+    }
 }
 
 fn print_stream(s: &StreamStats) {

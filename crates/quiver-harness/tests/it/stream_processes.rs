@@ -109,3 +109,69 @@ fn quiver_stat_shows_streams_partitions_groups_and_counters() {
     assert!(text.contains("group trainer"), "{text}");
     drop(Store::open(&t.name).unwrap());
 }
+
+/// A process stopped inside the store's lock (SIGSTOP, Ctrl-Z, a debugger)
+/// stalls no reader: opening the store and the stream, joining a group,
+/// draining every sealed batch and committing, `stat` and timed calls all
+/// go on. (The rates and times are measured by `quiver-harness
+/// stopped-holder`, not here: this machine may be loaded.)
+#[test]
+fn a_stopped_lock_holder_stalls_no_reader() {
+    let t = TestStore::new("stopped-reader");
+    let config = quiver::StoreConfig::new(&t.name).capacity(8 << 20).lock_timeout(Duration::from_secs(600));
+    let store = Store::create(config).unwrap();
+    let stream = Stream::create(&store, StreamConfig::new("s", schema()).partitions(2).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    let count = 200;
+    for i in 0..count {
+        producer.append(&batch(0, i, 3)).unwrap();
+    }
+    drop((producer, stream, store));
+    let mut holder = harness(&["hold-lock", "--store", &t.name]);
+    holder.expect_line("locked", LONG);
+    let pid = rustix::process::Pid::from_raw(holder.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let resume = Resume(pid);
+    // Far below the store's 600 s lock timeout: none of this waits for it.
+    let started = std::time::Instant::now();
+    let store = Store::open(&t.name).unwrap();
+    let stream = Stream::open(&store, "s").unwrap();
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match consumer.poll(Duration::from_millis(200)).unwrap() {
+            Polled::Batch(b) => {
+                seen.extend(seqs(&b.batch).into_iter().step_by(3));
+                consumer.commit().unwrap();
+            }
+            Polled::TimedOut => break,
+            Polled::EndOfStream => panic!("the stream is open"),
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..count).collect::<Vec<_>>(), "every sealed batch, once");
+    // The commit held: a new consumer of the group starts past everything.
+    let mut again = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    assert!(matches!(again.poll(Duration::ZERO).unwrap(), Polled::TimedOut));
+    // The store's figures, and who holds the lock.
+    let stats = store.stats_unlocked().unwrap();
+    let who = stats.lock_held_by.unwrap();
+    assert!(who.contains(&format!("process {}", pid.as_raw_nonzero())) && who.contains("stopped"), "{who}");
+    let out = run_quiver(&["stat", &t.name], LONG);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("lock is held by process") && text.contains("stopped"), "{text}");
+    // The whole of it took seconds at most, not the lock's 600.
+    assert!(started.elapsed() < Duration::from_secs(120), "{:?}", started.elapsed());
+    drop(resume);
+    holder.kill();
+}
+
+/// Resumes a stopped process when dropped, even if the test fails.
+struct Resume(rustix::process::Pid);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+    }
+}

@@ -121,9 +121,11 @@ impl LockGuard<'_> {
 /// The lock is held for microseconds, but with both cores busy a waiter
 /// that sleeps may not run again for milliseconds, and finds the lock
 /// taken again when it does: waits of 1 to 8 ms were measured under
-/// `quiver bench` on 2 cores, and the 5 ms this used to be made a
-/// consumer's zero-timeout call fail now and then.
-const MIN_LOCK_WAIT: Duration = Duration::from_millis(100);
+/// `quiver bench` on 2 cores, and 5 ms made a consumer's zero-timeout call
+/// fail now and then. It was 100 ms while a consumer's every look took the
+/// lock; since its reads of sealed batches skip it, 15 ms keeps a call
+/// with a timeout within that timeout plus 20 ms when the holder is stopped.
+const MIN_LOCK_WAIT: Duration = Duration::from_millis(15);
 
 /// Locks the mutex at `offset`, waiting at most `timeout`, and no longer
 /// than until `deadline_ns` (`monotonic_coarse_ns`, the caller's own
@@ -141,6 +143,55 @@ pub(crate) fn lock_until(
     deadline_ns: Option<u64>,
 ) -> Result<LockGuard<'_>> {
     let mutex = mutex_ptr(region, offset)?;
+    let mut rc = spin_for(mutex);
+    // Only a lock that must be waited for reads a clock.
+    let timeout = match deadline_ns {
+        Some(d) if rc == libc::EBUSY => {
+            timeout.min(Duration::from_nanos(d.saturating_sub(clock::monotonic_coarse_ns())).max(MIN_LOCK_WAIT))
+        }
+        _ => timeout,
+    };
+    if rc == libc::EBUSY {
+        let deadline = realtime_deadline(timeout);
+        // SAFETY: as in `spin_for`; `deadline` is a valid timespec on the stack.
+        rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
+    }
+    guard(region, offset, mutex, rc, timeout)
+}
+
+/// Takes the lock if it is free now (one attempt, no spin, no sleep): for
+/// work that can as well be left to the next holder. A held lock is
+/// `LockTimeout` at once.
+pub(crate) fn try_lock(region: &Region, offset: u64) -> Result<LockGuard<'_>> {
+    let mutex = mutex_ptr(region, offset)?;
+    // SAFETY: as in `spin_for`.
+    match unsafe { libc::pthread_mutex_trylock(mutex) } {
+        // Not named: whoever asks this way leaves the work, and /proc costs.
+        libc::EBUSY => Err(ShmError::LockTimeout { waited: Duration::ZERO, holder: None }),
+        rc => guard(region, offset, mutex, rc, Duration::ZERO),
+    }
+}
+
+/// The guard for what a lock attempt returned.
+fn guard(
+    region: &Region,
+    offset: u64,
+    mutex: *mut libc::pthread_mutex_t,
+    rc: i32,
+    waited: Duration,
+) -> Result<LockGuard<'_>> {
+    match rc {
+        0 => Ok(LockGuard { mutex, owner_died: false, region: PhantomData }),
+        libc::EOWNERDEAD => Ok(LockGuard { mutex, owner_died: true, region: PhantomData }),
+        libc::ETIMEDOUT => Err(ShmError::LockTimeout { waited, holder: holder(region, offset) }),
+        libc::ENOTRECOVERABLE => Err(ShmError::LockNotRecoverable),
+        other => Err(ShmError::io("lock the store", std::io::Error::from_raw_os_error(other))),
+    }
+}
+
+/// `pthread_mutex_trylock`, retried for a short spin while the lock is
+/// held; the last return code.
+fn spin_for(mutex: *mut libc::pthread_mutex_t) -> i32 {
     // SAFETY: `mutex` points at the initialised process-shared mutex inside
     // the mapping, which outlives the guard: the guard borrows the region.
     let mut rc = unsafe { libc::pthread_mutex_trylock(mutex) };
@@ -171,25 +222,7 @@ pub(crate) fn lock_until(
             rc = unsafe { libc::pthread_mutex_trylock(mutex) };
         }
     }
-    // Only a lock that must be waited for reads a clock.
-    let timeout = match deadline_ns {
-        Some(d) if rc == libc::EBUSY => {
-            timeout.min(Duration::from_nanos(d.saturating_sub(clock::monotonic_coarse_ns())).max(MIN_LOCK_WAIT))
-        }
-        _ => timeout,
-    };
-    if rc == libc::EBUSY {
-        let deadline = realtime_deadline(timeout);
-        // SAFETY: as above; `deadline` is a valid timespec on the stack.
-        rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
-    }
-    match rc {
-        0 => Ok(LockGuard { mutex, owner_died: false, region: PhantomData }),
-        libc::EOWNERDEAD => Ok(LockGuard { mutex, owner_died: true, region: PhantomData }),
-        libc::ETIMEDOUT => Err(ShmError::LockTimeout { waited: timeout, holder: holder(region, offset) }),
-        libc::ENOTRECOVERABLE => Err(ShmError::LockNotRecoverable),
-        other => Err(ShmError::io("lock the store", std::io::Error::from_raw_os_error(other))),
-    }
+    rc
 }
 
 /// `timeout` from now on `CLOCK_REALTIME`, the clock POSIX's
@@ -223,7 +256,7 @@ impl Drop for LockGuard<'_> {
 
 /// Who holds the mutex at `offset`: the thread ID glibc keeps in the robust
 /// mutex's futex word, and what /proc says of its process.
-fn holder(region: &Region, offset: u64) -> Option<String> {
+pub(crate) fn holder(region: &Region, offset: u64) -> Option<String> {
     // The futex word of a robust mutex holds the owner's TID in its low 30
     // bits (FUTEX_TID_MASK). Read atomically: another process may change it.
     let word: &std::sync::atomic::AtomicU32 = region.get(offset).ok()?;

@@ -164,6 +164,30 @@ impl Drop for Held {
 }
 
 thread_local! {
+    /// Set while this thread does work that the next holder of the lock can
+    /// as well do: the lock is then taken only if free (see [`NoWait`]).
+    static NO_WAIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Until dropped, the calling thread's calls take the store's lock only if
+/// it is free now (one attempt), and never spin or sleep for it: a held
+/// lock is `LockTimeout` at once. For upkeep that can be left to the next
+/// holder (retention after a commit), which a stopped holder must not stall.
+pub(crate) struct NoWait(bool);
+
+impl NoWait {
+    pub(crate) fn enter() -> NoWait {
+        NoWait(NO_WAIT.with(|w| w.replace(true)))
+    }
+}
+
+impl Drop for NoWait {
+    fn drop(&mut self) {
+        NO_WAIT.with(|w| w.set(self.0));
+    }
+}
+
+thread_local! {
     /// The deadline of the blocking call this thread is in
     /// (`monotonic_coarse_ns`), if any: the lock is not waited for past it.
     static CALL_DEADLINE: Cell<Option<u64>> = const { Cell::new(None) };
@@ -173,11 +197,18 @@ thread_local! {
 /// store's lock: waiting for the lock counts against the call's own
 /// timeout (see [`crate::shm::lock`]). Nested calls keep the earliest
 /// deadline; dropping the guard restores the outer one.
-pub(crate) struct CallDeadline(Option<u64>);
+///
+/// Public for tools that must answer in time whatever another process
+/// does (`quiver stat`): until the guard drops, every call of the calling
+/// thread that takes the store's lock waits for it until the deadline
+/// (and at least 15 ms), then fails with [`StoreError::LockTimeout`],
+/// which names the holder. Calls that read without the lock are not
+/// affected. The guard belongs to its thread (it is not `Send`).
+pub struct CallDeadline(Option<u64>, std::marker::PhantomData<*const ()>);
 
 impl CallDeadline {
     /// Enters a call that must return within `timeout`.
-    pub(crate) fn enter(timeout: Duration) -> CallDeadline {
+    pub fn enter(timeout: Duration) -> CallDeadline {
         // A call that must not wait reads no clock: its deadline is past.
         let at = match timeout.is_zero() {
             true => 0,
@@ -187,7 +218,7 @@ impl CallDeadline {
         };
         let outer = CALL_DEADLINE.with(Cell::get);
         CALL_DEADLINE.with(|d| d.set(Some(outer.map_or(at, |o| o.min(at)))));
-        CallDeadline(outer)
+        CallDeadline(outer, std::marker::PhantomData)
     }
 }
 
@@ -264,8 +295,10 @@ impl ClientState {
     /// before the lock is released. A `Corrupted` error from `f` or from a
     /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
-        let deadline = CALL_DEADLINE.with(Cell::get);
-        let guard = lock::lock_until(&self.region, MUTEX_OFFSET, self.lock_timeout, deadline)?;
+        let guard = match NO_WAIT.with(Cell::get) {
+            true => lock::try_lock(&self.region, MUTEX_OFFSET)?,
+            false => lock::lock_until(&self.region, MUTEX_OFFSET, self.lock_timeout, CALL_DEADLINE.with(Cell::get))?,
+        };
         // Declared after the lock guard, so dropped before it: the mark is
         // gone before the lock is released.
         let _held = Held::mark(self.file);
@@ -573,6 +606,10 @@ impl Drop for ClientState {
     fn drop(&mut self) {
         // Every view and builder holds this `ClientState`, so none is left: release
         // the slot (and, defensively, anything still recorded against it).
+        // Not at any price: if the lock cannot be had at once (a stopped
+        // holder), the slot is left as a dead client's, which the next sweep
+        // releases the same way.
+        let _soon = CallDeadline::enter(Duration::ZERO);
         let _ = self.with_tables(|t| recovery::release_client(t, self.client));
         let _ = liveness::release(&self.region, self.client);
         self.notify(SPACE_CELL);

@@ -46,7 +46,8 @@ pub use layout::{ALIGN, FORMAT_VERSION, MAX_CLIENTS};
 pub use object::{Cells, ObjectBuilder, ObjectView};
 pub use stats::{ObjectInfo, ObjectState, StoreStats};
 
-pub(crate) use client::CallDeadline;
+pub use client::CallDeadline;
+pub(crate) use client::NoWait;
 pub(crate) use layout::REGISTRY_BYTES;
 use locked::Placement;
 pub(crate) use locked::{Locked, METADATA_HEAD};
@@ -68,6 +69,38 @@ pub struct Store {
 /// users and need milliseconds, and the coarse clock costs a few
 /// nanoseconds instead of a TSC read (which is slow on some virtual machines).
 use crate::shm::clock::wall_coarse_ns as now_ns;
+
+/// Takes a free client slot without the store's lock: a slot is free when
+/// it is not active, and it is ours once we hold its liveness lock, which
+/// the OS gives to one open of the file at a time. `active` is set last, so
+/// a sweeper that sees it set also sees the liveness lock held; a slot
+/// whose last holder died stays active (and is not taken here) until a
+/// sweep, under the lock, has released what it held. `None`: none is free.
+fn claim_slot(region: &Region, layout: &Layout) -> Result<Option<u32>> {
+    let t = Tables::new(region, layout)?;
+    for (slot, c) in t.clients.iter().enumerate() {
+        if c.active.load(Acquire) != 0 {
+            continue;
+        }
+        if !liveness::try_claim(region, slot as u32).map_err(|e| StoreError::io("take a client liveness lock", e))? {
+            continue;
+        }
+        // A sweep may have found the slot dead and freed it between the
+        // load above and the claim: only `active == 0` with our lock held
+        // makes it ours.
+        if c.active.load(Acquire) != 0 {
+            liveness::release(region, slot as u32).map_err(|e| StoreError::io("give up a client liveness lock", e))?;
+            continue;
+        }
+        c.pid.store(std::process::id(), Relaxed);
+        c.started_ns.store(now_ns(), Relaxed);
+        let incarnation = t.header.incarnations.fetch_add(1, Relaxed).wrapping_add(1);
+        c.incarnation.store(incarnation, Relaxed);
+        c.active.store(1, Release);
+        return Ok(Some(slot as u32));
+    }
+    Ok(None)
+}
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
     // An overflowing deadline means "no limit".
@@ -182,31 +215,31 @@ impl Store {
         Self::attach(region, layout, config)
     }
 
-    /// Registers this handle as a client: takes a free slot (recovering dead
-    /// clients first) and its liveness lock.
+    /// Registers this handle as a client: takes a free slot and its
+    /// liveness lock, without waiting for the store's lock (a stopped or
+    /// hung holder must not stall an opener; see docs/format.md, "Clients").
+    /// The upkeep an opener does (a repair left due, sweeping dead clients)
+    /// runs only if the lock is free now; the next holder does it otherwise.
+    /// Only when every slot is taken does it wait for the lock, to sweep the
+    /// dead ones and take one of theirs.
     fn attach(region: Region, layout: Layout, config: &OpenConfig) -> Result<Store> {
-        let client = {
-            let guard = lock::lock(&region, MUTEX_OFFSET, config.lock_timeout)?;
+        let upkeep = |guard: lock::LockGuard<'_>| -> Result<()> {
             let t = Tables::new(&region, &layout)?;
             recovery::repair_if_needed(&t, guard.owner_died())?;
             sweep_dead_clients(&t, None)?;
-            let mut claimed = None;
-            for (slot, c) in t.clients.iter().enumerate() {
-                if c.active.load(Relaxed) == 0
-                    && liveness::try_claim(&region, slot as u32)
-                        .map_err(|e| StoreError::io("take a client liveness lock", e))?
-                {
-                    c.pid.store(std::process::id(), Relaxed);
-                    c.started_ns.store(now_ns(), Relaxed);
-                    let incarnation = t.header.incarnations.load(Relaxed).wrapping_add(1);
-                    t.header.incarnations.store(incarnation, Relaxed);
-                    c.incarnation.store(incarnation, Relaxed);
-                    c.active.store(1, Release);
-                    claimed = Some(slot as u32);
-                    break;
-                }
+            Ok(())
+        };
+        match lock::lock(&region, MUTEX_OFFSET, Duration::ZERO) {
+            Ok(guard) => upkeep(guard)?,
+            Err(crate::shm::ShmError::LockTimeout { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let client = match claim_slot(&region, &layout)? {
+            Some(slot) => slot,
+            None => {
+                upkeep(lock::lock(&region, MUTEX_OFFSET, config.lock_timeout)?)?;
+                claim_slot(&region, &layout)?.ok_or(StoreError::TooManyClients(layout::MAX_CLIENTS))?
             }
-            claimed.ok_or(StoreError::TooManyClients(layout::MAX_CLIENTS))?
         };
         let local_refs = (0..layout.max_objects).map(|_| AtomicU32::new(0)).collect();
         let meta = region.file().metadata().map_err(|e| StoreError::io("stat the store file", e))?;
@@ -379,6 +412,11 @@ impl Store {
         locked::transaction(&self.shared, f)
     }
 
+    /// Wakes the creators waiting for space, to look again.
+    pub(crate) fn notify_space(&self) {
+        self.shared.notify(SPACE_CELL);
+    }
+
     /// Wakes every process waiting on the wait cell at `offset` in the
     /// registry (outside a transaction; inside one, see
     /// [`Locked::wake_registry`]).
@@ -456,6 +494,18 @@ impl Store {
         Ok(self
             .with_tables(|t| take_view(t, &self.shared, id, hash, hint, Want::Bytes))?
             .map_or(Attempt::Pending, Attempt::Ready))
+    }
+
+    /// One look for sealed object `id` without the lock: `Ready` for a
+    /// sealed, pinned object (every stream batch), `InFlight` for one
+    /// being written, `Pending` when only the lock can tell (absent,
+    /// unpinned, deleted, or the index changing under the look).
+    pub(crate) fn view_unlocked(&self, id: ObjectId) -> Attempt<ObjectView> {
+        match self.shared.get_unlocked(id, id.table_hash()) {
+            Unlocked::View(view) => Attempt::Ready(view),
+            Unlocked::NotYet => Attempt::InFlight,
+            Unlocked::Ask(_) => Attempt::Pending,
+        }
     }
 
     /// Whether `id` names a sealed object.

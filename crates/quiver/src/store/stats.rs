@@ -71,6 +71,9 @@ pub struct StoreStats {
     pub dropped_corrupt: u64,
     /// Size of the whole file.
     pub file_size: u64,
+    /// `Some` when these numbers were read without the lock
+    /// ([`Store::stats_unlocked`]): who held it then.
+    pub lock_held_by: Option<String>,
 }
 
 impl Store {
@@ -102,23 +105,44 @@ impl Store {
 
     /// Store-wide numbers.
     pub fn stats(&self) -> Result<StoreStats> {
+        self.with_tables(|t| Ok(self.read_stats(t, None)))
+    }
+
+    /// The numbers [`stats`](Self::stats) gives, read without the lock:
+    /// what a tool shows when the lock is held by a stopped or hung process
+    /// ([`lock_holder`](Self::lock_holder) says which). Each number is
+    /// read whole, but they may be of different instants, and the largest
+    /// free block is 0 if the allocator's lists were changing under the
+    /// read. `lock_held_by` says who held the lock when they were read.
+    pub fn stats_unlocked(&self) -> Result<StoreStats> {
+        let t = Tables::new(&self.shared.region, &self.shared.layout)?;
+        Ok(self.read_stats(&t, Some(self.lock_holder().unwrap_or_else(|| "nobody (any more)".into()))))
+    }
+
+    /// Who holds the store's lock now, as /proc tells it ("process 1234
+    /// (thread 1234, stopped)"), or `None` if nobody does. Read without the
+    /// lock; by the time it returns, the holder may have let go.
+    pub fn lock_holder(&self) -> Option<String> {
+        crate::shm::lock::holder(&self.shared.region, super::layout::MUTEX_OFFSET)
+    }
+
+    fn read_stats(&self, t: &Tables<'_>, lock_held_by: Option<String>) -> StoreStats {
         let layout = self.shared.layout;
-        self.with_tables(|t| {
-            let h = t.header;
-            Ok(StoreStats {
-                capacity: layout.arena_size,
-                used: h.used.load(Relaxed),
-                payload: h.payload.load(Relaxed),
-                largest_free: t.arena().largest_free(),
-                objects: h.objects.load(Relaxed),
-                max_objects: layout.max_objects,
-                evictions: h.evictions.load(Relaxed),
-                clients: t.clients.iter().filter(|c| c.active.load(Relaxed) != 0).count() as u32,
-                repairs: h.repairs.load(Relaxed),
-                dead_clients: h.dead_clients.load(Relaxed),
-                dropped_corrupt: h.dropped_corrupt.load(Relaxed),
-                file_size: layout.file_size,
-            })
-        })
+        let h = t.header;
+        StoreStats {
+            capacity: layout.arena_size,
+            used: h.used.load(Relaxed),
+            payload: h.payload.load(Relaxed),
+            largest_free: t.arena().largest_free(),
+            objects: h.objects.load(Relaxed),
+            max_objects: layout.max_objects,
+            evictions: h.evictions.load(Relaxed),
+            clients: t.clients.iter().filter(|c| c.active.load(Relaxed) != 0).count() as u32,
+            repairs: h.repairs.load(Relaxed),
+            dead_clients: h.dead_clients.load(Relaxed),
+            dropped_corrupt: h.dropped_corrupt.load(Relaxed),
+            file_size: layout.file_size,
+            lock_held_by,
+        }
     }
 }

@@ -34,7 +34,7 @@
 //! partition has been read to its head, poll returns
 //! [`Polled::EndOfStream`]. A timeout is only ever [`Polled::TimedOut`].
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -188,10 +188,19 @@ enum Step {
     End,
 }
 
+/// What a look without the lock found.
+enum Unlocked {
+    Found(Step),
+    /// Nothing sealed past this consumer's positions yet.
+    Nothing,
+    /// Something only the lock can tell (a hole, dropped batches, the end).
+    AskTheLock,
+}
+
 impl Consumer {
     pub(super) fn new(stream: Stream, config: ConsumerConfig) -> Result<Self> {
         let partitions = stream.partitions();
-        let parts = match config.partitions {
+        let parts = match config.partitions.clone() {
             None => (0..partitions).collect(),
             Some(parts) => {
                 if parts.is_empty() {
@@ -211,27 +220,40 @@ impl Consumer {
         if let Some(name) = &config.group {
             registry::check_name("group", name).map_err(StreamError::InvalidConfig)?;
         }
-        let (group, pos) = stream.with_record(|_, record| {
-            let mut pos = Vec::with_capacity(partitions as usize);
-            let group = match &config.group {
-                Some(name) => {
-                    let (slot, created_ns) = join_group(record, name, config.start)?;
-                    for (p, part) in record.partitions[..partitions as usize].iter().enumerate() {
-                        let (tail, head) = registry::range(part)?;
-                        pos.push(record.groups[slot].committed[p].load(Relaxed).clamp(tail, head));
-                    }
-                    Some(GroupRef { slot, created_ns, name: name.clone() })
+        let (group, pos) = match Self::join_unlocked(&stream, &config)? {
+            Some(joined) => {
+                // The check the locked join makes, if the lock is free now.
+                let _upkeep = crate::store::NoWait::enter();
+                match Self::check_tails(&stream, &parts, &joined.1) {
+                    Err(StreamError::Store(StoreError::LockTimeout { .. })) => {}
+                    other => other?,
                 }
-                None => {
-                    for part in &record.partitions[..partitions as usize] {
-                        let (tail, head) = registry::range(part)?;
-                        pos.push(if config.start == StartAt::Newest { head } else { tail });
+                joined
+            }
+            None => stream.transaction(|tx| -> Result<_> {
+                let record = tx.record();
+                let mut pos = Vec::with_capacity(partitions as usize);
+                let group = match &config.group {
+                    Some(name) => {
+                        let (slot, created_ns) = join_group(record, name, config.start)?;
+                        for (p, part) in record.partitions[..partitions as usize].iter().enumerate() {
+                            let (tail, head) = registry::range(part)?;
+                            pos.push(record.groups[slot].committed[p].load(Relaxed).clamp(tail, head));
+                        }
+                        Some(GroupRef { slot, created_ns, name: name.clone() })
                     }
-                    None
-                }
-            };
-            Ok((group, pos))
-        })?;
+                    None => {
+                        for part in &record.partitions[..partitions as usize] {
+                            let (tail, head) = registry::range(part)?;
+                            pos.push(if config.start == StartAt::Newest { head } else { tail });
+                        }
+                        None
+                    }
+                };
+                tx.check_tails(&parts, &pos)?;
+                Ok((group, pos))
+            })?,
+        };
         let reader = BatchReader::new(stream.store()).expect_schema(stream.schema().clone());
         let fetched = pos.clone();
         let ready = std::collections::VecDeque::new();
@@ -249,6 +271,43 @@ impl Consumer {
             skipped: 0,
             skip_corrupt: config.skip_corrupt,
         })
+    }
+
+    /// Where a new consumer starts, read without the lock: a reader's
+    /// positions, or those of a group that exists (read between two reads
+    /// of the group's creation time, its version; see `init_group`).
+    /// `None` if only the lock can tell (the group is to be made, or is
+    /// changing).
+    fn join_unlocked(stream: &Stream, config: &ConsumerConfig) -> Result<Option<(Option<GroupRef>, Vec<u64>)>> {
+        let record = stream.shared_record()?;
+        if record.slot.state.load(SeqCst) != LIVE || record.slot.namespace.load(SeqCst) != stream.inner().namespace {
+            return Ok(None);
+        }
+        let parts = &record.partitions[..stream.partitions() as usize];
+        let bounds = parts.iter().map(registry::range).collect::<Result<Vec<_>, _>>()?;
+        let Some(name) = &config.group else {
+            let pos = bounds.iter().map(|&(tail, head)| if config.start == StartAt::Newest { head } else { tail });
+            return Ok(Some((None, pos.collect())));
+        };
+        for (g, slot) in record.groups.iter().enumerate() {
+            let version = slot.created_ns.load(SeqCst);
+            if version == 0 || slot.state.load(SeqCst) != LIVE {
+                continue;
+            }
+            if registry::read_name(&slot.name, &slot.name_len).ok().as_deref() != Some(name.as_str()) {
+                continue;
+            }
+            let pos: Vec<u64> =
+                (0..parts.len()).map(|p| slot.committed[p].load(SeqCst).clamp(bounds[p].0, bounds[p].1)).collect();
+            let same = slot.state.load(SeqCst) == LIVE && slot.created_ns.load(SeqCst) == version;
+            return Ok(same.then(|| (Some(GroupRef { slot: g, created_ns: version, name: name.clone() }), pos)));
+        }
+        Ok(None)
+    }
+
+    /// [`StreamTxn::check_tails`] in a transaction of its own.
+    fn check_tails(stream: &Stream, parts: &[u32], pos: &[u64]) -> Result<()> {
+        stream.transaction(|tx| tx.check_tails(parts, pos))
     }
 
     /// The stream.
@@ -473,13 +532,22 @@ impl Consumer {
         }
         // Without the lock first: if no partition has anything past this
         // consumer's position and the stream is open, there is nothing to do.
-        let shared = self.stream.shared_record()?;
-        let closed = shared.slot.flags.load(Relaxed) & CLOSED != 0;
+        let stream = self.stream.clone();
+        let shared = stream.shared_record()?;
+        let closed = shared.slot.flags.load(Acquire) & CLOSED != 0;
         let pending =
             self.parts.iter().any(|&p| shared.partitions[p as usize].head.load(Relaxed) > self.fetched[p as usize]);
         let ours = shared.slot.namespace.load(Relaxed) == self.stream.inner().namespace;
-        if !pending && !closed && ours && shared.slot.state.load(Relaxed) == LIVE {
+        let live = ours && shared.slot.state.load(Relaxed) == LIVE;
+        if !pending && !closed && live {
             return Ok(None);
+        }
+        if live {
+            match self.look_unlocked(shared, closed, unsealed) {
+                Unlocked::Found(step) => return Ok(Some(step)),
+                Unlocked::Nothing => return Ok(None),
+                Unlocked::AskTheLock => {}
+            }
         }
         let stream = self.stream.clone();
         let n = self.parts.len();
@@ -533,6 +601,66 @@ impl Consumer {
         }
     }
 
+    /// The next batch without the store's lock, so that a stopped or hung
+    /// holder stalls no reader: sealed batches are pinned, and a view of a
+    /// pinned object is taken without the lock (see `Store::view_unlocked`).
+    /// The registry's head and tail are read as hints: a head read early
+    /// only shows fewer batches, and an offset that turns out to have no
+    /// sealed object (a hole, a batch dropped meanwhile, damage) is left
+    /// to the lock, which tells which. `closed` was read before the heads:
+    /// a stream is closed after its last append, so heads read after it
+    /// are final.
+    fn look_unlocked(&mut self, shared: &registry::StreamRecord, closed: bool, unsealed: &mut bool) -> Unlocked {
+        let stream = self.stream.clone();
+        let store = stream.store();
+        let n = self.parts.len();
+        let mut drained = true;
+        for i in 0..n {
+            let index = (self.next + i) % n;
+            let p = self.parts[index];
+            let part = &shared.partitions[p as usize];
+            let (head, tail) = (part.head.load(Acquire), part.tail.load(Acquire));
+            let at = self.fetched[p as usize];
+            if at >= head {
+                continue;
+            }
+            drained = false;
+            if at < tail {
+                // Batches were dropped under this consumer: the lock counts them.
+                return Unlocked::AskTheLock;
+            }
+            let (mut next, mut writing) = (at, false);
+            while next < head && self.ready.len() < READ_AHEAD {
+                match store.view_unlocked(stream.object_id(p, next)) {
+                    Attempt::Ready(view) => self.ready.push_back(Taken { partition: p, offset: next, view }),
+                    Attempt::InFlight => {
+                        writing = true;
+                        break;
+                    }
+                    Attempt::Pending => break,
+                }
+                next += 1;
+            }
+            *unsealed |= writing;
+            self.fetched[p as usize] = next;
+            if let Some(first) = self.ready.pop_front() {
+                self.pos[p as usize] = first.offset;
+                self.next = (index + 1) % n;
+                return Unlocked::Found(Step::Batch(first));
+            }
+            if !writing {
+                // Not sealed and not being written: only the lock can tell.
+                return Unlocked::AskTheLock;
+            }
+        }
+        match (drained, closed) {
+            // The end, unless the registry lost batches (checked if the lock is free).
+            (true, true) if self.check_heads().is_ok() => Unlocked::Found(Step::End),
+            (true, true) => Unlocked::AskTheLock,
+            _ => Unlocked::Nothing,
+        }
+    }
+
     /// Under the lock: the wall-clock time, each assigned partition's head,
     /// and whether the stream is closed. Every batch appended before `now`
     /// lies below these heads (append times are taken under the same lock).
@@ -579,30 +707,71 @@ impl Consumer {
     /// Commits the given `(partition, next offset to read)` pairs for this
     /// consumer's group. An offset past the head is refused; one below the
     /// tail means the tail (what lies below was dropped).
+    ///
+    /// Without the store's lock, so that a stopped or hung holder stalls no
+    /// consumer: each offset is a word of the group's slot, changed with a
+    /// compare-and-swap between two checks that the group and the stream
+    /// are still the ones this consumer joined (see docs/format.md,
+    /// "Commits"). What the commit frees is freed if the lock is free now;
+    /// otherwise by the next commit that finds it free, or by a producer
+    /// that finds the store full.
     pub fn commit_offsets(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
         let group = self.group_ref()?.clone();
         let partitions = self.stream.partitions();
         let stream = self.stream.clone();
-        stream.with_record(|l, record| {
-            let slot = self.live_group(record, &group)?;
-            // All pairs are checked before any is stored: a commit is whole or nothing.
-            let mut checked = Vec::with_capacity(offsets.len());
-            for &(partition, offset) in offsets {
-                if partition >= partitions {
-                    return Err(StreamError::NoSuchPartition { partition, partitions });
-                }
-                let (tail, head) = registry::range(&record.partitions[partition as usize])?;
-                if offset > head {
-                    return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
-                }
-                checked.push((partition as usize, offset.max(tail)));
+        let record = stream.shared_record()?;
+        let slot = record.groups.get(group.slot).ok_or_else(|| StoreError::corrupted("group slot out of range"))?;
+        let ours = || {
+            record.slot.state.load(SeqCst) == LIVE
+                && record.slot.namespace.load(SeqCst) == stream.inner().namespace
+                && slot.state.load(SeqCst) == LIVE
+                && slot.created_ns.load(SeqCst) == group.created_ns
+        };
+        let gone = || StreamError::NoSuchGroup { stream: stream.name().to_string(), group: group.name.clone() };
+        // All pairs are checked before any is stored: a commit is whole or nothing.
+        let mut checked = Vec::with_capacity(offsets.len());
+        for &(partition, offset) in offsets {
+            if partition >= partitions {
+                return Err(StreamError::NoSuchPartition { partition, partitions });
             }
-            for (p, offset) in checked {
-                slot.committed[p].store(offset, Relaxed);
+            let (tail, head) = registry::range(&record.partitions[partition as usize])?;
+            if offset > head {
+                return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
             }
-            registry::release_consumed(l, record)?;
-            Ok(())
-        })
+            checked.push((partition as usize, offset.max(tail)));
+        }
+        for (p, offset) in checked {
+            let word = &slot.committed[p];
+            loop {
+                let before = word.load(SeqCst);
+                if !ours() {
+                    return Err(gone());
+                }
+                if word.compare_exchange(before, offset, SeqCst, SeqCst).is_err() {
+                    continue;
+                }
+                if !ours() {
+                    // The slot became another group's meanwhile, whose
+                    // creation wrote `before` just before the swap, or
+                    // `offset` just after it. Either way the lower of the
+                    // two skips nothing of it (at least once), unless
+                    // that group has moved on.
+                    let _ = word.compare_exchange(offset, offset.min(before), SeqCst, SeqCst);
+                    return Err(gone());
+                }
+                break;
+            }
+        }
+        let _upkeep = crate::store::NoWait::enter();
+        match stream.with_record(|l, record| Ok(registry::release_consumed(l, record)?)) {
+            Err(StreamError::Store(StoreError::LockTimeout { .. })) => {
+                // Producers waiting for space free it themselves (see
+                // `Producer::create`): let them look.
+                stream.store().notify_space();
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// The group's committed offset in `partition`.

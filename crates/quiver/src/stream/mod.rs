@@ -31,7 +31,7 @@ mod stats;
 mod txn;
 mod window;
 
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
@@ -115,11 +115,14 @@ impl Stream {
             let namespace = registry::STREAM_NAMESPACE | serial;
             let record = &reg.streams[s];
             let slot = &record.slot;
+            // The namespace is the record's version for readers without the
+            // lock (see `Stream::open`): 0 while the fields are written,
+            // the new one once they all are.
+            slot.namespace.store(0, SeqCst);
             registry::write_name(&slot.name, &slot.name_len, &config.name);
             slot.partitions.store(config.partitions, Relaxed);
             slot.flags.store(0, Relaxed);
             slot.back_pressure.store(config.back_pressure.to_word(), Relaxed);
-            slot.namespace.store(namespace, Relaxed);
             slot.schema_fingerprint.store(fingerprint, Relaxed);
             slot.created_ns.store(created_ns, Relaxed);
             slot.max_age_ns.store(config.max_age.map_or(0, |a| a.as_nanos().min(u64::MAX as u128) as u64), Relaxed);
@@ -141,6 +144,9 @@ impl Stream {
             let log = &reg.skipped[s];
             log.count.store(0, Relaxed);
             log.namespace.store(namespace, Relaxed);
+            // After the fields, before the groups' offsets (`init_group`),
+            // as their creation times.
+            slot.namespace.store(namespace, SeqCst);
             for (g, name) in config.groups.iter().enumerate() {
                 init_group(&record.groups[g], name, created_ns, |_| 0);
             }
@@ -165,47 +171,45 @@ impl Stream {
         })
     }
 
-    /// Opens the stream called `name`.
+    /// Opens the stream called `name`. Without the store's lock when it
+    /// can (a stopped holder must not stall readers): the stream's slot is
+    /// read between two reads of its namespace, which creation sets to 0
+    /// before it writes the fields and to the stream's own once they are
+    /// all written, and taken if both reads agree. Otherwise (a stream
+    /// being made or removed, or none of that name) it asks the lock.
     pub fn open(store: &Store, name: &str) -> Result<Stream> {
-        let found = store.locked(|l| -> Result<_> {
-            let reg = registry::registry(l)?;
-            let s = registry::find_stream(reg, name)?.ok_or_else(|| StreamError::NotFound(name.to_string()))?;
-            let slot = &reg.streams[s].slot;
-            let partitions = slot.partitions.load(Relaxed);
-            if partitions == 0 || partitions as usize > MAX_PARTITIONS {
-                return Err(
-                    StoreError::corrupted(format_args!("stream {name:?} claims {partitions} partitions")).into()
-                );
+        let unlocked = || -> Result<Option<Found>> {
+            let reg: &registry::StreamRegistry = store.registry(registry::REGISTRY_AT)?;
+            for (s, record) in reg.streams.iter().enumerate() {
+                let slot = &record.slot;
+                let version = slot.namespace.load(SeqCst);
+                if version == 0 || slot.state.load(SeqCst) != LIVE {
+                    continue;
+                }
+                if registry::read_name(&slot.name, &slot.name_len).ok().as_deref() != Some(name) {
+                    continue;
+                }
+                let found = Found::read(reg, s, name);
+                let same = slot.state.load(SeqCst) == LIVE
+                    && slot.namespace.load(SeqCst) == version
+                    && registry::read_name(&slot.name, &slot.name_len).ok().as_deref() == Some(name);
+                return match same {
+                    true => found.map(Some),
+                    false => Ok(None),
+                };
             }
-            // The namespace names every batch: a wrong one would make them
-            // all look like holes. Creating a stream writes it twice (its
-            // slot and its skip log), and the two must agree.
-            let namespace = slot.namespace.load(Relaxed);
-            let serial = namespace & !registry::STREAM_NAMESPACE;
-            let logged = reg.skipped.get(s).map(|log| log.namespace.load(Relaxed));
-            if namespace & registry::STREAM_NAMESPACE == 0
-                || serial == 0
-                || serial > reg.serial.load(Relaxed)
-                || logged != Some(namespace)
-            {
-                return Err(StoreError::corrupted(format_args!(
-                    "stream {name:?} has a damaged namespace ({namespace:#x}; its skip log says {:#x})",
-                    logged.unwrap_or(0)
-                ))
-                .into());
-            }
-            Ok((
-                s,
-                namespace,
-                partitions,
-                slot.schema_fingerprint.load(Relaxed),
-                BackPressure::from_word(slot.back_pressure.load(Relaxed))?,
-                slot.max_age_ns.load(Relaxed),
-                slot.max_bytes.load(Relaxed),
-                slot.created_ns.load(Relaxed),
-            ))
-        })?;
-        let (slot, namespace, partitions, fingerprint, back_pressure, max_age_ns, max_bytes, created_ns) = found;
+            Ok(None)
+        };
+        let found = match unlocked()? {
+            Some(found) => found,
+            None => store.locked(|l| -> Result<_> {
+                let reg = registry::registry(l)?;
+                let s = registry::find_stream(reg, name)?.ok_or_else(|| StreamError::NotFound(name.to_string()))?;
+                Found::read(reg, s, name)
+            })?,
+        };
+        let Found { slot, namespace, partitions, fingerprint, back_pressure, max_age_ns, max_bytes, created_ns } =
+            found;
         let schema = load_schema(store, ObjectId::schema(fingerprint), fingerprint)?;
         Ok(Stream {
             inner: Arc::new(Inner {
@@ -364,7 +368,8 @@ impl Stream {
     /// [`Polled::EndOfStream`] once they have read everything appended before.
     pub fn close(&self) -> Result<()> {
         self.with_record(|_, record| {
-            record.slot.flags.fetch_or(CLOSED, Relaxed);
+            // Release: a reader without the lock that sees the flag sees the final heads.
+            record.slot.flags.fetch_or(CLOSED, std::sync::atomic::Ordering::Release);
             Ok(())
         })?;
         self.notify_all();
@@ -527,13 +532,71 @@ impl Stream {
 
 /// Makes group slot `group` live with the committed offset `start(p)` for
 /// every partition `p`.
+/// What opening a stream reads of its slot.
+struct Found {
+    slot: usize,
+    namespace: u64,
+    partitions: u32,
+    fingerprint: u64,
+    back_pressure: BackPressure,
+    max_age_ns: u64,
+    max_bytes: u64,
+    created_ns: u64,
+}
+
+impl Found {
+    /// Reads stream slot `s` (called `name`), checking what would make its
+    /// batches unreadable or invisible.
+    fn read(reg: &registry::StreamRegistry, s: usize, name: &str) -> Result<Found> {
+        let slot = &reg.streams.get(s).ok_or_else(|| StoreError::corrupted("stream slot out of range"))?.slot;
+        let partitions = slot.partitions.load(Relaxed);
+        if partitions == 0 || partitions as usize > MAX_PARTITIONS {
+            return Err(StoreError::corrupted(format_args!("stream {name:?} claims {partitions} partitions")).into());
+        }
+        // The namespace names every batch: a wrong one would make them
+        // all look like holes. Creating a stream writes it twice (its
+        // slot and its skip log), and the two must agree.
+        let namespace = slot.namespace.load(SeqCst);
+        let serial = namespace & !registry::STREAM_NAMESPACE;
+        let logged = reg.skipped.get(s).map(|log| log.namespace.load(Relaxed));
+        if namespace & registry::STREAM_NAMESPACE == 0
+            || serial == 0
+            || serial > reg.serial.load(Relaxed)
+            || logged != Some(namespace)
+        {
+            return Err(StoreError::corrupted(format_args!(
+                "stream {name:?} has a damaged namespace ({namespace:#x}; its skip log says {:#x})",
+                logged.unwrap_or(0)
+            ))
+            .into());
+        }
+        Ok(Found {
+            slot: s,
+            namespace,
+            partitions,
+            fingerprint: slot.schema_fingerprint.load(Relaxed),
+            back_pressure: BackPressure::from_word(slot.back_pressure.load(Relaxed))?,
+            max_age_ns: slot.max_age_ns.load(Relaxed),
+            max_bytes: slot.max_bytes.load(Relaxed),
+            created_ns: slot.created_ns.load(Relaxed),
+        })
+    }
+}
+
 fn init_group(group: &GroupSlot, name: &str, created_ns: u64, start: impl Fn(usize) -> u64) {
+    // The creation time is the slot's version for readers without the
+    // lock: 0 while the slot is written, then the time. Both `SeqCst` and
+    // the 0 before the offsets: a commit made without the lock that lands
+    // on an offset written here sees the time change when it checks again,
+    // and puts the offset back (see `Consumer::commit_offsets`); a reader
+    // that sees the same time before and after its reads read this group.
+    group.created_ns.store(0, SeqCst);
     registry::write_name(&group.name, &group.name_len, name);
-    group.created_ns.store(created_ns, Relaxed);
     group.skipped.store(0, Relaxed);
     for (p, committed) in group.committed.iter().enumerate() {
-        committed.store(start(p), Relaxed);
+        committed.store(start(p), SeqCst);
     }
+    group.created_ns.store(created_ns, SeqCst);
     group.state.store(LIVE, Release);
 }
 

@@ -318,11 +318,19 @@ impl Producer {
             let offset = part.head.load(Relaxed);
             let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
             let id = ObjectId::sequential(namespace, partition, offset);
-            let Some(builder) = l.create(id, size, metadata, crate::store::PINNED)? else {
+            let mut created = l.create(id, size, metadata, crate::store::PINNED)?;
+            if created.is_none() {
+                // Commits free what they can only if the lock is free at
+                // once (see `Consumer::commit_offsets`): free what the
+                // groups committed past before calling the store full.
+                registry::release_consumed(l, record)?;
+                created = l.create(id, size, metadata, crate::store::PINNED)?;
+            }
+            let Some(builder) = created else {
                 return Ok(None);
             };
             let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
-            part.head.store(next, Relaxed);
+            part.head.store(next, std::sync::atomic::Ordering::Release);
             part.last_append_ns.store(append_ns, Relaxed);
             Ok(Some((builder, Appended { partition, offset, append_ns })))
         })

@@ -77,6 +77,11 @@ impl<'a> StreamTxn<'a> {
         StreamTxn { l, record, stream }
     }
 
+    /// The stream's record, for the stream layer's own reads.
+    pub(super) fn record(&self) -> &'a StreamRecord {
+        self.record
+    }
+
     /// The store transaction this runs in.
     pub(crate) fn locked(&self) -> &'a Locked<'a> {
         self.l
@@ -209,6 +214,18 @@ impl<'a> StreamTxn<'a> {
                 self.stream.name()
             ))
             .into());
+        }
+        Ok(())
+    }
+
+    /// [`check_tail`](Self::check_tail) for each of `parts` whose position
+    /// in `pos` (by partition) is its tail: where a reader starts.
+    pub(crate) fn check_tails(&self, parts: &[u32], pos: &[u64]) -> Result<()> {
+        for &p in parts {
+            let tail = self.range(p)?.0;
+            if pos.get(p as usize) == Some(&tail) && tail > 0 {
+                self.check_tail(p, tail)?;
+            }
         }
         Ok(())
     }
