@@ -305,6 +305,9 @@ fn fill_slot(slot: &mut quiver::BatchSlot, i: u64) -> Result<()> {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
+    // Its loops do not poll for a stop: a signal kills the workers and
+    // removes the store from a thread of its own.
+    super::guard::stop_on_signals();
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }
@@ -397,7 +400,7 @@ fn run_store(
     let capacity = (object * (window.batches + 2 * window.step) * 2).max(64 << 20);
     let max_objects = (window.batches + 2 * window.step) * 2 + 64 * args.consumers as u64 + 1024;
     let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(max_objects))?;
-    let _remove = RemoveOnDrop(store.path().to_path_buf());
+    let _remove = RemoveOnDrop::new(store.path());
     let mut writer = BatchWriter::new(&store, batch.schema())?;
     let mut workers = start_workers(exe, "store", (&store, &name), args, window, publish)?;
     let wait = CreateOptions::new().timeout(Duration::from_secs(30)).pinned(true);
@@ -460,7 +463,7 @@ fn start_workers(
     window: Window,
     publish: Publish,
 ) -> Result<Supervisor> {
-    let mut workers = Supervisor::of(exe);
+    let mut workers = Supervisor::of(exe).with_run_store(store.path());
     for c in 0..args.consumers {
         let (c, step, spin) = (c.to_string(), window.step.to_string(), args.spin_us.to_string());
         let mut a = ["bench-worker", kind, "--store", name, "--consumer", &c, "--step", &step, "--spin-us", &spin]
@@ -498,7 +501,7 @@ fn run_stream(
     let object = batch.get_array_memory_size() as u64 + 4096;
     let capacity = object * (window.batches + window.step) + (1 << 20);
     let store = Store::create(StoreConfig::new(&name).capacity(capacity).max_objects(4096))?;
-    let _remove = RemoveOnDrop(store.path().to_path_buf());
+    let _remove = RemoveOnDrop::new(store.path());
     let mut config = StreamConfig::new(STREAM, batch.schema());
     for c in 0..args.consumers {
         config = config.group(format!("c{c}"));

@@ -127,7 +127,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     });
     let name = format!("demo-{}", std::process::id());
     let store = Store::create(StoreConfig::new(&name).capacity(args.capacity))?;
-    let _remove = RemoveOnDrop(store.path().to_path_buf());
+    let _remove = RemoveOnDrop::new(store.path());
     let schema = LinearData::new(0).batch(0).schema();
     let mut config = StreamConfig::new(STREAM, schema).partitions(match args.mode {
         Mode::Broadcast => 1,
@@ -152,7 +152,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     let mut in_order = SgdRegressor::new();
 
     // The consumers.
-    let mut workers = Supervisor::new()?;
+    let mut workers = Supervisor::new()?.with_run_store(store.path());
     let mode = format!("{:?}", args.mode).to_lowercase();
     for c in 0..n {
         let c = c.to_string();

@@ -1,14 +1,156 @@
-//! A guard that cleans up however a command ends (an error, Ctrl-C turned
-//! into a return): a store file removed. (Child processes: the
-//! supervisor's, killed and reaped when it drops.)
+//! Nothing left behind, however a command ends.
+//!
+//! - An error, or a Ctrl-C turned into a return (`quiver demo`): the
+//!   guards drop. [`RemoveOnDrop`] removes a store file; the supervisor
+//!   kills and reaps its workers.
+//! - A stop signal to a command that does not poll for one (`quiver
+//!   bench`, `bench-train`): [`stop_on_signals`] runs a thread that, on
+//!   SIGINT, SIGTERM or SIGHUP, kills the workers and removes the stores
+//!   the command made (both registered here as they are made), then ends
+//!   the process as the signal would have.
+//! - The command killed outright (SIGKILL, SIGPIPE): its workers get a
+//!   signal from the kernel (see `supervisor::worker::stop_with_parent`),
+//!   and one of them removes the command's store, named to it in
+//!   [`RUN_STORE`], once it sees that its parent is gone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-/// Removes a file (a store) on drop.
-pub(crate) struct RemoveOnDrop(pub PathBuf);
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// What a stop signal must not leave behind: the stores this command made
+/// for its run and the workers it started.
+#[derive(Default)]
+struct Owned {
+    stores: Vec<PathBuf>,
+    workers: Vec<u32>,
+}
+
+static OWNED: Mutex<Owned> = Mutex::new(Owned { stores: Vec::new(), workers: Vec::new() });
+
+fn owned() -> std::sync::MutexGuard<'static, Owned> {
+    OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The variable that names, to a worker, the store its command made for
+/// the run: the worker removes it if the command dies first.
+pub(crate) const RUN_STORE: &str = "QUIVER_RUN_STORE";
+
+/// Removes a file (a store this command made) on drop, and on a stop
+/// signal if [`stop_on_signals`] runs.
+pub(crate) struct RemoveOnDrop(PathBuf);
+
+impl RemoveOnDrop {
+    pub(crate) fn new(path: &Path) -> RemoveOnDrop {
+        owned().stores.push(path.to_path_buf());
+        RemoveOnDrop(path.to_path_buf())
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        owned().stores.retain(|p| *p != self.0);
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Records a worker this command started (the supervisor does), so that a
+/// stop signal kills it.
+pub(crate) fn started(pid: u32) {
+    owned().workers.push(pid);
+}
+
+/// Forgets a worker that was reaped (its pid may be reused).
+pub(crate) fn reaped(pid: u32) {
+    owned().workers.retain(|&p| p != pid);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill the workers and remove the stores
+/// registered here, say so, and end the process as the signal would have
+/// (so a caller sees death by that signal). For commands that do not
+/// poll for a stop (`bench`, `bench-train`). Call once, early.
+pub(crate) fn stop_on_signals() {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let owned = owned();
+            for &pid in &owned.workers {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            for store in &owned.stores {
+                let _ = std::fs::remove_file(store);
+            }
+            eprintln!("quiver: interrupted: every process stopped and the store removed");
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
+/// The stop signal a worker watching its run's store received (0: none).
+static RECEIVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// How long a signalled worker waits to see whether its command is dying
+/// (the kernel sends the parent-death signal as the thread that started
+/// the worker exits, which may be before the rest of its process).
+const DYING_PARENT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// In a worker whose command named its run's store ([`RUN_STORE`]): when
+/// the command that made the store is gone, remove it. The kernel sends
+/// SIGTERM when the command dies (see `stop_with_parent`). A handler
+/// notes the signal (and removes the store at once if the worker is
+/// orphaned already: a worker that polls a stop flag may return from
+/// `main` before any thread runs); a watcher thread removes it as soon as
+/// the worker is orphaned, and after a signal ends the process as the
+/// signal would have (unless it polls a stop flag of its own,
+/// [`crate::signals::install`]). A worker signalled while its command
+/// lives leaves the store to the command.
+pub(crate) fn remove_run_store_if_orphaned(parent: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::Ordering::SeqCst;
+    let Some(store) = std::env::var_os(RUN_STORE) else {
+        return;
+    };
+    let Ok(path) = std::ffi::CString::new(store.as_bytes()) else {
+        return;
+    };
+    let path = std::sync::Arc::new(path);
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        let path = std::sync::Arc::clone(&path);
+        let action = move || {
+            // SAFETY: getppid and unlink are async-signal-safe; `path` is
+            // a NUL-terminated string that lives as long as the handler.
+            unsafe {
+                if libc::getppid() as u32 != parent {
+                    libc::unlink(path.as_ptr());
+                }
+            }
+            RECEIVED.store(signal, SeqCst);
+        };
+        // SAFETY: the action calls only async-signal-safe functions (above),
+        // allocates nothing, and takes no lock.
+        let _ = unsafe { signal_hook::low_level::register(signal, action) };
+    }
+    std::thread::spawn(move || {
+        let mut signalled_at = None;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let orphaned = std::os::unix::process::parent_id() != parent;
+            if orphaned {
+                let _ = std::fs::remove_file(&store);
+            }
+            let signal = RECEIVED.load(SeqCst);
+            if signal != 0 {
+                let at = *signalled_at.get_or_insert_with(std::time::Instant::now);
+                if (orphaned || at.elapsed() >= DYING_PARENT_WAIT) && !crate::signals::installed() {
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    std::process::exit(128 + signal);
+                }
+            }
+        }
+    });
 }

@@ -346,7 +346,7 @@ fn bench(args: KafkaBenchArgs) -> Result<()> {
     // The source writes into a fresh store, a stream per round.
     let name = format!("kafka-bench-{}", std::process::id());
     let store = Store::create(StoreConfig::new(&name).capacity(1 << 30))?;
-    let _remove = super::guard::RemoveOnDrop(store.path().to_path_buf());
+    let _remove = super::guard::RemoveOnDrop::new(store.path());
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut bare_rates, mut source_rates) = (Vec::new(), Vec::new());
     // Rounds alternate the two readers over the same records, so that the

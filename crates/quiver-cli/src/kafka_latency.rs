@@ -75,7 +75,7 @@ pub(crate) fn run(
     ]));
     let name = format!("kafka-latency-{}", std::process::id());
     let store = Store::create(StoreConfig::new(&name).capacity(256 << 20))?;
-    let _remove = super::guard::RemoveOnDrop(store.path().to_path_buf());
+    let _remove = super::guard::RemoveOnDrop::new(store.path());
     let mut config = SourceConfig::new(brokers, &topic, format!("{topic}-source"))
         .format(Format::Json(Some(schema)))
         .linger(linger)

@@ -109,6 +109,17 @@ enum Command {
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
+    // Like any Unix tool: output to a closed pipe (`quiver bench | head`)
+    // ends the process quietly instead of a panic with a backtrace. What
+    // it made is removed by its workers (see `guard`). Not in a worker,
+    // which must see the error to remove its command's store first.
+    if !supervisor::worker::is_worker() {
+        // SAFETY: setting a signal's disposition to its default, before
+        // any thread exists; no handler is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),

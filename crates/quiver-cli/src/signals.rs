@@ -16,8 +16,18 @@ fn flag() -> &'static Arc<AtomicBool> {
     STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
+/// Whether [`install`] ran: a stop signal then sets the flag (and ends
+/// the process only through the command's own return).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process polls a stop flag (read in signal handlers).
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::SeqCst)
+}
+
 /// Installs the handler for SIGINT, SIGTERM and SIGHUP.
 pub fn install() {
+    INSTALLED.store(true, Ordering::SeqCst);
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         // Registering fails only for signals that cannot be caught
         // (SIGKILL, SIGSTOP), which these are not.

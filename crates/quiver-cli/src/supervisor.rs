@@ -111,6 +111,9 @@ enum Heard {
 /// docs).
 pub struct Supervisor {
     exe: PathBuf,
+    /// The store the command made for this run, named to every worker
+    /// (see [`crate::guard::RUN_STORE`]).
+    run_store: Option<PathBuf>,
     workers: Vec<Worker>,
     sender: mpsc::Sender<(usize, u32, Heard)>,
     heard: mpsc::Receiver<(usize, u32, Heard)>,
@@ -125,7 +128,15 @@ impl Supervisor {
     /// A supervisor of workers of `exe`.
     pub fn of(exe: impl Into<PathBuf>) -> Supervisor {
         let (sender, heard) = mpsc::channel();
-        Supervisor { exe: exe.into(), workers: Vec::new(), sender, heard }
+        Supervisor { exe: exe.into(), run_store: None, workers: Vec::new(), sender, heard }
+    }
+
+    /// Names `store`, which the command made for this run, to every worker
+    /// it starts from now on: if the command dies without removing it, a
+    /// worker does (see [`worker::stop_with_parent`]).
+    pub fn with_run_store(mut self, store: &std::path::Path) -> Supervisor {
+        self.run_store = Some(store.to_path_buf());
+        self
     }
 
     /// Starts a worker; returns its index. Call it from a thread that lives
@@ -147,17 +158,23 @@ impl Supervisor {
         (worker.exited, worker.heard_out, worker.incarnation) = (None, !spawn.lines, incarnation);
         let _ = old.kill();
         let _ = old.wait();
+        crate::guard::reaped(old.id());
         Ok(())
     }
 
     fn start(&self, i: usize, incarnation: u32, spawn: &Spawn) -> Result<Child> {
         let mut command = Command::new(&self.exe);
         command.args(&spawn.args).env(SUPERVISOR_PID, std::process::id().to_string());
+        match &self.run_store {
+            Some(store) => command.env(crate::guard::RUN_STORE, store),
+            None => command.env_remove(crate::guard::RUN_STORE),
+        };
         command.stdout(if spawn.lines { Stdio::piped() } else { Stdio::null() });
         if spawn.own_group {
             command.process_group(0);
         }
         let mut child = command.spawn().with_context(|| format!("start {:?}", self.exe))?;
+        crate::guard::started(child.id());
         if let Some(stdout) = child.stdout.take() {
             let sender = self.sender.clone();
             std::thread::spawn(move || {
@@ -252,6 +269,9 @@ impl Supervisor {
         let worker = self.worker_mut(i)?;
         if worker.exited.is_none() {
             worker.exited = worker.child.try_wait()?;
+            if worker.exited.is_some() {
+                crate::guard::reaped(worker.child.id());
+            }
         }
         Ok(worker.exited)
     }
@@ -321,6 +341,7 @@ impl Supervisor {
             let _ = worker.child.kill();
             if let Ok(status) = worker.child.wait() {
                 worker.exited = Some(status);
+                crate::guard::reaped(worker.child.id());
             }
         }
     }
@@ -341,6 +362,7 @@ impl Drop for Supervisor {
         for worker in &mut self.workers {
             let _ = worker.child.kill();
             let _ = worker.child.wait();
+            crate::guard::reaped(worker.child.id());
         }
     }
 }
@@ -351,11 +373,22 @@ pub mod worker {
 
     use super::SUPERVISOR_PID;
 
+    /// Whether this process is a worker started by a supervisor.
+    pub fn is_worker() -> bool {
+        std::env::var_os(SUPERVISOR_PID).is_some()
+    }
+
     /// Writes one line to stdout; a worker whose supervisor closed the pipe
-    /// (it is gone) exits quietly rather than panic.
+    /// (it is gone: the pipe closes only when it exits) removes the store
+    /// its command made for the run, if any, and exits quietly rather than
+    /// panic. (The kernel's parent-death signal comes later than the
+    /// closed pipe.)
     fn say(line: std::fmt::Arguments<'_>) {
         let mut out = std::io::stdout().lock();
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            if let Some(store) = std::env::var_os(crate::guard::RUN_STORE) {
+                let _ = std::fs::remove_file(store);
+            }
             std::process::exit(3);
         }
     }
@@ -380,15 +413,29 @@ pub mod worker {
 
     /// In a worker started by a [`Supervisor`](super::Supervisor): has the
     /// kernel kill this process when the supervisor dies
-    /// (`PR_SET_PDEATHSIG`), and fails at once if it already has. A process
+    /// (`PR_SET_PDEATHSIG`), and fails at once if it already has. A worker
+    /// told its command's store ([`crate::guard::RUN_STORE`]) gets SIGTERM
+    /// instead, removes that store, and then dies of the signal. A process
     /// started otherwise (by hand, by a test) is left as it is.
     pub fn stop_with_parent() -> anyhow::Result<()> {
         let Some(expected) = std::env::var(SUPERVISOR_PID).ok().and_then(|p| p.parse::<u32>().ok()) else {
             return Ok(());
         };
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        // A worker that may have to remove its command's store is told
+        // with SIGTERM, which it handles; any other is killed.
+        let signal = match std::env::var_os(crate::guard::RUN_STORE) {
+            Some(_) => {
+                crate::guard::remove_run_store_if_orphaned(expected);
+                rustix::process::Signal::TERM
+            }
+            None => rustix::process::Signal::KILL,
+        };
+        rustix::process::set_parent_process_death_signal(Some(signal))?;
         // Set after the fork: a supervisor that died before is seen here.
         if std::os::unix::process::parent_id() != expected {
+            if let Some(store) = std::env::var_os(crate::guard::RUN_STORE) {
+                let _ = std::fs::remove_file(store);
+            }
             anyhow::bail!("the process that started this worker is gone");
         }
         Ok(())

@@ -252,7 +252,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<()> {
         Some(n) if n as usize > quiver::shard::MAX_MEMBERS => {
             bail!("--workers {n}: a shard-managed group has at most {} members", quiver::shard::MAX_MEMBERS)
         }
-        Some(n) => train_shared(&args, &store, &stream, start, n),
+        Some(n) => train_shared(&args, &store, &stream, start, n, None),
     }
 }
 
@@ -309,7 +309,17 @@ fn train_alone(args: &TrainArgs, stream: &Stream, mut saved: SavedModel) -> Resu
 }
 
 /// N worker processes on one shared model; this process watches and saves.
-fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedModel, n: u32) -> Result<()> {
+/// `n` worker processes training one shared model; `run_store`: the store
+/// was made for this run (`bench-train`), and a worker removes it if this
+/// process dies first.
+fn train_shared(
+    args: &TrainArgs,
+    store: &Store,
+    stream: &Stream,
+    start: SavedModel,
+    n: u32,
+    run_store: Option<&std::path::Path>,
+) -> Result<()> {
     let name = shared_name(stream.name(), &args.from.group);
     if args.fresh {
         SharedModel::remove(store, &name)?;
@@ -329,6 +339,9 @@ fn train_shared(args: &TrainArgs, store: &Store, stream: &Stream, start: SavedMo
     args_of_worker.extend(["--stream".into(), args.from.stream.clone(), "--group".into(), args.from.group.clone()]);
     args_of_worker.extend(["--shared".into(), name.clone(), format!("--sync-every={}", args.sync_every)]);
     let mut workers = Supervisor::new()?;
+    if let Some(store) = run_store {
+        workers = workers.with_run_store(store);
+    }
     for _ in 0..n {
         workers.spawn(Spawn::new(&args_of_worker).quiet().own_process_group())?;
     }
@@ -572,13 +585,16 @@ pub(crate) struct BenchTrainArgs {
 pub(crate) fn bench(args: BenchTrainArgs) -> Result<()> {
     use quiver::{StoreConfig, StreamConfig};
     use quiver_train::LinearData;
+    // Its runs do not poll for a stop: a signal kills the workers and
+    // removes the store from a thread of its own.
+    super::guard::stop_on_signals();
     let name = format!("bench-train-{}", std::process::id());
     // Room for a run's stream (batches of 20 rows on average, each under 2 KiB) and no more:
     // every worker maps the whole store when it opens it.
     let batches = args.rows / 10 + 1024;
     let config = StoreConfig::new(&name).capacity((batches * 2048).max(64 << 20)).max_objects(batches);
     let store = Store::create(config)?;
-    let _remove = super::guard::RemoveOnDrop(store.path().to_path_buf());
+    let _remove = super::guard::RemoveOnDrop::new(store.path());
     // A stream per run (the store holds few shard-managed groups), removed after it.
     let fill = |stream: &str| -> Result<(Stream, u64)> {
         let config = StreamConfig::new(stream, LinearData::new(0).batch(0).schema()).partitions(4).group("g");
@@ -632,7 +648,7 @@ pub(crate) fn bench(args: BenchTrainArgs) -> Result<()> {
             let start = start_model(&train)?;
             match train.workers {
                 None => train_alone(&train, &stream, start)?,
-                Some(n) => train_shared(&train, &store, &stream, start, n)?,
+                Some(n) => train_shared(&train, &store, &stream, start, n, Some(store.path()))?,
             }
             runs.push(rows as f64 / started.elapsed().as_secs_f64());
             last = Some(SavedModel::load(&train.model)?);

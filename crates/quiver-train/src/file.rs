@@ -140,7 +140,13 @@ impl SavedModel {
     /// Reads a model written by [`save`](Self::save), checking every field.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
         let fail = |source: ModelFileError| TrainError::ModelFile { path: path.to_path_buf(), source };
-        let file = std::fs::File::open(path).map_err(|e| fail(ModelFileError::Io(e)))?;
+        // Never blocks on a FIFO; anything but a regular file is refused.
+        let file = quiver::store::files::open_input(path).map_err(|e| fail(ModelFileError::Io(e)))?;
+        let kind = file.metadata().map_err(|e| fail(ModelFileError::Io(e)))?.file_type();
+        if !kind.is_file() {
+            let what = quiver::store::files::describe_kind(kind);
+            return Err(fail(ModelFileError::Invalid(format!("{what}, not a regular file: not a model file"))));
+        }
         let mut bytes = Vec::new();
         file.take(MAX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| fail(ModelFileError::Io(e)))?;
         if bytes.len() as u64 > MAX_BYTES {

@@ -126,11 +126,12 @@ impl Drop for Remove {
 }
 
 #[test]
-fn a_demo_killed_outright_takes_its_consumers_with_it() {
+fn a_demo_killed_outright_takes_its_consumers_and_its_store_with_it() {
     let mut demo = quiver(&["demo", "--rows", "2000000000", "--consumers", "2"]);
     let pid = demo.child.id();
-    // Killed with SIGKILL, the demo cannot remove its store: the test does.
-    let _store = Remove(Path::new("/dev/shm").join(format!("quiver-demo-{pid}")));
+    // Removed by the consumers; by the guard too if the test fails.
+    let store = Path::new("/dev/shm").join(format!("quiver-demo-{pid}"));
+    let _store = Remove(store.clone());
     let needle = format!("demo-{pid}");
     let deadline = Instant::now() + LONG;
     while processes_mentioning(&needle).len() < 2 {
@@ -145,6 +146,99 @@ fn a_demo_killed_outright_takes_its_consumers_with_it() {
     while consumers.iter().any(|&c| alive(c)) {
         assert!(Instant::now() < deadline, "consumers {consumers:?} outlived their demo");
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // ... and the first to see its parent gone removed the store.
+    while store.exists() {
+        assert!(Instant::now() < deadline, "the store of a killed demo was left in /dev/shm");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `signal` to a child process of the test (not reaped yet: its pid
+/// is still its own).
+fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid"), signal)
+        .unwrap();
+}
+
+/// Waits until `path` exists and `n` processes mention `needle`.
+fn wait_for_run(path: &Path, needle: &str, n: usize) {
+    let deadline = Instant::now() + LONG;
+    while !(path.exists() && processes_mentioning(needle).len() >= n) {
+        assert!(Instant::now() < deadline, "the command never started its workers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until nothing of a run is left: its store, its workers.
+fn wait_for_nothing_left(path: &Path, needle: &str) {
+    let deadline = Instant::now() + LONG;
+    while path.exists() || !processes_mentioning(needle).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind: store {} {}, workers {:?}",
+            path.display(),
+            path.exists(),
+            processes_mentioning(needle)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn bench_and_bench_train_stopped_by_a_signal_or_killed_leave_nothing_behind() {
+    // `bench` polls no stop flag: SIGTERM kills its workers and removes
+    // its store from a thread, and it says so.
+    let mut bench = quiver(&["bench", "--seconds", "600", "--consumers", "2"]);
+    let store = Path::new("/dev/shm").join(format!("quiver-bench-{}", bench.child.id()));
+    let _store = Remove(store.clone());
+    wait_for_run(&store, "bench-worker", 2);
+    signal(&bench.child, rustix::process::Signal::TERM);
+    let status = bench.wait(LONG);
+    assert!(!status.success(), "an interrupted bench does not claim success");
+    wait_for_nothing_left(&store, "bench-worker");
+    // `bench-train` with workers, killed outright: a worker removes the store.
+    // Enough rows that its workers train for seconds, few enough for /dev/shm.
+    let mut train = quiver(&["bench-train", "--rows", "4000000", "--workers", "2"]);
+    let store = Path::new("/dev/shm").join(format!("quiver-bench-train-{}", train.child.id()));
+    let _train_store = Remove(store.clone());
+    wait_for_run(&store, "train-worker", 2);
+    train.kill();
+    wait_for_nothing_left(&store, "train-worker");
+}
+
+#[test]
+fn a_fifo_as_a_model_or_an_input_is_refused_at_once_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo = fifo.to_str().unwrap();
+    // Nobody ever writes to it: an `open` that blocked would never return.
+    for args in [
+        vec!["predict", "--model", fifo, "--from", fifo],
+        vec![
+            "train",
+            "--store",
+            "no-such-store",
+            "--stream",
+            "s",
+            "--group",
+            "g",
+            "--features",
+            "x",
+            "--target",
+            "y",
+            "--model",
+            fifo,
+            "--resume",
+        ],
+        vec!["produce", "--store", "no-such-store", "--stream", "s", "--from", fifo],
+        vec!["checkpoint", "show", fifo],
+    ] {
+        let out = run_quiver(&args, LONG);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let said = err.contains("FIFO") || err.contains("not a regular file");
+        assert!(!out.status.success() && said, "{args:?}: {err}");
     }
 }
 

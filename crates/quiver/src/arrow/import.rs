@@ -47,7 +47,7 @@ pub struct Imported {
 /// is followed: the caller chose the path).
 pub fn read_path(path: &Path, batch_rows: usize) -> Result<Imported, ImportError> {
     let io = |source| ImportError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = crate::store::files::open_input(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(ImportError::NotRegular(path.to_path_buf()));

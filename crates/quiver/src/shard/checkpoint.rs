@@ -293,7 +293,7 @@ impl Checkpoint {
     pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
         use std::io::Read;
         let io = |what: &str, source| CheckpointError::Io { context: format!("{what} {}", path.display()), source };
-        let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+        let file = crate::store::files::open_input(path).map_err(|e| io("open", e))?;
         let meta = file.metadata().map_err(|e| io("stat", e))?;
         if !meta.is_file() {
             return Err(CheckpointError::Corrupted(format!("{} is not a regular file", path.display())));

@@ -399,10 +399,13 @@ pub(super) fn load(sg: &ShardGroup, tx: &StreamTxn<'_>, g: GroupKey, c: &Checkpo
     let h = &sg.header;
     h.next_task_id.store(c.next_task_id, Relaxed);
     h.rr.store(c.next_partition % c.partitions, Relaxed);
-    for p in 0..c.partitions {
-        sg.next_cut[p as usize].store(c.next_cut[p as usize], Relaxed);
-        tx.set_committed(g, p, c.committed[p as usize])?;
-    }
+    tx.rewriting(g, || -> Result<()> {
+        for p in 0..c.partitions {
+            sg.next_cut[p as usize].store(c.next_cut[p as usize], Relaxed);
+            tx.set_committed(g, p, c.committed[p as usize])?;
+        }
+        Ok(())
+    })?;
     // Every task gets a slot; doing then todo go into todo, in that order.
     let mut placed: Vec<(u32, u32, u64, u64, u64)> = Vec::new(); // (slot, partition, start, end, id)
     let mut place = |t: &TaskRecord, state: u32| -> Result<u32> {

@@ -159,17 +159,36 @@ pub(crate) fn lock_until(
     guard(region, offset, mutex, rc, timeout)
 }
 
-/// Takes the lock if it is free now (one attempt, no spin, no sleep): for
-/// work that can as well be left to the next holder. A held lock is
-/// `LockTimeout` at once.
-pub(crate) fn try_lock(region: &Region, offset: u64) -> Result<LockGuard<'_>> {
+/// [`lock_until`], except that a lock whose holder is stopped (SIGSTOP,
+/// Ctrl-Z, a debugger: its state in /proc) is `LockTimeout` at once, after
+/// the short spin: for work that can as well be left to the next holder
+/// (freeing what a commit released, a close's release), which a stopped
+/// holder must not stall while a running one is waited for as usual.
+pub(crate) fn lock_unless_stopped(
+    region: &Region,
+    offset: u64,
+    timeout: Duration,
+    deadline_ns: Option<u64>,
+) -> Result<LockGuard<'_>> {
     let mutex = mutex_ptr(region, offset)?;
-    // SAFETY: as in `spin_for`.
-    match unsafe { libc::pthread_mutex_trylock(mutex) } {
-        // Not named: whoever asks this way leaves the work, and /proc costs.
-        libc::EBUSY => Err(ShmError::LockTimeout { waited: Duration::ZERO, holder: None }),
-        rc => guard(region, offset, mutex, rc, Duration::ZERO),
+    let stopped = || ShmError::LockTimeout { waited: Duration::ZERO, holder: None };
+    // A holder found stopped a moment ago, still holding it: no spin, no
+    // /proc (a consumer commits per batch while a holder stays stopped).
+    let tid = holder_tid(region, offset);
+    if tid.is_some() && tid == STOPPED_HOLDER.seen_recently() {
+        return Err(stopped());
     }
+    let rc = spin_for(mutex);
+    if rc == libc::EBUSY && holder_stopped(region, offset) {
+        if let Some(tid) = holder_tid(region, offset) {
+            STOPPED_HOLDER.saw(tid);
+        }
+        return Err(stopped());
+    }
+    if rc != libc::EBUSY {
+        return guard(region, offset, mutex, rc, Duration::ZERO);
+    }
+    lock_until(region, offset, timeout, deadline_ns)
 }
 
 /// The guard for what a lock attempt returned.
@@ -254,16 +273,54 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+/// The last lock holder this process found stopped, and when (process
+/// memory): [`lock_unless_stopped`] trusts it for [`STOPPED_FRESH`].
+static STOPPED_HOLDER: StoppedHolder = StoppedHolder(std::sync::atomic::AtomicU64::new(0));
+
+/// How long a holder found stopped is taken to be still stopped.
+const STOPPED_FRESH: Duration = Duration::from_millis(20);
+
+/// A thread ID (high 32 bits) and the coarse monotonic time in ms (low 32).
+struct StoppedHolder(std::sync::atomic::AtomicU64);
+
+impl StoppedHolder {
+    fn now_ms() -> u64 {
+        (clock::monotonic_coarse_ns() / 1_000_000) & 0xffff_ffff
+    }
+
+    fn saw(&self, tid: u32) {
+        self.0.store(u64::from(tid) << 32 | Self::now_ms(), Ordering::Relaxed);
+    }
+
+    fn seen_recently(&self) -> Option<u32> {
+        let word = self.0.load(Ordering::Relaxed);
+        let age = Self::now_ms().wrapping_sub(word & 0xffff_ffff) & 0xffff_ffff;
+        (word != 0 && age <= STOPPED_FRESH.as_millis() as u64).then_some((word >> 32) as u32)
+    }
+}
+
+/// Whether the holder of the mutex at `offset` is stopped (state `T` or
+/// `t` in /proc), as far as /proc tells.
+fn holder_stopped(region: &Region, offset: u64) -> bool {
+    let Some(tid) = holder_tid(region, offset) else { return false };
+    std::fs::read_to_string(format!("/proc/{tid}/stat")).is_ok_and(|stat| {
+        // "tid (comm) S ...": the state follows the last ')'.
+        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
+    })
+}
+
+/// The thread ID glibc keeps in the robust mutex's futex word (its low 30
+/// bits, FUTEX_TID_MASK), if it is held. Read atomically: another process
+/// may change it.
+fn holder_tid(region: &Region, offset: u64) -> Option<u32> {
+    let word: &std::sync::atomic::AtomicU32 = region.get(offset).ok()?;
+    Some(word.load(std::sync::atomic::Ordering::Relaxed) & 0x3fff_ffff).filter(|&tid| tid != 0)
+}
+
 /// Who holds the mutex at `offset`: the thread ID glibc keeps in the robust
 /// mutex's futex word, and what /proc says of its process.
 pub(crate) fn holder(region: &Region, offset: u64) -> Option<String> {
-    // The futex word of a robust mutex holds the owner's TID in its low 30
-    // bits (FUTEX_TID_MASK). Read atomically: another process may change it.
-    let word: &std::sync::atomic::AtomicU32 = region.get(offset).ok()?;
-    let tid = word.load(std::sync::atomic::Ordering::Relaxed) & 0x3fff_ffff;
-    if tid == 0 {
-        return None;
-    }
+    let tid = holder_tid(region, offset)?;
     let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return Some(format!("thread {tid} (not visible in /proc here)"));
     };

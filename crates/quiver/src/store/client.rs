@@ -165,14 +165,15 @@ impl Drop for Held {
 
 thread_local! {
     /// Set while this thread does work that the next holder of the lock can
-    /// as well do: the lock is then taken only if free (see [`NoWait`]).
+    /// as well do: a stopped holder is then not waited for (see [`NoWait`]).
     static NO_WAIT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Until dropped, the calling thread's calls take the store's lock only if
-/// it is free now (one attempt), and never spin or sleep for it: a held
-/// lock is `LockTimeout` at once. For upkeep that can be left to the next
-/// holder (retention after a commit), which a stopped holder must not stall.
+/// Until dropped, the calling thread's calls do not wait for a lock whose
+/// holder is stopped (SIGSTOP, Ctrl-Z, a debugger): after a short spin,
+/// such a lock is `LockTimeout` at once; a running holder is waited for as
+/// usual. For upkeep that can be left to the next holder (retention after
+/// a commit, a close's release, the sweep of dead clients in a poll).
 pub(crate) struct NoWait(bool);
 
 impl NoWait {
@@ -295,9 +296,10 @@ impl ClientState {
     /// before the lock is released. A `Corrupted` error from `f` or from a
     /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
+        let deadline = CALL_DEADLINE.with(Cell::get);
         let guard = match NO_WAIT.with(Cell::get) {
-            true => lock::try_lock(&self.region, MUTEX_OFFSET)?,
-            false => lock::lock_until(&self.region, MUTEX_OFFSET, self.lock_timeout, CALL_DEADLINE.with(Cell::get))?,
+            true => lock::lock_unless_stopped(&self.region, MUTEX_OFFSET, self.lock_timeout, deadline)?,
+            false => lock::lock_until(&self.region, MUTEX_OFFSET, self.lock_timeout, deadline)?,
         };
         // Declared after the lock guard, so dropped before it: the mark is
         // gone before the lock is released.
@@ -415,11 +417,10 @@ impl ClientState {
     /// takes its bit back (under the lock). Once the check passes, the
     /// entry cannot be freed or reused while the bit is set.
     pub(super) fn get_unlocked(self: &Arc<Self>, id: ObjectId, hash: u64) -> Unlocked {
-        // Drops deferred for want of the lock are applied by the next call
-        // that takes it: let this be that call.
-        if self.deferred_count.load(Relaxed) != 0 {
-            return Unlocked::Ask(None);
-        }
+        // Drops deferred for want of the lock wait for the next call that
+        // takes it: each re-checks this client's count of the entry, so a
+        // view taken here meanwhile is kept (a deferred release leaves the
+        // count one too high until then: the safe direction).
         let Ok(t) = Tables::new(&self.region, &self.layout) else { return Unlocked::Ask(None) };
         // The index may change under this read: a miss, or an entry that is
         // no longer `id`, is settled by the check below or by the lock.
@@ -476,6 +477,7 @@ impl ClientState {
     /// the bit stays (the safe direction) until this client's next call
     /// that takes the lock.
     fn take_back(&self, e: u32) {
+        let _upkeep = NoWait::enter();
         match self.with_tables(|t| self.take_back_locked(t, e)) {
             Ok(true) => self.notify(SPACE_CELL),
             Ok(false) => {}
@@ -520,6 +522,7 @@ impl ClientState {
         if self.release_unlocked(e) {
             return Ok(());
         }
+        let _upkeep = NoWait::enter();
         if let Err(err) = self.with_tables(|t| self.release_locked(t, e)) {
             // Applied by this client's next call that takes the lock.
             self.defer(Deferred::Release(e));
@@ -532,9 +535,6 @@ impl ClientState {
     /// [`release`](Self::release) without the lock, if `e` is sealed and
     /// pinned; `false` if the lock must do it.
     fn release_unlocked(&self, e: u32) -> bool {
-        if self.deferred_count.load(Relaxed) != 0 {
-            return false;
-        }
         let at = self.layout.entries_offset + u64::from(e) * layout::ENTRY_BYTES;
         let Ok(entry) = self.region.get::<layout::Entry>(at) else { return false };
         if u64::from(e) >= self.layout.max_objects || entry.flags.load(Relaxed) & FLAG_PINNED == 0 {
@@ -566,6 +566,7 @@ impl ClientState {
         if !unchanged {
             // Deleted or unpinned meanwhile: this may have been the last
             // holder, which frees it or lists it for eviction.
+            let _upkeep = NoWait::enter();
             match self.with_tables(|t| t.settle(e)) {
                 Ok(true) => self.notify(SPACE_CELL),
                 Ok(false) => {}
@@ -606,10 +607,9 @@ impl Drop for ClientState {
     fn drop(&mut self) {
         // Every view and builder holds this `ClientState`, so none is left: release
         // the slot (and, defensively, anything still recorded against it).
-        // Not at any price: if the lock cannot be had at once (a stopped
-        // holder), the slot is left as a dead client's, which the next sweep
-        // releases the same way.
-        let _soon = CallDeadline::enter(Duration::ZERO);
+        // Not at any price: if the lock's holder is stopped, the slot is
+        // left as a dead client's, which the next sweep releases the same way.
+        let _upkeep = NoWait::enter();
         let _ = self.with_tables(|t| recovery::release_client(t, self.client));
         let _ = liveness::release(&self.region, self.client);
         self.notify(SPACE_CELL);

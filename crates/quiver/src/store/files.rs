@@ -214,7 +214,6 @@ pub fn remove(name: &str, force: bool) -> Result<Removed> {
 /// file at `path` is fine.
 pub fn check_replaceable(path: &Path) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
-    use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -223,14 +222,8 @@ pub fn check_replaceable(path: &Path) -> std::io::Result<()> {
     let kind = meta.file_type();
     let what = if kind.is_symlink() {
         "a symlink (a rename would replace the link, not write where it points: give its target)"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_dir() {
-        "a directory"
+    } else if !kind.is_file() {
+        describe_kind(kind)
     } else if matches!(
         inspect(path).state,
         FileState::Store | FileState::OtherVersion(_) | FileState::BeingCreated | FileState::Abandoned
@@ -247,6 +240,35 @@ pub fn check_replaceable(path: &Path) -> std::io::Result<()> {
             path.display()
         ),
     ))
+}
+
+/// Opens a file that is to be read whole (an input: a data file, a model,
+/// a checkpoint) without ever blocking in `open`: a FIFO with no writer
+/// would block there beyond the reach of Ctrl-C (the command's handler
+/// only sets a flag, and `open` is retried after it). Read-only,
+/// `O_NONBLOCK` (which changes nothing for a regular file); the caller
+/// checks on the descriptor that it is a regular file, as every input is.
+pub fn open_input(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+/// What is at a path that is not a regular file, in words (`a FIFO`).
+pub fn describe_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a regular file"
+    }
 }
 
 /// The mode a plain `open(2)` with mode 0666 gives under this process's

@@ -38,6 +38,8 @@ pub(crate) struct Locked<'a> {
     /// returned: the change may have stopped half-way, so the store is
     /// repaired by the next holder of the lock.
     damaged: RefCell<Option<Box<StoreError>>>,
+    /// The index was checked against the table in this transaction.
+    index_checked: Cell<bool>,
 }
 
 /// Wake-ups collected during a transaction: a few words, since a
@@ -172,7 +174,7 @@ pub(crate) const METADATA_HEAD: usize = 32;
 
 impl<'a> Locked<'a> {
     pub(super) fn new(t: &'a Tables<'a>, shared: &'a Arc<ClientState>) -> Self {
-        Locked { t, shared, wake: Wake::default(), damaged: RefCell::new(None) }
+        Locked { t, shared, wake: Wake::default(), damaged: RefCell::new(None), index_checked: Cell::new(false) }
     }
 
     /// Ends the transaction: the corruption a store operation found, if
@@ -327,7 +329,8 @@ impl<'a> Locked<'a> {
         let Some(c) = self.t.clients.get(slot as usize) else {
             return Ok(false);
         };
-        if c.active.load(Relaxed) == 0 || c.incarnation.load(Relaxed) != incarnation {
+        // Acquire: slots are claimed without the lock, `active` last.
+        if c.active.load(std::sync::atomic::Ordering::Acquire) == 0 || c.incarnation.load(Relaxed) != incarnation {
             return Ok(false);
         }
         if slot == self.shared.client {
@@ -349,6 +352,11 @@ impl<'a> Locked<'a> {
     /// hole). `true` if it was damaged and is whole again, so the caller
     /// looks again. Reads the whole table; a caller does it once per look.
     pub(crate) fn repair_lost_index(&self) -> Result<bool> {
+        // The index is kept whole by every change of this transaction: once
+        // checked, it need not be again before the lock is released.
+        if self.index_checked.replace(true) {
+            return Ok(false);
+        }
         self.noted(super::recovery::repair_lost_index(self.t))
     }
 

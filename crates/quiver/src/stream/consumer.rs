@@ -284,23 +284,38 @@ impl Consumer {
             return Ok(None);
         }
         let parts = &record.partitions[..stream.partitions() as usize];
-        let bounds = parts.iter().map(registry::range).collect::<Result<Vec<_>, _>>()?;
+        // Each partition's bounds, read after whatever they clamp (a head
+        // only grows, and a commit never passes it); a pair read across a
+        // change that makes no sense asks the lock.
+        let bounds = || parts.iter().map(registry::range).collect::<Result<Vec<_>, _>>().ok();
         let Some(name) = &config.group else {
+            let Some(bounds) = bounds() else { return Ok(None) };
             let pos = bounds.iter().map(|&(tail, head)| if config.start == StartAt::Newest { head } else { tail });
             return Ok(Some((None, pos.collect())));
         };
         for (g, slot) in record.groups.iter().enumerate() {
-            let version = slot.created_ns.load(SeqCst);
+            let (version, rewrites) = (slot.created_ns.load(SeqCst), slot.rewrites.load(SeqCst));
             if version == 0 || slot.state.load(SeqCst) != LIVE {
                 continue;
+            }
+            if rewrites % 2 == 1 {
+                return Ok(None);
             }
             if registry::read_name(&slot.name, &slot.name_len).ok().as_deref() != Some(name.as_str()) {
                 continue;
             }
-            let pos: Vec<u64> =
-                (0..parts.len()).map(|p| slot.committed[p].load(SeqCst).clamp(bounds[p].0, bounds[p].1)).collect();
-            let same = slot.state.load(SeqCst) == LIVE && slot.created_ns.load(SeqCst) == version;
-            return Ok(same.then(|| (Some(GroupRef { slot: g, created_ns: version, name: name.clone() }), pos)));
+            let committed: Vec<u64> = slot.committed[..parts.len()].iter().map(|c| c.load(SeqCst)).collect();
+            // Pairs with the fence after `init_group` stores version 0: if
+            // the version below is the one above, no write of a later
+            // version was seen by the reads before it.
+            std::sync::atomic::fence(Acquire);
+            let same = slot.state.load(SeqCst) == LIVE
+                && slot.created_ns.load(SeqCst) == version
+                && slot.rewrites.load(SeqCst) == rewrites
+                && registry::read_name(&slot.name, &slot.name_len).ok().as_deref() == Some(name.as_str());
+            let Some(bounds) = bounds().filter(|_| same) else { return Ok(None) };
+            let pos = committed.iter().zip(&bounds).map(|(&c, &(tail, head))| c.clamp(tail, head)).collect();
+            return Ok(Some((Some(GroupRef { slot: g, created_ns: version, name: name.clone() }), pos)));
         }
         Ok(None)
     }
@@ -418,7 +433,15 @@ impl Consumer {
                     return Ok(Polled::TimedOut);
                 }
                 None if unsealed => {
-                    store.recover_dead_clients()?;
+                    // Its writer may be dead; a stopped lock holder is not
+                    // waited for (the poll goes on waiting for the batch).
+                    let _upkeep = crate::store::NoWait::enter();
+                    match store.recover_dead_clients() {
+                        Err(StoreError::LockTimeout { .. }) => {}
+                        other => {
+                            other?;
+                        }
+                    }
                 }
                 // A store removed meanwhile is noticed within a slice.
                 None => store.check_present()?,
@@ -712,9 +735,9 @@ impl Consumer {
     /// consumer: each offset is a word of the group's slot, changed with a
     /// compare-and-swap between two checks that the group and the stream
     /// are still the ones this consumer joined (see docs/format.md,
-    /// "Commits"). What the commit frees is freed if the lock is free now;
-    /// otherwise by the next commit that finds it free, or by a producer
-    /// that finds the store full.
+    /// "Readers without the lock"). What the commit frees is freed under
+    /// the lock, unless its holder is stopped: then by the next commit, or
+    /// by a producer that finds the store full.
     pub fn commit_offsets(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
         let group = self.group_ref()?.clone();
         let partitions = self.stream.partitions();
@@ -728,13 +751,21 @@ impl Consumer {
                 && slot.created_ns.load(SeqCst) == group.created_ns
         };
         let gone = || StreamError::NoSuchGroup { stream: stream.name().to_string(), group: group.name.clone() };
+        if !ours() {
+            return Err(gone());
+        }
         // All pairs are checked before any is stored: a commit is whole or nothing.
         let mut checked = Vec::with_capacity(offsets.len());
         for &(partition, offset) in offsets {
             if partition >= partitions {
                 return Err(StreamError::NoSuchPartition { partition, partitions });
             }
-            let (tail, head) = registry::range(&record.partitions[partition as usize])?;
+            let part = &record.partitions[partition as usize];
+            // A pair read across a change that makes no sense: the lock's.
+            let (tail, head) = match registry::range(part) {
+                Ok(bounds) => bounds,
+                Err(_) => stream.with_record(|_, _| Ok(registry::range(part)?))?,
+            };
             if offset > head {
                 return Err(StreamError::OffsetOutOfRange { partition, offset, tail, head });
             }

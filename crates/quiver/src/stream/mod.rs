@@ -119,6 +119,8 @@ impl Stream {
             // lock (see `Stream::open`): 0 while the fields are written,
             // the new one once they all are.
             slot.namespace.store(0, SeqCst);
+            // Pairs with the reader's fence before it checks the version again.
+            std::sync::atomic::fence(Release);
             registry::write_name(&slot.name, &slot.name_len, &config.name);
             slot.partitions.store(config.partitions, Relaxed);
             slot.flags.store(0, Relaxed);
@@ -190,6 +192,10 @@ impl Stream {
                     continue;
                 }
                 let found = Found::read(reg, s, name);
+                // Pairs with the fence after creation stores namespace 0:
+                // if the version below is the one above, no write of a
+                // later creation was seen by the reads before it.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
                 let same = slot.state.load(SeqCst) == LIVE
                     && slot.namespace.load(SeqCst) == version
                     && registry::read_name(&slot.name, &slot.name_len).ok().as_deref() == Some(name);
@@ -591,6 +597,8 @@ fn init_group(group: &GroupSlot, name: &str, created_ns: u64, start: impl Fn(usi
     // and puts the offset back (see `Consumer::commit_offsets`); a reader
     // that sees the same time before and after its reads read this group.
     group.created_ns.store(0, SeqCst);
+    // Pairs with the reader's fence before it checks the version again.
+    std::sync::atomic::fence(Release);
     registry::write_name(&group.name, &group.name_len, name);
     group.skipped.store(0, Relaxed);
     for (p, committed) in group.committed.iter().enumerate() {

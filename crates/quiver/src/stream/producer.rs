@@ -320,10 +320,11 @@ impl Producer {
             let id = ObjectId::sequential(namespace, partition, offset);
             let mut created = l.create(id, size, metadata, crate::store::PINNED)?;
             if created.is_none() {
-                // Commits free what they can only if the lock is free at
-                // once (see `Consumer::commit_offsets`): free what the
-                // groups committed past before calling the store full.
-                registry::release_consumed(l, record)?;
+                // A commit made while a stopped process held the lock left
+                // its freeing to later (see `Consumer::commit_offsets`): free
+                // what the groups of every stream committed past before
+                // calling the store full.
+                registry::release_consumed_everywhere(l)?;
                 created = l.create(id, size, metadata, crate::store::PINNED)?;
             }
             let Some(builder) = created else {

@@ -108,7 +108,11 @@ crate::shm::shared_struct! {
         pub name: [AtomicU64; MAX_NAME / 8],
         /// Batches the group skipped because they could not be decoded.
         pub skipped: AtomicU64,
-        pub _pad: [AtomicU64; 5],
+        /// Odd while the offsets are rewritten together under the lock (a
+        /// checkpoint's restore); a reader without the lock takes offsets
+        /// read between two equal, even values of it.
+        pub rewrites: AtomicU64,
+        pub _pad: [AtomicU64; 4],
         /// The next offset the group reads, per partition.
         pub committed: [AtomicU64; MAX_PARTITIONS],
     }
@@ -399,6 +403,19 @@ pub(crate) fn release_consumed(locked: &Locked<'_>, record: &StreamRecord) -> Re
     Ok(())
 }
 
+/// [`release_consumed`] for every live stream of the store: what a
+/// producer that finds the store full does before it says so, since a
+/// commit made while a stopped process held the lock left its freeing to
+/// later (`Consumer::commit_offsets`), whichever stream it was of.
+pub(crate) fn release_consumed_everywhere(locked: &Locked<'_>) -> Result<(), StoreError> {
+    for record in &registry(locked)?.streams {
+        if record.slot.state.load(Relaxed) == LIVE {
+            release_consumed(locked, record)?;
+        }
+    }
+    Ok(())
+}
+
 /// Append time of the oldest retained sealed batch of partition `p`, if any.
 pub(crate) fn oldest_append_ns(
     locked: &Locked<'_>,
@@ -488,9 +505,10 @@ mod offsets {
             offset_of!(GroupSlot, created_ns),
             offset_of!(GroupSlot, name),
             offset_of!(GroupSlot, skipped),
+            offset_of!(GroupSlot, rewrites),
             offset_of!(GroupSlot, committed),
         ];
-        assert_eq!(group, [0, 4, 8, 16, 80, 128]);
+        assert_eq!(group, [0, 4, 8, 16, 80, 88, 128]);
         let skip = [
             offset_of!(SkipRecord, partition),
             offset_of!(SkipRecord, group),

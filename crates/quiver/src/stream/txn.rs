@@ -9,7 +9,7 @@
 //! both `Consumer::poll` and `ShardManager::read_task`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 
 use super::registry::{self, GroupSlot, StreamRecord, CLOSED, LIVE};
 use super::StreamError;
@@ -279,6 +279,22 @@ impl<'a> StreamTxn<'a> {
     pub(crate) fn committed(&self, g: GroupKey, p: u32) -> Result<u64> {
         self.partition(p)?;
         Ok(self.group(g)?.committed[p as usize].load(Relaxed))
+    }
+
+    /// Runs `f`, which rewrites several of group `g`'s committed offsets,
+    /// as one change for readers without the lock (the group's `rewrites`
+    /// count is odd meanwhile; see `Consumer::join_unlocked`).
+    pub(crate) fn rewriting<R, E: From<StreamError>>(
+        &self,
+        g: GroupKey,
+        f: impl FnOnce() -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let rewrites = &self.group(g)?.rewrites;
+        rewrites.fetch_add(1, SeqCst);
+        std::sync::atomic::fence(Release);
+        let result = f();
+        rewrites.fetch_add(1, SeqCst);
+        result
     }
 
     /// Sets group `g`'s committed offset in partition `p` (back as well as
