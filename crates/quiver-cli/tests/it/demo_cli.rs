@@ -216,22 +216,7 @@ fn a_fifo_as_a_model_or_an_input_is_refused_at_once_not_waited_on() {
     // Nobody ever writes to it: an `open` that blocked would never return.
     for args in [
         vec!["predict", "--model", fifo, "--from", fifo],
-        vec![
-            "train",
-            "--store",
-            "no-such-store",
-            "--stream",
-            "s",
-            "--group",
-            "g",
-            "--features",
-            "x",
-            "--target",
-            "y",
-            "--model",
-            fifo,
-            "--resume",
-        ],
+        [crate::common::train_args("no-such-store", fifo), vec!["--resume"]].concat(),
         vec!["produce", "--store", "no-such-store", "--stream", "s", "--from", fifo],
         vec!["checkpoint", "show", fifo],
     ] {

@@ -86,21 +86,7 @@ fn train_and_predict_refuse_a_model_or_output_that_is_not_a_regular_file_before_
     std::os::unix::fs::symlink(&kept, &link).unwrap();
     let train = |model: &std::path::Path| {
         let m = model.to_str().unwrap();
-        let args = [
-            "train",
-            "--store",
-            &t.name,
-            "--stream",
-            "s",
-            "--group",
-            "g",
-            "--features",
-            "x",
-            "--target",
-            "y",
-            "--model",
-            m,
-        ];
+        let args = crate::common::train_args(&t.name, m);
         run_quiver(&args, Duration::from_secs(60))
     };
     let out = train(&link);
