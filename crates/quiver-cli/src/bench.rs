@@ -52,7 +52,7 @@ pub(crate) struct BenchArgs {
           value_parser = clap::value_parser!(u64).range(16..=1 << 32))]
     batch_bytes: u64,
     /// Rows per batch, instead of --batch-bytes.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     batch_rows: Option<u64>,
     /// Run for this many seconds…
     #[arg(long, default_value_t = 5.0, value_parser = super::positive_seconds)]
@@ -79,7 +79,7 @@ pub(crate) struct BenchArgs {
     stream: bool,
     /// Append at most this many batches per second (0: as fast as possible),
     /// to see the consumers' backlog at a steady rate.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::rate)]
     rate: f64,
     /// Measure the publish path with no copy: two runs, one after the
     /// other, whose producers fill the same column values into every batch,

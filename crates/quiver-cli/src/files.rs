@@ -32,6 +32,7 @@ pub(crate) fn ls(args: LsArgs) -> Result<()> {
         println!("no stores in {}", quiver::store::STORE_DIR);
         return Ok(());
     }
+    let me = rustix::process::geteuid().as_raw();
     println!("{:<32} {:>8} {:>12} {:>12} {:>8}  state", "name", "owner", "size", "in memory", "clients");
     for f in &list {
         let state = match &f.state {
@@ -40,7 +41,12 @@ pub(crate) fn ls(args: LsArgs) -> Result<()> {
                 format!("store of format version {v} (this build reads {})", quiver::store::FORMAT_VERSION)
             }
             FileState::BeingCreated => "being created".to_string(),
-            FileState::Abandoned => "abandoned by a dead creator (`quiver rm` removes it)".to_string(),
+            FileState::Abandoned if f.owner == Some(me) => {
+                "abandoned by a dead creator (`quiver rm` removes it)".to_string()
+            }
+            FileState::Abandoned => {
+                "abandoned by a dead creator of another user (only they, or root, can remove it)".to_string()
+            }
             FileState::NotAStore(why) => format!("not a quiver store: {why}"),
             FileState::Unreadable(why) => format!("cannot be read: {why}"),
             _ => format!("{:?}", f.state),
@@ -67,7 +73,8 @@ pub(crate) fn rm(args: RmArgs) -> Result<()> {
                 println!("removed {}{also}", removed.path.display());
             }
             Err(e) => {
-                eprintln!("quiver: {e}");
+                // With its sources: the OS's reason, where there is one.
+                eprintln!("quiver: {:#}", anyhow::Error::from(e));
                 failed += 1;
             }
         }

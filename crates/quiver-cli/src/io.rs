@@ -26,9 +26,10 @@ pub(crate) struct ProduceArgs {
     /// Partitions of a new stream.
     #[arg(long, default_value_t = 1)]
     partitions: u32,
-    /// Capacity in bytes of a new store.
-    #[arg(long, default_value_t = 256 << 20)]
-    capacity: u64,
+    /// Capacity in bytes of a new store [default: 268435456]; a store that
+    /// exists keeps its own (which is said).
+    #[arg(long)]
+    capacity: Option<u64>,
     /// Rows per batch when reading CSV.
     #[arg(long, default_value_t = 1024)]
     batch_rows: usize,
@@ -62,10 +63,22 @@ pub(crate) fn produce(args: ProduceArgs) -> Result<()> {
     if batches.is_empty() {
         bail!("{} holds no batch", args.from.display());
     }
-    let store = match Store::create(StoreConfig::new(&args.store).capacity(args.capacity)) {
+    let capacity = args.capacity.unwrap_or(256 << 20);
+    let store = match Store::create(StoreConfig::new(&args.store).capacity(capacity)) {
         Ok(store) => store,
         // It exists (maybe made by another process just now): open it.
-        Err(quiver::StoreError::StoreExists(_)) => Store::open(&args.store)?,
+        Err(quiver::StoreError::StoreExists(_)) => {
+            let store = Store::open(&args.store)?;
+            if let Some(asked) = args.capacity {
+                let has = store.stats_unlocked()?.capacity;
+                eprintln!(
+                    "quiver: store {} exists with a capacity of {has} bytes: --capacity {asked} applies to a new \
+                     store only (remove the store first to change it)",
+                    args.store
+                );
+            }
+            store
+        }
         Err(e) => return Err(e.into()),
     };
     let mut config = StreamConfig::new(&args.stream, schema).partitions(args.partitions);

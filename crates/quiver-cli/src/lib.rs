@@ -196,6 +196,15 @@ pub(crate) fn positive_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A rate in batches per second: finite, 0 (as fast as possible) or above.
+pub(crate) fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        Ok(_) => Err(format!("{text} is not a rate: a finite number of batches per second, 0 or more")),
+        Err(e) => Err(format!("{text}: {e}")),
+    }
+}
+
 /// The wait strategy that `--spin-us N` asks for: park at once for 0, else
 /// spin up to N microseconds first.
 pub(crate) fn wait_strategy(spin_us: u64) -> quiver::WaitStrategy {

@@ -570,7 +570,8 @@ pub(crate) struct BenchTrainArgs {
     rows: u64,
     /// Worker counts to run, comma-separated (0: one process alone, no
     /// shared model).
-    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2, 4])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2, 4],
+          value_parser = clap::value_parser!(u32).range(0..=quiver::shard::MAX_MEMBERS as i64))]
     workers: Vec<u32>,
     /// Batches a worker trains between exchanges with the shared model.
     #[arg(long, default_value_t = 1)]

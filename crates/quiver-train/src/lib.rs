@@ -21,16 +21,30 @@ pub use file::{ModelFileError, SavedModel};
 pub use sgd::{Fitted, LearningRate, Loss, Score, Scorer, SgdRegressor, SgdSettings};
 pub use shared::{SharedModel, SharedTrainer};
 
+/// A column name as errors show it: quoted, and cut if it is long (a name
+/// comes from a user's arguments or a file, and may be megabytes).
+fn shown(name: &str) -> String {
+    const MAX: usize = 64;
+    if name.len() <= MAX {
+        return format!("{name:?}");
+    }
+    let mut end = MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &name[..end], name.len())
+}
+
 /// Errors of training, of model files and of shared models. Each keeps
 /// what caused it as its [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrainError {
     /// A feature or target column is missing.
-    #[error("the batch has no column {0:?}")]
+    #[error("the batch has no column {}", shown(.0))]
     NoColumn(String),
     /// A column is not a number (integers and floats are read as f64).
-    #[error("column {column:?} is {found}, not a number")]
+    #[error("column {} is {found}, not a number", shown(column))]
     NotNumeric {
         /// The column.
         column: String,
@@ -38,10 +52,10 @@ pub enum TrainError {
         found: String,
     },
     /// A column has nulls, which SGD cannot use.
-    #[error("column {0:?} has nulls")]
+    #[error("column {} has nulls", shown(.0))]
     Nulls(String),
     /// A value is NaN or infinite (scikit-learn refuses these too).
-    #[error("column {0:?} has a NaN or infinite value")]
+    #[error("column {} has a NaN or infinite value", shown(.0))]
     NotFinite(String),
     /// The weights became NaN or infinite: the learning rate is too large
     /// for the data's scale (scikit-learn raises the same).
@@ -363,6 +377,7 @@ mod tests {
             (&good.replace("\"rows_seen\"", "\"extra\": 1, \"rows_seen\""), "damaged"),
             (&good.replace("\"eta0\": 0.01", "\"eta0\": -1.0"), "eta0"),
             (&good.replace("\"features\": [\n    \"x\"\n  ]", "\"features\": [\"x\", \"z\"]"), "weights for 2"),
+            (&good.replace("\"epoch_rows\": 10000", "\"epoch_rows\": 0"), "epoch_rows must be at least 1"),
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
@@ -373,6 +388,15 @@ mod tests {
             assert!(err.contains(want), "{want:?} not in {err:?} for {text:?}");
         }
         assert!(SavedModel::load(&dir.path().join("missing.json")).is_err());
+        // A name from the command line is cut in messages, never echoed whole.
+        let long = "f".repeat(50 << 20);
+        let err = m_with_features(&long).to_string();
+        assert!(err.len() < 200 && err.contains("52428800 bytes"), "{}", &err[..err.len().min(300)]);
+    }
+
+    /// The error of fitting a batch without a column named `name`.
+    fn m_with_features(name: &str) -> TrainError {
+        SgdRegressor::new().partial_fit(&batch(&[1.0], &[2.0]), &[name], "y").unwrap_err()
     }
 
     #[test]

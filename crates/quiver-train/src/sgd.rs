@@ -246,10 +246,11 @@ impl TryFrom<ModelFields> for SgdRegressor {
         if f.coef.is_empty() && f.rows_seen > 0 {
             return bad("a model that has seen rows has weights");
         }
-        if f.rows_seen > 1 << 53 || f.adaptive.rows >= f.settings.epoch_rows {
+        // The settings first: they say what the counts below may be.
+        let mut model = SgdRegressor::with_settings(f.settings)?;
+        if f.rows_seen > 1 << 53 || f.adaptive.rows >= model.settings.epoch_rows {
             return bad("the row counts are past what a model can have seen");
         }
-        let mut model = SgdRegressor::with_settings(f.settings)?;
         model.coef = f.coef;
         model.intercept = f.intercept;
         model.t = f.rows_seen as f64 + 1.0;

@@ -185,7 +185,9 @@ impl From<ShmError> for StoreError {
             ShmError::Io { context, source } => StoreError::Io { context, source },
             ShmError::Exists(path) => StoreError::StoreExists(path),
             ShmError::NoSpace { path, size, source } => StoreError::NoSpace { path, size, source },
-            ShmError::Empty(path) => StoreError::NotReady(path),
+            // A store is published whole, by a rename: an empty file at a
+            // store's name was never one, and no creator will finish it.
+            ShmError::Empty(path) => StoreError::NotAStore(path),
             ShmError::NotRegular(path) => StoreError::NotAStore(path),
             ShmError::OtherOwner { path, owner, me } => StoreError::OtherOwner { path, owner, me },
             ShmError::LockTimeout { waited, holder } => StoreError::LockTimeout { waited, holder },

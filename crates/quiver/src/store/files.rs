@@ -125,7 +125,7 @@ fn inspect_as(path: &Path, name: String, creating: bool) -> StoreFile {
                 use std::os::unix::fs::MetadataExt;
                 (file.owner, file.size, file.allocated) = (Some(meta.uid()), meta.len(), meta.blocks() * 512);
             }
-            file.state = FileState::Unreadable(format!("{e}"));
+            file.state = FileState::Unreadable(with_sources(&e));
             return file;
         }
     };
@@ -204,6 +204,21 @@ pub fn remove(name: &str, force: bool) -> Result<Removed> {
     }
     std::fs::remove_file(&path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
     Ok(Removed { path, live_clients, abandoned })
+}
+
+/// An error and its sources, as one line ("open …: Permission denied").
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // A transparent wrapper repeats its source: say it once.
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Checks that an output written beside `path` and renamed over it (a

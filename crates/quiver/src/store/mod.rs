@@ -177,12 +177,17 @@ impl Store {
         // The owner is checked on the open descriptor, before the file is
         // mapped (unless the caller trusts other users' stores).
         let me = rustix::process::geteuid().as_raw();
-        let region = Region::open(path, config.prefault, (!config.allow_other_owner).then_some(me))?;
+        // Another user's file is not prefaulted: a hostile sparse file
+        // would be allocated in full before its header is even checked.
+        let prefault = config.prefault && !config.allow_other_owner;
+        let region = Region::open(path, prefault, (!config.allow_other_owner).then_some(me))?;
         let magic: &std::sync::atomic::AtomicU64 =
             region.get(0).map_err(|_| StoreError::NotAStore(path.to_path_buf()))?;
         match magic.load(Relaxed) {
             MAGIC => {}
-            0 => return Err(StoreError::NotReady(path.to_path_buf())),
+            // Published by a rename once written: zeros at the name are
+            // not a store being made (its temporary has another name).
+            0 => return Err(StoreError::NotAStore(path.to_path_buf())),
             _ => return Err(StoreError::NotAStore(path.to_path_buf())),
         }
         let header: &Header = region.get(0).map_err(|_| StoreError::Truncated {
@@ -200,7 +205,7 @@ impl Store {
         }
         // Pairs with the Release store that publishes the file in `create`.
         if header.ready.load(Acquire) != READY {
-            return Err(StoreError::NotReady(path.to_path_buf()));
+            return Err(StoreError::NotAStore(path.to_path_buf()));
         }
         let layout = Layout::from_header(header)?;
         if region.len() < layout.file_size {
