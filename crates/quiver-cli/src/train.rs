@@ -351,6 +351,10 @@ fn train_shared(
     let mut last_checkpoint = Instant::now();
     let mut stop = false;
     let mut exited = vec![false; n as usize];
+    // A worker found stopped (SIGSTOP, Ctrl-Z on its own group) once every
+    // other has ended: when, by worker. Its shard went to the others when
+    // its lease ran out; waiting for it would be waiting for ever.
+    let mut stopped_since: Vec<Option<Instant>> = vec![None; n as usize];
     // A worker killed by a signal (the OOM killer, an operator) is replaced:
     // its shard went back to the group, and what it had added stays.
     let mut replaced = 0u32;
@@ -361,11 +365,29 @@ fn train_shared(
             stop = true;
             workers.kill_all();
         }
+        let running = exited.iter().filter(|&&d| !d).count();
         for (w, done) in exited.iter_mut().enumerate() {
             if *done {
                 continue;
             }
-            let Some(status) = workers.exited(w)? else { continue };
+            let Some(status) = workers.exited(w)? else {
+                let stopped = running == 1 && workers.pid(w).is_some_and(process_stopped);
+                match (stopped, stopped_since[w]) {
+                    (false, _) => stopped_since[w] = None,
+                    (true, None) => stopped_since[w] = Some(Instant::now()),
+                    (true, Some(at)) if at.elapsed() >= STOPPED_WORKER_WAIT => {
+                        eprintln!(
+                            "a worker has been stopped for {} s after every other ended: killed (its shards \
+                             went to the others when its leases ran out)",
+                            STOPPED_WORKER_WAIT.as_secs()
+                        );
+                        workers.kill(w);
+                        *done = true;
+                    }
+                    (true, Some(_)) => {}
+                }
+                continue;
+            };
             match (status.success(), status.signal(), stop) {
                 (true, _, _) | (_, _, true) => *done = true,
                 (false, Some(signal), false) if replaced < 3 * n => {
@@ -395,6 +417,20 @@ fn train_shared(
     Ok(())
 }
 
+/// A `train --workers` worker's lease on a shard, renewed while it trains.
+const WORKER_LEASE: Duration = Duration::from_secs(3);
+
+/// How long `train --workers` waits for its last worker while that worker
+/// is stopped, before it kills it.
+const STOPPED_WORKER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether process `pid` is stopped (state `T` or `t` in /proc).
+fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
+    })
+}
+
 /// A worker of `quiver train --workers`: takes shards, trains the shared
 /// model on them, reports them done; ends at the end of the stream.
 pub(crate) fn work(args: WorkerArgs) -> Result<()> {
@@ -405,7 +441,9 @@ pub(crate) fn work(args: WorkerArgs) -> Result<()> {
     let stream = Stream::open(&store, &args.from.stream)?;
     let shared = Arc::new(SharedModel::open(&store, &args.shared, Duration::from_secs(10))?);
     let mut trainer = shared.trainer(args.sync_every);
-    let config = ShardConfig::new().shard_size(quiver::ShardSize::Batches(128));
+    // Short leases, renewed while a shard trains (a heartbeat): a stopped
+    // or dead worker's shard goes to the others within seconds.
+    let config = ShardConfig::new().shard_size(quiver::ShardSize::Batches(128)).lease(WORKER_LEASE);
     let mut manager = ShardManager::join(&stream, &args.from.group, config)?;
     loop {
         let task = match manager.next_task(Duration::from_secs(1))? {
@@ -418,6 +456,7 @@ pub(crate) fn work(args: WorkerArgs) -> Result<()> {
             manager.report(task, Outcome::Failed)?;
             continue;
         };
+        let beat = manager.keep_lease(&task);
         let trained = read.iter().try_for_each(|b| trainer.partial_fit(&b.batch).map(drop));
         if let Err(e) = trained {
             let _ = manager.release(task);
@@ -425,6 +464,7 @@ pub(crate) fn work(args: WorkerArgs) -> Result<()> {
         }
         // What a shard trained is in the shared model before it is done.
         trainer.sync();
+        drop(beat);
         match manager.report(task, Outcome::Done) {
             // Its lease ran out and another member has it: it trains it again.
             Ok(()) | Err(quiver::ShardError::TaskNotHeld(_)) => {}

@@ -152,3 +152,44 @@ fn consume_stops_at_a_corrupt_batch_until_skip_corrupt_and_stat_lists_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("wrote 0 batches"), "{stdout}{stderr}");
 }
+
+/// Issue 25: a batch whose metadata cannot be read (its row count) used to
+/// stop a group cut by rows at that batch, every `get_task` failing with
+/// `Corrupted` until an operator acted. Now the splitter counts it as no
+/// rows and goes on; the member that reads its shard meets the damage.
+#[test]
+fn a_batch_with_damaged_metadata_does_not_stop_the_splitter() {
+    use quiver::{Next, ShardConfig, ShardManager, ShardSize};
+    let t = TestStore::new("poison-splitter");
+    let store = t.create(8 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", batch(0).schema())).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for n in 0..6 {
+        producer.append(&batch(n)).unwrap();
+    }
+    stream.close().unwrap();
+    // The batch's metadata follows its data: damage the first metadata
+    // magic after the marked batch's text.
+    {
+        use std::os::unix::fs::FileExt;
+        let bytes = std::fs::read(&t.path).unwrap();
+        let marker = bytes.windows(MARKER.len()).position(|w| w == MARKER).unwrap();
+        let magic = marker + bytes[marker..].windows(4).position(|w| w == b"QVRB").expect("the batch's metadata");
+        let file = std::fs::OpenOptions::new().write(true).open(&t.path).unwrap();
+        file.write_all_at(b"XXXX", magic as u64).unwrap();
+    }
+    let mut m = ShardManager::join(&stream, "g", ShardConfig::new().shard_size(ShardSize::Rows(2))).unwrap();
+    let mut covered = 0;
+    loop {
+        match m.next_task(Duration::from_secs(10)).unwrap() {
+            Next::Task(task) => {
+                covered += task.end - task.start;
+                // The member skips what it cannot read (here: reports it done).
+                m.report(task, quiver::Outcome::Done).unwrap();
+            }
+            Next::End => break,
+            Next::TimedOut => panic!("no task within 10 s"),
+        }
+    }
+    assert_eq!(covered, 6, "every offset was in a shard, the damaged one too");
+}

@@ -318,3 +318,46 @@ fn a_shared_model_held_by_killed_processes_is_freed_once_removed() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Issue 25: a worker of `train --workers` stopped with SIGSTOP used to
+/// keep the command waiting for ever. Its shard goes to the other worker
+/// when its (renewed) lease runs out; once every other worker has ended,
+/// the command kills it, says so, and saves a model of every row.
+#[test]
+fn a_stopped_worker_is_noticed_and_the_command_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data.arrow");
+    write_data(&file, 30_000, 5);
+    let t = TestStore::new("train-stopped-worker");
+    produce(&t, "s", &file);
+    let m = dir.path().join("model.json").display().to_string();
+    let args = ["train", "--store", &t.name, "--stream", "s", "--group", "g", "--features", "a,b", "--target", "y"];
+    let mut train = crate::common::quiver(&[&args[..], &["--model", &m, "--workers", "2"]].concat());
+    let deadline = std::time::Instant::now() + LONG;
+    let worker = loop {
+        let found: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("train-worker") && c.contains(&t.name)
+                })
+            })
+            .collect();
+        if let Some(&pid) = found.first() {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let pid = rustix::process::Pid::from_raw(worker as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let status = train.wait(LONG);
+    // Whatever happened, the stopped worker must not outlive the test.
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    assert!(status.success(), "the command failed with a stopped worker: {status:?}");
+    let saved = SavedModel::load(Path::new(&m)).unwrap();
+    assert!(saved.model.rows_seen() >= 30_000, "{} rows in the model", saved.model.rows_seen());
+}

@@ -286,6 +286,9 @@ impl Stream {
             Ok((s, partitions))
         })?;
         let (s, partitions) = cells;
+        // Producers blocked for space find it removed (`Removed`, not `Full`
+        // after their timeout); consumers likewise.
+        store.notify_space();
         store.notify_registry_cell(registry::stream_cell_offset(s));
         for p in 0..partitions {
             store.notify_registry_cell(registry::partition_cell_offset(s, p));
@@ -525,6 +528,8 @@ impl Stream {
     /// Wakes every consumer waiting on the stream or any of its partitions.
     fn notify_all(&self) {
         let store = &self.inner.store;
+        // Producers blocked for space look again and find the stream closed.
+        store.notify_space();
         store.notify_registry_cell(registry::stream_cell_offset(self.inner.slot));
         for p in 0..self.inner.partitions as usize {
             store.notify_registry_cell(registry::partition_cell_offset(self.inner.slot, p));

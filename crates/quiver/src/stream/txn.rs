@@ -121,8 +121,12 @@ impl<'a> StreamTxn<'a> {
         }
         let id = self.stream.object_id(p, offset);
         Ok(match self.l.object(id)? {
+            // A batch whose metadata cannot be read counts no rows (as in
+            // `rows_in`): it is one to pass, not a reason to stop cutting
+            // shards; the member that reads it meets the damage, and skips
+            // it the way consumers do (counted and listed).
             Some(o) if o.state == ObjectState::Sealed => {
-                SlotState::Batch { rows: registry::batch_facts(id, o.metadata())?.0 }
+                SlotState::Batch { rows: registry::batch_facts(id, o.metadata()).map_or(0, |(rows, _)| rows) }
             }
             Some(_) => SlotState::Writing,
             // A damaged index must not turn a batch into a hole.

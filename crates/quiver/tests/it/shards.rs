@@ -692,3 +692,58 @@ fn a_share_is_of_shards_of_batches() {
     let share = Share { index: 0, of: 1 };
     assert!(matches!(m.next_task_in(Duration::ZERO, share), Err(ShardError::InvalidConfig(_))));
 }
+
+/// Issue 25: `run` renews the lease of the task its work is on (a
+/// heartbeat), so a shard that takes several leases to process is not
+/// handed to another member meanwhile and processed twice; a member that
+/// stops renewing (dead or stopped) loses it when the lease runs out.
+#[test]
+fn run_keeps_the_lease_of_a_long_task_and_nobody_else_gets_it() {
+    let t = TestStore::new("shard-heartbeat");
+    let store = store(&t);
+    let stream = filled(&store, 1, 4);
+    stream.close().unwrap();
+    let lease = Duration::from_millis(100);
+    let mut slow = ShardManager::join(&stream, "g", config(4).lease(lease)).unwrap();
+    let mut other = ShardManager::join(&stream, "g", config(4).lease(lease)).unwrap();
+    let (mut seen_by_other, mut calls) = (Vec::new(), 0);
+    let done = slow
+        .run(Duration::from_secs(10), |task, batches| -> Result<Outcome, ShardError> {
+            assert_eq!((shard(task), batches.len()), ((0, 0, 4), 4));
+            calls += 1;
+            if calls > 1 {
+                // Handed out again (what this test catches): end the run.
+                return Ok(Outcome::Done);
+            }
+            // Ten leases of work, while the other member looks for tasks.
+            for _ in 0..10 {
+                std::thread::sleep(lease);
+                if let Next::Task(stolen) = other.get_task()? {
+                    seen_by_other.push(shard(&stolen));
+                }
+            }
+            Ok(Outcome::Done)
+        })
+        .unwrap();
+    assert_eq!((done, calls), (1, 1), "the shard was worked on {calls} times");
+    assert!(seen_by_other.is_empty(), "the other member was handed {seen_by_other:?} while it was being worked on");
+    assert_eq!(stream.consumer(ConsumerConfig::group("g")).unwrap().committed(0).unwrap(), 4);
+    // Without the heartbeat the lease runs out: the task goes to the other.
+    let stream2 = {
+        let s = Stream::create(&store, StreamConfig::new("s2", schema()).group("g")).unwrap();
+        let mut p = s.producer().unwrap();
+        for i in 0..4 {
+            p.append(&batch(0, i, 1)).unwrap();
+        }
+        s.close().unwrap();
+        s
+    };
+    let mut holder = ShardManager::join(&stream2, "g", config(4).lease(lease)).unwrap();
+    let mut taker = ShardManager::join(&stream2, "g", config(4).lease(lease)).unwrap();
+    let Next::Task(held) = holder.next_task(Duration::from_secs(10)).unwrap() else { panic!("a task") };
+    std::thread::sleep(lease * 3);
+    match taker.next_task(Duration::from_secs(10)).unwrap() {
+        Next::Task(again) => assert_eq!(shard(&again), shard(&held)),
+        other => panic!("the expired task was not handed out again: {other:?}"),
+    }
+}

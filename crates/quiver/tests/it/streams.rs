@@ -591,3 +591,37 @@ fn skip_to_moves_only_an_empty_partition_forward_and_groups_read_from_there() {
     got.sort_unstable();
     assert_eq!(got, [(0, 10, 1), (1, 0, 0), (1, 1, 2)]);
 }
+
+/// Issue 25: a producer blocked for space under `Block` back-pressure is
+/// woken by the stream's close or removal and told so (`Closed`,
+/// `Removed`), instead of `Full` once its own timeout runs out.
+#[test]
+fn closing_or_removing_a_stream_wakes_its_blocked_producers_with_the_reason() {
+    for remove in [false, true] {
+        let t = TestStore::new("stream-wake-blocked");
+        let store = small_store(&t, 256 << 10);
+        let stream = Stream::create(&store, StreamConfig::new("s", schema()).group("never-commits")).unwrap();
+        let mut filler = stream.producer().unwrap().with_timeout(Duration::ZERO);
+        let mut appended = 0;
+        while filler.append(&batch(0, appended, 512)).is_ok() {
+            appended += 1;
+        }
+        // Its timeout is the test's deadline: `Full` after it fails the test.
+        let mut producer = stream.producer().unwrap().with_timeout(Duration::from_secs(60));
+        assert!(appended > 0, "the store holds some batches");
+        let blocked = std::thread::spawn(move || producer.append(&batch(0, appended, 512)));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!blocked.is_finished(), "the producer waits for space");
+        match remove {
+            false => stream.close().unwrap(),
+            true => Stream::remove(&store, "s").unwrap(),
+        }
+        // Before the fix, this waited the producer's 60 s and said `Full`.
+        match (remove, blocked.join().unwrap()) {
+            (false, Err(StreamError::Closed(_))) | (true, Err(StreamError::Removed(_))) => {}
+            (_, other) => {
+                panic!("expected the stream's {} error, got {other:?}", ["close", "removal"][remove as usize])
+            }
+        }
+    }
+}
