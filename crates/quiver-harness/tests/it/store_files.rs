@@ -479,3 +479,54 @@ fn a_store_cut_short_under_a_waiting_client_says_so() {
     }
     assert!(matches!(store.check_present(), Err(StoreError::Shrunk { .. })));
 }
+
+/// Issue 25: truncating a live store used to kill its clients with SIGBUS
+/// (rc 135) before any check ran. Now a page past the new end reads zeros
+/// where it is touched, and every call of the store fails with `Shrunk`:
+/// views held across the cut, lookups, stats, streams, and a producer
+/// writing into a batch whose pages were cut. In this process: had a
+/// SIGBUS killed it, every test of this binary would fail.
+#[test]
+fn a_store_truncated_under_its_clients_is_an_error_not_a_crash() {
+    use quiver::stream::{ConsumerConfig, Polled, Stream, StreamConfig};
+    let t = crate::common::TestStore::new("truncated");
+    let store = Store::create(StoreConfig::new(&t.name).capacity(4 << 20).max_objects(256)).unwrap();
+    let other = Store::open(&t.name).unwrap();
+    let stream = Stream::create(&store, StreamConfig::new("s", quiver_harness::seq_schema()).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    for i in 0..20 {
+        producer.append(&quiver_harness::seq_batch(0, i * 64, 64)).unwrap();
+    }
+    let id = ObjectId::sequential(7, 0, 0);
+    let mut b = store.create_object(id, 64 << 10, b"m").unwrap();
+    b.data_mut().fill(7);
+    b.seal().unwrap();
+    let view = other.get(id, Duration::ZERO).unwrap().unwrap();
+    let mut writing = store.create_object(ObjectId::sequential(7, 0, 1), 512 << 10, b"").unwrap();
+    // Cut everything but the first page: header, tables, registry, arena.
+    std::fs::OpenOptions::new().write(true).open(&t.path).unwrap().set_len(4096).unwrap();
+    // Held across the cut: its bytes are gone, and read as zeros, not a crash.
+    assert!(view.data().iter().all(|&b| b == 0 || b == 7));
+    writing.data_mut().fill(1);
+    let shrunk = |what: &str, e: StoreError| assert!(matches!(e, StoreError::Shrunk { .. }), "{what}: {e:?}");
+    shrunk("seal", writing.seal().unwrap_err());
+    shrunk("get", store.get(id, Duration::ZERO).unwrap_err());
+    shrunk("get by the other handle", other.get(ObjectId::sequential(7, 0, 2), Duration::ZERO).unwrap_err());
+    shrunk("stats", store.stats().unwrap_err());
+    shrunk("list", other.list().unwrap_err());
+    match producer.append(&quiver_harness::seq_batch(0, 0, 64)) {
+        Err(quiver::StreamError::Store(e)) => shrunk("append", e),
+        other => panic!("append: {other:?}"),
+    }
+    let mut consumer = match stream.consumer(ConsumerConfig::group("g")) {
+        Ok(consumer) => consumer,
+        Err(quiver::StreamError::Store(e)) => return shrunk("consumer", e),
+        Err(e) => panic!("consumer: {e:?}"),
+    };
+    match consumer.poll(Duration::from_millis(50)) {
+        Err(quiver::StreamError::Store(e)) => shrunk("poll", e),
+        Ok(Polled::Batch(_)) => panic!("a batch from a store cut to one page"),
+        other => panic!("poll: {other:?}"),
+    }
+    drop((view, consumer));
+}

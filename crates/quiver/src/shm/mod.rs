@@ -27,6 +27,7 @@ pub(crate) mod liveness;
 pub(crate) mod lock;
 pub mod rand;
 pub(crate) mod region;
+pub(crate) mod sigbus;
 pub mod wait;
 
 pub(crate) use error::holder_text;

@@ -22,6 +22,8 @@ use super::Shared;
 /// The mapped store file. One per client handle: its open file description
 /// also carries the client's liveness lock (see [`super::liveness`]).
 pub(crate) struct Region {
+    /// Declared before `map`, so dropped (unwatched) before it is unmapped.
+    watch: Option<super::sigbus::Watch>,
     map: MmapRaw,
     file: File,
     path: PathBuf,
@@ -238,7 +240,16 @@ impl Region {
             options.populate();
         }
         let map = options.map_raw(&file).map_err(|e| ShmError::io(format!("map {}", path.display()), e))?;
-        Ok(Region { map, file, path: path.to_path_buf(), unpublished: None })
+        let start = map.as_ptr() as usize;
+        let watch = super::sigbus::watch(start..start + map.len());
+        Ok(Region { watch, map, file, path: path.to_path_buf(), unpublished: None })
+    }
+
+    /// Whether a page of the mapping turned out to lie past the file's end
+    /// (the file was truncated while mapped; see [`super::sigbus`]): the
+    /// page now reads zeros, and the store's calls fail.
+    pub(crate) fn truncated(&self) -> bool {
+        self.watch.as_ref().is_some_and(super::sigbus::Watch::truncated)
     }
 
     /// The length of the mapping in bytes.

@@ -296,6 +296,7 @@ impl ClientState {
     /// before the lock is released. A `Corrupted` error from `f` or from a
     /// deferred drop has the next holder rebuild the derived state.
     pub(super) fn with_tables<R>(&self, f: impl FnOnce(&Tables<'_>) -> Result<R>) -> Result<R> {
+        self.check_whole()?;
         let deadline = CALL_DEADLINE.with(Cell::get);
         let guard = match NO_WAIT.with(Cell::get) {
             true => lock::lock_unless_stopped(&self.region, MUTEX_OFFSET, self.lock_timeout, deadline)?,
@@ -304,6 +305,9 @@ impl ClientState {
         // Declared after the lock guard, so dropped before it: the mark is
         // gone before the lock is released.
         let _held = Held::mark(self.file);
+        // Cut while this thread waited, or found cut by the lock itself
+        // (its page then reads zeros: nothing under it is the store's).
+        self.check_whole()?;
         let t = Tables::new(&self.region, &self.layout)?;
         recovery::repair_if_needed(&t, guard.owner_died())?;
         // Drops deferred while another handle on this file held the lock
@@ -323,6 +327,16 @@ impl ClientState {
             t.header.repair_pending.store(1, Relaxed);
         }
         result
+    }
+
+    /// Fails with [`StoreError::Shrunk`] if the file was found truncated
+    /// under the mapping (see `shm::sigbus`): one atomic load when it was not.
+    pub(super) fn check_whole(&self) -> Result<()> {
+        if !self.region.truncated() {
+            return Ok(());
+        }
+        let len = self.region.file().metadata().map_or(0, |m| m.len());
+        Err(StoreError::Shrunk { path: self.region.path().to_path_buf(), len })
     }
 
     /// Whether the calling thread holds this store file's lock (through
@@ -421,6 +435,10 @@ impl ClientState {
         // takes it: each re-checks this client's count of the entry, so a
         // view taken here meanwhile is kept (a deferred release leaves the
         // count one too high until then: the safe direction).
+        if self.region.truncated() {
+            // The lock's path says so.
+            return Unlocked::Ask(None);
+        }
         let Ok(t) = Tables::new(&self.region, &self.layout) else { return Unlocked::Ask(None) };
         // The index may change under this read: a miss, or an entry that is
         // no longer `id`, is settled by the check below or by the lock.

@@ -276,9 +276,9 @@ impl Store {
     /// [`StoreError::Removed`], one truncated below the mapping
     /// [`StoreError::Shrunk`]. Waiting calls look at this when they run out
     /// of time, so "nothing arrived" is never reported for a store that is
-    /// gone. (Touching a truncated part of the mapping would raise SIGBUS;
-    /// quiver's layout is validated at open, and a store must not be
-    /// truncated while in use.)
+    /// gone. (A truncated part of the mapping that is touched reads zeros
+    /// instead of raising SIGBUS, and every call then fails with `Shrunk`:
+    /// see `shm::sigbus`.)
     pub fn check_present(&self) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let region = &self.shared.region;
