@@ -414,7 +414,7 @@ pub mod worker {
     /// In a worker started by a [`Supervisor`](super::Supervisor): has the
     /// kernel kill this process when the supervisor dies
     /// (`PR_SET_PDEATHSIG`), and fails at once if it already has. A worker
-    /// told its command's store ([`crate::guard::RUN_STORE`]) gets SIGTERM
+    /// told its command's store (`QUIVER_RUN_STORE`) gets SIGTERM
     /// instead, removes that store, and then dies of the signal. A process
     /// started otherwise (by hand, by a test) is left as it is.
     pub fn stop_with_parent() -> anyhow::Result<()> {

@@ -196,7 +196,7 @@ thread_local! {
 
 /// The deadline of a blocking call, for the calls it makes under the
 /// store's lock: waiting for the lock counts against the call's own
-/// timeout (see [`crate::shm::lock`]). Nested calls keep the earliest
+/// timeout (see `shm::lock`). Nested calls keep the earliest
 /// deadline; dropping the guard restores the outer one.
 ///
 /// Public for tools that must answer in time whatever another process
