@@ -5,6 +5,7 @@
 //! binary, one module per area.
 
 mod common;
+mod crash_points;
 mod fuzz_regressions;
 mod hostile;
 mod invariants;

@@ -279,9 +279,12 @@ impl Checkpoint {
             .tempfile_in(&dir)
             .map_err(|e| io("create a temporary file for", e))?;
         temp.write_all(&bytes).map_err(|e| io("write", e))?;
+        crate::shm::crash::point();
         temp.as_file().sync_all().map_err(|e| io("fsync", e))?;
+        crate::shm::crash::point();
         // On an error the temporary is removed when it drops.
         temp.persist(path).map_err(|e| io("rename onto", e.error))?;
+        crate::shm::crash::point();
         let result = std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io("fsync the directory of", e));
         result.map(|()| bytes.len() as u64)
     }

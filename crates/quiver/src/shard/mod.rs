@@ -392,6 +392,7 @@ impl ShardManager {
                     );
                 }
                 t.state.store(task::DOING, Relaxed);
+                crate::shm::crash::point();
                 t.member.store(member, Relaxed);
                 t.lease_ns.store(now.saturating_add(h.lease_ns.load(Relaxed)), Relaxed);
                 h.doing.fetch_add(1, Relaxed);
@@ -453,6 +454,7 @@ impl ShardManager {
             match outcome {
                 Outcome::Done => {
                     t.state.store(task::DONE, Relaxed);
+                    crate::shm::crash::point();
                     h.done_tasks.fetch_add(1, Relaxed);
                     me.tasks_done.fetch_add(1, Relaxed);
                     me.done_batches[p].fetch_add(end.saturating_sub(start), Relaxed);

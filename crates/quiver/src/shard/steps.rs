@@ -142,6 +142,7 @@ pub(super) fn requeue(sg: &ShardGroup, slots: &[u32]) -> Result<()> {
     for slot in slots {
         let t = sg.task(slot)?;
         t.state.store(task::TODO, Relaxed);
+        crate::shm::crash::point();
         t.member.store(NIL, Relaxed);
         sg.header.doing.fetch_sub(1, Relaxed);
         sg.header.requeued_tasks.fetch_add(1, Relaxed);
@@ -320,6 +321,7 @@ pub(super) fn settle(tx: &StreamTxn<'_>, g: GroupKey, sg: &ShardGroup, slot: u32
             break; // an earlier shard of the partition is not finished
         }
         tx.set_committed(g, p, committed.max(t.end.load(Relaxed)))?;
+        crate::shm::crash::point();
         let (next_slot, next_id) = (t.next_slot.load(Relaxed), t.next_id.load(Relaxed));
         if t.state.load(Relaxed) == task::DONE {
             t.state.store(task::FREE, Relaxed);

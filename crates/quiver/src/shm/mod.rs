@@ -22,6 +22,7 @@
 //! by `shared_struct!`, never with pointers.
 
 pub mod clock;
+pub(crate) mod crash;
 pub mod error;
 pub(crate) mod liveness;
 pub(crate) mod lock;

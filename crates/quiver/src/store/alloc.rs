@@ -142,6 +142,7 @@ impl<'a> Arena<'a> {
             return Err(StoreError::corrupted(format_args!("free block {off} is in a class too large for it")));
         }
         self.unlink_free(off, h, block_size)?;
+        crate::shm::crash::point();
         if block_size - size >= ALIGN {
             // Split: the tail becomes a free block of its own.
             let rest = off + size;
@@ -152,6 +153,7 @@ impl<'a> Arena<'a> {
             r.tag.store(BLOCK_FREE, Relaxed);
             self.set_prev_size_after(rest, rest_size)?;
             self.push_free(rest, rest_size)?;
+            crate::shm::crash::point();
             h.size.store(size, Relaxed);
         }
         h.tag.store(BLOCK_USED, Relaxed);
@@ -206,6 +208,7 @@ impl<'a> Arena<'a> {
             if n.tag.load(Relaxed) == BLOCK_FREE {
                 let (n, next_size) = self.block(next, BLOCK_FREE)?;
                 self.unlink_free(next, n, next_size)?;
+                crate::shm::crash::point();
                 n.tag.store(0, Relaxed);
                 size += next_size;
             }
@@ -227,12 +230,78 @@ impl<'a> Arena<'a> {
                 prev_size = p.prev_size.load(Relaxed);
             }
         }
+        crate::shm::crash::point();
         let s = self.header(start)?;
         s.size.store(size, Relaxed);
         s.prev_size.store(prev_size, Relaxed);
         s.tag.store(BLOCK_FREE, Relaxed);
         self.set_prev_size_after(start, size)?;
         self.push_free(start, size)
+    }
+
+    /// Checks the arena's derived state against itself: the blocks tile it
+    /// (each header's size, `prev_size` the block before's), no two free
+    /// blocks touch (frees merge), and the free lists hold exactly the free
+    /// blocks, each in its class, each list's head in the bitmaps. Returns
+    /// the used blocks `(offset, size)`, in order.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn audit(&self) -> Result<Vec<(u64, u64)>> {
+        let bad = |why: String| StoreError::corrupted(format!("arena: {why}"));
+        let (mut off, mut prev_size, mut prev_free) = (0u64, 0u64, false);
+        let (mut used, mut free) = (Vec::new(), std::collections::BTreeSet::new());
+        while off < self.size {
+            let h = self.header(off)?;
+            let (tag, size) = (h.tag.load(Relaxed), h.size.load(Relaxed));
+            if size < ALIGN || size % ALIGN != 0 || size > self.size - off {
+                return Err(bad(format!("block {off} has size {size}")));
+            }
+            if h.prev_size.load(Relaxed) != prev_size {
+                return Err(bad(format!(
+                    "block {off} says the block before is {}, not {prev_size}",
+                    h.prev_size.load(Relaxed)
+                )));
+            }
+            match tag {
+                BLOCK_USED => used.push((off, size)),
+                BLOCK_FREE if prev_free => return Err(bad(format!("free blocks touch at {off}"))),
+                BLOCK_FREE => {
+                    free.insert((off, size));
+                }
+                _ => return Err(bad(format!("block {off} has no tag"))),
+            }
+            prev_free = tag == BLOCK_FREE;
+            (prev_size, off) = (size, off + size);
+        }
+        let mut listed = 0;
+        for (fl, row) in self.state.heads.iter().enumerate() {
+            for (sl, head) in row.iter().enumerate() {
+                let mut at = head.load(Relaxed);
+                let in_bitmaps = self.state.fl_bitmap.load(Relaxed) & (1 << fl) != 0
+                    && self.state.sl_bitmap[fl].load(Relaxed) & (1 << sl) != 0;
+                if (at != NIL_OFF) != in_bitmaps {
+                    return Err(bad(format!("list ({fl}, {sl}) and its bitmap bits disagree")));
+                }
+                let mut prev = NIL_OFF;
+                while at != NIL_OFF {
+                    let (h, size) = self.block(at, BLOCK_FREE)?;
+                    if !free.contains(&(at, size))
+                        || class_of(size / ALIGN) != (fl, sl)
+                        || h.prev_free.load(Relaxed) != prev
+                    {
+                        return Err(bad(format!("free list ({fl}, {sl}) names block {at} wrongly")));
+                    }
+                    listed += 1;
+                    if listed > free.len() {
+                        return Err(bad("the free lists hold more blocks than are free".into()));
+                    }
+                    (prev, at) = (at, h.next_free.load(Relaxed));
+                }
+            }
+        }
+        if listed != free.len() {
+            return Err(bad(format!("{} free blocks, {listed} on the lists", free.len())));
+        }
+        Ok(used)
     }
 
     /// Recreates every block header and free list from the used blocks

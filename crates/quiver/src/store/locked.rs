@@ -233,6 +233,7 @@ impl<'a> Locked<'a> {
         let Some((e, block)) = allocate(t, object.block_size)? else {
             return Ok(None);
         };
+        crate::shm::crash::point();
         let entry = t.entry(e)?;
         for (word, value) in entry.id.iter().zip(id.to_words()) {
             word.store(value, Relaxed);
@@ -249,7 +250,9 @@ impl<'a> Locked<'a> {
         // The state word last: until it is written, repair treats the
         // entry and its block as free.
         entry.state.store(state::CREATING, Release);
+        crate::shm::crash::point();
         t.index_insert(hash, e)?;
+        crate::shm::crash::point();
         t.header.used.fetch_add(object.block_size, Relaxed);
         t.header.payload.fetch_add(object.data_size + object.meta_size as u64, Relaxed);
         t.header.objects.fetch_add(1, Relaxed);
@@ -273,6 +276,7 @@ impl<'a> Locked<'a> {
         // the index) also sees the payload this process wrote. The state
         // before the owner, so a crash between them leaves a sealed object.
         entry.state.store(state::SEALED, Release);
+        crate::shm::crash::point();
         entry.owner.store(NIL, Relaxed);
         if Tables::is_evictable(entry) {
             t.lru_push(e)?;

@@ -19,6 +19,8 @@
 //! - this file: [`Store`], which ties them together.
 
 mod alloc;
+#[cfg(feature = "test-hooks")]
+mod audit;
 mod client;
 mod config;
 mod error;
@@ -643,6 +645,14 @@ impl Store {
             None => SPACE_CELL,
         };
         Ok(self.shared.cell(cell)?.waiters())
+    }
+
+    /// Test hook: checks every invariant of the store's structures under
+    /// the lock (after the repair a dead holder left due, as any locker
+    /// does); `Corrupted` says which one failed.
+    #[cfg(feature = "test-hooks")]
+    pub fn debug_audit(&self) -> Result<()> {
+        self.with_tables(audit::audit)
     }
 
     /// Test hook: takes the lock, calls `on_locked`, and keeps the lock until

@@ -288,15 +288,18 @@ impl<'a> Tables<'a> {
             return Err(StoreError::corrupted(format_args!("entry {e} is already free")));
         }
         entry.state.store(state::FREE, SeqCst);
+        crate::shm::crash::point();
         self.lru_remove(e)?;
         if st == state::CREATING || st == state::SEALED {
             self.index_remove(Self::id_of(entry).table_hash(), e)?;
         }
+        crate::shm::crash::point();
         self.arena().free(entry.block.load(Relaxed))?;
         let payload = entry.data_size.load(Relaxed).wrapping_add(entry.meta_size.load(Relaxed) as u64);
         self.header.used.fetch_sub(entry.block_size.load(Relaxed), Relaxed);
         self.header.payload.fetch_sub(payload, Relaxed);
         self.header.objects.fetch_sub(1, Relaxed);
+        crate::shm::crash::point();
         entry.owner.store(NIL, Relaxed);
         self.push_free_entry(e)
     }
@@ -309,7 +312,9 @@ impl<'a> Tables<'a> {
     pub(crate) fn delete_sealed(&self, e: u32, hash: u64) -> Result<bool> {
         let entry = self.entry(e)?;
         self.lru_remove(e)?;
+        crate::shm::crash::point();
         self.index_remove(hash, e)?;
+        crate::shm::crash::point();
         entry.state.store(state::DELETED, SeqCst);
         if Self::holder_count(entry) == 0 {
             self.free_object(e)?;

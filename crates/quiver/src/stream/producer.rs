@@ -331,6 +331,7 @@ impl Producer {
                 return Ok(None);
             };
             let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
+            crate::shm::crash::point();
             part.head.store(next, std::sync::atomic::Ordering::Release);
             part.last_append_ns.store(append_ns, Relaxed);
             Ok(Some((builder, Appended { partition, offset, append_ns })))

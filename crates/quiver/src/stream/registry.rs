@@ -367,6 +367,7 @@ pub(crate) fn drop_oldest(
             if let Some(counter) = counter {
                 counter.fetch_add(1, Relaxed);
             }
+            crate::shm::crash::point();
         }
         // Not sealed: still being written (wait for it), or a hole (pass it).
         None if locked.object(id)?.is_some() => return Ok(Dropped::Nothing),

@@ -69,6 +69,15 @@ pub(crate) struct ChaosArgs {
     /// Every this many rounds, kill everything and restore from checkpoints.
     #[arg(long, default_value_t = 8)]
     disaster_every: u32,
+    /// Of the other rounds, this percentage stops a random process
+    /// (SIGSTOP) for a while, possibly inside the store's lock or past its
+    /// leases, and resumes it (SIGCONT), instead of killing one.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100))]
+    stop_percent: u64,
+    /// Longest pause between rounds, in milliseconds (each is 30 ms plus a
+    /// random part of this).
+    #[arg(long, default_value_t = 150)]
+    pause_ms: u64,
     /// The random seed (printed, so a run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
@@ -148,7 +157,8 @@ struct Record {
     absorbed: HashMap<PathBuf, u64>,
     /// One past the highest source batch logged.
     next_seq: u64,
-    /// Logs of processes that were killed (their work may be redone).
+    /// Logs of processes that were killed or stopped (their work may be
+    /// redone: a stopped member's leases run out).
     killed: HashSet<PathBuf>,
     /// Logs written in epochs that ended in a disaster.
     disaster_epochs: HashSet<usize>,
@@ -333,6 +343,19 @@ impl Driver<'_> {
         self.workers.kill(proc.worker);
         self.record.killed.insert(proc.log);
     }
+
+    /// Stops process `i` (SIGSTOP) for `pause`, wherever it is (inside the
+    /// store's lock, holding leases), then resumes it (SIGCONT).
+    fn stop_for(&mut self, i: usize, pause: Duration) {
+        let proc = &self.procs[i];
+        let Some(pid) = self.workers.pid(proc.worker).and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
+            return;
+        };
+        self.record.killed.insert(proc.log.clone());
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::STOP);
+        std::thread::sleep(pause);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+    }
 }
 
 /// Records that source batch `seq` lives at `offset` of partition `p`.
@@ -452,7 +475,7 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
             d.spawn_worker(g)?;
         }
     }
-    let (mut kills, mut restores, mut round) = (0u64, 0u64, 0u32);
+    let (mut kills, mut stops, mut restores, mut round) = (0u64, 0u64, 0u64, 0u32);
     let more = |round: u32| match args.seconds {
         Some(s) => started.elapsed().as_secs_f64() < s,
         None => round < args.rounds,
@@ -460,8 +483,20 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
     while more(round) {
         super::signals::interrupted()?;
         round += 1;
-        let pause = 30 + d.random(150);
-        std::thread::sleep(Duration::from_millis(pause));
+        let pause = Duration::from_millis(30 + d.random(args.pause_ms.max(1)));
+        // A stop round stops a process for the pause instead of sleeping.
+        let stopping = !d.procs.is_empty()
+            && !(args.disaster_every > 0 && (round % args.disaster_every) == 0)
+            && d.random(100) < args.stop_percent;
+        if stopping {
+            let victim = d.random(d.procs.len() as u64) as usize;
+            // Up to four pauses: long enough that the others meet its lock.
+            let pause = pause + Duration::from_millis(d.random(3 * args.pause_ms.max(1)));
+            d.stop_for(victim, pause);
+            stops += 1;
+        } else {
+            std::thread::sleep(pause);
+        }
         let (rss, shared) = own_memory();
         (peak_rss, peak_shared) = (peak_rss.max(rss), peak_shared.max(shared));
         for (g, observer) in observers.iter().enumerate() {
@@ -493,7 +528,7 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
             continue;
         }
         // One random process dies and comes back.
-        if d.procs.is_empty() {
+        if d.procs.is_empty() || stopping {
             continue;
         }
         let victim = d.random(d.procs.len() as u64) as usize;
@@ -538,7 +573,8 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "seed": seed, "rounds": round, "kills": kills, "restores": restores, "batches": args.batches,
+                "seed": seed, "rounds": round, "kills": kills, "stops": stops, "restores": restores,
+                "batches": args.batches,
                 "duplicates": report.duplicates, "leaked_bytes": report.leaked_bytes,
                 "leaked_objects": report.leaked_objects, "seconds": seconds, "ok": true,
                 "peak_rss_kib": peak_rss, "peak_shared_kib": peak_shared,
@@ -547,7 +583,7 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
         );
     } else {
         println!(
-            "chaos: {round} rounds, {kills} kills, {restores} restores, {} batches, {} duplicates, {} leaked bytes in {seconds:.1} s, \
+            "chaos: {round} rounds, {kills} kills, {stops} stops, {restores} restores, {} batches, {} duplicates, {} leaked bytes in {seconds:.1} s, \
              driver peak {} MiB resident, {} MiB shared, {removed_still_mapped} removed stores still mapped (seed {seed}): ok",
             args.batches,
             report.duplicates,

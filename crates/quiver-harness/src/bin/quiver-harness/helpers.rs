@@ -161,6 +161,19 @@ pub(crate) enum Helper {
         #[arg(long)]
         store: String,
     },
+    /// The crash-point workload: every kind of change to a store (objects
+    /// created, sealed, read, deleted and evicted; a stream's appends,
+    /// commits and retention; a shard group's tasks taken and reported; a
+    /// checkpoint written), aborting at crash point `abort-at` (0: never).
+    /// Says `points N` (how many it reached) if it ends.
+    CrashRun {
+        #[arg(long)]
+        store: String,
+        #[arg(long, default_value_t = 0)]
+        abort_at: u64,
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+    },
     /// Take the store's lock, leave a change half-done, and abort.
     AbortInLock {
         #[arg(long)]
@@ -268,6 +281,7 @@ pub(crate) fn run(helper: Helper) -> Result<()> {
             })?;
             Ok(())
         }
+        Helper::CrashRun { store, abort_at, checkpoint } => crash_run(&store, abort_at, &checkpoint),
         Helper::AbortInLock { store, stage } => {
             // No core file: the abort is the point.
             let no_core = rustix::process::Rlimit { current: Some(0), maximum: Some(0) };
@@ -624,4 +638,68 @@ fn scribble(path: &std::path::Path, seconds: f64, seed: u64) -> Result<()> {
         writes += 1;
     }
     say(&format!("scribbled {writes} times"))
+}
+
+/// The crash-point workload (see `Helper::CrashRun`). Deterministic: the
+/// same points are reached in the same order on every run.
+fn crash_run(store: &str, abort_at: u64, checkpoint: &std::path::Path) -> Result<()> {
+    use quiver::stream::{ConsumerConfig, Polled, Stream, StreamConfig};
+    use quiver::{Next, Outcome, ShardConfig, ShardManager, ShardSize};
+    // No core file: the abort is the point.
+    let no_core = rustix::process::Rlimit { current: Some(0), maximum: Some(0) };
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Core, no_core);
+    let store = Store::open(store)?;
+    quiver::test_hooks::crash_at(abort_at);
+    // Objects: more than the store holds, so that the oldest are evicted.
+    for i in 0..12u64 {
+        let id = ObjectId::sequential(3, 0, i);
+        let mut b = store.create_object(id, 48 << 10, b"meta")?;
+        b.data_mut().fill(i as u8);
+        b.seal()?;
+        if i % 3 == 0 {
+            let view = store.get(id, Duration::ZERO)?;
+            drop(view);
+        }
+        if i % 4 == 1 {
+            store.delete(id)?;
+        }
+    }
+    let pinned = ObjectId::sequential(3, 1, 0);
+    store.create_object_with(pinned, 1024, b"", CreateOptions::new().pinned(true))?.seal()?;
+    store.unpin(pinned)?;
+    // A stream: appends, a consumer's commits, retention.
+    let stream = Stream::create(&store, StreamConfig::new("s", quiver_harness::seq_schema()).partitions(2).group("g"))?;
+    let mut producer = stream.producer()?;
+    for i in 0..8 {
+        producer.append(&quiver_harness::seq_batch(0, i * 4, 4))?;
+    }
+    let mut consumer = stream.consumer(ConsumerConfig::group("g"))?;
+    for _ in 0..4 {
+        if let Polled::Batch(_) = consumer.poll(Duration::ZERO)? {
+            consumer.commit()?;
+        }
+    }
+    // A shard group of another stream: tasks taken, done, failed; a checkpoint.
+    let shards = Stream::create(&store, StreamConfig::new("t", quiver_harness::seq_schema()).group("w"))?;
+    let mut appender = shards.producer()?;
+    for i in 0..6 {
+        appender.append(&quiver_harness::seq_batch(1, i * 4, 4))?;
+    }
+    shards.close()?;
+    let mut manager = ShardManager::join(&shards, "w", ShardConfig::new().shard_size(ShardSize::Batches(2)))?;
+    let mut failed_once = false;
+    loop {
+        match manager.get_task()? {
+            Next::Task(task) if !failed_once => {
+                failed_once = true;
+                manager.report(task, Outcome::Failed)?;
+            }
+            Next::Task(task) => manager.report(task, Outcome::Done)?,
+            Next::End => break,
+            Next::TimedOut => bail!("a closed stream's shard group had no task and no end"),
+        }
+    }
+    manager.checkpoint(checkpoint)?;
+    println!("points {}", quiver::test_hooks::crash_points_reached());
+    Ok(())
 }
