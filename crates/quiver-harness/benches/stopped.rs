@@ -10,7 +10,7 @@
 //! - `stopped/commit/{free,stopped}`: one commit of a group's offset alone;
 //! - `stopped/stat`: what `quiver stat` does: the store's figures within
 //!   30 ms, else read without the lock, with the holder named;
-//! - `stopped/get_200ms`: a `get` of an unpinned object (which needs the
+//! - `stopped/create_200ms`: creating an object (a change: it needs the
 //!   lock) with a 200 ms timeout, until it returns `LockTimeout`.
 
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use quiver::store::CallDeadline;
 use quiver::stream::{Consumer, ConsumerConfig, Polled, Stream, StreamConfig};
-use quiver::{ObjectId, Store, StoreConfig, StoreError};
+use quiver::{CreateOptions, ObjectId, Store, StoreConfig, StoreError};
 use quiver_harness::{seq_batch, seq_schema};
 
 const BATCHES: i64 = 1000;
@@ -118,11 +118,16 @@ fn stopped(c: &mut Criterion) {
         })
     });
     group.sample_size(10).measurement_time(Duration::from_secs(3));
-    group.bench_function("get_200ms", |b| {
+    group.bench_function("create_200ms", |b| {
+        let options = CreateOptions::new().timeout(Duration::from_millis(200));
         b.iter(|| {
-            let got = store.get(unpinned, Duration::from_millis(200));
-            assert!(matches!(got, Err(StoreError::LockTimeout { .. })), "{got:?}");
+            let created = store.create_object_with(ObjectId::sequential(1, 0, 1), 8, b"", options.clone());
+            assert!(matches!(created, Err(StoreError::LockTimeout { .. })), "{created:?}");
         })
+    });
+    // Views of unpinned objects are taken without the lock too.
+    group.bench_function("get_unpinned/stopped", |b| {
+        b.iter(|| std::hint::black_box(store.get(unpinned, Duration::ZERO).unwrap().unwrap().data().len()))
     });
     group.finish();
     drop(holder);

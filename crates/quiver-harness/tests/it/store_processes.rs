@@ -295,8 +295,17 @@ fn pinned_objects_are_read_and_released_without_the_lock() {
     drop((view, again, third));
     // Another client of the store, likewise.
     assert_eq!(other.get(pinned, Duration::from_millis(200)).unwrap().unwrap().data(), b"hello");
-    // An unpinned object (which a get takes off the eviction list) needs the lock.
-    assert!(matches!(store.get(unpinned, Duration::from_millis(200)), Err(StoreError::LockTimeout { .. })));
+    // An unpinned object too (issue 25): it stays on the eviction list while
+    // viewed, and the evictor skips held objects.
+    assert_eq!(store.get(unpinned, Duration::from_millis(200)).unwrap().unwrap().data(), b"hello");
+    // A change still needs the lock, and says who holds it.
+    let created = store.create_object_with(
+        ObjectId::sequential(1, 0, 2),
+        5,
+        b"",
+        CreateOptions::new().timeout(Duration::from_millis(200)),
+    );
+    assert!(matches!(created, Err(StoreError::LockTimeout { .. })), "{created:?}");
     stop(rustix::process::Signal::CONT);
     holder.kill();
     drop(other); // closing takes the lock

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::layout::{self, state, Layout, FLAG_CELLS, FLAG_PINNED, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
+use super::layout::{self, state, Layout, FLAG_CELLS, FLAG_PINNED, FLAG_USED, MUTEX_OFFSET, SEAL_BUCKETS, WAIT_OFFSET};
 use super::object::ObjectView;
 use super::recovery;
 use super::table::Tables;
@@ -419,17 +419,20 @@ impl ClientState {
         self.gate.enter()
     }
 
-    /// A view of object `id` taken without the store's lock, when it is
-    /// sealed and pinned (every stream batch is): the hot read path.
+    /// A view of sealed object `id` taken without the store's lock, pinned
+    /// (every stream batch is: the hot read path) or not.
     ///
     /// The protocol (whoever frees does the mirror image): set this
-    /// client's holder bit, then check that the entry is still `id`, sealed
-    /// and pinned. Whoever deletes or unpins an object stores its state or
-    /// flag first, then counts holders, all `SeqCst`, so at least one of
-    /// the two sees the other: either the deleter sees the bit and leaves
-    /// the object to its last holder, or the reader sees the change and
-    /// takes its bit back (under the lock). Once the check passes, the
-    /// entry cannot be freed or reused while the bit is set.
+    /// client's holder bit, then check that the entry is still `id` and
+    /// sealed. Whoever deletes or evicts an object stores its state first,
+    /// then counts holders, all `SeqCst`, so at least one of the two sees
+    /// the other: either the deleter sees the bit and leaves the object to
+    /// its last holder (an evictor puts it back, sealed: a held object is
+    /// never evicted), or the reader sees the change and takes its bit back
+    /// (under the lock). Once the check passes, the entry cannot be freed or
+    /// reused while the bit is set. An unpinned object stays on the LRU list
+    /// while viewed this way; the evictor skips (and unlists) held ones, and
+    /// the last view lists it again.
     pub(super) fn get_unlocked(self: &Arc<Self>, id: ObjectId, hash: u64) -> Unlocked {
         // Drops deferred for want of the lock wait for the next call that
         // takes it: each re-checks this client's count of the entry, so a
@@ -445,8 +448,7 @@ impl ClientState {
         let Ok(Some(e)) = t.lookup(&id, hash) else { return Unlocked::Ask(None) };
         let Ok(entry) = t.entry(e) else { return Unlocked::Ask(None) };
         match entry.state.load(SeqCst) {
-            // Unpinned objects leave the eviction list when viewed: the lock's work.
-            state::SEALED if entry.flags.load(Relaxed) & FLAG_PINNED != 0 => {}
+            state::SEALED => {}
             state::CREATING if Tables::id_of(entry) == id => return Unlocked::NotYet,
             _ => return Unlocked::Ask(Some(e)),
         }
@@ -463,13 +465,14 @@ impl ClientState {
         // object's, and a flag or ID read from an earlier one is caught.
         let sealed = || entry.state.load(SeqCst) == state::SEALED;
         // Shared cells are never bytes, whoever holds them (`take_view`).
-        let valid = sealed()
-            && (!first || entry.flags.load(SeqCst) & FLAG_PINNED != 0)
-            && entry.flags.load(SeqCst) & FLAG_CELLS == 0
-            && Tables::id_of(entry) == id
-            && sealed();
+        let valid = sealed() && entry.flags.load(SeqCst) & FLAG_CELLS == 0 && Tables::id_of(entry) == id && sealed();
         match t.payload(e, &id) {
             Ok(p) if valid => {
+                // A use, for the evictor (an unpinned object stays listed).
+                let flags = entry.flags.load(Relaxed);
+                if flags & (FLAG_PINNED | FLAG_USED) == 0 {
+                    entry.flags.fetch_or(FLAG_USED, Relaxed);
+                }
                 count.fetch_add(1, Relaxed);
                 drop(gate);
                 // If its bytes were outside the mapping (only a bug gets
@@ -555,12 +558,17 @@ impl ClientState {
     fn release_unlocked(&self, e: u32) -> bool {
         let at = self.layout.entries_offset + u64::from(e) * layout::ENTRY_BYTES;
         let Ok(entry) = self.region.get::<layout::Entry>(at) else { return false };
-        if u64::from(e) >= self.layout.max_objects || entry.flags.load(Relaxed) & FLAG_PINNED == 0 {
-            // Unpinned: its last release may list it for eviction, which is the lock's work.
+        if u64::from(e) >= self.layout.max_objects {
             return false;
         }
-        let pinned_and_sealed =
-            || entry.state.load(SeqCst) == state::SEALED && entry.flags.load(SeqCst) & FLAG_PINNED != 0;
+        // Nothing for the lock to do when the last view goes: sealed, and
+        // pinned or still on the LRU list (a view taken without the lock
+        // leaves it there). One taken under the lock left the list: its
+        // release lists it again, under the lock.
+        let pinned_and_sealed = || {
+            entry.state.load(SeqCst) == state::SEALED
+                && (entry.flags.load(SeqCst) & FLAG_PINNED != 0 || Tables::on_lru(entry))
+        };
         let count = &self.local_refs[e as usize];
         let gate = self.gate();
         match count.load(Acquire) {
@@ -582,8 +590,9 @@ impl ClientState {
         let unchanged = pinned_and_sealed();
         drop(gate);
         if !unchanged {
-            // Deleted or unpinned meanwhile: this may have been the last
-            // holder, which frees it or lists it for eviction.
+            // Deleted, unpinned or unlisted (by an evictor that found it
+            // held) meanwhile: this may have been the last holder, which
+            // frees it or lists it for eviction.
             let _upkeep = NoWait::enter();
             match self.with_tables(|t| t.settle(e)) {
                 Ok(true) => self.notify(SPACE_CELL),

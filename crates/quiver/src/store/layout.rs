@@ -84,6 +84,11 @@ pub(crate) const FLAG_ON_LRU: u32 = 2;
 /// the seal; it is never handed out as bytes. Set at creation, with
 /// [`FLAG_PINNED`], and never cleared.
 pub(crate) const FLAG_CELLS: u32 = 4;
+/// Entry flag: viewed (without the lock) since it was last listed for
+/// eviction: the evictor gives it a second chance (moves it to the newest
+/// end, clearing the flag), so views that leave it listed still count as
+/// uses (the CLOCK approximation of LRU).
+pub(crate) const FLAG_USED: u32 = 8;
 
 crate::shm::shared_struct! {
     /// The file header: identity, layout and store-wide counters.

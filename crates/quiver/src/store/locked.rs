@@ -16,11 +16,11 @@
 //! same critical section (see `client`).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::sync::Arc;
 
 use super::client::{bucket_of, ClientState, ANY_SEAL_CELL, SPACE_CELL};
-use super::layout::{state, BLOCK_HEADER, FLAG_CELLS, FLAG_PINNED, NIL, REGISTRY_BYTES, REGISTRY_OFFSET};
+use super::layout::{state, BLOCK_HEADER, FLAG_CELLS, FLAG_PINNED, FLAG_USED, NIL, REGISTRY_BYTES, REGISTRY_OFFSET};
 use super::table::Tables;
 use super::{ObjectBuilder, ObjectId, ObjectState, ObjectView, ALIGN};
 use super::{Result, StoreError};
@@ -454,25 +454,53 @@ pub(super) fn allocate(t: &Tables<'_>, block_size: u64) -> Result<Option<(u32, u
 
 /// Evicts the least recently used evictable object; returns its bytes of
 /// data and metadata, or `None` if nothing can be evicted.
+///
+/// A held object is never evicted. Views are taken without the lock too
+/// (see `ClientState::get_unlocked`), so the holders are counted after
+/// the state says deleted, `SeqCst`, as the reader sets its bit before it
+/// reads the state: a victim found held then is put back, sealed, and
+/// taken off the list (its last view lists it again), and a reader that
+/// read the passing deleted state asks the lock.
 fn evict_oldest(t: &Tables<'_>) -> Result<Option<u64>> {
-    let Some(victim) = t.lru_oldest() else {
-        return Ok(None);
-    };
-    let entry = t.entry(victim)?;
-    // The LRU list is derived: never free what it names without checking.
-    // (A holder bit may be set: a reader's that pinned it without the lock
-    // and will find it unpinned and take the bit back.)
-    let sealed = entry.state.load(Relaxed) == state::SEALED;
-    if !sealed || entry.flags.load(Relaxed) & FLAG_PINNED != 0 || !Tables::on_lru(entry) {
-        return Err(StoreError::corrupted(format_args!("the LRU list names entry {victim}, which is not evictable")));
+    // Second chances are bounded: readers may mark entries as fast as
+    // they move (bounded work under the lock).
+    let mut chances = t.layout.max_objects;
+    while let Some(victim) = t.lru_oldest() {
+        let entry = t.entry(victim)?;
+        // The LRU list is derived: never free what it names without checking.
+        let sealed = entry.state.load(Relaxed) == state::SEALED;
+        if !sealed || entry.flags.load(Relaxed) & FLAG_PINNED != 0 || !Tables::on_lru(entry) {
+            return Err(StoreError::corrupted(format_args!(
+                "the LRU list names entry {victim}, which is not evictable"
+            )));
+        }
+        if Tables::holder_count(entry) != 0 {
+            t.lru_remove(victim)?;
+            continue;
+        }
+        if entry.flags.load(Relaxed) & FLAG_USED != 0 && chances > 0 {
+            chances -= 1;
+            // Viewed since it was listed: a second chance, at the newest
+            // end (the flag is cleared as it is listed again).
+            t.lru_remove(victim)?;
+            t.lru_push(victim)?;
+            continue;
+        }
+        entry.state.store(state::DELETED, SeqCst);
+        crate::shm::crash::point();
+        if Tables::holder_count(entry) != 0 {
+            entry.state.store(state::SEALED, SeqCst);
+            t.lru_remove(victim)?;
+            continue;
+        }
+        let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));
+        t.header.evictions.fetch_add(1, Relaxed);
+        t.lru_remove(victim)?;
+        t.index_remove(Tables::id_of(entry).table_hash(), victim)?;
+        t.free_object(victim)?;
+        return Ok(Some(payload));
     }
-    let payload = entry.data_size.load(Relaxed).saturating_add(u64::from(entry.meta_size.load(Relaxed)));
-    // As a delete: the state first, then the holders counted. A reader that
-    // set its bit meanwhile leaves it deleted, off the list, for the reader
-    // to free when it takes the bit back.
-    t.header.evictions.fetch_add(1, Relaxed);
-    let freed = t.delete_sealed(victim, Tables::id_of(entry).table_hash())?;
-    Ok(Some(if freed { payload } else { 0 }))
+    Ok(None)
 }
 
 #[cfg(test)]

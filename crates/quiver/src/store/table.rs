@@ -18,7 +18,7 @@ use super::alloc::Arena;
 use super::id::ObjectId;
 use super::layout::{
     state, AllocState, ClientSlot, Entry, Header, Layout, ALLOC_OFFSET, BLOCK_HEADER, CLIENTS_OFFSET, FLAG_ON_LRU,
-    FLAG_PINNED, MAX_CLIENTS, NIL,
+    FLAG_PINNED, FLAG_USED, MAX_CLIENTS, NIL,
 };
 use super::{Result, StoreError};
 use crate::shm::Region;
@@ -224,9 +224,10 @@ impl<'a> Tables<'a> {
         if Self::on_lru(entry) {
             return Ok(());
         }
-        // Every writer of the flags holds the lock (readers without it only
-        // read them): no atomic read-modify-write is needed.
-        entry.flags.store(entry.flags.load(Relaxed) | FLAG_ON_LRU, Relaxed);
+        // Atomic read-modify-writes: a reader without the lock may set
+        // `FLAG_USED` meanwhile.
+        entry.flags.fetch_and(!FLAG_USED, Relaxed);
+        entry.flags.fetch_or(FLAG_ON_LRU, Relaxed);
         let tail = self.header.lru_tail.load(Relaxed);
         entry.last_use.store(self.header.lru_clock.fetch_add(1, Relaxed), Relaxed);
         entry.lru_prev.store(tail, Relaxed);
@@ -262,7 +263,7 @@ impl<'a> Tables<'a> {
         }
         entry.lru_prev.store(NIL, Relaxed);
         entry.lru_next.store(NIL, Relaxed);
-        entry.flags.store(entry.flags.load(Relaxed) & !FLAG_ON_LRU, Relaxed);
+        entry.flags.fetch_and(!FLAG_ON_LRU, Relaxed);
         Ok(())
     }
 

@@ -122,11 +122,14 @@ pub(crate) fn produce(store: &str, from: u64, to: u64, rate: u64, log: &Path) ->
                 std::thread::sleep(wait);
             }
         }
-        let appended = producer.append_to((seq % stream.partitions() as u64) as u32, &source_batch(Some(seq))?)?;
+        let batch = source_batch(Some(seq))?;
+        let partition = (seq % stream.partitions() as u64) as u32;
+        // A worker stopped inside the lock (chaos stops them) is waited out.
+        let appended = super::helpers::stopped_peer_waited_out(|| producer.append_to(partition, &batch))?;
         writeln!(log, "{seq} {} {}", appended.partition, appended.offset)?;
         log.flush()?;
     }
-    stream.close()?;
+    super::helpers::stopped_peer_waited_out(|| stream.close())?;
     Ok(())
 }
 

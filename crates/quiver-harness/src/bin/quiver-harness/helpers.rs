@@ -543,7 +543,9 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
     say("ready")?;
     let (mut tasks, started) = (0u64, Instant::now());
     loop {
-        let task = match manager.next_task(Duration::from_secs(30))? {
+        // A peer stopped inside the store's lock (chaos stops them) makes a
+        // change wait: its `LockTimeout` is waited out, as a user would.
+        let task = match stopped_peer_waited_out(|| manager.next_task(Duration::from_secs(30)))? {
             quiver::Next::Task(task) => task,
             quiver::Next::End => break,
             quiver::Next::TimedOut => bail!("no task within 30 s"),
@@ -554,7 +556,7 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
         }
         let mut rows = String::new();
         if !no_read {
-            let Some(batches) = manager.read_task(&task, Duration::from_secs(30))? else {
+            let Some(batches) = stopped_peer_waited_out(|| manager.read_task(&task, Duration::from_secs(30)))? else {
                 bail!("the batches of task {} did not arrive within 30 s", task.id);
             };
             let expected = task.end - task.start;
@@ -574,11 +576,41 @@ fn shard_worker(args: &ShardWorkerArgs) -> Result<()> {
         if !work.is_zero() {
             std::thread::sleep(work);
         }
-        manager.report(task, quiver::Outcome::Done)?;
+        stopped_peer_waited_out(|| manager.report(task, quiver::Outcome::Done))?;
         tasks += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
     say(&format!("{{\"tasks\":{tasks},\"seconds\":{seconds}}}"))
+}
+
+/// Runs `f` again while it fails because another process holds the
+/// store's lock stopped (`LockTimeout`), for up to ten minutes: what a
+/// worker that outlives a stopped peer does.
+pub(crate) fn stopped_peer_waited_out<T, E: LockTimedOut>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match f() {
+            Err(e) if e.lock_timed_out() && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            other => return other,
+        }
+    }
+}
+
+/// Errors that can be a lock timeout.
+pub(crate) trait LockTimedOut {
+    fn lock_timed_out(&self) -> bool;
+}
+
+impl LockTimedOut for quiver::StreamError {
+    fn lock_timed_out(&self) -> bool {
+        matches!(self, quiver::StreamError::Store(quiver::StoreError::LockTimeout { .. }))
+    }
+}
+
+impl LockTimedOut for quiver::ShardError {
+    fn lock_timed_out(&self) -> bool {
+        matches!(self, quiver::ShardError::Stream(e) if e.lock_timed_out())
+    }
 }
 
 /// Appends `row P O` for each row's `kafka_partition` and `kafka_offset`.
