@@ -126,6 +126,14 @@ fn a_stopped_lock_holder_stalls_no_reader() {
     for i in 0..count {
         producer.append(&batch(0, i, 3)).unwrap();
     }
+    // A shard-group member that took a task before the holder stopped.
+    let mut member = quiver::ShardManager::join(
+        &stream,
+        "shards",
+        quiver::ShardConfig::new().shard_size(quiver::ShardSize::Batches(8)),
+    )
+    .unwrap();
+    let quiver::Next::Task(task) = member.next_task(LONG).unwrap() else { panic!("a task") };
     drop((producer, stream, store));
     let mut holder = harness(&["hold-lock", "--store", &t.name]);
     holder.expect_line("locked", LONG);
@@ -150,6 +158,9 @@ fn a_stopped_lock_holder_stalls_no_reader() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (0..count).collect::<Vec<_>>(), "every sealed batch, once");
+    // The member reads its shard's sealed batches.
+    let batches = member.read_task(&task, Duration::from_secs(5)).unwrap().expect("the shard's batches");
+    assert_eq!(batches.len() as u64, task.end - task.start);
     // The commit held: a new consumer of the group starts past everything.
     let mut again = stream.consumer(ConsumerConfig::group("g")).unwrap();
     assert!(matches!(again.poll(Duration::ZERO).unwrap(), Polled::TimedOut));

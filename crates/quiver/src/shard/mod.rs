@@ -59,7 +59,7 @@ use crate::arrow::BatchReader;
 use crate::shm::clock::monotonic_ns;
 use crate::store::StoreError;
 use crate::stream::StreamError;
-use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, HOLE_BUDGET, READ_AHEAD};
+use crate::stream::{GroupKey, StartAt, Stream, StreamBatch, StreamTxn, Taken, HOLE_BUDGET, READ_AHEAD};
 use registry::{task, ShardGroup, FREE, LIVE, NIL};
 
 /// How often `get_task` looks for dead members and expired leases.
@@ -636,6 +636,22 @@ impl ShardManager {
             // what a limit or `DropOldest` already dropped.
             let moved = cell.wait_until(left.min(SWEEP), store.wait_strategy(), || {
                 let before = offset;
+                // Sealed batches first without the lock (views of pinned
+                // objects): a stopped holder of the lock stalls no member
+                // reading its shard. What they cannot tell (holes, batches
+                // dropped or being written) is the lock's.
+                while offset < task.end && taken.len() < READ_AHEAD {
+                    let crate::shm::wait::Attempt::Ready(view) =
+                        store.view_unlocked(stream.object_id(task.partition, offset))
+                    else {
+                        break;
+                    };
+                    taken.push_back(Taken { partition: task.partition, offset, view });
+                    offset += 1;
+                }
+                if offset > before {
+                    return Ok(Some(()));
+                }
                 let mut hole_budget = HOLE_BUDGET;
                 let found = stream.transaction(|tx| -> crate::stream::Result<_> {
                     tx.fetch(task.partition, &mut offset, task.end, READ_AHEAD, &mut hole_budget, &mut taken)

@@ -43,7 +43,7 @@ pub use producer::{Appended, Producer, Reservation};
 pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_SKIPPED_LISTED, MAX_STREAMS};
 pub use stats::{GroupOffsets, GroupStats, PartitionStats, SkippedBatch, StreamStats};
-pub(crate) use txn::{group_exists, stream_name, GroupKey, SlotState, StreamTxn, READ_AHEAD};
+pub(crate) use txn::{group_exists, stream_name, GroupKey, SlotState, StreamTxn, Taken, READ_AHEAD};
 pub use window::{StopHandle, Window, WindowKind, WindowOutcome, WindowStats, Windows};
 
 use crate::arrow::{load_schema, BatchWriter};
