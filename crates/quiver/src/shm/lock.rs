@@ -170,7 +170,6 @@ pub(crate) fn lock_unless_stopped(
     timeout: Duration,
     deadline_ns: Option<u64>,
 ) -> Result<LockGuard<'_>> {
-    let mutex = mutex_ptr(region, offset)?;
     let stopped = || ShmError::LockTimeout { waited: Duration::ZERO, holder: None };
     // A holder found stopped a moment ago, still holding it: no spin, no
     // /proc (a consumer commits per batch while a holder stays stopped).
@@ -178,18 +177,25 @@ pub(crate) fn lock_unless_stopped(
     if tid.is_some() && tid == STOPPED_HOLDER.seen_recently() {
         return Err(stopped());
     }
-    let rc = spin_for(mutex);
-    if rc == libc::EBUSY && holder_stopped(region, offset) {
+    // A running holder lets go within microseconds: wait a little as any
+    // locker does, and ask /proc only if it has not (under contention, a
+    // /proc read per busy lock would cost more than the wait).
+    match lock_until(region, offset, timeout.min(PATIENCE), deadline_ns) {
+        Err(ShmError::LockTimeout { .. }) if timeout > PATIENCE => {}
+        other => return other,
+    }
+    if holder_stopped(region, offset) {
         if let Some(tid) = holder_tid(region, offset) {
             STOPPED_HOLDER.saw(tid);
         }
         return Err(stopped());
     }
-    if rc != libc::EBUSY {
-        return guard(region, offset, mutex, rc, Duration::ZERO);
-    }
-    lock_until(region, offset, timeout, deadline_ns)
+    lock_until(region, offset, timeout - PATIENCE, deadline_ns)
 }
+
+/// How long [`lock_unless_stopped`] waits before it asks whether the
+/// holder is stopped.
+const PATIENCE: Duration = Duration::from_millis(2);
 
 /// The guard for what a lock attempt returned.
 fn guard(
