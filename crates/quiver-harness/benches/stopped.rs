@@ -121,7 +121,7 @@ fn stopped(c: &mut Criterion) {
     group.bench_function("create_200ms", |b| {
         let options = CreateOptions::new().timeout(Duration::from_millis(200));
         b.iter(|| {
-            let created = store.create_object_with(ObjectId::sequential(1, 0, 1), 8, b"", options.clone());
+            let created = store.create_object_with(ObjectId::sequential(1, 0, 1), 8, b"", options);
             assert!(matches!(created, Err(StoreError::LockTimeout { .. })), "{created:?}");
         })
     });

@@ -488,9 +488,8 @@ fn drive(d: &mut Driver<'_>, args: &ChaosArgs, seed: u64) -> Result<()> {
         round += 1;
         let pause = Duration::from_millis(30 + d.random(args.pause_ms.max(1)));
         // A stop round stops a process for the pause instead of sleeping.
-        let stopping = !d.procs.is_empty()
-            && !(args.disaster_every > 0 && (round % args.disaster_every) == 0)
-            && d.random(100) < args.stop_percent;
+        let disaster = args.disaster_every > 0 && round % args.disaster_every == 0;
+        let stopping = !d.procs.is_empty() && !disaster && d.random(100) < args.stop_percent;
         if stopping {
             let victim = d.random(d.procs.len() as u64) as usize;
             // Up to four pauses: long enough that the others meet its lock.
