@@ -123,8 +123,9 @@ impl LockGuard<'_> {
 /// taken again when it does: waits of 1 to 8 ms were measured under
 /// `quiver bench` on 2 cores, and 5 ms made a consumer's zero-timeout call
 /// fail now and then. It was 100 ms while a consumer's every look took the
-/// lock; since its reads of sealed batches skip it, 15 ms keeps a call
-/// with a timeout within that timeout plus 20 ms when the holder is stopped.
+/// lock; now 15 ms keeps a call with a timeout within that timeout plus
+/// 20 ms when the holder is stopped, while a running holder is waited for
+/// up to [`BUSY_LOCK_WAIT`] in all.
 const MIN_LOCK_WAIT: Duration = Duration::from_millis(15);
 
 /// Locks the mutex at `offset`, waiting at most `timeout`, and no longer
@@ -156,8 +157,24 @@ pub(crate) fn lock_until(
         // SAFETY: as in `spin_for`; `deadline` is a valid timespec on the stack.
         rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
     }
-    guard(region, offset, mutex, rc, timeout)
+    // A call whose own time ran out while a running holder had the lock:
+    // on busy cores a waiter that slept may not run again for milliseconds,
+    // so it is given up to `BUSY_LOCK_WAIT` in all. A stopped holder is not
+    // waited for past the call's time (its plus `MIN_LOCK_WAIT`).
+    let mut waited = timeout;
+    if rc == libc::ETIMEDOUT && deadline_ns.is_some() && timeout < BUSY_LOCK_WAIT && !holder_stopped(region, offset) {
+        let more = BUSY_LOCK_WAIT - timeout;
+        let deadline = realtime_deadline(more);
+        // SAFETY: as above.
+        rc = unsafe { libc::pthread_mutex_timedlock(mutex, &deadline) };
+        waited += more;
+    }
+    guard(region, offset, mutex, rc, waited)
 }
+
+/// The most a call whose time ran out waits for a lock whose holder runs
+/// (see [`lock_until`]).
+const BUSY_LOCK_WAIT: Duration = Duration::from_millis(100);
 
 /// [`lock_until`], except that a lock whose holder is stopped (SIGSTOP,
 /// Ctrl-Z, a debugger: its state in /proc) is `LockTimeout` at once, after
