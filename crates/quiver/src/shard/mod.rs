@@ -35,6 +35,7 @@
 mod checkpoint;
 mod config;
 mod error;
+mod lease;
 mod registry;
 mod stats;
 mod steps;
@@ -46,6 +47,7 @@ use std::time::{Duration, Instant};
 pub use checkpoint::{Checkpoint, CheckpointError, ShardUnit, TaskRecord};
 pub use config::{ShardConfig, ShardSize};
 pub use error::{Result, ShardError};
+pub use lease::Heartbeat;
 pub use registry::{MAX_MEMBERS, MAX_SHARD_GROUPS, MAX_TASKS};
 pub use stats::{known_ends, list, MemberStats, ShardStats};
 
@@ -141,60 +143,20 @@ pub struct ShardManager {
     reader: BatchReader,
 }
 
-/// A member's identity in its group, to extend its leases from another
-/// thread ([`ShardManager::keep_lease`]).
-struct LeaseKeeper {
-    stream: Stream,
-    group: String,
+/// The shard group at `index`, checked to still manage the stream group
+/// `group_key` (called `group`) of `stream`.
+fn group_of<'a>(
+    tx: &StreamTxn<'a>,
+    stream: &Stream,
     index: usize,
     group_key: GroupKey,
-    member: (u32, u64),
-}
-
-impl LeaseKeeper {
-    /// Extends the lease on `task` by the group's lease time from now;
-    /// returns that time (ns).
-    fn extend(&self, task: &Task) -> Result<u64> {
-        let (member, joined_ns) = self.member;
-        self.stream.transaction(|tx| -> Result<_> {
-            let sg = &registry::area(tx.locked())?.groups[self.index];
-            if !manages(sg, self.stream.identity().1, self.group_key) || !tx.group_live(self.group_key) {
-                let (stream, group) = (self.stream.name().to_string(), self.group.clone());
-                return Err(StreamError::NoSuchGroup { stream, group }.into());
-            }
-            check_member(tx.locked(), sg, (member, joined_ns))?;
-            let t = sg.task(task.slot)?;
-            if t.id.load(Relaxed) != task.id || t.state.load(Relaxed) != task::DOING || t.member.load(Relaxed) != member
-            {
-                return Err(ShardError::TaskNotHeld(task.id));
-            }
-            let lease = sg.header.lease_ns.load(Relaxed);
-            t.lease_ns.store(monotonic_ns().saturating_add(lease), Relaxed);
-            Ok(lease)
-        })
+    group: &str,
+) -> Result<&'a ShardGroup> {
+    let sg = &registry::area(tx.locked())?.groups[index];
+    if !manages(sg, stream.identity().1, group_key) || !tx.group_live(group_key) {
+        return Err(StreamError::NoSuchGroup { stream: stream.name().to_string(), group: group.to_string() }.into());
     }
-}
-
-/// Renews a lease until dropped (see [`ShardManager::keep_lease`]).
-#[must_use = "the lease is renewed only while the heartbeat lives"]
-pub struct Heartbeat {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl std::fmt::Debug for Heartbeat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Heartbeat").finish_non_exhaustive()
-    }
+    Ok(sg)
 }
 
 impl std::fmt::Debug for ShardManager {
@@ -260,15 +222,7 @@ impl ShardManager {
     /// are still this group's and that this member is still one.
     fn with_group<R>(&self, f: impl FnOnce(&StreamTxn<'_>, &ShardGroup) -> Result<R>) -> Result<R> {
         self.stream.transaction(|tx| -> Result<_> {
-            let sg = &registry::area(tx.locked())?.groups[self.index];
-            if !manages(sg, self.stream.identity().1, self.group_key) || !tx.group_live(self.group_key) {
-                return Err(StreamError::NoSuchGroup {
-                    stream: self.stream.name().to_string(),
-                    group: self.group.clone(),
-                }
-                .into());
-            }
-            f(tx, sg)
+            f(tx, group_of(tx, &self.stream, self.index, self.group_key, &self.group)?)
         })
     }
 
@@ -568,43 +522,6 @@ impl ShardManager {
             tx.wake_stream();
             Ok(())
         })
-    }
-
-    /// Extends this member's lease on `task` by the group's lease time from now.
-    pub fn extend_lease(&mut self, task: Task) -> Result<()> {
-        self.keeper().extend(&task).map(drop)
-    }
-
-    /// What extending this member's leases needs, for a thread of its own.
-    fn keeper(&self) -> LeaseKeeper {
-        LeaseKeeper {
-            stream: self.stream.clone(),
-            group: self.group.clone(),
-            index: self.index,
-            group_key: self.group_key,
-            member: (self.member, self.joined_ns),
-        }
-    }
-
-    /// Renews this member's lease on `task` from a thread, every third of
-    /// the group's lease time, until the returned guard drops: a member
-    /// that works on a shard longer than a lease keeps it while it lives
-    /// and runs (as DLRover's workers send heartbeats); a member that dies
-    /// or is stopped sends none, and its task goes to another member when
-    /// the lease runs out. [`run`](Self::run) does this around `work`.
-    pub fn keep_lease(&self, task: &Task) -> Heartbeat {
-        let keeper = self.keeper();
-        let task = *task;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || loop {
-            let Ok(lease) = keeper.extend(&task) else { return };
-            let every = Duration::from_nanos(lease / 3).max(Duration::from_millis(1));
-            match stopped.recv_timeout(every) {
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                _ => return,
-            }
-        });
-        Heartbeat { stop: Some(stop), thread: Some(thread) }
     }
 
     /// The batches of `task`'s shard, in offset order, waiting up to

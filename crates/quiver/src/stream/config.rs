@@ -1,5 +1,6 @@
-//! What a user sets to make a stream: [`StreamConfig`] and its
-//! [`BackPressure`] policy.
+//! What a user sets to make a stream ([`StreamConfig`] and its
+//! [`BackPressure`] policy) and a consumer ([`ConsumerConfig`], where it
+//! starts: [`StartAt`]).
 
 use std::time::Duration;
 
@@ -123,5 +124,62 @@ impl StreamConfig {
             return Err(StreamError::InvalidConfig("max_age and max_bytes must be above zero".into()));
         }
         Ok(())
+    }
+}
+
+/// Where a new group (or a consumer without a group) starts reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the oldest retained batch of each partition.
+    #[default]
+    Oldest,
+    /// At the head: only batches appended from now on.
+    Newest,
+}
+
+/// How to make a consumer.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerConfig {
+    pub(super) group: Option<String>,
+    pub(super) start: StartAt,
+    pub(super) partitions: Option<Vec<u32>>,
+    pub(super) skip_corrupt: bool,
+}
+
+impl ConsumerConfig {
+    /// A member of consumer group `name`: it starts at the group's committed
+    /// offsets and its commits hold the stream's data for the group. A group
+    /// that does not exist yet is made, starting where [`start`](Self::start) says.
+    pub fn group(name: impl Into<String>) -> Self {
+        ConsumerConfig { group: Some(name.into()), ..Default::default() }
+    }
+
+    /// A reader outside any group: it starts where [`start`](Self::start)
+    /// says, commits nothing, and holds no data (retention does not wait
+    /// for it).
+    pub fn reader() -> Self {
+        ConsumerConfig::default()
+    }
+
+    /// Where to start if the group is new (or for a reader).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Read only these partitions (all of them by default): for consumers
+    /// the user places by hand. The members of a shard-managed group do not
+    /// use this: they take shards as tasks from the shard manager.
+    pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// Pass batches that cannot be decoded instead of stopping at them
+    /// (off by default): each is [skipped](Consumer::skip), so counted and
+    /// listed with its reason, and the poll goes on to the next batch.
+    pub fn skip_corrupt(mut self, skip: bool) -> Self {
+        self.skip_corrupt = skip;
+        self
     }
 }

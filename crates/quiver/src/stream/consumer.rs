@@ -42,67 +42,10 @@ use arrow_array::RecordBatch;
 use super::registry::{self, CLOSED, LIVE};
 use super::txn::{Taken, READ_AHEAD};
 use super::StreamError;
-use super::{join_group, Result, Stream};
+use super::{join_group, ConsumerConfig, Result, StartAt, Stream};
 use crate::arrow::BatchReader;
 use crate::shm::wait::Attempt;
 use crate::store::StoreError;
-
-/// Where a new group (or a consumer without a group) starts reading.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StartAt {
-    /// At the oldest retained batch of each partition.
-    #[default]
-    Oldest,
-    /// At the head: only batches appended from now on.
-    Newest,
-}
-
-/// How to make a consumer.
-#[derive(Clone, Debug, Default)]
-pub struct ConsumerConfig {
-    group: Option<String>,
-    start: StartAt,
-    partitions: Option<Vec<u32>>,
-    skip_corrupt: bool,
-}
-
-impl ConsumerConfig {
-    /// A member of consumer group `name`: it starts at the group's committed
-    /// offsets and its commits hold the stream's data for the group. A group
-    /// that does not exist yet is made, starting where [`start`](Self::start) says.
-    pub fn group(name: impl Into<String>) -> Self {
-        ConsumerConfig { group: Some(name.into()), ..Default::default() }
-    }
-
-    /// A reader outside any group: it starts where [`start`](Self::start)
-    /// says, commits nothing, and holds no data (retention does not wait
-    /// for it).
-    pub fn reader() -> Self {
-        ConsumerConfig::default()
-    }
-
-    /// Where to start if the group is new (or for a reader).
-    pub fn start(mut self, start: StartAt) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// Read only these partitions (all of them by default): for consumers
-    /// the user places by hand. The members of a shard-managed group do not
-    /// use this: they take shards as tasks from the shard manager.
-    pub fn partitions(mut self, partitions: Vec<u32>) -> Self {
-        self.partitions = Some(partitions);
-        self
-    }
-
-    /// Pass batches that cannot be decoded instead of stopping at them
-    /// (off by default): each is [skipped](Consumer::skip), so counted and
-    /// listed with its reason, and the poll goes on to the next batch.
-    pub fn skip_corrupt(mut self, skip: bool) -> Self {
-        self.skip_corrupt = skip;
-        self
-    }
-}
 
 /// A batch read from a stream.
 #[derive(Clone, Debug)]
@@ -566,13 +509,12 @@ impl Consumer {
             return Ok(None);
         }
         if live {
-            match self.look_unlocked(shared, closed, unsealed) {
+            match self.look_unlocked(&stream, shared, closed, unsealed) {
                 Unlocked::Found(step) => return Ok(Some(step)),
                 Unlocked::Nothing => return Ok(None),
                 Unlocked::AskTheLock => {}
             }
         }
-        let stream = self.stream.clone();
         let n = self.parts.len();
         let end = stream.transaction(|tx| -> Result<_> {
             let mut drained = true;
@@ -633,8 +575,13 @@ impl Consumer {
     /// to the lock, which tells which. `closed` was read before the heads:
     /// a stream is closed after its last append, so heads read after it
     /// are final.
-    fn look_unlocked(&mut self, shared: &registry::StreamRecord, closed: bool, unsealed: &mut bool) -> Unlocked {
-        let stream = self.stream.clone();
+    fn look_unlocked(
+        &mut self,
+        stream: &Stream,
+        shared: &registry::StreamRecord,
+        closed: bool,
+        unsealed: &mut bool,
+    ) -> Unlocked {
         let store = stream.store();
         let n = self.parts.len();
         let mut drained = true;

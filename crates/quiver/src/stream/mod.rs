@@ -36,8 +36,8 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 
-pub use config::{BackPressure, StreamConfig};
-pub use consumer::{Consumer, ConsumerConfig, Polled, StartAt, StreamBatch};
+pub use config::{BackPressure, ConsumerConfig, StartAt, StreamConfig};
+pub use consumer::{Consumer, Polled, StreamBatch};
 pub use error::StreamError;
 pub use producer::{Appended, Producer, Reservation};
 pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
