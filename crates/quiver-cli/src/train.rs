@@ -371,7 +371,7 @@ fn train_shared(
                 continue;
             }
             let Some(status) = workers.exited(w)? else {
-                let stopped = running == 1 && workers.pid(w).is_some_and(process_stopped);
+                let stopped = running == 1 && workers.pid(w).is_some_and(quiver::shm::process_stopped);
                 match (stopped, stopped_since[w]) {
                     (false, _) => stopped_since[w] = None,
                     (true, None) => stopped_since[w] = Some(Instant::now()),
@@ -423,13 +423,6 @@ const WORKER_LEASE: Duration = Duration::from_secs(3);
 /// How long `train --workers` waits for its last worker while that worker
 /// is stopped, before it kills it.
 const STOPPED_WORKER_WAIT: Duration = Duration::from_secs(10);
-
-/// Whether process `pid` is stopped (state `T` or `t` in /proc).
-fn process_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
-    })
-}
 
 /// A worker of `quiver train --workers`: takes shards, trains the shared
 /// model on them, reports them done; ends at the end of the stream.

@@ -83,6 +83,16 @@ pub(crate) fn live_slots(file: &std::fs::File, slots: u32) -> io::Result<u32> {
     Ok(live)
 }
 
+/// Whether process (or thread) `pid` is stopped, by SIGSTOP, Ctrl-Z or a
+/// debugger: its state in /proc is `T` or `t`. `false` if /proc cannot
+/// tell (no such process, another PID namespace).
+pub fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
+    })
+}
+
 /// The lock a creator holds on a store file it has not published yet (a
 /// byte past every client slot's).
 const CREATOR_SLOT: u32 = u32::MAX;

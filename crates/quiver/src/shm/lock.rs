@@ -325,11 +325,7 @@ impl StoppedHolder {
 /// Whether the holder of the mutex at `offset` is stopped (state `T` or
 /// `t` in /proc), as far as /proc tells.
 fn holder_stopped(region: &Region, offset: u64) -> bool {
-    let Some(tid) = holder_tid(region, offset) else { return false };
-    std::fs::read_to_string(format!("/proc/{tid}/stat")).is_ok_and(|stat| {
-        // "tid (comm) S ...": the state follows the last ')'.
-        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|s| s == "T" || s == "t")
-    })
+    holder_tid(region, offset).is_some_and(super::liveness::process_stopped)
 }
 
 /// The thread ID glibc keeps in the robust mutex's futex word (its low 30

@@ -33,6 +33,7 @@ pub mod wait;
 
 pub(crate) use error::holder_text;
 pub use error::ShmError;
+pub use liveness::process_stopped;
 pub(crate) use region::{creating_name, inspect, remove_stale_creations, Region, Span};
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
