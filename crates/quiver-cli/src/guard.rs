@@ -14,7 +14,10 @@
 //!   [`RUN_STORE`], once it sees that its parent is gone.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -92,60 +95,44 @@ pub(crate) fn stop_on_signals() {
 }
 
 /// The stop signal a worker watching its run's store received (0: none).
-static RECEIVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+
+/// The supervisor a worker watching its run's store was started by (0: none).
+static PARENT: AtomicUsize = AtomicUsize::new(0);
 
 /// How long a signalled worker waits to see whether its command is dying
 /// (the kernel sends the parent-death signal as the thread that started
 /// the worker exits, which may be before the rest of its process).
-const DYING_PARENT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+const DYING_PARENT_WAIT: Duration = Duration::from_millis(200);
 
 /// In a worker whose command named its run's store ([`RUN_STORE`]): when
 /// the command that made the store is gone, remove it. The kernel sends
-/// SIGTERM when the command dies (see `stop_with_parent`). A handler
-/// notes the signal (and removes the store at once if the worker is
-/// orphaned already: a worker that polls a stop flag may return from
-/// `main` before any thread runs); a watcher thread removes it as soon as
-/// the worker is orphaned, and after a signal ends the process as the
-/// signal would have (unless it polls a stop flag of its own,
-/// [`crate::signals::install`]). A worker signalled while its command
-/// lives leaves the store to the command.
+/// SIGTERM when the command dies (see `stop_with_parent`). The signal is
+/// noted (signal-hook's flag), and a watcher thread removes the store as
+/// soon as the worker is orphaned, and after a signal ends the process as
+/// the signal would have (unless it polls a stop flag of its own,
+/// [`crate::signals::install`]: such a worker returns from `main`, and
+/// [`worker_exits`] removes the store then). A worker signalled while its
+/// command lives leaves the store to the command.
 pub(crate) fn remove_run_store_if_orphaned(parent: u32) {
-    use std::os::unix::ffi::OsStrExt;
-    use std::sync::atomic::Ordering::SeqCst;
-    let Some(store) = std::env::var_os(RUN_STORE) else {
+    let Some(store) = std::env::var_os(RUN_STORE).map(PathBuf::from) else {
         return;
     };
-    let Ok(path) = std::ffi::CString::new(store.as_bytes()) else {
-        return;
-    };
-    let path = std::sync::Arc::new(path);
+    PARENT.store(parent as usize, SeqCst);
     for signal in [SIGINT, SIGTERM, SIGHUP] {
-        let path = std::sync::Arc::clone(&path);
-        let action = move || {
-            // SAFETY: getppid and unlink are async-signal-safe; `path` is
-            // a NUL-terminated string that lives as long as the handler.
-            unsafe {
-                if libc::getppid() as u32 != parent {
-                    libc::unlink(path.as_ptr());
-                }
-            }
-            RECEIVED.store(signal, SeqCst);
-        };
-        // SAFETY: the action calls only async-signal-safe functions (above),
-        // allocates nothing, and takes no lock.
-        let _ = unsafe { signal_hook::low_level::register(signal, action) };
+        let _ = signal_hook::flag::register_usize(signal, &RECEIVED, signal as usize);
     }
     std::thread::spawn(move || {
         let mut signalled_at = None;
         loop {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
             let orphaned = std::os::unix::process::parent_id() != parent;
             if orphaned {
                 let _ = std::fs::remove_file(&store);
             }
-            let signal = RECEIVED.load(SeqCst);
+            let signal = RECEIVED.load(SeqCst) as i32;
             if signal != 0 {
-                let at = *signalled_at.get_or_insert_with(std::time::Instant::now);
+                let at = *signalled_at.get_or_insert_with(Instant::now);
                 if (orphaned || at.elapsed() >= DYING_PARENT_WAIT) && !crate::signals::installed() {
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     std::process::exit(128 + signal);
@@ -153,4 +140,20 @@ pub(crate) fn remove_run_store_if_orphaned(parent: u32) {
             }
         }
     });
+}
+
+/// As a worker returns from `main`: if a stop signal came and its command
+/// is gone (or goes within [`DYING_PARENT_WAIT`]), removes the run's store.
+pub(crate) fn worker_exits() {
+    let (parent, store) = (PARENT.load(SeqCst) as u32, std::env::var_os(RUN_STORE));
+    let (Some(store), true) = (store, parent != 0 && RECEIVED.load(SeqCst) != 0) else {
+        return;
+    };
+    let deadline = Instant::now() + DYING_PARENT_WAIT;
+    while std::os::unix::process::parent_id() == parent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if std::os::unix::process::parent_id() != parent {
+        let _ = std::fs::remove_file(store);
+    }
 }

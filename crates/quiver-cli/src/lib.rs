@@ -109,19 +109,18 @@ enum Command {
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
-    // Like any Unix tool: output to a closed pipe (`quiver bench | head`)
-    // ends the process quietly instead of a panic with a backtrace. What
-    // it made is removed by its workers (see `guard`). Not in a worker,
-    // which must see the error to remove its command's store first.
-    if !supervisor::worker::is_worker() {
-        // SAFETY: setting a signal's disposition to its default, before
-        // any thread exists; no handler is involved.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    // Like any Unix tool, output to a closed pipe (`quiver bench | head`)
+    // ends the command quietly: the panic of a print to a closed stdout is
+    // not reported, and unwinding it runs the guards (workers killed, a
+    // run's store removed) before the command exits.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !closed_stdout(info.payload()) {
+            report(info);
         }
-    }
+    }));
     let cli = Cli::parse();
-    let result = match cli.command {
+    let run = || match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Stat(args) => stat::run(args),
@@ -141,6 +140,15 @@ pub fn main() -> ExitCode {
         Command::DemoWorker(args) => demo::consume(args),
         Command::BenchWorker(worker) => bench::work(worker),
     };
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        // 128 + SIGPIPE, as a shell reports a command a closed pipe ended.
+        Err(payload) if closed_stdout(payload.as_ref()) => return ExitCode::from(141),
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    if supervisor::worker::is_worker() {
+        guard::worker_exits();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -194,6 +202,12 @@ pub(crate) fn positive_seconds(text: &str) -> Result<f64, String> {
         Ok(_) => Err(format!("{text} is not a number of seconds above zero")),
         Err(e) => Err(format!("{text}: {e}")),
     }
+}
+
+/// Whether a panic is a print to a stdout whose reader is gone.
+fn closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+    text.is_some_and(|t| t.starts_with("failed printing to stdout") && t.contains("Broken pipe"))
 }
 
 /// A rate in batches per second: finite, 0 (as fast as possible) or above.
