@@ -176,7 +176,7 @@ impl ConsumerConfig {
     }
 
     /// Pass batches that cannot be decoded instead of stopping at them
-    /// (off by default): each is [skipped](Consumer::skip), so counted and
+    /// (off by default): each is [skipped](super::Consumer::skip), so counted and
     /// listed with its reason, and the poll goes on to the next batch.
     pub fn skip_corrupt(mut self, skip: bool) -> Self {
         self.skip_corrupt = skip;
