@@ -9,6 +9,7 @@
 //! Pythonic surface (context managers, iteration, keyword arguments, type
 //! stubs) is here and in `python/quiver/`.
 
+mod arrays;
 mod cells;
 mod errors;
 mod export;
@@ -51,6 +52,9 @@ fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Producer>()?;
     m.add_class::<stream::Consumer>()?;
     m.add_class::<stream::StreamBatch>()?;
+    m.add_class::<stream::Reservation>()?;
+    m.add_class::<stream::NumpyBatches>()?;
+    m.add_class::<arrays::Memory>()?;
     m.add_class::<shard::ShardManager>()?;
     m.add_class::<shard::Task>()?;
     m.add_class::<train::SgdRegressor>()?;

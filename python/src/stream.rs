@@ -182,7 +182,13 @@ impl Stream {
     fn producer(&self, py: Python<'_>, timeout: f64) -> PyResult<Producer> {
         let timeout = crate::wait::seconds(timeout)?;
         let producer = py.detach(|| self.inner.producer()).map_err(errors::stream)?.with_timeout(timeout);
-        Ok(Producer { inner: Mutex::new(producer), fast: FastPath::new(py, self.inner.schema())? })
+        let revalidate = self.inner.schema().fields().iter().any(|f| f.data_type().primitive_width().is_none());
+        Ok(Producer {
+            inner: Mutex::new(producer),
+            fast: FastPath::new(py, self.inner.schema())?,
+            last: Mutex::new(None),
+            revalidate,
+        })
     }
 
     /// A consumer: a member of consumer group `group` (made if new,
@@ -249,6 +255,8 @@ pub(crate) struct FastPath {
     /// `pyarrow.RecordBatch`, and its `_import_from_c`.
     batch_type: Py<PyAny>,
     import: Py<PyAny>,
+    /// The columns' NumPy forms, made on first use (NumPy is imported then).
+    numpy: pyo3::sync::PyOnceLock<crate::arrays::Columns>,
 }
 
 impl FastPath {
@@ -259,7 +267,19 @@ impl FastPath {
             py_schema: schema.to_pyarrow(py)?.unbind(),
             import: batch_type.getattr("_import_from_c")?.unbind(),
             batch_type: batch_type.unbind(),
+            numpy: pyo3::sync::PyOnceLock::new(),
         })
+    }
+
+    /// The columns' NumPy forms.
+    pub(crate) fn numpy(&self, py: Python<'_>) -> PyResult<&crate::arrays::Columns> {
+        self.numpy.get_or_try_init(py, || crate::arrays::Columns::new(py, &self.schema))
+    }
+
+    /// `batch` as a dict of NumPy arrays by column name, read-only views of
+    /// the shared memory (see `arrays::Columns::read`).
+    pub(crate) fn to_numpy<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.numpy(py)?.read(py, batch.clone())?.into_any())
     }
 
     /// `batch` as a `pyarrow.RecordBatch`, zero-copy: pyarrow gets the
@@ -324,23 +344,51 @@ impl FastPath {
 }
 
 /// Appends record batches to a stream.
-#[pyclass(module = "quiver")]
+#[pyclass(module = "quiver", frozen)]
 pub(crate) struct Producer {
     inner: Mutex<quiver::Producer>,
     fast: FastPath,
+    /// The last `pyarrow.RecordBatch` appended and its import: appending
+    /// the same object again (a batch whose buffers are refilled in place)
+    /// imports nothing. Held strongly, so its address is not reused.
+    last: Mutex<Option<(Py<PyAny>, RecordBatch)>>,
+    /// Whether a batch of the schema has anything to validate beyond its
+    /// buffers' sizes (variable-width or nested values), which a refill
+    /// could change: such a batch is validated at every append.
+    revalidate: bool,
 }
 
 impl Producer {
+    /// `obj` imported, through the cache of the last batch appended.
+    fn imported(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<(Vec<RecordBatch>, bool)> {
+        if let Some((last, batch)) = lock(&self.last)?.as_ref() {
+            if obj.is(last.bind(py)) {
+                if self.revalidate {
+                    batch
+                        .columns()
+                        .iter()
+                        .try_for_each(|c| c.to_data().validate_full())
+                        .map_err(|e| errors::invalid(format!("an invalid batch: {e}")))?;
+                }
+                return Ok((vec![batch.clone()], true));
+            }
+        }
+        match self.fast.import_batch(py, obj)? {
+            Some(batch) => {
+                *lock(&self.last)? = Some((obj.clone().unbind(), batch.clone()));
+                Ok((vec![batch], true))
+            }
+            None => batches_of(obj),
+        }
+    }
+
     fn each(
         &self,
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
         mut append: impl FnMut(&mut quiver::Producer, &RecordBatch) -> quiver::stream::Result<Vec<quiver::Appended>> + Send,
     ) -> PyResult<(Vec<(u32, u64)>, bool)> {
-        let (batches, single) = match self.fast.import_batch(py, data)? {
-            Some(batch) => (vec![batch], true),
-            None => batches_of(data)?,
-        };
+        let (batches, single) = self.imported(py, data)?;
         let mut guard = lock(&self.inner)?;
         let producer: &mut quiver::Producer = &mut guard;
         let mut out = Vec::with_capacity(batches.len());
@@ -394,6 +442,54 @@ impl Producer {
         .map_err(errors::stream)
     }
 
+    /// Takes the next offset for a batch of `rows` rows built in place,
+    /// and returns a `Reservation`: writable NumPy arrays over the batch's
+    /// columns in shared memory (`reservation["x"][:] = ...`), then
+    /// `commit()`. Nothing is copied. Every column must have fixed-width,
+    /// byte-sized values (integers, floats, temporal types); no value is
+    /// null. `partition` picks one (default: the next in turn).
+    ///
+    /// A reservation is also a context manager: it commits at the end of
+    /// the `with` block, or aborts if the block raised. Dropped without a
+    /// commit it is aborted, and consumers pass over its offset (a hole).
+    #[pyo3(signature = (rows, *, partition = None))]
+    fn reserve(slf: &Bound<'_, Self>, rows: usize, partition: Option<u32>) -> PyResult<Reservation> {
+        let py = slf.py();
+        let this = slf.get();
+        let columns = this.fast.numpy(py)?;
+        columns.reservable(py).map_err(errors::invalid)?;
+        let mut guard = lock(&this.inner)?;
+        let producer: &mut quiver::Producer = &mut guard;
+        let mut reserved = py
+            .detach(|| {
+                let reservation = match partition {
+                    Some(p) => producer.reserve_to(p, rows),
+                    None => producer.reserve(rows),
+                };
+                reservation.map(quiver::Reservation::into_reserved)
+            })
+            .map_err(errors::stream)?;
+        let appended = reserved.appended();
+        // Each column's values, `rows` of its width (the layout's own).
+        let buffers: Vec<(*mut u8, usize)> =
+            reserved.columns_mut().into_iter().map(|column| (column.into_bytes().as_mut_ptr(), rows)).collect();
+        let memory =
+            Bound::new(py, crate::arrays::Memory { held: Mutex::new(crate::arrays::Held::Reserved(reserved)) })?;
+        let arrays = columns.reserve(py, &buffers, memory.as_any())?;
+        let dict = pyo3::types::PyDict::new(py);
+        for (name, array) in &arrays {
+            dict.set_item(name, array)?;
+        }
+        Ok(Reservation {
+            producer: slf.clone().unbind(),
+            memory: memory.unbind(),
+            arrays: dict.unbind(),
+            partition: appended.partition,
+            offset: appended.offset,
+            done: Mutex::new(false),
+        })
+    }
+
     /// Ends the stream (as `Stream.close`).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let guard = lock(&self.inner)?;
@@ -438,7 +534,7 @@ impl StreamBatch {
 /// batch and stops at the end. The batches are zero-copy: their buffers are
 /// the shared memory, and the object stays referenced until pyarrow frees
 /// the last of them.
-#[pyclass(module = "quiver")]
+#[pyclass(module = "quiver", frozen)]
 pub(crate) struct Consumer {
     inner: Mutex<quiver::Consumer>,
     fast: FastPath,
@@ -474,32 +570,34 @@ impl Consumer {
         Ok(polled)
     }
 
-    /// A polled batch as a pyarrow batch; if that fails, the consumer goes
-    /// back to it, so the next poll meets it again rather than passing it.
-    fn handed_over<'py>(&self, py: Python<'py>, b: &quiver::StreamBatch) -> PyResult<Bound<'py, PyAny>> {
-        self.fast.to_pyarrow(py, &b.batch).inspect_err(|_| {
+    /// A polled batch as a pyarrow batch, or with `numpy` a dict of NumPy
+    /// arrays; if that fails, the consumer goes back to it, so the next
+    /// poll meets it again rather than passing it.
+    fn handed_over<'py>(&self, py: Python<'py>, b: &quiver::StreamBatch, numpy: bool) -> PyResult<Bound<'py, PyAny>> {
+        let handed = match numpy {
+            true => self.fast.to_numpy(py, &b.batch),
+            false => self.fast.to_pyarrow(py, &b.batch),
+        };
+        handed.inspect_err(|_| {
             if let Ok(mut consumer) = lock(&self.inner) {
                 let _ = consumer.seek(b.partition, b.offset);
             }
         })
     }
-}
 
-#[pymethods]
-impl Consumer {
-    /// The next batch, waiting up to `timeout` seconds (0: look once;
-    /// `None`: wait for ever); `None` if nothing arrived in time. Raises
-    /// `EndOfStream` at the end of the stream, `CorruptBatch` at a batch
-    /// that cannot be decoded (the consumer stays on it: `skip` it).
-    /// With `with_meta=True` returns a `StreamBatch` (batch, partition,
-    /// offset, append_ns). Ctrl-C interrupts the wait.
-    #[pyo3(signature = (timeout = None, *, with_meta = false))]
-    fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>, with_meta: bool) -> PyResult<Option<Py<PyAny>>> {
+    /// `poll` and `poll_numpy`.
+    fn poll_as(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        with_meta: bool,
+        numpy: bool,
+    ) -> PyResult<Option<Py<PyAny>>> {
         match self.next_batch(py, wait::timeout(timeout)?)? {
             None => Ok(None),
             Some(None) => Err(EndOfStream::new_err("the stream is closed and every batch was read")),
             Some(Some(b)) => {
-                let batch = self.handed_over(py, &b)?;
+                let batch = self.handed_over(py, &b, numpy)?;
                 if !with_meta {
                     return Ok(Some(batch.unbind()));
                 }
@@ -514,16 +612,136 @@ impl Consumer {
         }
     }
 
+    /// The next batch for an iterator; `StopIteration` at the end.
+    pub(crate) fn next_as<'py>(&self, py: Python<'py>, numpy: bool) -> PyResult<Bound<'py, PyAny>> {
+        match self.next_batch(py, None)? {
+            Some(Some(b)) => self.handed_over(py, &b, numpy),
+            _ => Err(PyStopIteration::new_err(())),
+        }
+    }
+}
+
+/// Iterates a consumer's batches as dicts of NumPy arrays
+/// (`Consumer.iter_numpy`).
+#[pyclass(module = "quiver", frozen)]
+pub(crate) struct NumpyBatches {
+    consumer: Py<Consumer>,
+}
+
+#[pymethods]
+impl NumpyBatches {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
     /// Waits for the next batch (Ctrl-C interrupts); stops at the end.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match self.next_batch(py, None)? {
-            Some(Some(b)) => self.handed_over(py, &b),
-            _ => Err(PyStopIteration::new_err(())),
+        self.consumer.bind(py).get().next_as(py, true)
+    }
+}
+
+#[pymethods]
+impl Consumer {
+    /// The next batch, waiting up to `timeout` seconds (0: look once;
+    /// `None`: wait for ever); `None` if nothing arrived in time. Raises
+    /// `EndOfStream` at the end of the stream, `CorruptBatch` at a batch
+    /// that cannot be decoded (the consumer stays on it: `skip` it).
+    /// With `with_meta=True` returns a `StreamBatch` (batch, partition,
+    /// offset, append_ns). Ctrl-C interrupts the wait.
+    #[pyo3(signature = (timeout = None, *, with_meta = false))]
+    fn poll(&self, py: Python<'_>, timeout: Option<f64>, with_meta: bool) -> PyResult<Option<Py<PyAny>>> {
+        self.poll_as(py, timeout, with_meta, false)
+    }
+
+    /// `poll`, with the batch as a dict of NumPy arrays by column name:
+    /// read-only views of the shared memory, no copy (booleans are
+    /// copied; a column with nulls is a `numpy.ma.MaskedArray`). The store
+    /// object stays referenced while any of the arrays lives. Columns
+    /// without a NumPy form (strings, nested types) raise: use `poll`.
+    #[pyo3(signature = (timeout = None, *, with_meta = false))]
+    fn poll_numpy(&self, py: Python<'_>, timeout: Option<f64>, with_meta: bool) -> PyResult<Option<Py<PyAny>>> {
+        self.poll_as(py, timeout, with_meta, true)
+    }
+
+    /// Up to `n` batches in one call: waits up to `timeout` seconds for
+    /// the first (0: look once; `None`: wait for ever), then takes what is
+    /// ready without waiting. Returns a list, empty if nothing arrived in
+    /// time; raises `EndOfStream` only when there is no batch left to
+    /// return. With `numpy=True` each batch is a dict of NumPy arrays
+    /// (as `poll_numpy`).
+    #[pyo3(signature = (n, timeout = 0.0, *, numpy = false))]
+    fn poll_many<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        timeout: Option<f64>,
+        numpy: bool,
+    ) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let list = pyo3::types::PyList::empty(py);
+        if n == 0 {
+            return Ok(list);
         }
+        let first = match self.next_batch(py, wait::timeout(timeout)?)? {
+            None => return Ok(list),
+            Some(None) => return Err(EndOfStream::new_err("the stream is closed and every batch was read")),
+            Some(Some(b)) => b,
+        };
+        let mut batches = vec![first];
+        {
+            let mut guard = lock(&self.inner)?;
+            let consumer: &mut quiver::Consumer = &mut guard;
+            let ended = py
+                .detach(|| {
+                    while batches.len() < n {
+                        match consumer.poll(Duration::ZERO)? {
+                            quiver::Polled::Batch(b) => batches.push(b),
+                            quiver::Polled::EndOfStream => return Ok(true),
+                            quiver::Polled::TimedOut => break,
+                        }
+                    }
+                    Ok(false)
+                })
+                .map_err(errors::stream)?;
+            if ended {
+                *lock(&self.ended)? = true;
+            }
+        }
+        for (i, b) in batches.iter().enumerate() {
+            match self.handed_over(py, b, numpy) {
+                Ok(batch) => list.append(batch)?,
+                // `handed_over` went back to this batch: the ones before
+                // it are delivered, it and the rest will be polled again.
+                Err(e) if i == 0 => return Err(e),
+                Err(_) => {
+                    // So are the batches after it, in every partition.
+                    let mut consumer = lock(&self.inner)?;
+                    let mut seen = std::collections::HashSet::new();
+                    for later in &batches[i..] {
+                        if seen.insert(later.partition) {
+                            let _ = consumer.seek(later.partition, later.offset);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Waits for the next batch (Ctrl-C interrupts); stops at the end.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.next_as(py, false)
+    }
+
+    /// An iterator over the batches as dicts of NumPy arrays (as
+    /// `poll_numpy`), waiting for each and stopping at the end:
+    /// `for columns in consumer.iter_numpy():`.
+    fn iter_numpy(slf: &Bound<'_, Self>) -> NumpyBatches {
+        NumpyBatches { consumer: slf.clone().unbind() }
     }
 
     /// Benchmark baseline (not API): polls up to `n` batches from Rust
@@ -627,5 +845,133 @@ impl Consumer {
     fn __repr__(&self) -> PyResult<String> {
         let c = lock(&self.inner)?;
         Ok(format!("<quiver.Consumer of {:?}, group {:?}>", c.stream().name(), c.group()))
+    }
+}
+
+/// A batch being built in place in shared memory (`Producer.reserve`):
+/// writable NumPy arrays over its columns, by name, then `commit()`.
+#[pyclass(module = "quiver", frozen)]
+pub(crate) struct Reservation {
+    producer: Py<Producer>,
+    /// The arrays' base: the reservation, then the committed batch's view.
+    memory: Py<crate::arrays::Memory>,
+    arrays: Py<pyo3::types::PyDict>,
+    partition: u32,
+    offset: u64,
+    /// Committed or aborted.
+    done: Mutex<bool>,
+}
+
+impl Reservation {
+    /// Ends the reservation's writes: every array it handed out becomes
+    /// read-only. Returns what the memory held (a reservation still open),
+    /// or an error if it was already committed or aborted.
+    fn finish(&self, py: Python<'_>) -> PyResult<()> {
+        let mut done = lock(&self.done)?;
+        if *done {
+            return Err(errors::Error::new_err(format!(
+                "the reservation at partition {} offset {} was already committed or aborted",
+                self.partition, self.offset
+            )));
+        }
+        *done = true;
+        for (_, array) in self.arrays.bind(py).iter() {
+            crate::arrays::freeze(&array);
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Reservation {
+    /// The column `name`'s values: a writable NumPy array over the store.
+    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.arrays.bind(py).get_item(name)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(name.to_string()))
+    }
+
+    /// The columns by name, a dict of writable NumPy arrays.
+    #[getter]
+    fn columns<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyDict> {
+        self.arrays.bind(py).clone()
+    }
+
+    /// The partition the batch goes to.
+    #[getter]
+    fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Its offset there.
+    #[getter]
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Seals the batch: consumers see it from now on. The arrays become
+    /// read-only (they still show the batch, which stays in the store
+    /// while any of them lives); views made of them before must not be
+    /// written any more. Returns `(partition, offset)`.
+    fn commit(&self, py: Python<'_>) -> PyResult<(u32, u64)> {
+        self.finish(py)?;
+        let memory = self.memory.bind(py).get();
+        let mut held = lock(&memory.held)?;
+        let reserved = match std::mem::replace(&mut *held, crate::arrays::Held::Empty) {
+            crate::arrays::Held::Reserved(r) => r,
+            other => {
+                *held = other;
+                return Err(errors::Error::new_err("the reservation holds no batch"));
+            }
+        };
+        let producer = self.producer.bind(py).get();
+        let mut guard = lock(&producer.inner)?;
+        let p: &mut quiver::Producer = &mut guard;
+        let store = p.stream().store().clone();
+        match py.detach(|| p.commit_reserved(reserved, true)) {
+            Ok((appended, view)) => {
+                *held = match view {
+                    Some(view) => crate::arrays::Held::View(view),
+                    None => crate::arrays::Held::Store(store),
+                };
+                Ok((appended.partition, appended.offset))
+            }
+            Err(e) => {
+                // The batch was given up; its arrays (read-only now) stay
+                // over mapped memory.
+                *held = crate::arrays::Held::Store(store);
+                Err(errors::stream(e))
+            }
+        }
+    }
+
+    /// Gives the batch up: its offset becomes a hole that consumers pass.
+    /// The arrays become read-only, and the memory is freed once the last
+    /// of them is gone.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py)
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Commits, or aborts if the block raised.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        kind: Option<&Bound<'_, PyAny>>,
+        _value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if *lock(&self.done)? {
+            return Ok(false);
+        }
+        match kind {
+            None => self.commit(py).map(|_| false),
+            Some(_) => self.abort(py).map(|_| false),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<quiver.Reservation partition {} offset {}>", self.partition, self.offset)
     }
 }

@@ -61,6 +61,6 @@ pub use store::{
     StoreConfig, StoreStats,
 };
 pub use stream::{
-    Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, Reservation, StartAt, Stream, StreamBatch,
-    StreamConfig, StreamStats, Window, WindowKind, WindowOutcome, Windows,
+    Appended, BackPressure, Consumer, ConsumerConfig, Polled, Producer, Reservation, Reserved, StartAt, Stream,
+    StreamBatch, StreamConfig, StreamStats, Window, WindowKind, WindowOutcome, Windows,
 };

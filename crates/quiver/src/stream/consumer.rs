@@ -669,9 +669,27 @@ impl Consumer {
     /// Commits this consumer's positions in all its partitions for its
     /// group: everything it has polled is done. Frees what every group has
     /// now committed past.
+    /// A commit that changes nothing (the group's offsets are this
+    /// consumer's positions already) costs a few loads and no write.
     pub fn commit(&mut self) -> Result<()> {
+        if self.committed_already()? {
+            return Ok(());
+        }
         let offsets: Vec<(u32, u64)> = self.parts.iter().map(|&p| (p, self.pos[p as usize])).collect();
         self.commit_offsets(&offsets)
+    }
+
+    /// Whether the group this consumer joined (still the same group of
+    /// the same stream) has committed exactly its positions.
+    fn committed_already(&self) -> Result<bool> {
+        let Some(group) = self.group.as_ref() else { return Ok(false) };
+        let record = self.stream.shared_record()?;
+        let Some(slot) = record.groups.get(group.slot) else { return Ok(false) };
+        let ours = record.slot.state.load(SeqCst) == LIVE
+            && record.slot.namespace.load(SeqCst) == self.stream.inner().namespace
+            && slot.state.load(SeqCst) == LIVE
+            && slot.created_ns.load(SeqCst) == group.created_ns;
+        Ok(ours && self.parts.iter().all(|&p| slot.committed[p as usize].load(SeqCst) == self.pos[p as usize]))
     }
 
     /// Commits the given `(partition, next offset to read)` pairs for this

@@ -39,7 +39,7 @@ use arrow_schema::SchemaRef;
 pub use config::{BackPressure, ConsumerConfig, StartAt, StreamConfig};
 pub use consumer::{Consumer, Polled, StreamBatch};
 pub use error::StreamError;
-pub use producer::{Appended, Producer, Reservation};
+pub use producer::{Appended, Producer, Reservation, Reserved};
 pub(crate) use registry::{HOLE_BUDGET, MAX_STEP};
 pub use registry::{MAX_GROUPS, MAX_NAME, MAX_PARTITIONS, MAX_SKIPPED_LISTED, MAX_STREAMS};
 pub use stats::{GroupOffsets, GroupStats, PartitionStats, SkippedBatch, StreamStats};

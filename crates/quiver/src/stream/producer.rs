@@ -100,7 +100,7 @@ impl Producer {
         let (mut builder, appended) = self.create(partition, encoded.size, &metadata)?;
         encoded.write_into(&mut builder)?;
         stamp_append_time(&mut builder, appended.append_ns);
-        self.seal(builder, partition, encoded.size, encoded.rows)?;
+        self.seal(builder, partition, encoded.size, encoded.rows, false)?;
         self.after_append();
         Ok(appended)
     }
@@ -131,6 +131,42 @@ impl Producer {
         Ok(Reservation { producer: self, slot, appended })
     }
 
+    /// Commits a [`Reserved`] batch of this producer's stream, as
+    /// [`Reservation::commit`] does. With `keep_view` the batch is also
+    /// referenced from the moment it is sealed (never evicted or dropped
+    /// while the view lives), for a caller whose pointers into it may
+    /// outlive the commit.
+    pub fn commit_reserved(
+        &mut self,
+        reserved: Reserved,
+        keep_view: bool,
+    ) -> Result<(Appended, Option<crate::store::ObjectView>)> {
+        let Reserved { slot, appended, namespace } = reserved;
+        if namespace != self.stream.inner().namespace {
+            // Dropping the slot aborts it.
+            return Err(StreamError::InvalidConfig(format!(
+                "a batch reserved in another stream cannot be committed to {:?}",
+                self.stream.name()
+            )));
+        }
+        self.commit_slot(slot, appended, keep_view)
+    }
+
+    fn commit_slot(
+        &mut self,
+        slot: BatchSlot,
+        appended: Appended,
+        keep_view: bool,
+    ) -> Result<(Appended, Option<crate::store::ObjectView>)> {
+        let _call = crate::store::CallDeadline::enter(self.timeout);
+        let (size, rows) = (slot.size(), slot.rows());
+        let mut object = slot.finish()?;
+        stamp_append_time(&mut object, appended.append_ns);
+        let view = self.seal(object, appended.partition, size, rows, keep_view)?;
+        self.after_append();
+        Ok((appended, view))
+    }
+
     /// Refuses a partition the stream does not have, and an append after
     /// one whose limits could not be applied, until they can.
     fn check_partition(&mut self, partition: u32) -> Result<()> {
@@ -157,7 +193,14 @@ impl Producer {
     /// partition: a batch whose producer dies before this point is never
     /// counted, so holes leave the counters right. If the stream was removed
     /// meanwhile, the batch is aborted rather than left pinned.
-    fn seal(&self, builder: ObjectBuilder, partition: u32, size: u64, rows: u64) -> Result<()> {
+    fn seal(
+        &self,
+        builder: ObjectBuilder,
+        partition: u32,
+        size: u64,
+        rows: u64,
+        keep_view: bool,
+    ) -> Result<Option<crate::store::ObjectView>> {
         let payload = size + BATCH_META_LEN as u64;
         let slot = self.stream.inner().slot;
         self.stream.store().locked(|l| {
@@ -171,7 +214,12 @@ impl Producer {
                 // same critical section.
                 Err(e) => return Err(e),
             };
+            let id = builder.id();
             l.seal(builder)?;
+            let view = match keep_view {
+                true => Some(l.view(id)?.ok_or(StoreError::NotFound(id))?),
+                false => None,
+            };
             let part = &record.partitions[partition as usize];
             part.bytes.fetch_add(payload, Relaxed);
             part.rows.fetch_add(rows, Relaxed);
@@ -180,7 +228,7 @@ impl Producer {
             record.slot.appended.fetch_add(1, Relaxed);
             l.wake_registry(registry::partition_cell_offset(slot, partition as usize));
             l.wake_registry(registry::stream_cell_offset(slot));
-            Ok(())
+            Ok(view)
         })
     }
 
@@ -380,12 +428,47 @@ impl Reservation<'_> {
     /// consumers see it from now on.
     pub fn commit(self) -> Result<Appended> {
         let Reservation { producer, slot, appended } = self;
-        let (size, rows) = (slot.size(), slot.rows());
-        let mut object = slot.finish()?;
-        stamp_append_time(&mut object, appended.append_ns);
-        producer.seal(object, appended.partition, size, rows)?;
-        producer.after_append();
-        Ok(appended)
+        producer.commit_slot(slot, appended, false).map(|(appended, _)| appended)
+    }
+
+    /// The reservation apart from its producer's borrow, for a caller that
+    /// cannot hold the borrow while the batch is filled (a binding to a
+    /// language with its own object lifetimes): commit it with
+    /// [`Producer::commit_reserved`]. Dropped, it is aborted as a
+    /// reservation is.
+    pub fn into_reserved(self) -> Reserved {
+        let namespace = self.producer.stream.inner().namespace;
+        Reserved { slot: self.slot, appended: self.appended, namespace }
+    }
+}
+
+/// A [`Reservation`] that does not borrow its producer
+/// ([`Reservation::into_reserved`]).
+#[derive(Debug)]
+pub struct Reserved {
+    slot: BatchSlot,
+    appended: Appended,
+    /// The stream it was reserved in: committed only by a producer of it.
+    namespace: u64,
+}
+
+impl Reserved {
+    /// Where the batch will be.
+    pub fn appended(&self) -> Appended {
+        self.appended
+    }
+}
+
+impl std::ops::Deref for Reserved {
+    type Target = BatchSlot;
+    fn deref(&self) -> &BatchSlot {
+        &self.slot
+    }
+}
+
+impl std::ops::DerefMut for Reserved {
+    fn deref_mut(&mut self) -> &mut BatchSlot {
+        &mut self.slot
     }
 }
 
