@@ -328,8 +328,38 @@ class Producer:
         """Appends to partition `partition`."""
     def append_keyed(self, batch: _BatchLike, key: str) -> list[tuple[int, int]]:
         """Splits by the hash of column `key`: equal keys land in the same partition."""
+    def reserve(self, rows: int, *, partition: Optional[int] = None) -> Reservation:
+        """Takes the next offset for a batch of `rows` rows built in place:
+        writable NumPy arrays over its columns in shared memory, then
+        `commit()`. Fixed-width, byte-sized columns only; no nulls."""
     def close(self) -> None:
         """Ends the stream."""
+
+class Reservation:
+    """A batch being built in place (`Producer.reserve`): writable NumPy
+    arrays over its columns by name, then `commit()` (or `with`: commits at
+    the end of the block, aborts if it raised)."""
+
+    def __getitem__(self, name: str) -> Any:
+        """Column `name`'s values: a writable `numpy.ndarray` over the store."""
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The columns by name (writable `numpy.ndarray`s)."""
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    def commit(self) -> tuple[int, int]:
+        """Seals the batch; its arrays become read-only. Returns `(partition, offset)`."""
+    def abort(self) -> None:
+        """Gives the batch up: its offset becomes a hole consumers pass."""
+    def __enter__(self) -> Reservation: ...
+    def __exit__(
+        self,
+        kind: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> bool: ...
 
 class StreamBatch:
     """A batch read from a stream, with where it came from."""
@@ -354,8 +384,17 @@ class Consumer:
     def poll(self, timeout: Optional[float] = None, *, with_meta: Literal[False] = False) -> Optional[pa.RecordBatch]: ...
     @overload
     def poll(self, timeout: Optional[float] = None, *, with_meta: Literal[True]) -> Optional[StreamBatch]: ...
+    @overload
+    def poll_numpy(self, timeout: Optional[float] = None, *, with_meta: Literal[False] = False) -> Optional[dict[str, Any]]: ...
+    @overload
+    def poll_numpy(self, timeout: Optional[float] = None, *, with_meta: Literal[True]) -> Optional[StreamBatch]: ...
+    def poll_many(self, n: int, timeout: Optional[float] = 0.0, *, numpy: bool = False) -> list[Any]:
+        """Up to `n` batches: waits up to `timeout` for the first, then takes
+        what is ready (pyarrow batches, or dicts of NumPy arrays)."""
     def __iter__(self) -> Iterator[pa.RecordBatch]: ...
     def __next__(self) -> pa.RecordBatch: ...
+    def iter_numpy(self) -> NumpyBatches:
+        """The batches as dicts of read-only NumPy arrays by column name."""
     @property
     def ended(self) -> bool:
         """Whether a poll met the end of the stream."""
@@ -377,6 +416,12 @@ class Consumer:
     def backlog(self) -> int: ...
     @property
     def group(self) -> Optional[str]: ...
+
+class NumpyBatches:
+    """Iterates a consumer's batches as dicts of NumPy arrays (`Consumer.iter_numpy`)."""
+
+    def __iter__(self) -> NumpyBatches: ...
+    def __next__(self) -> dict[str, Any]: ...
 
 class Task:
     """A shard handed to a member: `partition` and the offsets `[start, end)`."""

@@ -32,6 +32,8 @@ enum Kind {
 /// The NumPy form of a schema's columns, worked out once per handle.
 pub(crate) struct Columns {
     names: Vec<Py<PyString>>,
+    /// The same names, for messages.
+    labels: Vec<String>,
     kinds: Vec<Kind>,
 }
 
@@ -65,13 +67,14 @@ fn dtype<'py>(py: Python<'py>, data_type: &DataType) -> PyResult<Result<Bound<'p
         DataType::Date64 => return named("datetime64[ms]".into()),
         DataType::Time32(_) => numpy::dtype::<i32>(py),
         DataType::Time64(_) => numpy::dtype::<i64>(py),
-        other => return Ok(Err(format!("{other} values have no NumPy view (use poll() for pyarrow)"))),
+        other => return Ok(Err(format!("{other} values have no NumPy view"))),
     }))
 }
 
 impl Columns {
     pub(crate) fn new(py: Python<'_>, schema: &SchemaRef) -> PyResult<Self> {
         let mut names = Vec::with_capacity(schema.fields().len());
+        let labels = schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut kinds = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             names.push(PyString::intern(py, field.name()).unbind());
@@ -83,13 +86,13 @@ impl Columns {
                 },
             });
         }
-        Ok(Columns { names, kinds })
+        Ok(Columns { names, labels, kinds })
     }
 
     /// `batch`'s columns as a dict of read-only arrays by name. Values are
     /// views (booleans are copied); a column with nulls is a
     /// `numpy.ma.MaskedArray` over the view, masked where null.
-    pub(crate) fn read<'py>(&self, py: Python<'py>, batch: RecordBatch) -> PyResult<Bound<'py, PyDict>> {
+    pub(crate) fn read<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         let owner = Bound::new(py, Memory { held: std::sync::Mutex::new(Held::Batch(batch.clone())) })?.into_any();
         for (i, column) in batch.columns().iter().enumerate() {
@@ -107,7 +110,10 @@ impl Columns {
                     PyArray1::<bool>::from_iter(py, bits.values().iter()).into_any()
                 }
                 Kind::Refused(why) => {
-                    return Err(errors::invalid(format!("column {:?}: {why}", self.names[i].bind(py))));
+                    return Err(errors::invalid(format!(
+                        "column {:?}: {why} (poll() gives the batch as pyarrow)",
+                        self.labels[i]
+                    )));
                 }
             };
             let array = match column.nulls().filter(|n| n.null_count() > 0) {
@@ -144,12 +150,12 @@ impl Columns {
     }
 
     /// Why a batch of this schema cannot be reserved, if it cannot.
-    pub(crate) fn reservable(&self, py: Python<'_>) -> Result<(), String> {
-        for (name, kind) in self.names.iter().zip(&self.kinds) {
+    pub(crate) fn reservable(&self) -> Result<(), String> {
+        for (name, kind) in self.labels.iter().zip(&self.kinds) {
             match kind {
                 Kind::View(_) => {}
-                Kind::Bool => return Err(format!("column {:?}: booleans are bits: append a batch", name.bind(py))),
-                Kind::Refused(why) => return Err(format!("column {:?}: {why}", name.bind(py))),
+                Kind::Bool => return Err(format!("column {name:?}: booleans are bits: append a pyarrow batch")),
+                Kind::Refused(why) => return Err(format!("column {name:?}: {why}: append a pyarrow batch")),
             }
         }
         Ok(())
@@ -157,20 +163,13 @@ impl Columns {
 }
 
 /// The address and length of a fixed-width column's values (its offset
-/// applied).
+/// applied: a primitive array's values slice starts at it).
 fn values(column: &ArrayRef) -> PyResult<(*const u8, usize)> {
-    let data = column.to_data();
-    let width = match data.data_type().primitive_width() {
-        Some(w) => w,
-        None => return Err(errors::invalid(format!("{} values are not fixed-width", data.data_type()))),
-    };
-    let buffer = data.buffers().first().ok_or_else(|| errors::invalid("a column without a values buffer"))?;
-    let start = data.offset() * width;
-    if buffer.len() < start + data.len() * width {
-        return Err(errors::invalid("a values buffer shorter than its column"));
-    }
-    // SAFETY: within the buffer, checked just above.
-    Ok((unsafe { buffer.as_ptr().add(start) }, data.len()))
+    let column = column.as_ref();
+    arrow_array::downcast_primitive_array!(
+        column => Ok((column.values().as_ptr().cast::<u8>(), column.len())),
+        other => Err(errors::invalid(format!("{other} values are not fixed-width")))
+    )
 }
 
 /// A one-dimensional array of `len` values of `descr` at `data`, whose base

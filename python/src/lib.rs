@@ -54,7 +54,6 @@ fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::StreamBatch>()?;
     m.add_class::<stream::Reservation>()?;
     m.add_class::<stream::NumpyBatches>()?;
-    m.add_class::<arrays::Memory>()?;
     m.add_class::<shard::ShardManager>()?;
     m.add_class::<shard::Task>()?;
     m.add_class::<train::SgdRegressor>()?;

@@ -279,7 +279,7 @@ impl FastPath {
     /// `batch` as a dict of NumPy arrays by column name, read-only views of
     /// the shared memory (see `arrays::Columns::read`).
     pub(crate) fn to_numpy<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.numpy(py)?.read(py, batch.clone())?.into_any())
+        Ok(self.numpy(py)?.read(py, batch)?.into_any())
     }
 
     /// `batch` as a `pyarrow.RecordBatch`, zero-copy: pyarrow gets the
@@ -457,7 +457,7 @@ impl Producer {
         let py = slf.py();
         let this = slf.get();
         let columns = this.fast.numpy(py)?;
-        columns.reservable(py).map_err(errors::invalid)?;
+        columns.reservable().map_err(errors::invalid)?;
         let mut guard = lock(&this.inner)?;
         let producer: &mut quiver::Producer = &mut guard;
         let mut reserved = py

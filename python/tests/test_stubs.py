@@ -328,11 +328,14 @@ def instances(store, tmp_path):
     view = store.get(quiver.ObjectId.sequential(1, 0, 0))
     builder = store.create_object(quiver.ObjectId.sequential(1, 0, 1), 8)
     model = quiver.SharedModel.create(store, "m", ["x"], "y")
+    reservation = producer.reserve(2)
     made = [
         quiver.ObjectId.random(), builder, view, store, stream, producer, consumer, meta, shards, task,
         quiver.SgdRegressor(), model, model.trainer(), store.create_cells(quiver.ObjectId.random(), 2),
+        consumer.iter_numpy(), reservation,
     ]  # fmt: skip
     yield {type(obj).__name__: obj for obj in made}
+    reservation.abort()
     builder.abort()
     view.release()
     shards.leave()

@@ -40,6 +40,7 @@ pub use reader::{BatchMeta, BatchReader};
 pub use slot::{BatchSlot, ColumnMut};
 pub(crate) use writer::stamp_append_time;
 pub use writer::BatchWriter;
+pub(crate) use writer::Encoded;
 
 use arrow_schema::{DataType, Field};
 

@@ -5,12 +5,18 @@
 //! that changes state the others may wait for calls [`WaitCell::notify`]
 //! after the change; a process that waits for a condition calls
 //! [`WaitCell::wait_until`], which re-checks the condition after every wake.
-//! No wake-up is lost: the waiter reads the sequence number before it
-//! checks the condition and sleeps only if the number is unchanged, and the
-//! notifier bumps the number before it looks for waiters (both SeqCst, a
-//! Dekker-style pair), so either the waiter sees the bump or the notifier
-//! sees the waiter. A notify with no waiter costs two atomic operations and
-//! no system call.
+//! No wake-up is lost. A waiter that is about to spin or sleep first
+//! counts itself in the cell, then looks at its condition once more; the
+//! notifier makes its change, then looks at the counts (a SeqCst fence on
+//! each side between the write and the read: a Dekker-style pair), so
+//! either the notifier sees the waiter or the waiter sees the change. Only
+//! a notifier that sees a waiter bumps the sequence number (which a
+//! sleeper's futex wait and a spinner watch) and, for a sleeper, makes the
+//! wake-up system call. A notify with nobody waiting is a fence and a load
+//! of a line nobody writes: no write that other cores must fetch back.
+//!
+//! [`WaitCell::ticket`] waits (`wait_changed`) rely on every notify moving
+//! the number: their cells are notified with [`WaitCell::notify_always`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -18,11 +24,15 @@ use std::time::{Duration, Instant};
 use rustix::thread::futex;
 
 crate::shm::shared_struct! {
-    /// A futex word with its waiter count, padded to a cache line.
+    /// A futex word with its counts of sleepers and spinners, padded to a
+    /// cache line.
     pub struct WaitCell {
         seq: AtomicU32,
+        /// Waiters parked (or about to park) on `seq`.
         waiters: AtomicU32,
-        _pad: [AtomicU32; 14],
+        /// Waiters spinning on `seq` (format 8; zero in older files).
+        spinners: AtomicU32,
+        _pad: [AtomicU32; 13],
     }
 }
 const _: () = assert!(size_of::<WaitCell>() == 64);
@@ -64,9 +74,29 @@ pub enum WaitStrategy {
 impl WaitCell {
     /// Announces a state change to every waiter. Call after the change is
     /// visible (for example after unlocking the lock that guarded it).
+    /// Waiters that count themselves after this call see the change
+    /// themselves; only [`wait_for`](Self::wait_for) waits (which look
+    /// again once counted) may rely on it, not [`ticket`](Self::ticket)
+    /// waits.
     pub fn notify(&self) {
+        // Pairs with the fence in `wait_for` after a waiter counts itself:
+        // the change (before this fence) or the count (after that one) is
+        // seen by the other side.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let sleeping = self.waiters.load(Ordering::Relaxed) != 0;
+        if sleeping || self.spinners.load(Ordering::Relaxed) != 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            if sleeping {
+                wake_all(&self.seq);
+            }
+        }
+    }
+
+    /// [`notify`](Self::notify) that always moves the sequence number, for
+    /// cells whose waiters hold a [`ticket`](Self::ticket).
+    pub fn notify_always(&self) {
         // SeqCst pairs with the waiter's `waiters.fetch_add` and `seq.load`
-        // in `wait_until`: of the two stores, one is first in the total
+        // in `wait_for`: of the two stores, one is first in the total
         // order, and the other side's load then sees it.
         self.seq.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) != 0 {
@@ -154,16 +184,41 @@ impl WaitCell {
             let budget = if in_flight { budget.max(IN_FLIGHT_SPIN) } else { budget };
             if !budget.is_zero() {
                 let budget = remaining.map_or(budget, |left| left.min(budget));
-                if spin_while_unchanged(&self.seq, seq, budget) {
-                    continue;
+                self.spinners.fetch_add(1, Ordering::SeqCst);
+                let spun = self.counted(&mut attempt).map(|ready| match ready {
+                    Some(value) => Some(Some(value)),
+                    None => spin_while_unchanged(&self.seq, seq, budget).then_some(None),
+                });
+                self.spinners.fetch_sub(1, Ordering::SeqCst);
+                match spun? {
+                    Some(Some(value)) => return Ok(Some(value)),
+                    Some(None) => continue,
+                    None => {}
                 }
             }
             self.waiters.fetch_add(1, Ordering::SeqCst);
-            if self.seq.load(Ordering::SeqCst) == seq {
-                wait(&self.seq, seq, remaining);
-            }
+            let ready = self.counted(&mut attempt).map(|ready| {
+                if ready.is_none() && self.seq.load(Ordering::SeqCst) == seq {
+                    wait(&self.seq, seq, remaining);
+                }
+                ready
+            });
             self.waiters.fetch_sub(1, Ordering::SeqCst);
+            if let Some(value) = ready? {
+                return Ok(Some(value));
+            }
         }
+    }
+
+    /// The look a waiter takes once it is counted in the cell: a change made
+    /// before a notifier could see the count was not announced to it.
+    fn counted<T, E>(&self, attempt: &mut impl FnMut() -> Result<Attempt<T>, E>) -> Result<Option<T>, E> {
+        // Pairs with the fence in `notify` (see there).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Ok(match attempt()? {
+            Attempt::Ready(value) => Some(value),
+            Attempt::Pending | Attempt::InFlight => None,
+        })
     }
 }
 

@@ -287,7 +287,11 @@ impl ClientState {
 
     pub(super) fn notify(&self, i: u64) {
         if let Ok(cell) = self.cell(i) {
-            cell.notify();
+            // Waiters for space hold tickets (`Store::wait_for_space`).
+            match i {
+                SPACE_CELL => cell.notify_always(),
+                _ => cell.notify(),
+            }
         }
     }
 

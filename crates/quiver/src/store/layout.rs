@@ -22,7 +22,7 @@ use crate::shm::wait::WaitCell;
 /// "QVRSTORE" as a little-endian u64: the first eight bytes of every store.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"QVRSTORE");
 /// The store format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// The ready word's value once the creator has published the file.
 pub(crate) const READY: u32 = 0x5244_5952; // "RYDR"
 

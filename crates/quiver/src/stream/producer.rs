@@ -18,7 +18,7 @@ use arrow_schema::DataType;
 use super::registry::{self, CLOSED};
 use super::StreamError;
 use super::{BackPressure, Result, Stream};
-use crate::arrow::{stamp_append_time, BatchSlot, BatchWriter, BATCH_META_LEN};
+use crate::arrow::{stamp_append_time, BatchSlot, BatchWriter, Encoded, BATCH_META_LEN};
 use crate::shm::clock::wall_ns;
 use crate::store::StoreError;
 use crate::store::{ObjectBuilder, ObjectId};
@@ -97,6 +97,12 @@ impl Producer {
         self.check_partition(partition)?;
         let encoded = self.writer.encode(batch)?;
         let metadata = self.writer.metadata(encoded.rows, 0);
+        if encoded.size <= WHOLE_APPEND_BYTES {
+            if let Some(appended) = self.try_append_whole(partition, &encoded, &metadata)? {
+                self.after_append();
+                return Ok(appended);
+            }
+        }
         let (mut builder, appended) = self.create(partition, encoded.size, &metadata)?;
         encoded.write_into(&mut builder)?;
         stamp_append_time(&mut builder, appended.append_ns);
@@ -220,15 +226,41 @@ impl Producer {
                 true => Some(l.view(id)?.ok_or(StoreError::NotFound(id))?),
                 false => None,
             };
-            let part = &record.partitions[partition as usize];
-            part.bytes.fetch_add(payload, Relaxed);
-            part.rows.fetch_add(rows, Relaxed);
-            part.appended_rows.fetch_add(rows, Relaxed);
-            record.slot.bytes.fetch_add(payload, Relaxed);
-            record.slot.appended.fetch_add(1, Relaxed);
-            l.wake_registry(registry::partition_cell_offset(slot, partition as usize));
-            l.wake_registry(registry::stream_cell_offset(slot));
+            count_sealed(l, record, slot, partition, payload, rows);
             Ok(view)
+        })
+    }
+
+    /// An append of a small batch in one transaction: create, write, seal
+    /// (the copy is short enough to make under the lock, and a second
+    /// transaction would cost more). `None` if the store has no room now:
+    /// the caller takes the general path, which waits or drops as the
+    /// stream says.
+    fn try_append_whole(&self, partition: u32, encoded: &Encoded<'_>, metadata: &[u8]) -> Result<Option<Appended>> {
+        let (namespace, slot) = (self.stream.inner().namespace, self.stream.inner().slot);
+        self.stream.with_record(|l, record| {
+            if record.slot.flags.load(Relaxed) & CLOSED != 0 {
+                return Err(StreamError::Closed(self.stream.name().to_string()));
+            }
+            let part = &record.partitions[partition as usize];
+            let offset = part.head.load(Relaxed);
+            let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
+            let id = ObjectId::sequential(namespace, partition, offset);
+            let Some(mut builder) = l.create(id, encoded.size, metadata, crate::store::PINNED)? else {
+                return Ok(None);
+            };
+            let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
+            crate::shm::crash::point();
+            // The head first, as on the general path: a crash from here on
+            // leaves an unsealed object below the head, a hole once its
+            // owner is found dead.
+            part.head.store(next, std::sync::atomic::Ordering::Release);
+            part.last_append_ns.store(append_ns, Relaxed);
+            encoded.write_into(&mut builder)?;
+            stamp_append_time(&mut builder, append_ns);
+            l.seal(builder)?;
+            count_sealed(l, record, slot, partition, encoded.size + BATCH_META_LEN as u64, encoded.rows);
+            Ok(Some(Appended { partition, offset, append_ns }))
         })
     }
 
@@ -405,6 +437,29 @@ impl Producer {
         }
         Ok(())
     }
+}
+
+/// Batches up to this size (encoded) are appended in one transaction.
+const WHOLE_APPEND_BYTES: u64 = 8 << 10;
+
+/// Counts a sealed batch of `payload` bytes (data and metadata) and `rows`
+/// rows in its partition and stream, and wakes their waiters.
+fn count_sealed(
+    l: &crate::store::Locked<'_>,
+    record: &registry::StreamRecord,
+    slot: usize,
+    partition: u32,
+    payload: u64,
+    rows: u64,
+) {
+    let part = &record.partitions[partition as usize];
+    part.bytes.fetch_add(payload, Relaxed);
+    part.rows.fetch_add(rows, Relaxed);
+    part.appended_rows.fetch_add(rows, Relaxed);
+    record.slot.bytes.fetch_add(payload, Relaxed);
+    record.slot.appended.fetch_add(1, Relaxed);
+    l.wake_registry(registry::partition_cell_offset(slot, partition as usize));
+    l.wake_registry(registry::stream_cell_offset(slot));
 }
 
 /// A batch being built in place at an offset a [`Producer`] reserved
