@@ -197,11 +197,10 @@ impl WaitCell {
                 }
             }
             self.waiters.fetch_add(1, Ordering::SeqCst);
-            let ready = self.counted(&mut attempt).map(|ready| {
+            let ready = self.counted(&mut attempt).inspect(|ready| {
                 if ready.is_none() && self.seq.load(Ordering::SeqCst) == seq {
                     wait(&self.seq, seq, remaining);
                 }
-                ready
             });
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             if let Some(value) = ready? {
