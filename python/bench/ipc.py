@@ -850,6 +850,44 @@ def table(results, peers):
     return "\n".join(lines)
 
 
+def ceilings(sizes, seconds=1.0):
+    """What a consumer's own reading costs, with no transport at all: in one
+    process, the quiver consumer's reads (`quiver`: three pyarrow scalars;
+    `quiver_np`: the arrays of a dict) and the raw peers' (two
+    `np.frombuffer` views), with the same tally, of one batch made once.
+    No transport can hand a consumer more batches per second than this."""
+    out = []
+    for size in sizes:
+        src = Payload(size)
+        batch = quiver_batch(src)
+        columns = {"seq": src.c0, "value": src.c1}
+        buf = memoryview(src.arr).cast("B")
+
+        def pyarrow_reads(tally):
+            c0 = batch.column(0)
+            tally.see_values(batch.num_rows, c0[0].as_py(), c0[1].as_py(), batch.column(1)[-1].as_py())
+
+        def dict_reads(tally):
+            c0 = columns["seq"]
+            tally.see(len(c0), c0, columns["value"])
+
+        def raw_reads(tally):
+            rows, c0, c1 = raw_views(buf, size)
+            tally.see(rows, c0, c1)
+
+        for name, read in (("pyarrow scalars", pyarrow_reads), ("dict of arrays", dict_reads),
+                           ("np.frombuffer views", raw_reads)):
+            tally, n = Tally(size // 16), 0
+            started = time.perf_counter()
+            deadline = started + seconds
+            while time.perf_counter() < deadline:
+                for _ in range(1000):
+                    read(tally)
+                n += 1000
+            out.append((size, name, n / (time.perf_counter() - started)))
+    return out
+
+
 def cleanup():
     """Removes what this benchmark's peers may leave behind (its names only)."""
     import glob
@@ -903,6 +941,10 @@ def main():
         cleanup()
     print(f"\n{len(results)} runs, load {os.getloadavg()[0]:.2f} at the end; raw results in {args.out}\n")
     print(table(results, peers))
+    print("\nA consumer's reads alone, no transport (one process, one batch made once):\n")
+    print("| batch bytes | reads | batches/s |\n|---|---|---|")
+    for size, name, rate in ceilings([s for s in map(int, args.sizes.split(",")) if s < (1 << 20)]):
+        print(f"| {size} | {name} | {rate:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -317,6 +317,49 @@ impl Consumer {
             .sum())
     }
 
+    /// The next batch if it is there for the taking: taken ahead by an
+    /// earlier look, or sealed past this consumer's position, found without
+    /// the store's lock and decoded. `None` in every other case (nothing
+    /// yet, holes, dropped batches, the end, a batch that cannot be
+    /// decoded): [`poll`](Self::poll) then says which. Never waits and
+    /// never takes the lock, so a caller may make it where a wait would
+    /// hold up others (a binding that holds its interpreter's lock).
+    pub fn poll_ready(&mut self) -> Result<Option<StreamBatch>> {
+        let ahead = match self.ready.pop_front() {
+            Some(ahead) => ahead,
+            None => {
+                let stream = self.stream.clone();
+                let shared = stream.shared_record()?;
+                let live = shared.slot.namespace.load(Relaxed) == stream.inner().namespace
+                    && shared.slot.state.load(Relaxed) == LIVE;
+                let pending = self
+                    .parts
+                    .iter()
+                    .any(|&p| shared.partitions[p as usize].head.load(Relaxed) > self.fetched[p as usize]);
+                if !live || !pending {
+                    return Ok(None);
+                }
+                // Not closed, as far as this look goes: the end is `poll`'s to tell.
+                match self.look_unlocked(&stream, shared, false, &mut false) {
+                    Unlocked::Found(Step::Batch(ahead)) => ahead,
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let (partition, offset) = (ahead.partition, ahead.offset);
+        match self.reader.decode(ahead.view) {
+            Ok((batch, meta)) => {
+                self.move_past(partition, offset);
+                Ok(Some(StreamBatch { partition, offset, append_ns: meta.append_ns, batch }))
+            }
+            // Back on it: `poll` meets it again and reports or skips it.
+            Err(_) => {
+                self.reposition(partition, offset);
+                Ok(None)
+            }
+        }
+    }
+
     /// Returns the next batch, waiting up to `timeout` for one (zero: look
     /// once and never block).
     ///
