@@ -94,7 +94,7 @@ impl Columns {
     /// `numpy.ma.MaskedArray` over the view, masked where null.
     pub(crate) fn read<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
-        let owner = Bound::new(py, Memory { held: std::sync::Mutex::new(Held::Batch(batch.clone())) })?.into_any();
+        let owner = Bound::new(py, BatchMemory(batch.clone()))?.into_any();
         for (i, column) in batch.columns().iter().enumerate() {
             let array = match &self.kinds[i] {
                 Kind::View(descr) => {
@@ -225,9 +225,14 @@ pub(crate) fn freeze(array: &Bound<'_, PyAny>) {
     unsafe { (*array.as_ptr().cast::<PyArrayObject>()).flags &= !NPY_ARRAY_WRITEABLE };
 }
 
-/// What keeps an array's memory valid: a polled batch (its buffers hold
-/// the store object's reference), a reservation being filled, or then the
-/// view of the batch it became. The store stays mapped as long as any.
+/// What keeps a polled batch's arrays valid: the batch, whose buffers hold
+/// the store object's reference.
+#[pyclass(module = "quiver", frozen)]
+pub(crate) struct BatchMemory(#[allow(dead_code)] RecordBatch);
+
+/// What keeps a reservation's arrays valid: the reservation being filled,
+/// then the view of the batch it became. The store stays mapped as long
+/// as any.
 #[pyclass(module = "quiver", frozen)]
 pub(crate) struct Memory {
     pub(crate) held: std::sync::Mutex<Held>,
@@ -235,7 +240,6 @@ pub(crate) struct Memory {
 
 /// What a [`Memory`] holds.
 pub(crate) enum Held {
-    Batch(#[allow(dead_code)] RecordBatch),
     /// A reservation: taken out to be committed. An aborted one stays
     /// here until the last array over it is gone, so that its memory is
     /// never reused under an array.

@@ -83,6 +83,13 @@ impl WaitCell {
         // the change (before this fence) or the count (after that one) is
         // seen by the other side.
         std::sync::atomic::fence(Ordering::SeqCst);
+        self.notify_fenced();
+    }
+
+    /// [`notify`](Self::notify) for a caller that issued
+    /// `fence(SeqCst)` itself after its change (one fence for the several
+    /// cells a change concerns).
+    pub fn notify_fenced(&self) {
         let sleeping = self.waiters.load(Ordering::Relaxed) != 0;
         if sleeping || self.spinners.load(Ordering::Relaxed) != 0 {
             self.seq.fetch_add(1, Ordering::SeqCst);

@@ -286,11 +286,18 @@ impl ClientState {
     }
 
     pub(super) fn notify(&self, i: u64) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.notify_fenced(i);
+    }
+
+    /// [`notify`](Self::notify) after the caller's own `fence(SeqCst)`
+    /// (see [`WaitCell::notify_fenced`]).
+    pub(super) fn notify_fenced(&self, i: u64) {
         if let Ok(cell) = self.cell(i) {
             // Waiters for space hold tickets (`Store::wait_for_space`).
             match i {
                 SPACE_CELL => cell.notify_always(),
-                _ => cell.notify(),
+                _ => cell.notify_fenced(),
             }
         }
     }

@@ -78,23 +78,30 @@ impl Wake {
 
     /// Sends the wake-ups (after the lock is released).
     pub(super) fn send(self, shared: &ClientState) {
-        if self.space.get() {
-            shared.notify(SPACE_CELL);
-        }
         let mut cells = self.cells.get();
+        let (space, registry) = (self.space.get(), self.registry_len.get());
+        if !space && cells == 0 && registry == 0 {
+            return;
+        }
+        // One fence for every cell below (see `WaitCell::notify_fenced`):
+        // the changes were made under the lock, released just before.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if space {
+            shared.notify_fenced(SPACE_CELL);
+        }
         if cells != 0 {
             while cells != 0 {
-                shared.notify(cells.trailing_zeros() as u64);
+                shared.notify_fenced(cells.trailing_zeros() as u64);
                 cells &= cells - 1;
             }
-            shared.notify(ANY_SEAL_CELL);
+            shared.notify_fenced(ANY_SEAL_CELL);
         }
         let inline = self.registry.get();
         let more = self.registry_more.into_inner();
-        let offsets = inline[..self.registry_len.get() as usize].iter().chain(more.iter());
+        let offsets = inline[..registry as usize].iter().chain(more.iter());
         for &offset in offsets {
             if let Ok(cell) = shared.region.get::<WaitCell>(REGISTRY_OFFSET + offset as u64) {
-                cell.notify();
+                cell.notify_fenced();
             }
         }
     }

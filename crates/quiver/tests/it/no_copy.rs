@@ -316,3 +316,82 @@ fn a_reservation_commits_like_an_append_and_a_dropped_one_leaves_a_hole() {
     let stats = stream.stats().unwrap();
     assert_eq!(stats.partitions[0].rows, 12 + 5 + 12);
 }
+
+#[test]
+fn a_reservation_apart_from_its_producer_commits_with_a_view_that_outlives_retention() {
+    let t = TestStore::new("reserved");
+    let store = t.create(8 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", slot_schema()).group("g")).unwrap();
+    let other = Stream::create(&store, StreamConfig::new("other", slot_schema())).unwrap();
+    let mut producer = stream.producer().unwrap();
+    let mut reserved = producer.reserve(12).unwrap().into_reserved();
+    assert_eq!(reserved.appended().offset, 0);
+    fill(&mut reserved);
+    // Only a producer of the stream it was reserved in commits it.
+    let mut stranger = other.producer().unwrap();
+    let refused = stranger.commit_reserved(reserved, false).unwrap_err();
+    assert!(refused.to_string().contains("another stream"), "{refused}");
+    let mut reserved = producer.reserve(12).unwrap().into_reserved();
+    fill(&mut reserved);
+    let (appended, view) = producer.commit_reserved(reserved, true).unwrap();
+    assert_eq!(appended.offset, 1, "the refused one is a hole");
+    let view = view.expect("a view was asked for");
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    let Polled::Batch(b) = consumer.poll(Duration::from_secs(5)).unwrap() else { panic!("no batch") };
+    assert_eq!((b.offset, b.batch.clone()), (1, slot_reference(12)));
+    drop(b);
+    consumer.commit().unwrap();
+    stream.enforce_retention().unwrap();
+    let bytes = view.data().to_vec();
+    assert!(store.get(stream.object_id(0, 1), Duration::ZERO).unwrap().is_none(), "retention deleted it");
+    assert_eq!(view.data(), &bytes[..], "the view still reads the batch");
+}
+
+#[test]
+fn poll_ready_takes_what_is_there_and_leaves_the_rest_to_poll() {
+    let t = TestStore::new("ready");
+    let store = t.create(8 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", slot_schema()).partitions(2).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    assert!(consumer.poll_ready().unwrap().is_none(), "nothing yet");
+    for _ in 0..4 {
+        producer.append(&slot_reference(3)).unwrap();
+    }
+    // A hole in partition 1: poll_ready stops at it, poll passes it.
+    drop(producer.reserve_to(1, 3).unwrap());
+    producer.append_to(1, &slot_reference(3)).unwrap();
+    let mut got = Vec::new();
+    while let Some(b) = consumer.poll_ready().unwrap() {
+        got.push((b.partition, b.offset));
+    }
+    assert_eq!(got.len(), 4, "every batch before the hole: {got:?}");
+    let Polled::Batch(b) = consumer.poll(Duration::from_secs(5)).unwrap() else { panic!("no batch past the hole") };
+    assert_eq!((b.partition, b.offset), (1, 3));
+    assert_eq!(consumer.holes(), 1);
+    stream.close().unwrap();
+    assert!(consumer.poll_ready().unwrap().is_none(), "the end is poll's to tell");
+    assert!(matches!(consumer.poll(Duration::from_secs(5)).unwrap(), Polled::EndOfStream));
+}
+
+#[test]
+fn a_commit_with_nothing_new_writes_nothing_and_still_finds_a_removed_group() {
+    let t = TestStore::new("commit-free");
+    let store = t.create(8 << 20);
+    let stream = Stream::create(&store, StreamConfig::new("s", slot_schema()).group("g")).unwrap();
+    let mut producer = stream.producer().unwrap();
+    producer.append(&slot_reference(3)).unwrap();
+    let mut consumer = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    assert!(matches!(consumer.poll(Duration::from_secs(5)).unwrap(), Polled::Batch(_)));
+    consumer.commit().unwrap();
+    consumer.commit().unwrap();
+    assert_eq!(consumer.committed(0).unwrap(), 1);
+    // Another member of the group moves the offset back: this one's commit
+    // is not "nothing new" any more.
+    let mut other = stream.consumer(ConsumerConfig::group("g")).unwrap();
+    other.commit_offsets(&[(0, 0)]).unwrap();
+    consumer.commit().unwrap();
+    assert_eq!(consumer.committed(0).unwrap(), 1);
+    Stream::remove(&store, "s").unwrap();
+    assert!(consumer.commit().is_err(), "the stream is gone");
+}
