@@ -149,6 +149,16 @@ impl Columns {
         Ok(out)
     }
 
+    /// Why a batch of this schema cannot be read as arrays, if it cannot.
+    pub(crate) fn readable(&self) -> Result<(), String> {
+        for (name, kind) in self.labels.iter().zip(&self.kinds) {
+            if let Kind::Refused(why) = kind {
+                return Err(format!("column {name:?}: {why} (poll() gives the batch as pyarrow)"));
+            }
+        }
+        Ok(())
+    }
+
     /// Why a batch of this schema cannot be reserved, if it cannot.
     pub(crate) fn reservable(&self) -> Result<(), String> {
         for (name, kind) in self.labels.iter().zip(&self.kinds) {

@@ -476,14 +476,10 @@ impl Producer {
         let memory =
             Bound::new(py, crate::arrays::Memory { held: Mutex::new(crate::arrays::Held::Reserved(reserved)) })?;
         let arrays = columns.reserve(py, &buffers, memory.as_any())?;
-        let dict = pyo3::types::PyDict::new(py);
-        for (name, array) in &arrays {
-            dict.set_item(name, array)?;
-        }
         Ok(Reservation {
             producer: slf.clone().unbind(),
-            memory: memory.unbind(),
-            arrays: dict.unbind(),
+            memory: Mutex::new(Some(memory.unbind())),
+            arrays: Mutex::new(arrays.into_iter().map(|(name, array)| (name.unbind(), array.unbind())).collect()),
             partition: appended.partition,
             offset: appended.offset,
             done: Mutex::new(false),
@@ -687,6 +683,10 @@ impl Consumer {
         if n == 0 {
             return Ok(list);
         }
+        if numpy {
+            // Refused before anything is polled, rather than batch by batch.
+            self.fast.numpy(py)?.readable().map_err(errors::invalid)?;
+        }
         let first = match self.next_batch(py, wait::timeout(timeout)?)? {
             None => return Ok(list),
             Some(None) => return Err(EndOfStream::new_err("the stream is closed and every batch was read")),
@@ -696,22 +696,23 @@ impl Consumer {
         {
             let mut guard = lock(&self.inner)?;
             let consumer: &mut quiver::Consumer = &mut guard;
-            let ended = py
-                .detach(|| {
-                    while batches.len() < n {
-                        if let Some(b) = consumer.poll_ready()? {
-                            batches.push(b);
-                            continue;
-                        }
-                        match consumer.poll(Duration::ZERO)? {
-                            quiver::Polled::Batch(b) => batches.push(b),
-                            quiver::Polled::EndOfStream => return Ok(true),
-                            quiver::Polled::TimedOut => break,
-                        }
+            let ended = py.detach(|| {
+                while batches.len() < n {
+                    if let Ok(Some(b)) = consumer.poll_ready() {
+                        batches.push(b);
+                        continue;
                     }
-                    Ok(false)
-                })
-                .map_err(errors::stream)?;
+                    // An error (a batch that cannot be decoded, say) is
+                    // the next call's: the consumer stands on it, and
+                    // the batches taken before it are handed over.
+                    match consumer.poll(Duration::ZERO) {
+                        Ok(quiver::Polled::Batch(b)) => batches.push(b),
+                        Ok(quiver::Polled::EndOfStream) => return true,
+                        Ok(quiver::Polled::TimedOut) | Err(_) => break,
+                    }
+                }
+                false
+            });
             if ended {
                 *lock(&self.ended)? = true;
             }
@@ -719,17 +720,20 @@ impl Consumer {
         for (i, b) in batches.iter().enumerate() {
             match self.handed_over(py, b, numpy) {
                 Ok(batch) => list.append(batch)?,
-                // `handed_over` went back to this batch: the ones before
-                // it are delivered, it and the rest will be polled again.
-                Err(e) if i == 0 => return Err(e),
-                Err(_) => {
-                    // So are the batches after it, in every partition.
+                Err(e) => {
+                    // The consumer goes back to this batch and to the
+                    // first batch after it in every other partition: the
+                    // ones before are delivered, the rest polled again.
                     let mut consumer = lock(&self.inner)?;
                     let mut seen = std::collections::HashSet::new();
                     for later in &batches[i..] {
                         if seen.insert(later.partition) {
                             let _ = consumer.seek(later.partition, later.offset);
                         }
+                    }
+                    *lock(&self.ended)? = false;
+                    if i == 0 {
+                        return Err(e);
                     }
                     break;
                 }
@@ -863,9 +867,12 @@ impl Consumer {
 #[pyclass(module = "quiver", frozen)]
 pub(crate) struct Reservation {
     producer: Py<Producer>,
-    /// The arrays' base: the reservation, then the committed batch's view.
-    memory: Py<crate::arrays::Memory>,
-    arrays: Py<pyo3::types::PyDict>,
+    /// The arrays' base: the reservation, then the committed batch's view
+    /// (let go by an abort: the last array then frees it).
+    memory: Mutex<Option<Py<crate::arrays::Memory>>>,
+    /// The arrays this reservation made, by name, in column order: the
+    /// only objects it makes read-only (emptied by an abort).
+    arrays: Mutex<Vec<(Py<pyo3::types::PyString>, Py<PyAny>)>>,
     partition: u32,
     offset: u64,
     /// Committed or aborted.
@@ -873,20 +880,23 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
+    fn already(&self) -> PyErr {
+        errors::Error::new_err(format!(
+            "the reservation at partition {} offset {} was already committed or aborted",
+            self.partition, self.offset
+        ))
+    }
+
     /// Ends the reservation's writes: every array it handed out becomes
-    /// read-only. Returns what the memory held (a reservation still open),
-    /// or an error if it was already committed or aborted.
+    /// read-only. An error if it was already committed or aborted.
     fn finish(&self, py: Python<'_>) -> PyResult<()> {
         let mut done = lock(&self.done)?;
         if *done {
-            return Err(errors::Error::new_err(format!(
-                "the reservation at partition {} offset {} was already committed or aborted",
-                self.partition, self.offset
-            )));
+            return Err(self.already());
         }
         *done = true;
-        for (_, array) in self.arrays.bind(py).iter() {
-            crate::arrays::freeze(&array);
+        for (_, array) in lock(&self.arrays)?.iter() {
+            crate::arrays::freeze(array.bind(py));
         }
         Ok(())
     }
@@ -896,13 +906,24 @@ impl Reservation {
 impl Reservation {
     /// The column `name`'s values: a writable NumPy array over the store.
     fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        self.arrays.bind(py).get_item(name)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(name.to_string()))
+        let arrays = lock(&self.arrays)?;
+        if let Some((_, array)) = arrays.iter().find(|(n, _)| n.bind(py).to_str().is_ok_and(|n| n == name)) {
+            return Ok(array.bind(py).clone());
+        }
+        match arrays.is_empty() {
+            true => Err(errors::Error::new_err("the reservation was aborted: its arrays are gone")),
+            false => Err(pyo3::exceptions::PyKeyError::new_err(name.to_string())),
+        }
     }
 
-    /// The columns by name, a dict of writable NumPy arrays.
+    /// The columns by name: a new dict of the writable NumPy arrays.
     #[getter]
-    fn columns<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyDict> {
-        self.arrays.bind(py).clone()
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let dict = pyo3::types::PyDict::new(py);
+        for (name, array) in lock(&self.arrays)?.iter() {
+            dict.set_item(name.bind(py), array.bind(py))?;
+        }
+        Ok(dict)
     }
 
     /// The partition the batch goes to.
@@ -922,19 +943,24 @@ impl Reservation {
     /// while any of them lives); views made of them before must not be
     /// written any more. Returns `(partition, offset)`.
     fn commit(&self, py: Python<'_>) -> PyResult<(u32, u64)> {
-        self.finish(py)?;
-        let memory = self.memory.bind(py).get();
-        let mut held = lock(&memory.held)?;
-        let reserved = match std::mem::replace(&mut *held, crate::arrays::Held::Empty) {
-            crate::arrays::Held::Reserved(r) => r,
-            other => {
-                *held = other;
-                return Err(errors::Error::new_err("the reservation holds no batch"));
-            }
-        };
+        // Everything that can refuse comes first: a refused commit changes
+        // nothing and can be made again.
         let producer = self.producer.bind(py).get();
         let mut guard = lock(&producer.inner)?;
         let p: &mut quiver::Producer = &mut guard;
+        let memory = lock(&self.memory)?.as_ref().map(|m| m.clone_ref(py));
+        let Some(memory) = memory else {
+            return Err(self.already());
+        };
+        let memory = memory.bind(py).get();
+        let mut held = lock(&memory.held)?;
+        if !*lock(&self.done)? && !matches!(*held, crate::arrays::Held::Reserved(_)) {
+            return Err(errors::Error::new_err("the reservation holds no batch"));
+        }
+        self.finish(py)?;
+        let crate::arrays::Held::Reserved(reserved) = std::mem::replace(&mut *held, crate::arrays::Held::Empty) else {
+            unreachable!("checked just above, under the same lock")
+        };
         let store = p.stream().store().clone();
         match py.detach(|| p.commit_reserved(reserved, true)) {
             Ok((appended, view)) => {
@@ -953,11 +979,17 @@ impl Reservation {
         }
     }
 
-    /// Gives the batch up: its offset becomes a hole that consumers pass.
-    /// The arrays become read-only, and the memory is freed once the last
-    /// of them is gone.
+    /// Gives the batch up: its offset becomes a hole that consumers pass,
+    /// at once if no array of the reservation is still alive, else when
+    /// the last is gone (they are read-only now, and their memory is never
+    /// reused under them).
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py)
+        self.finish(py)?;
+        lock(&self.arrays)?.clear();
+        // With the last reference (this one, or the last array's), the
+        // reservation is dropped, which aborts its object.
+        drop(lock(&self.memory)?.take());
+        Ok(())
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {

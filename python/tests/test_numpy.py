@@ -121,6 +121,19 @@ def test_poll_many_takes_what_is_ready(store):
         consumer.poll_many(3, timeout=1)
 
 
+def test_poll_many_as_numpy_refuses_a_schema_without_arrays_and_passes_nothing(store):
+    schema = pa.schema([("x", pa.int64()), ("s", pa.string())])
+    stream = quiver.Stream.create(store, "s", schema, partitions=3, groups=["g"])
+    producer = stream.producer()
+    for k in range(6):
+        producer.append(pa.record_batch([pa.array([k]), pa.array([str(k)])], schema=schema))
+    consumer = stream.consumer("g")
+    with pytest.raises(quiver.InvalidArgument, match='column "s"'):
+        consumer.poll_many(6, timeout=1, numpy=True)
+    got = consumer.poll_many(6, timeout=1)
+    assert sorted(b.column(0)[0].as_py() for b in got) == list(range(6)), "every partition kept its batches"
+
+
 def test_poll_many_stops_before_a_batch_it_cannot_hand_over(store):
     schema = pa.schema([("x", pa.int64())])
     stream = quiver.Stream.create(store, "s", schema, groups=["g"])
@@ -163,13 +176,44 @@ def test_an_aborted_reservation_is_a_hole_consumers_pass(store):
         with producer.reserve(3) as r:
             r["i"][:] = [1, 2, 3]
             raise RuntimeError("the batch could not be made")
-    assert not r["i"].flags.writeable
-    del r
-    gc.collect()
+    with pytest.raises(quiver.Error, match="aborted"):
+        r["i"]
     producer.append(pa.record_batch([pa.array([9])], schema=schema))
     consumer = stream.consumer("g")
-    assert consumer.poll(timeout=5).column(0).to_pylist() == [9]
+    assert consumer.poll(timeout=5).column(0).to_pylist() == [9], "no array was left: the hole is there at once"
     assert consumer.holes == 1
+
+
+def test_an_aborted_reservation_keeps_its_memory_while_an_array_lives(store):
+    schema = pa.schema([("i", pa.int64())])
+    stream = quiver.Stream.create(store, "s", schema, groups=["g"])
+    producer = stream.producer()
+    r = producer.reserve(3)
+    kept = r["i"]
+    kept[:] = [1, 2, 3]
+    r.abort()
+    assert not kept.flags.writeable and kept.tolist() == [1, 2, 3]
+    producer.append(pa.record_batch([pa.array([9])], schema=schema))
+    consumer = stream.consumer("g")
+    assert consumer.poll(timeout=0.2) is None, "the offset is not given up while an array shows it"
+    del kept
+    gc.collect()
+    assert consumer.poll(timeout=5).column(0).to_pylist() == [9]
+
+
+def test_a_reservation_freezes_only_its_own_arrays(store):
+    schema = pa.schema([("i", pa.int64())])
+    stream = quiver.Stream.create(store, "s", schema, groups=["g"])
+    producer = stream.producer()
+    r = producer.reserve(3)
+    columns = r.columns
+    columns["i"] = [7, 7, 7]  # a copy of the dict: the reservation is not changed
+    mine = np.arange(3)
+    columns["j"] = mine
+    r["i"][:] = [1, 2, 3]
+    r.commit()
+    assert mine.flags.writeable
+    assert stream.consumer("g").poll(timeout=5).column(0).to_pylist() == [1, 2, 3]
 
 
 def test_reserve_refuses_columns_without_byte_values(store):

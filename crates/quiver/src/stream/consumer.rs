@@ -723,7 +723,9 @@ impl Consumer {
     }
 
     /// Whether the group this consumer joined (still the same group of
-    /// the same stream) has committed exactly its positions.
+    /// the same stream) has committed exactly its positions, and nothing
+    /// committed waits to be freed (a commit made while a stopped process
+    /// held the lock left that to the next commit).
     fn committed_already(&self) -> Result<bool> {
         let Some(group) = self.group.as_ref() else { return Ok(false) };
         let record = self.stream.shared_record()?;
@@ -732,7 +734,13 @@ impl Consumer {
             && record.slot.namespace.load(SeqCst) == self.stream.inner().namespace
             && slot.state.load(SeqCst) == LIVE
             && slot.created_ns.load(SeqCst) == group.created_ns;
-        Ok(ours && self.parts.iter().all(|&p| slot.committed[p as usize].load(SeqCst) == self.pos[p as usize]))
+        Ok(ours
+            && self.parts.iter().all(|&p| {
+                let p = p as usize;
+                let tail = record.partitions[p].tail.load(SeqCst);
+                slot.committed[p].load(SeqCst) == self.pos[p]
+                    && !matches!(registry::min_committed(record, p, tail), Some(upto) if upto > tail)
+            }))
     }
 
     /// Commits the given `(partition, next offset to read)` pairs for this

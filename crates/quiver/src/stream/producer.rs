@@ -222,12 +222,13 @@ impl Producer {
             };
             let id = builder.id();
             l.seal(builder)?;
-            let view = match keep_view {
-                true => Some(l.view(id)?.ok_or(StoreError::NotFound(id))?),
-                false => None,
-            };
+            // Counted before the view is taken: a batch sealed is counted
+            // (and its waiters woken), whatever happens to the view.
             count_sealed(l, record, slot, partition, payload, rows);
-            Ok(view)
+            match keep_view {
+                true => Ok(Some(l.view(id)?.ok_or(StoreError::NotFound(id))?)),
+                false => Ok(None),
+            }
         })
     }
 
