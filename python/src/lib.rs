@@ -13,7 +13,9 @@ mod arrays;
 mod cells;
 mod errors;
 mod export;
+mod fast;
 mod objects;
+mod reserve;
 mod shard;
 mod store;
 mod stream;
@@ -52,7 +54,7 @@ fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Producer>()?;
     m.add_class::<stream::Consumer>()?;
     m.add_class::<stream::StreamBatch>()?;
-    m.add_class::<stream::Reservation>()?;
+    m.add_class::<reserve::Reservation>()?;
     m.add_class::<stream::NumpyBatches>()?;
     m.add_class::<shard::ShardManager>()?;
     m.add_class::<shard::Task>()?;

@@ -56,7 +56,7 @@ impl Task {
 #[pyclass(module = "quiver")]
 pub(crate) struct ShardManager {
     inner: Mutex<Option<quiver::ShardManager>>,
-    fast: crate::stream::FastPath,
+    fast: crate::fast::FastPath,
 }
 
 impl ShardManager {
@@ -98,7 +98,7 @@ impl ShardManager {
             config = config.linger(crate::wait::seconds(linger)?);
         }
         let manager = py.detach(|| quiver::ShardManager::join(&stream.inner, group, config)).map_err(errors::shard)?;
-        let fast = crate::stream::FastPath::new(py, stream.inner.schema())?;
+        let fast = crate::fast::FastPath::new(py, stream.inner.schema())?;
         Ok(ShardManager { inner: Mutex::new(Some(manager)), fast })
     }
 
@@ -107,7 +107,7 @@ impl ShardManager {
     fn restore(py: Python<'_>, stream: &Stream, group: &str, path: std::path::PathBuf) -> PyResult<Self> {
         let manager =
             py.detach(|| quiver::ShardManager::restore(&stream.inner, group, &path)).map_err(errors::shard)?;
-        let fast = crate::stream::FastPath::new(py, stream.inner.schema())?;
+        let fast = crate::fast::FastPath::new(py, stream.inner.schema())?;
         Ok(ShardManager { inner: Mutex::new(Some(manager)), fast })
     }
 

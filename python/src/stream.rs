@@ -1,18 +1,18 @@
 //! `Stream`, `Producer`, `Consumer`: streams of pyarrow record batches.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use arrow_array::ffi::FFI_ArrowArray;
-use arrow_array::{Array, RecordBatch, RecordBatchOptions, StructArray};
+use arrow_array::{Array, RecordBatch};
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
-use arrow_schema::{DataType, Schema, SchemaRef};
+use arrow_schema::Schema;
 use pyo3::exceptions::PyStopIteration;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::errors;
+use crate::fast::FastPath;
 use crate::objects::ObjectId;
+use crate::reserve::Reservation;
 use crate::store::{to_python, Store};
 use crate::wait;
 
@@ -244,110 +244,11 @@ impl Stream {
     }
 }
 
-/// Batches of one schema across the C Data Interface with nothing but the
-/// array crossing: the schema is exchanged once, when the handle is made
-/// (arrow-pyarrow's general path exports and parses the schema with every
-/// batch, a microsecond or more per column).
-pub(crate) struct FastPath {
-    schema: SchemaRef,
-    /// The same schema as a `pyarrow.Schema`.
-    py_schema: Py<PyAny>,
-    /// `pyarrow.RecordBatch`, and its `_import_from_c`.
-    batch_type: Py<PyAny>,
-    import: Py<PyAny>,
-    /// The columns' NumPy forms, made on first use (NumPy is imported then).
-    numpy: pyo3::sync::PyOnceLock<crate::arrays::Columns>,
-}
-
-impl FastPath {
-    pub(crate) fn new(py: Python<'_>, schema: &SchemaRef) -> PyResult<Self> {
-        let batch_type = py.import("pyarrow")?.getattr("RecordBatch")?;
-        Ok(FastPath {
-            schema: schema.clone(),
-            py_schema: schema.to_pyarrow(py)?.unbind(),
-            import: batch_type.getattr("_import_from_c")?.unbind(),
-            batch_type: batch_type.unbind(),
-            numpy: pyo3::sync::PyOnceLock::new(),
-        })
-    }
-
-    /// The columns' NumPy forms.
-    pub(crate) fn numpy(&self, py: Python<'_>) -> PyResult<&crate::arrays::Columns> {
-        self.numpy.get_or_try_init(py, || crate::arrays::Columns::new(py, &self.schema))
-    }
-
-    /// `batch` as a dict of NumPy arrays by column name, read-only views of
-    /// the shared memory (see `arrays::Columns::read`).
-    pub(crate) fn to_numpy<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.numpy(py)?.read(py, batch)?.into_any())
-    }
-
-    /// `batch` as a `pyarrow.RecordBatch`, zero-copy: pyarrow gets the
-    /// buffers' own addresses and a release callback that drops them (and
-    /// with the last one the store object's reference).
-    pub(crate) fn to_pyarrow<'py>(&self, py: Python<'py>, batch: &RecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        // The stream's readers hand out batches with the stream's own schema
-        // `Arc` (`BatchReader::expect_schema`): the pointer test is the hit.
-        if !Arc::ptr_eq(batch.schema_ref(), &self.schema) && *batch.schema() != *self.schema {
-            return batch.to_pyarrow(py);
-        }
-        if let Some(exported) = crate::export::export(batch) {
-            // Moved out by pyarrow, or released when `exported` drops.
-            return self.import.bind(py).call1((exported.address(), self.py_schema.bind(py)));
-        }
-        let data = StructArray::from(batch.clone()).into_data();
-        let array = Box::into_raw(Box::new(FFI_ArrowArray::new(&data)));
-        let imported = self.import.bind(py).call1((array as usize, self.py_schema.bind(py)));
-        // SAFETY: `array` came from `Box::into_raw` just above and nothing
-        // else frees it. pyarrow moved the array out (leaving it released)
-        // or, on an error, did not: the drop releases what is left.
-        drop(unsafe { Box::from_raw(array) });
-        imported
-    }
-
-    /// `obj` as a `RecordBatch` if it is a `pyarrow.RecordBatch` of this
-    /// schema (field names and types; schema metadata aside): only the
-    /// array crosses, read in place. `None` for anything else.
-    fn import_batch(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
-        if !obj.is_instance(self.batch_type.bind(py))? {
-            return Ok(None);
-        }
-        let schema = obj.getattr(intern!(py, "schema"))?;
-        // Metadata too: an extension type travels as field metadata, and
-        // the general path (which then refuses) compares it as well.
-        let kwargs = pyo3::types::PyDict::new(py);
-        kwargs.set_item(intern!(py, "check_metadata"), true)?;
-        let same = schema.is(self.py_schema.bind(py))
-            || schema.call_method(intern!(py, "equals"), (self.py_schema.bind(py),), Some(&kwargs))?.is_truthy()?;
-        if !same {
-            return Ok(None);
-        }
-        let mut array = FFI_ArrowArray::empty();
-        obj.call_method1(intern!(py, "_export_to_c"), (&raw mut array as usize,))?;
-        let struct_type = DataType::Struct(self.schema.fields().clone());
-        // SAFETY: pyarrow filled `array` with a struct array of this schema's
-        // fields (checked equal above); it stays alive, owned by the
-        // imported data, until the last buffer is dropped.
-        let data = unsafe { arrow_array::ffi::from_ffi_and_data_type(array, struct_type) }
-            .map_err(|e| errors::invalid(format!("pyarrow exported a batch arrow cannot import: {e}")))?;
-        // The import trusts the exporter; pyarrow checks less than arrow
-        // (UTF-8, increasing offsets), and a batch is read by other
-        // processes: validate it as the general path does.
-        data.validate_full().map_err(|e| errors::invalid(format!("an invalid batch: {e}")))?;
-        let rows = data.len();
-        let (_, columns, _) = StructArray::from(data).into_parts();
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
-            .map(Some)
-            .map_err(|e| errors::invalid(e.to_string()))
-    }
-}
-
 /// Appends record batches to a stream.
 #[pyclass(module = "quiver", frozen)]
 pub(crate) struct Producer {
-    inner: Mutex<quiver::Producer>,
-    fast: FastPath,
+    pub(crate) inner: Mutex<quiver::Producer>,
+    pub(crate) fast: FastPath,
     /// The last `pyarrow.RecordBatch` appended and its import: appending
     /// the same object again (a batch whose buffers are refilled in place)
     /// imports nothing. Held strongly, so its address is not reused.
@@ -454,36 +355,7 @@ impl Producer {
     /// commit it is aborted, and consumers pass over its offset (a hole).
     #[pyo3(signature = (rows, *, partition = None))]
     fn reserve(slf: &Bound<'_, Self>, rows: usize, partition: Option<u32>) -> PyResult<Reservation> {
-        let py = slf.py();
-        let this = slf.get();
-        let columns = this.fast.numpy(py)?;
-        columns.reservable().map_err(errors::invalid)?;
-        let mut guard = lock(&this.inner)?;
-        let producer: &mut quiver::Producer = &mut guard;
-        let mut reserved = py
-            .detach(|| {
-                let reservation = match partition {
-                    Some(p) => producer.reserve_to(p, rows),
-                    None => producer.reserve(rows),
-                };
-                reservation.map(quiver::Reservation::into_reserved)
-            })
-            .map_err(errors::stream)?;
-        let appended = reserved.appended();
-        // Each column's values, `rows` of its width (the layout's own).
-        let buffers: Vec<(*mut u8, usize)> =
-            reserved.columns_mut().into_iter().map(|column| (column.into_bytes().as_mut_ptr(), rows)).collect();
-        let memory =
-            Bound::new(py, crate::arrays::Memory { held: Mutex::new(crate::arrays::Held::Reserved(reserved)) })?;
-        let arrays = columns.reserve(py, &buffers, memory.as_any())?;
-        Ok(Reservation {
-            producer: slf.clone().unbind(),
-            memory: Mutex::new(Some(memory.unbind())),
-            arrays: Mutex::new(arrays.into_iter().map(|(name, array)| (name.unbind(), array.unbind())).collect()),
-            partition: appended.partition,
-            offset: appended.offset,
-            done: Mutex::new(false),
-        })
+        Reservation::new(slf, rows, partition)
     }
 
     /// Ends the stream (as `Stream.close`).
@@ -698,10 +570,6 @@ impl Consumer {
             let consumer: &mut quiver::Consumer = &mut guard;
             let ended = py.detach(|| {
                 while batches.len() < n {
-                    if let Ok(Some(b)) = consumer.poll_ready() {
-                        batches.push(b);
-                        continue;
-                    }
                     // An error (a batch that cannot be decoded, say) is
                     // the next call's: the consumer stands on it, and
                     // the batches taken before it are handed over.
@@ -859,161 +727,5 @@ impl Consumer {
     fn __repr__(&self) -> PyResult<String> {
         let c = lock(&self.inner)?;
         Ok(format!("<quiver.Consumer of {:?}, group {:?}>", c.stream().name(), c.group()))
-    }
-}
-
-/// A batch being built in place in shared memory (`Producer.reserve`):
-/// writable NumPy arrays over its columns, by name, then `commit()`.
-#[pyclass(module = "quiver", frozen)]
-pub(crate) struct Reservation {
-    producer: Py<Producer>,
-    /// The arrays' base: the reservation, then the committed batch's view
-    /// (let go by an abort: the last array then frees it).
-    memory: Mutex<Option<Py<crate::arrays::Memory>>>,
-    /// The arrays this reservation made, by name, in column order: the
-    /// only objects it makes read-only (emptied by an abort).
-    arrays: Mutex<Vec<(Py<pyo3::types::PyString>, Py<PyAny>)>>,
-    partition: u32,
-    offset: u64,
-    /// Committed or aborted.
-    done: Mutex<bool>,
-}
-
-impl Reservation {
-    fn already(&self) -> PyErr {
-        errors::Error::new_err(format!(
-            "the reservation at partition {} offset {} was already committed or aborted",
-            self.partition, self.offset
-        ))
-    }
-
-    /// Ends the reservation's writes: every array it handed out becomes
-    /// read-only. An error if it was already committed or aborted.
-    fn finish(&self, py: Python<'_>) -> PyResult<()> {
-        let mut done = lock(&self.done)?;
-        if *done {
-            return Err(self.already());
-        }
-        *done = true;
-        for (_, array) in lock(&self.arrays)?.iter() {
-            crate::arrays::freeze(array.bind(py));
-        }
-        Ok(())
-    }
-}
-
-#[pymethods]
-impl Reservation {
-    /// The column `name`'s values: a writable NumPy array over the store.
-    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        let arrays = lock(&self.arrays)?;
-        if let Some((_, array)) = arrays.iter().find(|(n, _)| n.bind(py).to_str().is_ok_and(|n| n == name)) {
-            return Ok(array.bind(py).clone());
-        }
-        match arrays.is_empty() {
-            true => Err(errors::Error::new_err("the reservation was aborted: its arrays are gone")),
-            false => Err(pyo3::exceptions::PyKeyError::new_err(name.to_string())),
-        }
-    }
-
-    /// The columns by name: a new dict of the writable NumPy arrays.
-    #[getter]
-    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-        let dict = pyo3::types::PyDict::new(py);
-        for (name, array) in lock(&self.arrays)?.iter() {
-            dict.set_item(name.bind(py), array.bind(py))?;
-        }
-        Ok(dict)
-    }
-
-    /// The partition the batch goes to.
-    #[getter]
-    fn partition(&self) -> u32 {
-        self.partition
-    }
-
-    /// Its offset there.
-    #[getter]
-    fn offset(&self) -> u64 {
-        self.offset
-    }
-
-    /// Seals the batch: consumers see it from now on. The arrays become
-    /// read-only (they still show the batch, which stays in the store
-    /// while any of them lives); views made of them before must not be
-    /// written any more. Returns `(partition, offset)`.
-    fn commit(&self, py: Python<'_>) -> PyResult<(u32, u64)> {
-        // Everything that can refuse comes first: a refused commit changes
-        // nothing and can be made again.
-        let producer = self.producer.bind(py).get();
-        let mut guard = lock(&producer.inner)?;
-        let p: &mut quiver::Producer = &mut guard;
-        let memory = lock(&self.memory)?.as_ref().map(|m| m.clone_ref(py));
-        let Some(memory) = memory else {
-            return Err(self.already());
-        };
-        let memory = memory.bind(py).get();
-        let mut held = lock(&memory.held)?;
-        if !*lock(&self.done)? && !matches!(*held, crate::arrays::Held::Reserved(_)) {
-            return Err(errors::Error::new_err("the reservation holds no batch"));
-        }
-        self.finish(py)?;
-        let crate::arrays::Held::Reserved(reserved) = std::mem::replace(&mut *held, crate::arrays::Held::Empty) else {
-            unreachable!("checked just above, under the same lock")
-        };
-        let store = p.stream().store().clone();
-        match py.detach(|| p.commit_reserved(reserved, true)) {
-            Ok((appended, view)) => {
-                *held = match view {
-                    Some(view) => crate::arrays::Held::View(view),
-                    None => crate::arrays::Held::Store(store),
-                };
-                Ok((appended.partition, appended.offset))
-            }
-            Err(e) => {
-                // The batch was given up; its arrays (read-only now) stay
-                // over mapped memory.
-                *held = crate::arrays::Held::Store(store);
-                Err(errors::stream(e))
-            }
-        }
-    }
-
-    /// Gives the batch up: its offset becomes a hole that consumers pass,
-    /// at once if no array of the reservation is still alive, else when
-    /// the last is gone (they are read-only now, and their memory is never
-    /// reused under them).
-    fn abort(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py)?;
-        lock(&self.arrays)?.clear();
-        // With the last reference (this one, or the last array's), the
-        // reservation is dropped, which aborts its object.
-        drop(lock(&self.memory)?.take());
-        Ok(())
-    }
-
-    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    /// Commits, or aborts if the block raised.
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        kind: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _traceback: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        if *lock(&self.done)? {
-            return Ok(false);
-        }
-        match kind {
-            None => self.commit(py).map(|_| false),
-            Some(_) => self.abort(py).map(|_| false),
-        }
-    }
-
-    fn __repr__(&self) -> String {
-        format!("<quiver.Reservation partition {} offset {}>", self.partition, self.offset)
     }
 }

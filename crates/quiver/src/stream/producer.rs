@@ -238,30 +238,19 @@ impl Producer {
     /// the caller takes the general path, which waits or drops as the
     /// stream says.
     fn try_append_whole(&self, partition: u32, encoded: &Encoded<'_>, metadata: &[u8]) -> Result<Option<Appended>> {
-        let (namespace, slot) = (self.stream.inner().namespace, self.stream.inner().slot);
+        let slot = self.stream.inner().slot;
         self.stream.with_record(|l, record| {
-            if record.slot.flags.load(Relaxed) & CLOSED != 0 {
-                return Err(StreamError::Closed(self.stream.name().to_string()));
-            }
-            let part = &record.partitions[partition as usize];
-            let offset = part.head.load(Relaxed);
-            let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
-            let id = ObjectId::sequential(namespace, partition, offset);
-            let Some(mut builder) = l.create(id, encoded.size, metadata, crate::store::PINNED)? else {
+            // The head moves first, as on the general path: a crash from
+            // here on leaves an unsealed object below the head, a hole once
+            // its owner is found dead.
+            let Some((mut builder, appended)) = self.assign(l, record, partition, encoded.size, metadata)? else {
                 return Ok(None);
             };
-            let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
-            crate::shm::crash::point();
-            // The head first, as on the general path: a crash from here on
-            // leaves an unsealed object below the head, a hole once its
-            // owner is found dead.
-            part.head.store(next, std::sync::atomic::Ordering::Release);
-            part.last_append_ns.store(append_ns, Relaxed);
             encoded.write_into(&mut builder)?;
-            stamp_append_time(&mut builder, append_ns);
+            stamp_append_time(&mut builder, appended.append_ns);
             l.seal(builder)?;
             count_sealed(l, record, slot, partition, encoded.size + BATCH_META_LEN as u64, encoded.rows);
-            Ok(Some(Appended { partition, offset, append_ns }))
+            Ok(Some(appended))
         })
     }
 
@@ -390,33 +379,45 @@ impl Producer {
     /// object, or finds no room (`None`). A closed or removed stream is
     /// refused with its own error; nothing in the store changes.
     fn try_create(&self, partition: u32, size: u64, metadata: &[u8]) -> Result<Option<(ObjectBuilder, Appended)>> {
-        let namespace = self.stream.inner().namespace;
         self.stream.with_record(|l, record| {
-            if record.slot.flags.load(Relaxed) & CLOSED != 0 {
-                return Err(StreamError::Closed(self.stream.name().to_string()));
+            if let Some(created) = self.assign(l, record, partition, size, metadata)? {
+                return Ok(Some(created));
             }
-            let part = &record.partitions[partition as usize];
-            let offset = part.head.load(Relaxed);
-            let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
-            let id = ObjectId::sequential(namespace, partition, offset);
-            let mut created = l.create(id, size, metadata, crate::store::PINNED)?;
-            if created.is_none() {
-                // A commit made while a stopped process held the lock left
-                // its freeing to later (see `Consumer::commit_offsets`): free
-                // what the groups of every stream committed past before
-                // calling the store full.
-                registry::release_consumed_everywhere(l)?;
-                created = l.create(id, size, metadata, crate::store::PINNED)?;
-            }
-            let Some(builder) = created else {
-                return Ok(None);
-            };
-            let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
-            crate::shm::crash::point();
-            part.head.store(next, std::sync::atomic::Ordering::Release);
-            part.last_append_ns.store(append_ns, Relaxed);
-            Ok(Some((builder, Appended { partition, offset, append_ns })))
+            // A commit made while a stopped process held the lock left its
+            // freeing to later (see `Consumer::commit_offsets`): free what
+            // the groups of every stream committed past before calling the
+            // store full.
+            registry::release_consumed_everywhere(l)?;
+            self.assign(l, record, partition, size, metadata)
         })
+    }
+
+    /// Under the lock: creates the object of the partition's next offset
+    /// and moves the head past it (the head moves only for an object that
+    /// exists). `None` if the store has no room.
+    fn assign(
+        &self,
+        l: &crate::store::Locked<'_>,
+        record: &registry::StreamRecord,
+        partition: u32,
+        size: u64,
+        metadata: &[u8],
+    ) -> Result<Option<(ObjectBuilder, Appended)>> {
+        if record.slot.flags.load(Relaxed) & CLOSED != 0 {
+            return Err(StreamError::Closed(self.stream.name().to_string()));
+        }
+        let part = &record.partitions[partition as usize];
+        let offset = part.head.load(Relaxed);
+        let next = offset.checked_add(1).ok_or_else(|| StoreError::corrupted("a partition head at u64::MAX"))?;
+        let id = ObjectId::sequential(self.stream.inner().namespace, partition, offset);
+        let Some(builder) = l.create(id, size, metadata, crate::store::PINNED)? else {
+            return Ok(None);
+        };
+        let append_ns = wall_ns().max(part.last_append_ns.load(Relaxed));
+        crate::shm::crash::point();
+        part.head.store(next, std::sync::atomic::Ordering::Release);
+        part.last_append_ns.store(append_ns, Relaxed);
+        Ok(Some((builder, Appended { partition, offset, append_ns })))
     }
 
     fn full(&self, size: u64, waited: Duration) -> StreamError {
